@@ -1,0 +1,317 @@
+//! Applying order changes: plan with the pure policy, commit atomically, retry lost races.
+
+pub mod policy;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use rand::Rng;
+
+use crate::domain::{
+    validate_participants, Capabilities, ContactPolicy, Market, OrderId, Participant, RouteKey, Session,
+    SessionError, SessionState, UnixTime, VirtualNumber,
+};
+use crate::store::{CommitError, SessionCommit, Store, StoreError};
+pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
+
+/// What an order event asks of its session.
+#[derive(Debug, Clone)]
+pub enum OrderChange {
+    /// The order's full current participant list (a snapshot, so that the newest event wins whole).
+    /// Participants absent from it lose their routes of this order at once.
+    Participants(Vec<Participant>),
+    /// The order is over: routes keep working for the grace period, then end.
+    End,
+}
+
+/// One versioned change to one order.
+#[derive(Debug, Clone)]
+pub struct OrderUpdate {
+    pub order_id: OrderId,
+    pub market: Market,
+    pub version: u64,
+    pub change: OrderChange,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// The change was written; `attempts` counts commits tried (1 when no race was lost).
+    Applied { session: Session, attempts: u32 },
+    /// The stored session is as new or newer: nothing changed.
+    Stale { stored_version: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("invalid order: {0}")]
+    Invalid(#[from] SessionError),
+    #[error("market {0} is not served")]
+    UnknownMarket(Market),
+    #[error(transparent)]
+    PoolExhausted(#[from] PoolExhausted),
+    #[error("gave up after {attempts} attempts lost to concurrent orders")]
+    Contention { attempts: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl AssignError {
+    /// Transient errors may succeed on redelivery; the others never will.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AssignError::Invalid(_) | AssignError::UnknownMarket(_) => false,
+            AssignError::PoolExhausted(_) | AssignError::Contention { .. } => true,
+            AssignError::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AssignSettings {
+    pub contact_policy: ContactPolicy,
+    /// Markets served; an update for another market is refused.
+    pub markets: HashSet<Market>,
+    /// How long the parties of an ended order can still reach each other.
+    pub grace: Duration,
+    /// How long an active order's routes live without any newer event (a lost completion must not
+    /// hold numbers for ever).
+    pub session_ttl: Duration,
+    /// How long a session item outlives its routes, so that late redeliveries are still seen as stale.
+    pub retention: Duration,
+    /// Commit attempts before giving up on a contended order.
+    pub max_attempts: u32,
+    /// How long a market's pool list is reused before it is read again.
+    pub pool_cache: Duration,
+    pub needs: Capabilities,
+}
+
+impl AssignSettings {
+    pub fn for_markets(markets: impl IntoIterator<Item = Market>) -> Self {
+        AssignSettings {
+            contact_policy: ContactPolicy::default(),
+            markets: markets.into_iter().collect(),
+            grace: Duration::from_secs(30 * 60),
+            session_ttl: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(14 * 24 * 3600),
+            max_attempts: 8,
+            pool_cache: Duration::from_secs(60),
+            needs: Capabilities::VOICE_AND_SMS,
+        }
+    }
+}
+
+type CachedPool = (Instant, Arc<Vec<VirtualNumber>>);
+
+/// Applies order updates to sessions. One per process: it caches pool lists between calls.
+pub struct Assigner {
+    store: Arc<dyn Store>,
+    settings: AssignSettings,
+    pools: Mutex<HashMap<Market, CachedPool>>,
+}
+
+impl Assigner {
+    pub fn new(store: Arc<dyn Store>, settings: AssignSettings) -> Self {
+        Assigner { store, settings, pools: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn settings(&self) -> &AssignSettings {
+        &self.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Applies `update` at time `now`: idempotent, and a no-op unless newer than the stored session.
+    pub async fn apply(&self, update: &OrderUpdate, now: UnixTime) -> Result<Outcome, AssignError> {
+        if let OrderChange::Participants(people) = &update.change {
+            validate_participants(people)?;
+        }
+        if !self.settings.markets.contains(&update.market) {
+            return Err(AssignError::UnknownMarket(update.market.clone()));
+        }
+        let mut skip: HashSet<RouteKey> = HashSet::new();
+        let mut refreshed_pool = false;
+        for attempt in 1..=self.settings.max_attempts {
+            let commit = match &update.change {
+                OrderChange::Participants(people) => {
+                    match self.plan_participants(update, people, now, refreshed_pool).await? {
+                        Planned::Commit(c) => c,
+                        Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
+                        Planned::Exhausted(e) if !refreshed_pool => {
+                            // A refresh may have added numbers since the pool was cached.
+                            tracing::info!(market = %e.market, "pool exhausted with cached pool, reading it again");
+                            refreshed_pool = true;
+                            continue;
+                        }
+                        Planned::Exhausted(e) => return Err(e.into()),
+                    }
+                }
+                OrderChange::End => match self.plan_end(update, now, &skip).await? {
+                    Planned::Commit(c) => c,
+                    Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
+                    Planned::Exhausted(e) => return Err(e.into()),
+                },
+            };
+            match self.store.commit(&commit).await {
+                Ok(()) => return Ok(Outcome::Applied { session: commit.session, attempts: attempt }),
+                Err(CommitError::StaleVersion) => {
+                    // Another event of this order won; the next read decides whether we are stale.
+                    tracing::debug!(order_id = %update.order_id, attempt, "session changed underneath, re-reading");
+                }
+                Err(CommitError::RoutesTaken(keys)) => {
+                    tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "lost a race for numbers, re-planning");
+                    if matches!(update.change, OrderChange::End) {
+                        // Those routes expired and now serve other orders: leave them alone.
+                        skip.extend(keys);
+                    }
+                }
+                Err(CommitError::Conflict) => {
+                    tracing::debug!(order_id = %update.order_id, attempt, "transaction conflict, retrying");
+                }
+                Err(CommitError::Store(e)) => return Err(e.into()),
+            }
+            if attempt < self.settings.max_attempts {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+        Err(AssignError::Contention { attempts: self.settings.max_attempts })
+    }
+
+    async fn plan_participants(
+        &self,
+        update: &OrderUpdate,
+        people: &[Participant],
+        now: UnixTime,
+        fresh_pool: bool,
+    ) -> Result<Planned, AssignError> {
+        // One parallel set of reads: the session, each participant's live contacts, and the pool
+        // unless cached.
+        let store = &self.store;
+        let (previous, busy, pool) = tokio::try_join!(
+            store.session(&update.order_id),
+            try_join_all(people.iter().map(|p| store.live_contacts(&p.phone, now))),
+            self.pool(&update.market, fresh_pool),
+        )?;
+        if let Some(prev) = &previous {
+            if prev.version >= update.version {
+                return Ok(Planned::Stale(prev.version));
+            }
+        }
+        let busy: Vec<HashSet<_>> = busy
+            .into_iter()
+            .map(|live| live.into_iter().filter(|c| c.order_id != update.order_id).map(|c| c.number).collect())
+            .collect();
+        let contacts = match plan_contacts(&PlanRequest {
+            order_id: &update.order_id,
+            market: &update.market,
+            participants: people,
+            previous: previous.as_ref(),
+            busy: &busy,
+            pool: &pool,
+            contact_policy: &self.settings.contact_policy,
+            needs: self.settings.needs,
+        }) {
+            Ok(c) => c,
+            Err(e) => return Ok(Planned::Exhausted(e)),
+        };
+        let session = Session {
+            order_id: update.order_id.clone(),
+            market: update.market.clone(),
+            version: update.version,
+            state: SessionState::Active,
+            participants: people.to_vec(),
+            contacts,
+            updated_at: now,
+        };
+        let routes_until = now + secs(self.settings.session_ttl);
+        let put_routes = session.routes(routes_until);
+        let kept: HashSet<RouteKey> = put_routes.iter().map(|r| r.key()).collect();
+        let delete_routes = previous
+            .map(|prev| prev.routes(0).into_iter().map(|r| r.key()).filter(|k| !kept.contains(k)).collect())
+            .unwrap_or_default();
+        Ok(Planned::Commit(SessionCommit {
+            session,
+            session_expires_at: routes_until + secs(self.settings.retention),
+            put_routes,
+            delete_routes,
+            now,
+        }))
+    }
+
+    async fn plan_end(&self, update: &OrderUpdate, now: UnixTime, skip: &HashSet<RouteKey>) -> Result<Planned, AssignError> {
+        let previous = self.store.session(&update.order_id).await?;
+        let (session, put_routes) = match previous {
+            Some(prev) if prev.version >= update.version => return Ok(Planned::Stale(prev.version)),
+            // Already ended (say, cancelled after completed): keep the first grace period.
+            Some(prev @ Session { state: SessionState::Ended { .. }, .. }) => {
+                (Session { version: update.version, updated_at: now, ..prev }, Vec::new())
+            }
+            Some(prev) => {
+                let grace_until = now + secs(self.settings.grace);
+                let session =
+                    Session { version: update.version, updated_at: now, state: SessionState::Ended { grace_until }, ..prev };
+                let routes = session.routes(grace_until).into_iter().filter(|r| !skip.contains(&r.key())).collect();
+                (session, routes)
+            }
+            // The end arrived before the assignment: a tombstone makes the late assignment stale.
+            None => (
+                Session {
+                    order_id: update.order_id.clone(),
+                    market: update.market.clone(),
+                    version: update.version,
+                    state: SessionState::Ended { grace_until: now },
+                    participants: Vec::new(),
+                    contacts: Vec::new(),
+                    updated_at: now,
+                },
+                Vec::new(),
+            ),
+        };
+        let grace_until = match session.state {
+            SessionState::Ended { grace_until } => grace_until,
+            SessionState::Active => now,
+        };
+        Ok(Planned::Commit(SessionCommit {
+            session,
+            session_expires_at: grace_until + secs(self.settings.retention),
+            put_routes,
+            delete_routes: Vec::new(),
+            now,
+        }))
+    }
+
+    async fn pool(&self, market: &Market, fresh: bool) -> Result<Arc<Vec<VirtualNumber>>, StoreError> {
+        if !fresh {
+            let cached = self.pools.lock().ok().and_then(|pools| pools.get(market).cloned());
+            if let Some((at, pool)) = cached {
+                if at.elapsed() < self.settings.pool_cache {
+                    return Ok(pool);
+                }
+            }
+        }
+        let pool = Arc::new(self.store.pool(market).await?);
+        if let Ok(mut pools) = self.pools.lock() {
+            pools.insert(market.clone(), (Instant::now(), pool.clone()));
+        }
+        Ok(pool)
+    }
+}
+
+enum Planned {
+    Commit(SessionCommit),
+    Stale(u64),
+    Exhausted(PoolExhausted),
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+/// Full-jitter exponential backoff: 0..(10 ms × 2^attempt), capped at 640 ms.
+fn backoff(attempt: u32) -> Duration {
+    let cap = 10u64 << attempt.min(6);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=cap))
+}

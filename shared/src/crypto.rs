@@ -1,0 +1,188 @@
+//! Keeping real numbers out of DynamoDB in the clear: HMAC-SHA256 for keys, AES-256-GCM for values.
+//!
+//! Key material is wrapped by KMS and unwrapped once per cold start ([`Vault::unwrap_with_kms`]);
+//! after that every operation is local, so routing a call never waits on KMS.
+
+use std::collections::BTreeMap;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+use crate::domain::RealNumber;
+
+const NONCE_LEN: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("key material must be 32 bytes, got {0}")]
+    BadKeyLength(usize),
+    #[error("no data key named `{0}`")]
+    UnknownKey(String),
+    #[error("ciphertext failed authentication")]
+    Tampered,
+    #[error("decrypted value is not a valid phone number")]
+    NotANumber,
+    #[error("encryption failed")]
+    Seal,
+    #[error("KMS could not unwrap key `{name}`: {reason}")]
+    Kms { name: String, reason: String },
+}
+
+/// The secrets that protect real numbers at rest.
+#[derive(Clone)]
+pub struct Vault {
+    person_key: Hmac<Sha256>,
+    current: String,
+    data_keys: BTreeMap<String, Aes256Gcm>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("current", &self.current).finish_non_exhaustive()
+    }
+}
+
+/// A sealed value and the name of the data key that sealed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key: String,
+    pub blob: Vec<u8>,
+}
+
+impl Vault {
+    /// Builds a vault from plaintext keys: a 32-byte HMAC key and named 32-byte data keys,
+    /// `current` naming the one new values are sealed with.
+    pub fn from_keys(hmac_key: &[u8], data_keys: BTreeMap<String, Vec<u8>>, current: &str) -> Result<Self, CryptoError> {
+        if hmac_key.len() != 32 {
+            return Err(CryptoError::BadKeyLength(hmac_key.len()));
+        }
+        let person_key = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key).map_err(|_| CryptoError::BadKeyLength(hmac_key.len()))?;
+        let mut ciphers = BTreeMap::new();
+        for (name, key) in data_keys {
+            if key.len() != 32 {
+                return Err(CryptoError::BadKeyLength(key.len()));
+            }
+            let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| CryptoError::BadKeyLength(key.len()))?;
+            ciphers.insert(name, cipher);
+        }
+        if !ciphers.contains_key(current) {
+            return Err(CryptoError::UnknownKey(current.to_owned()));
+        }
+        Ok(Vault { person_key, current: current.to_owned(), data_keys: ciphers })
+    }
+
+    /// Unwraps KMS-encrypted keys (all in parallel, one `Decrypt` each) and builds the vault.
+    pub async fn unwrap_with_kms(
+        kms: &aws_sdk_kms::Client,
+        wrapped_hmac_key: &[u8],
+        wrapped_data_keys: &BTreeMap<String, Vec<u8>>,
+        current: &str,
+    ) -> Result<Self, CryptoError> {
+        let unwrap = |name: String, blob: Vec<u8>| async move {
+            let out = kms
+                .decrypt()
+                .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
+                .encryption_context("purpose", "vnmask")
+                .encryption_context("key", name.clone())
+                .send()
+                .await
+                .map_err(|e| CryptoError::Kms { name: name.clone(), reason: aws_sdk_kms::error::DisplayErrorContext(e).to_string() })?;
+            let plain = out.plaintext.ok_or_else(|| CryptoError::Kms { name: name.clone(), reason: "no plaintext".into() })?;
+            Ok::<_, CryptoError>((name, plain.into_inner()))
+        };
+        let mut jobs = vec![unwrap("hmac".to_owned(), wrapped_hmac_key.to_vec())];
+        jobs.extend(wrapped_data_keys.iter().map(|(n, b)| unwrap(format!("data:{n}"), b.clone())));
+        let mut unwrapped = futures_util::future::try_join_all(jobs).await?.into_iter();
+        let (_, hmac_key) = unwrapped.next().ok_or_else(|| CryptoError::UnknownKey("hmac".into()))?;
+        let data_keys = unwrapped
+            .map(|(name, key)| (name.trim_start_matches("data:").to_owned(), key))
+            .collect();
+        Vault::from_keys(&hmac_key, data_keys, current)
+    }
+
+    /// The stable, non-reversible key of a person: hex HMAC-SHA256 of their E.164 number.
+    pub fn person_key(&self, number: &RealNumber) -> String {
+        let mut mac = self.person_key.clone();
+        mac.update(number.expose().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Encrypts a real number; `context` (the item key and attribute) is authenticated, so a
+    /// ciphertext moved to another item or attribute fails to open.
+    pub fn seal(&self, number: &RealNumber, context: &str) -> Result<Sealed, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let cipher = &self.data_keys[&self.current];
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: number.expose().as_bytes(), aad: context.as_bytes() })
+            .map_err(|_| CryptoError::Seal)?;
+        let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&ct);
+        Ok(Sealed { key: self.current.clone(), blob })
+    }
+
+    pub fn open(&self, sealed: &Sealed, context: &str) -> Result<RealNumber, CryptoError> {
+        let cipher = self.data_keys.get(&sealed.key).ok_or_else(|| CryptoError::UnknownKey(sealed.key.clone()))?;
+        if sealed.blob.len() < NONCE_LEN + 16 {
+            return Err(CryptoError::Tampered);
+        }
+        let (nonce, ct) = sealed.blob.split_at(NONCE_LEN);
+        let plain = cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: context.as_bytes() })
+            .map_err(|_| CryptoError::Tampered)?;
+        let text = std::str::from_utf8(&plain).map_err(|_| CryptoError::NotANumber)?;
+        RealNumber::parse(text).map_err(|_| CryptoError::NotANumber)
+    }
+
+    pub fn current_key(&self) -> &str {
+        &self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault() -> Vault {
+        let keys = BTreeMap::from([("k1".to_owned(), vec![7u8; 32]), ("k2".to_owned(), vec![9u8; 32])]);
+        Vault::from_keys(&[1u8; 32], keys, "k2").unwrap()
+    }
+
+    #[test]
+    fn sealed_number_opens_under_the_same_context_only() {
+        let v = vault();
+        let n = RealNumber::parse("+919812345678").unwrap();
+        let sealed = v.seal(&n, "ROUTE#x|VN#y|callee").unwrap();
+        assert_eq!(sealed.key, "k2");
+        assert!(!String::from_utf8_lossy(&sealed.blob).contains("9812345678"));
+        assert_eq!(v.open(&sealed, "ROUTE#x|VN#y|callee").unwrap(), n);
+        assert!(matches!(v.open(&sealed, "ROUTE#z|VN#y|callee"), Err(CryptoError::Tampered)));
+    }
+
+    #[test]
+    fn values_sealed_with_an_older_key_still_open() {
+        let old = Vault::from_keys(&[1u8; 32], BTreeMap::from([("k1".to_owned(), vec![7u8; 32])]), "k1").unwrap();
+        let n = RealNumber::parse("+919812345678").unwrap();
+        let sealed = old.seal(&n, "c").unwrap();
+        assert_eq!(vault().open(&sealed, "c").unwrap(), n);
+    }
+
+    #[test]
+    fn person_key_is_stable_and_hides_the_number() {
+        let v = vault();
+        let n = RealNumber::parse("+919812345678").unwrap();
+        assert_eq!(v.person_key(&n), v.person_key(&n));
+        assert_eq!(v.person_key(&n).len(), 64);
+        assert!(!v.person_key(&n).contains("9812345678"));
+        assert_ne!(v.person_key(&n), v.person_key(&RealNumber::parse("+919812345679").unwrap()));
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(matches!(Vault::from_keys(&[1u8; 16], BTreeMap::new(), "k"), Err(CryptoError::BadKeyLength(16))));
+    }
+}

@@ -1,0 +1,12 @@
+//! The masking domain: pure values and rules, nothing of AWS.
+
+mod number;
+mod phone;
+mod session;
+
+pub use number::{Capabilities, Capability, NumberError, NumberState, Provider, VirtualNumber};
+pub use phone::{Market, PhoneError, RealNumber, VnNumber, E164};
+pub use session::{
+    validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route, RouteKey, Session,
+    SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
+};

@@ -1,0 +1,225 @@
+//! Phone numbers: E.164 parsing for real (private) and virtual (public) numbers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country;
+use serde::{Deserialize, Serialize};
+
+/// Why a string is not an acceptable phone number. Never carries the number itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("phone number is not in E.164 form (+ then 8 to 15 digits)")]
+    NotE164,
+    #[error("phone number is not a valid number for its country")]
+    Invalid,
+    #[error("unknown market `{0}`: expected an ISO 3166-1 alpha-2 country code")]
+    UnknownMarket(String),
+}
+
+/// An ISO 3166-1 alpha-2 country code naming a market, e.g. `IN`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Market(String);
+
+impl Market {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Market {
+    type Err = PhoneError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.trim().to_ascii_uppercase();
+        if upper.len() != 2 || country::Id::from_str(&upper).is_err() {
+            return Err(PhoneError::UnknownMarket(s.chars().take(8).collect()));
+        }
+        Ok(Market(upper))
+    }
+}
+
+impl TryFrom<String> for Market {
+    type Error = PhoneError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Market> for String {
+    fn from(m: Market) -> String {
+        m.0
+    }
+}
+
+impl fmt::Display for Market {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A validated E.164 number and the country it belongs to.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct E164 {
+    digits: String,
+    country: Option<Market>,
+}
+
+impl E164 {
+    /// Parses strictly: `+`, 8–15 digits, canonical, and valid for its country.
+    pub fn parse(s: &str) -> Result<Self, PhoneError> {
+        let digits = s.strip_prefix('+').ok_or(PhoneError::NotE164)?;
+        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(PhoneError::NotE164);
+        }
+        let parsed = phonenumber::parse(None, s).map_err(|_| PhoneError::Invalid)?;
+        if !phonenumber::is_valid(&parsed) {
+            return Err(PhoneError::Invalid);
+        }
+        let canonical = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        if canonical != s {
+            return Err(PhoneError::NotE164);
+        }
+        let country = parsed.country().id().and_then(|id| id.as_ref().parse().ok());
+        Ok(E164 { digits: canonical, country })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.digits
+    }
+
+    /// The number's country, when the numbering plan names one (non-geographic numbers have none).
+    pub fn country(&self) -> Option<&Market> {
+        self.country.as_ref()
+    }
+}
+
+/// A person's real number. It must never be shown, logged or put in a key:
+/// `Debug` and `Display` redact it; only [`RealNumber::expose`] gives the digits,
+/// for the provider response that connects a call and for encryption.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RealNumber(E164);
+
+impl RealNumber {
+    pub fn parse(s: &str) -> Result<Self, PhoneError> {
+        E164::parse(s).map(RealNumber)
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn country(&self) -> Option<&Market> {
+        self.0.country()
+    }
+}
+
+impl fmt::Debug for RealNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RealNumber(<redacted>)")
+    }
+}
+
+impl fmt::Display for RealNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for RealNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RealNumber::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A virtual number's E.164 form: ours, public, safe to log.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VnNumber(E164);
+
+impl VnNumber {
+    pub fn parse(s: &str) -> Result<Self, PhoneError> {
+        E164::parse(s).map(VnNumber)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn country(&self) -> Option<&Market> {
+        self.0.country()
+    }
+}
+
+impl TryFrom<String> for VnNumber {
+    type Error = PhoneError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        VnNumber::parse(&s)
+    }
+}
+
+impl From<VnNumber> for String {
+    fn from(v: VnNumber) -> String {
+        v.0.digits
+    }
+}
+
+impl fmt::Debug for VnNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VnNumber({})", self.as_str())
+    }
+}
+
+impl fmt::Display for VnNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_indian_mobile_parses_with_its_country() {
+        let n = RealNumber::parse("+919812345678").unwrap();
+        assert_eq!(n.expose(), "+919812345678");
+        assert_eq!(n.country().unwrap().as_str(), "IN");
+    }
+
+    #[test]
+    fn real_number_never_prints_its_digits() {
+        let n = RealNumber::parse("+919812345678").unwrap();
+        assert!(!format!("{n:?}").contains("9812"));
+        assert!(!format!("{n}").contains("9812"));
+        assert!(!format!("{:?}", Some(&n)).contains("9812"));
+    }
+
+    #[test]
+    fn non_e164_forms_are_rejected() {
+        for s in ["", "+", "919812345678", "+91 98123 45678", "+91-9812345678", "+0919812345678",
+                  "+9198123456789999", "+91981234567a", "++919812345678", " +919812345678", "+１２３"] {
+            assert!(RealNumber::parse(s).is_err(), "{s:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn invalid_number_for_country_is_rejected() {
+        assert_eq!(RealNumber::parse("+9112345"), Err(PhoneError::NotE164));
+        assert_eq!(RealNumber::parse("+91123456789"), Err(PhoneError::Invalid));
+    }
+
+    #[test]
+    fn market_is_an_iso_country() {
+        assert_eq!("in".parse::<Market>().unwrap().as_str(), "IN");
+        assert!("XX".parse::<Market>().is_err());
+        assert!("IND".parse::<Market>().is_err());
+    }
+
+    #[test]
+    fn error_messages_do_not_echo_the_number() {
+        let e = RealNumber::parse("+9112345678901234").unwrap_err();
+        assert!(!e.to_string().contains("12345"));
+    }
+}

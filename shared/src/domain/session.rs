@@ -1,0 +1,385 @@
+//! Orders' masking sessions: who takes part, who may reach whom, through which number.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::number::Capabilities;
+use super::phone::{Market, RealNumber, VnNumber};
+
+/// Seconds since the Unix epoch.
+pub type UnixTime = i64;
+
+/// At most this many participants per order: every contact pair needs two route items and one
+/// DynamoDB transaction holds at most 100 items (6 parties: 15 pairs, 30 routes, plus as many removed).
+pub const MAX_PARTICIPANTS: usize = 6;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("{what} must be 1-{max} characters of A-Z, a-z, 0-9, '.', '_', ':', '-'")]
+    BadIdentifier { what: &'static str, max: usize },
+    #[error("role must be 1-32 characters of a-z, 0-9 and '_'")]
+    BadRole,
+    #[error("an order needs at least one participant")]
+    NoParticipants,
+    #[error("an order has at most {MAX_PARTICIPANTS} participants, got {0}")]
+    TooManyParticipants(usize),
+    #[error("participant {index} is the same person as an earlier participant (same user id or phone)")]
+    PersonTwice { index: usize },
+    #[error("contact rule `{0}` must look like `role:role`")]
+    BadContactRule(String),
+}
+
+fn check_identifier(s: &str, what: &'static str, max: usize) -> Result<(), SessionError> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::BadIdentifier { what, max })
+    }
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = SessionError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                check_identifier(s, $what, $max)?;
+                Ok($name(s.to_owned()))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = SessionError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                check_identifier(&s, $what, $max)?;
+                Ok($name(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// The order service's id of an order.
+    OrderId, "order id", 128
+);
+identifier!(
+    /// The platform's id of a person (not their phone number).
+    UserId, "user id", 128
+);
+
+/// A participant's part in an order: `customer`, `driver`, `merchant`, …
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Role(String);
+
+impl Role {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Role {
+    type Err = SessionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(Role(s.to_owned()))
+        } else {
+            Err(SessionError::BadRole)
+        }
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = SessionError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Role> for String {
+    fn from(r: Role) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A person taking part in an order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Participant {
+    pub role: Role,
+    pub user_id: UserId,
+    pub phone: RealNumber,
+}
+
+/// Checks a participant list: non-empty, bounded, and nobody twice (by user id or by phone,
+/// since routing tells people apart by their phone).
+pub fn validate_participants(participants: &[Participant]) -> Result<(), SessionError> {
+    if participants.is_empty() {
+        return Err(SessionError::NoParticipants);
+    }
+    if participants.len() > MAX_PARTICIPANTS {
+        return Err(SessionError::TooManyParticipants(participants.len()));
+    }
+    let mut users = HashSet::new();
+    let mut phones = HashSet::new();
+    for (index, p) in participants.iter().enumerate() {
+        if !users.insert(&p.user_id) || !phones.insert(&p.phone) {
+            return Err(SessionError::PersonTwice { index });
+        }
+    }
+    Ok(())
+}
+
+/// Which pairs of roles may reach each other. By default every pair except customer↔customer
+/// (two riders of a shared ride must not get each other's line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactPolicy {
+    denied: HashSet<(Role, Role)>,
+}
+
+impl Default for ContactPolicy {
+    fn default() -> Self {
+        ContactPolicy::parse("customer:customer").expect("the default rule is well-formed")
+    }
+}
+
+impl ContactPolicy {
+    /// Parses a comma-separated list of denied role pairs, e.g. `customer:customer,merchant:merchant`.
+    /// An empty string allows every pair.
+    pub fn parse(denied: &str) -> Result<Self, SessionError> {
+        let mut set = HashSet::new();
+        for rule in denied.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let (a, b) = rule
+                .split_once(':')
+                .ok_or_else(|| SessionError::BadContactRule(rule.chars().take(40).collect()))?;
+            let bad = || SessionError::BadContactRule(rule.chars().take(40).collect());
+            let (a, b): (Role, Role) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            set.insert(ordered(a, b));
+        }
+        Ok(ContactPolicy { denied: set })
+    }
+
+    pub fn allows(&self, a: &Role, b: &Role) -> bool {
+        !self.denied.contains(&ordered(a.clone(), b.clone()))
+    }
+
+    /// The contact pairs among `participants`, as index pairs (i < j) in a stable order.
+    pub fn pairs(&self, participants: &[Participant]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for i in 0..participants.len() {
+            for j in i + 1..participants.len() {
+                if self.allows(&participants[i].role, &participants[j].role) {
+                    out.push((i, j));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn ordered(a: Role, b: Role) -> (Role, Role) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Two participants (by user id) who reach each other through one virtual number, both ways.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub a: UserId,
+    pub b: UserId,
+    pub number: VnNumber,
+    pub capabilities: Capabilities,
+}
+
+impl Contact {
+    pub fn involves(&self, user: &UserId) -> bool {
+        &self.a == user || &self.b == user
+    }
+
+    /// The other side of this contact, seen from `user`.
+    pub fn other(&self, user: &UserId) -> Option<&UserId> {
+        if &self.a == user {
+            Some(&self.b)
+        } else if &self.b == user {
+            Some(&self.a)
+        } else {
+            None
+        }
+    }
+
+    pub fn joins(&self, x: &UserId, y: &UserId) -> bool {
+        (&self.a == x && &self.b == y) || (&self.a == y && &self.b == x)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    Active,
+    /// The order ended; its routes keep working until `grace_until`.
+    Ended { grace_until: UnixTime },
+}
+
+/// The masking state of one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub order_id: OrderId,
+    pub market: Market,
+    /// Version of the last order event applied.
+    pub version: u64,
+    pub state: SessionState,
+    pub participants: Vec<Participant>,
+    pub contacts: Vec<Contact>,
+    pub updated_at: UnixTime,
+}
+
+impl Session {
+    pub fn participant(&self, user: &UserId) -> Option<&Participant> {
+        self.participants.iter().find(|p| &p.user_id == user)
+    }
+
+    /// Every route this session implies: for each contact, one in each direction.
+    pub fn routes(&self, expires_at: UnixTime) -> Vec<Route> {
+        let mut routes = Vec::with_capacity(self.contacts.len() * 2);
+        for c in &self.contacts {
+            let (Some(a), Some(b)) = (self.participant(&c.a), self.participant(&c.b)) else {
+                continue;
+            };
+            for (from, to) in [(a, b), (b, a)] {
+                routes.push(Route {
+                    caller: from.phone.clone(),
+                    number: c.number.clone(),
+                    order_id: self.order_id.clone(),
+                    market: self.market.clone(),
+                    caller_role: from.role.clone(),
+                    callee_role: to.role.clone(),
+                    callee: to.phone.clone(),
+                    expires_at,
+                });
+            }
+        }
+        routes
+    }
+}
+
+/// Where a call from `caller` to the virtual `number` goes: to `callee`, showing `number` as caller id,
+/// so that calling it back reaches the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub caller: RealNumber,
+    pub number: VnNumber,
+    pub order_id: OrderId,
+    pub market: Market,
+    pub caller_role: Role,
+    pub callee_role: Role,
+    pub callee: RealNumber,
+    pub expires_at: UnixTime,
+}
+
+impl Route {
+    pub fn key(&self) -> RouteKey {
+        RouteKey { caller: self.caller.clone(), number: self.number.clone() }
+    }
+
+    /// The caller id to present to the callee: the same virtual number.
+    pub fn caller_id(&self) -> &VnNumber {
+        &self.number
+    }
+
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// What identifies a route: who calls and which virtual number they dial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    pub caller: RealNumber,
+    pub number: VnNumber,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(role: &str, user: &str, phone: &str) -> Participant {
+        Participant { role: role.parse().unwrap(), user_id: user.parse().unwrap(), phone: RealNumber::parse(phone).unwrap() }
+    }
+
+    #[test]
+    fn default_policy_pairs_everyone_but_two_customers() {
+        let people = [p("customer", "c1", "+919812345678"), p("customer", "c2", "+919812345679"), p("driver", "d", "+919898765432")];
+        assert_eq!(ContactPolicy::default().pairs(&people), vec![(0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn empty_policy_allows_every_pair() {
+        let people = [p("customer", "c1", "+919812345678"), p("customer", "c2", "+919812345679")];
+        assert_eq!(ContactPolicy::parse("").unwrap().pairs(&people), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn malformed_contact_rule_is_an_error() {
+        assert!(ContactPolicy::parse("customer").is_err());
+        assert!(ContactPolicy::parse("Customer:driver").is_err());
+    }
+
+    #[test]
+    fn same_phone_twice_is_rejected() {
+        let people = [p("customer", "c1", "+919812345678"), p("driver", "d", "+919812345678")];
+        assert_eq!(validate_participants(&people), Err(SessionError::PersonTwice { index: 1 }));
+    }
+
+    #[test]
+    fn same_user_twice_is_rejected() {
+        let people = [p("customer", "u", "+919812345678"), p("driver", "u", "+919812345679")];
+        assert_eq!(validate_participants(&people), Err(SessionError::PersonTwice { index: 1 }));
+    }
+
+    #[test]
+    fn identifiers_reject_key_delimiters_and_spaces() {
+        assert!("ord-1001".parse::<OrderId>().is_ok());
+        assert!("ord#1".parse::<OrderId>().is_err());
+        assert!("ord 1".parse::<OrderId>().is_err());
+        assert!("".parse::<OrderId>().is_err());
+        assert!("x".repeat(129).parse::<OrderId>().is_err());
+    }
+}

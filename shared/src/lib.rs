@@ -1,0 +1,13 @@
+//! vnmask: phone-number masking for orders. The shared library of every Lambda function.
+//!
+//! - [`domain`]: numbers, sessions, routes (pure)
+//! - [`assignment`]: the assignment policy (pure) and the service that applies order changes
+//! - [`store`]: the `Store` trait with DynamoDB and in-memory implementations
+//! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
+//! - [`aws`]: SDK configuration shared by the functions
+
+pub mod assignment;
+pub mod aws;
+pub mod crypto;
+pub mod domain;
+pub mod store;

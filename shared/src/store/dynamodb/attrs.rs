@@ -1,0 +1,57 @@
+//! The one place that knows the table's key shapes and attribute names (docs/data-model.md).
+
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+/// TTL attribute: epoch seconds.
+pub const EXPIRES_AT: &str = "expires_at";
+
+pub const ORDER_ID: &str = "order_id";
+pub const MARKET: &str = "market";
+pub const VERSION: &str = "version";
+pub const STATE: &str = "state";
+pub const GRACE_UNTIL: &str = "grace_until";
+pub const UPDATED_AT: &str = "updated_at";
+pub const PARTICIPANTS: &str = "participants";
+pub const CONTACTS: &str = "contacts";
+/// Name of the data key that sealed the item's encrypted values.
+pub const KEY: &str = "key";
+
+pub const ROLE: &str = "role";
+pub const USER_ID: &str = "user_id";
+pub const PERSON: &str = "person";
+pub const PHONE: &str = "phone";
+
+pub const A: &str = "a";
+pub const B: &str = "b";
+pub const NUMBER: &str = "number";
+pub const CAPABILITIES: &str = "capabilities";
+
+pub const CALLER_ROLE: &str = "caller_role";
+pub const CALLEE_ROLE: &str = "callee_role";
+pub const CALLEE: &str = "callee";
+
+pub const PROVIDER: &str = "provider";
+
+pub const SESSION_SK: &str = "SESSION";
+
+pub fn session_pk(order_id: &str) -> String {
+    format!("ORDER#{order_id}")
+}
+
+/// `person` is the HMAC person key, never the number.
+pub fn route_pk(person: &str) -> String {
+    format!("ROUTE#{person}")
+}
+
+pub fn number_sk(number: &str) -> String {
+    format!("VN#{number}")
+}
+
+pub fn pool_pk(market: &str) -> String {
+    format!("POOL#{market}")
+}
+
+/// The authenticated context of an encrypted attribute: its item and its place in the item.
+pub fn seal_context(pk: &str, sk: &str, place: &str) -> String {
+    format!("{pk}|{sk}|{place}")
+}
