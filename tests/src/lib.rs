@@ -1,1 +1,318 @@
+//! Test harness: the local AWS stand-ins (started by `make test`, see infra/local/services.sh),
+//! tables created from template.yaml, a DynamoDB call counter and a fault-injecting store.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use vnmask::aws::{sdk_config, SdkTimeouts};
+use vnmask::crypto::Vault;
+use vnmask::domain::{
+    Capabilities, Market, OrderId, Participant, RealNumber, Route, Session, UnixTime, VirtualNumber, VnNumber,
+};
+use vnmask::store::dynamodb::DynamoStore;
+use vnmask::store::{CommitError, LiveContact, SessionCommit, Store, StoreError};
+
+pub mod people;
+
+/// The SDK configuration for the local services. Panics (tests only) when `make test` did not
+/// start them, or when an endpoint is not on the loopback interface.
+pub async fn local_sdk() -> SdkConfig {
+    for var in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_KMS"] {
+        let url = std::env::var(var).unwrap_or_else(|_| {
+            panic!("{var} is not set: run the tests with `make test`, which starts the local services")
+        });
+        assert!(url.starts_with("http://127.0.0.1:"), "{var} must point at 127.0.0.1, got {url}");
+    }
+    sdk_config(SdkTimeouts::BACKGROUND).await
+}
+
+/// The table as template.yaml declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// (name, type) of each key attribute.
+    pub attributes: BTreeMap<String, String>,
+    pub hash_key: String,
+    pub range_key: Option<String>,
+    pub ttl_attribute: Option<String>,
+    pub global_indexes: usize,
+}
+
+pub fn template_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")
+}
+
+/// Reads the one `AWS::DynamoDB::Table` of template.yaml.
+pub fn template_table() -> TableSpec {
+    let text = std::fs::read_to_string(template_path()).expect("template.yaml is readable");
+    let doc: serde_norway::Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
+    let tables: Vec<&serde_norway::Value> = doc["Resources"]
+        .as_mapping()
+        .expect("template has Resources")
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::DynamoDB::Table"))
+        .collect();
+    assert_eq!(tables.len(), 1, "template.yaml declares exactly one table");
+    let props = &tables[0]["Properties"];
+    let attributes = props["AttributeDefinitions"]
+        .as_sequence()
+        .expect("AttributeDefinitions")
+        .iter()
+        .map(|a| (a["AttributeName"].as_str().unwrap().to_owned(), a["AttributeType"].as_str().unwrap().to_owned()))
+        .collect();
+    let key = |kind: &str| {
+        props["KeySchema"]
+            .as_sequence()
+            .expect("KeySchema")
+            .iter()
+            .find(|k| k["KeyType"].as_str() == Some(kind))
+            .map(|k| k["AttributeName"].as_str().unwrap().to_owned())
+    };
+    let ttl = &props["TimeToLiveSpecification"];
+    TableSpec {
+        attributes,
+        hash_key: key("HASH").expect("a HASH key"),
+        range_key: key("RANGE"),
+        ttl_attribute: (ttl["Enabled"].as_bool() == Some(true)).then(|| ttl["AttributeName"].as_str().unwrap().to_owned()),
+        global_indexes: props["GlobalSecondaryIndexes"].as_sequence().map_or(0, Vec::len),
+    }
+}
+
+static TABLES: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new, empty table shaped as template.yaml says, with a name unique to this process.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
+    let spec = template_table();
+    let name = format!("vnmask-test-{}-{}", std::process::id(), TABLES.fetch_add(1, Ordering::Relaxed));
+    let mut req = client.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+    for (attr, kind) in &spec.attributes {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attr)
+                .attribute_type(ScalarAttributeType::from(kind.as_str()))
+                .build()
+                .unwrap(),
+        );
+    }
+    req = req.key_schema(KeySchemaElement::builder().attribute_name(&spec.hash_key).key_type(KeyType::Hash).build().unwrap());
+    if let Some(range) = &spec.range_key {
+        req = req.key_schema(KeySchemaElement::builder().attribute_name(range).key_type(KeyType::Range).build().unwrap());
+    }
+    req.send().await.expect("create table");
+    if let Some(ttl) = &spec.ttl_attribute {
+        client
+            .update_time_to_live()
+            .table_name(&name)
+            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build().unwrap())
+            .send()
+            .await
+            .expect("enable TTL");
+    }
+    name
+}
+
+/// Counts DynamoDB round trips (every attempt, retries included) by operation name.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl CallCounter {
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+
+    pub fn reset(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let op = cfg.load::<Metadata>().map(|m| m.name().to_owned()).unwrap_or_else(|| "unknown".into());
+        *self.0.lock().unwrap().entry(op).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// A fixed vault for tests (the KMS path has its own test).
+pub fn test_vault() -> Arc<Vault> {
+    Arc::new(Vault::from_keys(&[0x42; 32], BTreeMap::from([("k1".to_owned(), vec![0x17; 32])]), "k1").unwrap())
+}
+
+/// A DynamoDB store on a fresh table of DynamoDB Local, with its call counter.
+pub struct LocalDynamo {
+    pub store: Arc<DynamoStore>,
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub calls: CallCounter,
+}
+
+pub async fn local_dynamo() -> LocalDynamo {
+    let sdk = local_sdk().await;
+    let calls = CallCounter::default();
+    let client =
+        aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(calls.clone()).build());
+    let table = create_table(&client).await;
+    calls.reset();
+    let store = Arc::new(DynamoStore::new(client.clone(), table.clone(), test_vault()));
+    LocalDynamo { store, client, table, calls }
+}
+
+impl LocalDynamo {
+    /// Every item of the table, for assertions (a test may scan; request paths never do).
+    pub async fn items(&self) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self.client.scan().table_name(&self.table).set_exclusive_start_key(start).send().await.unwrap();
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
+    }
+}
+
+/// A numbered pool of `count` active voice+SMS numbers in `market` (`+9111400000NN` style for IN).
+pub fn pool(market: &str, count: usize) -> Vec<VirtualNumber> {
+    let prefix = match market {
+        "IN" => "+91114000",
+        "US" => "+1415555",
+        other => panic!("no test numbering for market {other}"),
+    };
+    (0..count)
+        .map(|i| VirtualNumber {
+            number: VnNumber::parse(&format!("{prefix}{:04}", 1000 + i)).unwrap(),
+            provider: "static".parse().unwrap(),
+            market: market.parse().unwrap(),
+            capabilities: Capabilities::VOICE_AND_SMS,
+            state: vnmask::domain::NumberState::Active,
+        })
+        .collect()
+}
+
+pub async fn seed_pool(store: &dyn Store, numbers: &[VirtualNumber]) {
+    for n in numbers {
+        store.put_number(n).await.unwrap();
+    }
+}
+
+pub fn now() -> UnixTime {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// What the fault-injecting store does to commits.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// The next this-many commits fail with a transaction conflict.
+    pub conflicts: AtomicU32,
+    /// Every store call for these orders fails as unavailable.
+    pub broken_orders: Mutex<HashSet<OrderId>>,
+}
+
+/// Wraps a store and injects the failures real DynamoDB produces and DynamoDB Local rarely does.
+pub struct FaultyStore {
+    pub inner: Arc<dyn Store>,
+    pub faults: Arc<Faults>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        FaultyStore { inner, faults: Arc::default() }
+    }
+
+    fn broken(&self, order: &OrderId) -> Result<(), StoreError> {
+        if self.faults.broken_orders.lock().unwrap().contains(order) {
+            Err(StoreError::Unavailable("injected fault".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError> {
+        self.broken(order)?;
+        self.inner.session(order).await
+    }
+
+    async fn live_contacts(&self, person: &RealNumber, now: UnixTime) -> Result<Vec<LiveContact>, StoreError> {
+        self.inner.live_contacts(person, now).await
+    }
+
+    async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError> {
+        self.inner.pool(market).await
+    }
+
+    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
+        self.inner.put_number(number).await
+    }
+
+    async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
+        self.broken(&commit.session.order_id)?;
+        let conflict = self
+            .faults
+            .conflicts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if conflict {
+            return Err(CommitError::Conflict);
+        }
+        self.inner.commit(commit).await
+    }
+
+    async fn route(&self, caller: &RealNumber, dialled: &VnNumber, now: UnixTime) -> Result<Option<Route>, StoreError> {
+        self.inner.route(caller, dialled, now).await
+    }
+}
+
+/// A participant from literals (tests only).
+pub fn participant(role: &str, user: &str, phone: &str) -> Participant {
+    Participant { role: role.parse().unwrap(), user_id: user.parse().unwrap(), phone: RealNumber::parse(phone).unwrap() }
+}
+
+pub fn market(m: &str) -> Market {
+    m.parse().unwrap()
+}
+
+/// An item printed with its map keys sorted, so that equal items print equal.
+pub fn canonical(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> String {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    fn value(v: &V) -> String {
+        match v {
+            V::M(m) => map(m),
+            V::L(l) => format!("[{}]", l.iter().map(value).collect::<Vec<_>>().join(",")),
+            other => format!("{other:?}"),
+        }
+    }
+    fn map(m: &std::collections::HashMap<String, V>) -> String {
+        let sorted: BTreeMap<_, _> = m.iter().collect();
+        format!("{{{}}}", sorted.into_iter().map(|(k, v)| format!("{k}:{}", value(v))).collect::<Vec<_>>().join(","))
+    }
+    map(item)
+}
