@@ -41,7 +41,9 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("current", &self.current).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("current", &self.current)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,23 +57,33 @@ pub struct Sealed {
 impl Vault {
     /// Builds a vault from plaintext keys: a 32-byte HMAC key and named 32-byte data keys,
     /// `current` naming the one new values are sealed with.
-    pub fn from_keys(hmac_key: &[u8], data_keys: BTreeMap<String, Vec<u8>>, current: &str) -> Result<Self, CryptoError> {
+    pub fn from_keys(
+        hmac_key: &[u8],
+        data_keys: BTreeMap<String, Vec<u8>>,
+        current: &str,
+    ) -> Result<Self, CryptoError> {
         if hmac_key.len() != 32 {
             return Err(CryptoError::BadKeyLength(hmac_key.len()));
         }
-        let person_key = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key).map_err(|_| CryptoError::BadKeyLength(hmac_key.len()))?;
+        let person_key = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key)
+            .map_err(|_| CryptoError::BadKeyLength(hmac_key.len()))?;
         let mut ciphers = BTreeMap::new();
         for (name, key) in data_keys {
             if key.len() != 32 {
                 return Err(CryptoError::BadKeyLength(key.len()));
             }
-            let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| CryptoError::BadKeyLength(key.len()))?;
+            let cipher = Aes256Gcm::new_from_slice(&key)
+                .map_err(|_| CryptoError::BadKeyLength(key.len()))?;
             ciphers.insert(name, cipher);
         }
         if !ciphers.contains_key(current) {
             return Err(CryptoError::UnknownKey(current.to_owned()));
         }
-        Ok(Vault { person_key, current: current.to_owned(), data_keys: ciphers })
+        Ok(Vault {
+            person_key,
+            current: current.to_owned(),
+            data_keys: ciphers,
+        })
     }
 
     /// Unwraps KMS-encrypted keys (all in parallel, one `Decrypt` each) and builds the vault.
@@ -89,18 +101,64 @@ impl Vault {
                 .encryption_context("key", name.clone())
                 .send()
                 .await
-                .map_err(|e| CryptoError::Kms { name: name.clone(), reason: aws_sdk_kms::error::DisplayErrorContext(e).to_string() })?;
-            let plain = out.plaintext.ok_or_else(|| CryptoError::Kms { name: name.clone(), reason: "no plaintext".into() })?;
+                .map_err(|e| CryptoError::Kms {
+                    name: name.clone(),
+                    reason: aws_sdk_kms::error::DisplayErrorContext(e).to_string(),
+                })?;
+            let plain = out.plaintext.ok_or_else(|| CryptoError::Kms {
+                name: name.clone(),
+                reason: "no plaintext".into(),
+            })?;
             Ok::<_, CryptoError>((name, plain.into_inner()))
         };
         let mut jobs = vec![unwrap("hmac".to_owned(), wrapped_hmac_key.to_vec())];
-        jobs.extend(wrapped_data_keys.iter().map(|(n, b)| unwrap(format!("data:{n}"), b.clone())));
+        jobs.extend(
+            wrapped_data_keys
+                .iter()
+                .map(|(n, b)| unwrap(format!("data:{n}"), b.clone())),
+        );
         let mut unwrapped = futures_util::future::try_join_all(jobs).await?.into_iter();
-        let (_, hmac_key) = unwrapped.next().ok_or_else(|| CryptoError::UnknownKey("hmac".into()))?;
+        let (_, hmac_key) = unwrapped
+            .next()
+            .ok_or_else(|| CryptoError::UnknownKey("hmac".into()))?;
         let data_keys = unwrapped
             .map(|(name, key)| (name.trim_start_matches("data:").to_owned(), key))
             .collect();
         Vault::from_keys(&hmac_key, data_keys, current)
+    }
+
+    /// Makes new key material under the KMS key `kms_key_id`: returns the wrapped HMAC key and a
+    /// wrapped data key named `data_key`, as `VNMASK_HMAC_KEY` and `VNMASK_DATA_KEYS` expect them.
+    pub async fn generate_wrapped_keys(
+        kms: &aws_sdk_kms::Client,
+        kms_key_id: &str,
+        data_key: &str,
+    ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+        let generate = |name: String| async move {
+            let out = kms
+                .generate_data_key()
+                .key_id(kms_key_id)
+                .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+                .encryption_context("purpose", "vnmask")
+                .encryption_context("key", name.clone())
+                .send()
+                .await
+                .map_err(|e| CryptoError::Kms {
+                    name: name.clone(),
+                    reason: aws_sdk_kms::error::DisplayErrorContext(e).to_string(),
+                })?;
+            out.ciphertext_blob
+                .map(|b| b.into_inner())
+                .ok_or(CryptoError::Kms {
+                    name,
+                    reason: "no ciphertext".into(),
+                })
+        };
+        let (hmac, data) = tokio::try_join!(
+            generate("hmac".to_owned()),
+            generate(format!("data:{data_key}"))
+        )?;
+        Ok((hmac, data))
     }
 
     /// The stable, non-reversible key of a person: hex HMAC-SHA256 of their E.164 number.
@@ -117,22 +175,40 @@ impl Vault {
         rand::thread_rng().fill_bytes(&mut nonce);
         let cipher = &self.data_keys[&self.current];
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: number.expose().as_bytes(), aad: context.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: number.expose().as_bytes(),
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Seal)?;
         let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&ct);
-        Ok(Sealed { key: self.current.clone(), blob })
+        Ok(Sealed {
+            key: self.current.clone(),
+            blob,
+        })
     }
 
     pub fn open(&self, sealed: &Sealed, context: &str) -> Result<RealNumber, CryptoError> {
-        let cipher = self.data_keys.get(&sealed.key).ok_or_else(|| CryptoError::UnknownKey(sealed.key.clone()))?;
+        let cipher = self
+            .data_keys
+            .get(&sealed.key)
+            .ok_or_else(|| CryptoError::UnknownKey(sealed.key.clone()))?;
         if sealed.blob.len() < NONCE_LEN + 16 {
             return Err(CryptoError::Tampered);
         }
         let (nonce, ct) = sealed.blob.split_at(NONCE_LEN);
         let plain = cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: context.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Tampered)?;
         let text = std::str::from_utf8(&plain).map_err(|_| CryptoError::NotANumber)?;
         RealNumber::parse(text).map_err(|_| CryptoError::NotANumber)
@@ -148,7 +224,10 @@ mod tests {
     use super::*;
 
     fn vault() -> Vault {
-        let keys = BTreeMap::from([("k1".to_owned(), vec![7u8; 32]), ("k2".to_owned(), vec![9u8; 32])]);
+        let keys = BTreeMap::from([
+            ("k1".to_owned(), vec![7u8; 32]),
+            ("k2".to_owned(), vec![9u8; 32]),
+        ]);
         Vault::from_keys(&[1u8; 32], keys, "k2").unwrap()
     }
 
@@ -160,12 +239,20 @@ mod tests {
         assert_eq!(sealed.key, "k2");
         assert!(!String::from_utf8_lossy(&sealed.blob).contains("9812345678"));
         assert_eq!(v.open(&sealed, "ROUTE#x|VN#y|callee").unwrap(), n);
-        assert!(matches!(v.open(&sealed, "ROUTE#z|VN#y|callee"), Err(CryptoError::Tampered)));
+        assert!(matches!(
+            v.open(&sealed, "ROUTE#z|VN#y|callee"),
+            Err(CryptoError::Tampered)
+        ));
     }
 
     #[test]
     fn values_sealed_with_an_older_key_still_open() {
-        let old = Vault::from_keys(&[1u8; 32], BTreeMap::from([("k1".to_owned(), vec![7u8; 32])]), "k1").unwrap();
+        let old = Vault::from_keys(
+            &[1u8; 32],
+            BTreeMap::from([("k1".to_owned(), vec![7u8; 32])]),
+            "k1",
+        )
+        .unwrap();
         let n = RealNumber::parse("+919812345678").unwrap();
         let sealed = old.seal(&n, "c").unwrap();
         assert_eq!(vault().open(&sealed, "c").unwrap(), n);
@@ -178,11 +265,17 @@ mod tests {
         assert_eq!(v.person_key(&n), v.person_key(&n));
         assert_eq!(v.person_key(&n).len(), 64);
         assert!(!v.person_key(&n).contains("9812345678"));
-        assert_ne!(v.person_key(&n), v.person_key(&RealNumber::parse("+919812345679").unwrap()));
+        assert_ne!(
+            v.person_key(&n),
+            v.person_key(&RealNumber::parse("+919812345679").unwrap())
+        );
     }
 
     #[test]
     fn short_keys_are_refused() {
-        assert!(matches!(Vault::from_keys(&[1u8; 16], BTreeMap::new(), "k"), Err(CryptoError::BadKeyLength(16))));
+        assert!(matches!(
+            Vault::from_keys(&[1u8; 16], BTreeMap::new(), "k"),
+            Err(CryptoError::BadKeyLength(16))
+        ));
     }
 }

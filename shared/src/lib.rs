@@ -5,9 +5,13 @@
 //! - [`store`]: the `Store` trait with DynamoDB and in-memory implementations
 //! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
 //! - [`aws`]: SDK configuration shared by the functions
+//! - [`config`]: typed configuration from the environment
+//! - [`telemetry`]: CloudWatch embedded-metric-format (EMF) metrics
 
 pub mod assignment;
 pub mod aws;
+pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod store;
+pub mod telemetry;

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
 };
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -19,7 +20,8 @@ use aws_smithy_types::config_bag::ConfigBag;
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::crypto::Vault;
 use vnmask::domain::{
-    Capabilities, Market, OrderId, Participant, RealNumber, Route, Session, UnixTime, VirtualNumber, VnNumber,
+    Capabilities, Market, OrderId, Participant, RealNumber, Route, Session, UnixTime,
+    VirtualNumber, VnNumber,
 };
 use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::{CommitError, LiveContact, SessionCommit, Store, StoreError};
@@ -29,11 +31,20 @@ pub mod people;
 /// The SDK configuration for the local services. Panics (tests only) when `make test` did not
 /// start them, or when an endpoint is not on the loopback interface.
 pub async fn local_sdk() -> SdkConfig {
-    for var in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_KMS"] {
+    for var in [
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_SQS",
+        "AWS_ENDPOINT_URL_KMS",
+    ] {
         let url = std::env::var(var).unwrap_or_else(|_| {
-            panic!("{var} is not set: run the tests with `make test`, which starts the local services")
+            panic!(
+                "{var} is not set: run the tests with `make test`, which starts the local services"
+            )
         });
-        assert!(url.starts_with("http://127.0.0.1:"), "{var} must point at 127.0.0.1, got {url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:"),
+            "{var} must point at 127.0.0.1, got {url}"
+        );
     }
     sdk_config(SdkTimeouts::BACKGROUND).await
 }
@@ -69,7 +80,12 @@ pub fn template_table() -> TableSpec {
         .as_sequence()
         .expect("AttributeDefinitions")
         .iter()
-        .map(|a| (a["AttributeName"].as_str().unwrap().to_owned(), a["AttributeType"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            (
+                a["AttributeName"].as_str().unwrap().to_owned(),
+                a["AttributeType"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let key = |kind: &str| {
         props["KeySchema"]
@@ -84,8 +100,11 @@ pub fn template_table() -> TableSpec {
         attributes,
         hash_key: key("HASH").expect("a HASH key"),
         range_key: key("RANGE"),
-        ttl_attribute: (ttl["Enabled"].as_bool() == Some(true)).then(|| ttl["AttributeName"].as_str().unwrap().to_owned()),
-        global_indexes: props["GlobalSecondaryIndexes"].as_sequence().map_or(0, Vec::len),
+        ttl_attribute: (ttl["Enabled"].as_bool() == Some(true))
+            .then(|| ttl["AttributeName"].as_str().unwrap().to_owned()),
+        global_indexes: props["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .map_or(0, Vec::len),
     }
 }
 
@@ -94,8 +113,15 @@ static TABLES: AtomicU64 = AtomicU64::new(0);
 /// Creates a new, empty table shaped as template.yaml says, with a name unique to this process.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
     let spec = template_table();
-    let name = format!("vnmask-test-{}-{}", std::process::id(), TABLES.fetch_add(1, Ordering::Relaxed));
-    let mut req = client.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+    let name = format!(
+        "vnmask-test-{}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut req = client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest);
     for (attr, kind) in &spec.attributes {
         req = req.attribute_definitions(
             AttributeDefinition::builder()
@@ -105,16 +131,34 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
                 .unwrap(),
         );
     }
-    req = req.key_schema(KeySchemaElement::builder().attribute_name(&spec.hash_key).key_type(KeyType::Hash).build().unwrap());
+    req = req.key_schema(
+        KeySchemaElement::builder()
+            .attribute_name(&spec.hash_key)
+            .key_type(KeyType::Hash)
+            .build()
+            .unwrap(),
+    );
     if let Some(range) = &spec.range_key {
-        req = req.key_schema(KeySchemaElement::builder().attribute_name(range).key_type(KeyType::Range).build().unwrap());
+        req = req.key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(range)
+                .key_type(KeyType::Range)
+                .build()
+                .unwrap(),
+        );
     }
     req.send().await.expect("create table");
     if let Some(ttl) = &spec.ttl_attribute {
         client
             .update_time_to_live()
             .table_name(&name)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name(ttl).enabled(true).build().unwrap())
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(ttl)
+                    .enabled(true)
+                    .build()
+                    .unwrap(),
+            )
             .send()
             .await
             .expect("enable TTL");
@@ -151,7 +195,10 @@ impl Intercept for CallCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let op = cfg.load::<Metadata>().map(|m| m.name().to_owned()).unwrap_or_else(|| "unknown".into());
+        let op = cfg
+            .load::<Metadata>()
+            .map(|m| m.name().to_owned())
+            .unwrap_or_else(|| "unknown".into());
         *self.0.lock().unwrap().entry(op).or_default() += 1;
         Ok(())
     }
@@ -159,7 +206,14 @@ impl Intercept for CallCounter {
 
 /// A fixed vault for tests (the KMS path has its own test).
 pub fn test_vault() -> Arc<Vault> {
-    Arc::new(Vault::from_keys(&[0x42; 32], BTreeMap::from([("k1".to_owned(), vec![0x17; 32])]), "k1").unwrap())
+    Arc::new(
+        Vault::from_keys(
+            &[0x42; 32],
+            BTreeMap::from([("k1".to_owned(), vec![0x17; 32])]),
+            "k1",
+        )
+        .unwrap(),
+    )
 }
 
 /// A DynamoDB store on a fresh table of DynamoDB Local, with its call counter.
@@ -173,21 +227,42 @@ pub struct LocalDynamo {
 pub async fn local_dynamo() -> LocalDynamo {
     let sdk = local_sdk().await;
     let calls = CallCounter::default();
-    let client =
-        aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(calls.clone()).build());
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(calls.clone())
+            .build(),
+    );
     let table = create_table(&client).await;
     calls.reset();
-    let store = Arc::new(DynamoStore::new(client.clone(), table.clone(), test_vault()));
-    LocalDynamo { store, client, table, calls }
+    let store = Arc::new(DynamoStore::new(
+        client.clone(),
+        table.clone(),
+        test_vault(),
+    ));
+    LocalDynamo {
+        store,
+        client,
+        table,
+        calls,
+    }
 }
 
 impl LocalDynamo {
     /// Every item of the table, for assertions (a test may scan; request paths never do).
-    pub async fn items(&self) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    pub async fn items(
+        &self,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
-            let out = self.client.scan().table_name(&self.table).set_exclusive_start_key(start).send().await.unwrap();
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .unwrap();
             items.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key;
             if start.is_none() {
@@ -222,7 +297,10 @@ pub async fn seed_pool(store: &dyn Store, numbers: &[VirtualNumber]) {
 }
 
 pub fn now() -> UnixTime {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// What the fault-injecting store does to commits.
@@ -242,7 +320,10 @@ pub struct FaultyStore {
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        FaultyStore { inner, faults: Arc::default() }
+        FaultyStore {
+            inner,
+            faults: Arc::default(),
+        }
     }
 
     fn broken(&self, order: &OrderId) -> Result<(), StoreError> {
@@ -261,7 +342,11 @@ impl Store for FaultyStore {
         self.inner.session(order).await
     }
 
-    async fn live_contacts(&self, person: &RealNumber, now: UnixTime) -> Result<Vec<LiveContact>, StoreError> {
+    async fn live_contacts(
+        &self,
+        person: &RealNumber,
+        now: UnixTime,
+    ) -> Result<Vec<LiveContact>, StoreError> {
         self.inner.live_contacts(person, now).await
     }
 
@@ -286,14 +371,23 @@ impl Store for FaultyStore {
         self.inner.commit(commit).await
     }
 
-    async fn route(&self, caller: &RealNumber, dialled: &VnNumber, now: UnixTime) -> Result<Option<Route>, StoreError> {
+    async fn route(
+        &self,
+        caller: &RealNumber,
+        dialled: &VnNumber,
+        now: UnixTime,
+    ) -> Result<Option<Route>, StoreError> {
         self.inner.route(caller, dialled, now).await
     }
 }
 
 /// A participant from literals (tests only).
 pub fn participant(role: &str, user: &str, phone: &str) -> Participant {
-    Participant { role: role.parse().unwrap(), user_id: user.parse().unwrap(), phone: RealNumber::parse(phone).unwrap() }
+    Participant {
+        role: role.parse().unwrap(),
+        user_id: user.parse().unwrap(),
+        phone: RealNumber::parse(phone).unwrap(),
+    }
 }
 
 pub fn market(m: &str) -> Market {
@@ -301,7 +395,9 @@ pub fn market(m: &str) -> Market {
 }
 
 /// An item printed with its map keys sorted, so that equal items print equal.
-pub fn canonical(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> String {
+pub fn canonical(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> String {
     use aws_sdk_dynamodb::types::AttributeValue as V;
     fn value(v: &V) -> String {
         match v {
@@ -312,7 +408,37 @@ pub fn canonical(item: &std::collections::HashMap<String, aws_sdk_dynamodb::type
     }
     fn map(m: &std::collections::HashMap<String, V>) -> String {
         let sorted: BTreeMap<_, _> = m.iter().collect();
-        format!("{{{}}}", sorted.into_iter().map(|(k, v)| format!("{k}:{}", value(v))).collect::<Vec<_>>().join(","))
+        format!(
+            "{{{}}}",
+            sorted
+                .into_iter()
+                .map(|(k, v)| format!("{k}:{}", value(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
     }
     map(item)
+}
+
+/// Creates a KMS key in moto and new wrapped key material under it; returns the store's
+/// environment (`VNMASK_TABLE`, `VNMASK_HMAC_KEY`, `VNMASK_DATA_KEYS`) for `table`.
+pub async fn kms_store_env(sdk: &SdkConfig, table: &str) -> BTreeMap<String, String> {
+    use base64::Engine;
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let key = kms
+        .create_key()
+        .description("vnmask test key")
+        .send()
+        .await
+        .expect("create KMS key");
+    let key_id = key.key_metadata.expect("key metadata").key_id;
+    let (hmac, data) = Vault::generate_wrapped_keys(&kms, &key_id, "k1")
+        .await
+        .expect("generate data keys");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    BTreeMap::from([
+        ("VNMASK_TABLE".to_owned(), table.to_owned()),
+        ("VNMASK_HMAC_KEY".to_owned(), b64(&hmac)),
+        ("VNMASK_DATA_KEYS".to_owned(), format!("k1={}", b64(&data))),
+    ])
 }

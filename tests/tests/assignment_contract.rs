@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vnmask::assignment::{AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome};
+use vnmask::assignment::{
+    AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
+};
 use vnmask::domain::{NumberState, Participant, SessionState, VnNumber};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
@@ -26,7 +28,11 @@ fn settings() -> AssignSettings {
 async fn memory_fx(pool_size: usize) -> Fx {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     seed_pool(store.as_ref(), &pool("IN", pool_size)).await;
-    Fx { assigner: Assigner::new(store.clone(), settings()), store, dynamo: None }
+    Fx {
+        assigner: Assigner::new(store.clone(), settings()),
+        store,
+        dynamo: None,
+    }
 }
 
 async fn dynamo_fx(pool_size: usize) -> Fx {
@@ -34,7 +40,11 @@ async fn dynamo_fx(pool_size: usize) -> Fx {
     let store: Arc<dyn Store> = d.store.clone();
     seed_pool(store.as_ref(), &pool("IN", pool_size)).await;
     d.calls.reset();
-    Fx { assigner: Assigner::new(store.clone(), settings()), store, dynamo: Some(d) }
+    Fx {
+        assigner: Assigner::new(store.clone(), settings()),
+        store,
+        dynamo: Some(d),
+    }
 }
 
 fn assign(order: &str, version: u64, people: &[Participant]) -> OrderUpdate {
@@ -47,7 +57,12 @@ fn assign(order: &str, version: u64, people: &[Participant]) -> OrderUpdate {
 }
 
 fn end(order: &str, version: u64) -> OrderUpdate {
-    OrderUpdate { order_id: order.parse().unwrap(), market: market("IN"), version, change: OrderChange::End }
+    OrderUpdate {
+        order_id: order.parse().unwrap(),
+        market: market("IN"),
+        version,
+        change: OrderChange::End,
+    }
 }
 
 impl Fx {
@@ -56,13 +71,37 @@ impl Fx {
     }
 
     /// The number `from` dials to reach `to` in `order`, checked in both directions.
-    async fn number_between(&self, order: &str, from: &Participant, to: &Participant, at: i64) -> VnNumber {
-        let session = self.store.session(&order.parse().unwrap()).await.unwrap().expect("session exists");
-        let contact = session.contacts.iter().find(|c| c.joins(&from.user_id, &to.user_id)).expect("a contact joins them");
+    async fn number_between(
+        &self,
+        order: &str,
+        from: &Participant,
+        to: &Participant,
+        at: i64,
+    ) -> VnNumber {
+        let session = self
+            .store
+            .session(&order.parse().unwrap())
+            .await
+            .unwrap()
+            .expect("session exists");
+        let contact = session
+            .contacts
+            .iter()
+            .find(|c| c.joins(&from.user_id, &to.user_id))
+            .expect("a contact joins them");
         for (caller, callee) in [(from, to), (to, from)] {
-            let route = self.store.route(&caller.phone, &contact.number, at).await.unwrap().expect("route is live");
+            let route = self
+                .store
+                .route(&caller.phone, &contact.number, at)
+                .await
+                .unwrap()
+                .expect("route is live");
             assert_eq!(route.callee, callee.phone, "route reaches the other party");
-            assert_eq!(route.caller_id(), &contact.number, "caller id is the same virtual number");
+            assert_eq!(
+                route.caller_id(),
+                &contact.number,
+                "caller id is the same virtual number"
+            );
             assert_eq!(route.order_id.as_str(), order);
             assert_eq!(route.caller_role, caller.role);
             assert_eq!(route.callee_role, callee.role);
@@ -74,7 +113,10 @@ impl Fx {
     async fn picture(&self, orders: &[&str], people: &[Participant], at: i64) -> String {
         let mut out = String::new();
         for o in orders {
-            out += &format!("{:?}\n", self.store.session(&o.parse().unwrap()).await.unwrap());
+            out += &format!(
+                "{:?}\n",
+                self.store.session(&o.parse().unwrap()).await.unwrap()
+            );
         }
         for p in people {
             let mut live = self.store.live_contacts(&p.phone, at).await.unwrap();
@@ -82,7 +124,12 @@ impl Fx {
             out += &format!("{}: {:?}\n", p.user_id, live);
         }
         if let Some(d) = &self.dynamo {
-            let mut items: Vec<String> = d.items().await.iter().map(vnmask_tests::canonical).collect();
+            let mut items: Vec<String> = d
+                .items()
+                .await
+                .iter()
+                .map(vnmask_tests::canonical)
+                .collect();
             items.sort();
             out += &items.join("\n");
         }
@@ -93,7 +140,11 @@ impl Fx {
 async fn two_party_order_connects_both_ways(fx: Fx) {
     let (c, d) = (customer(1), driver(1));
     let t = now();
-    assert!(matches!(fx.apply(&assign("ord-1", 1, &[c.clone(), d.clone()]), t).await, Outcome::Applied { attempts: 1, .. }));
+    assert!(matches!(
+        fx.apply(&assign("ord-1", 1, &[c.clone(), d.clone()]), t)
+            .await,
+        Outcome::Applied { attempts: 1, .. }
+    ));
     fx.number_between("ord-1", &c, &d, t).await;
 }
 
@@ -101,22 +152,34 @@ async fn driver_with_two_orders_gets_two_numbers(fx: Fx) {
     // The seeds' scenario: customers C and N order at once, driver D takes both.
     let (c, n, d) = (customer(1), customer(2), driver(1));
     let t = now();
-    fx.apply(&assign("ord-c", 1, &[c.clone(), d.clone()]), t).await;
-    fx.apply(&assign("ord-n", 1, &[n.clone(), d.clone()]), t).await;
+    fx.apply(&assign("ord-c", 1, &[c.clone(), d.clone()]), t)
+        .await;
+    fx.apply(&assign("ord-n", 1, &[n.clone(), d.clone()]), t)
+        .await;
     let to_c = fx.number_between("ord-c", &d, &c, t).await;
     let to_n = fx.number_between("ord-n", &d, &n, t).await;
-    assert_ne!(to_c, to_n, "D must be able to tell C and N apart by the number");
+    assert_ne!(
+        to_c, to_n,
+        "D must be able to tell C and N apart by the number"
+    );
 }
 
 async fn numbers_are_shared_between_unrelated_orders(fx: Fx) {
     // Two numbers, ten unrelated orders: every order is served.
     let t = now();
     for i in 0..10 {
-        fx.apply(&assign(&format!("ord-{i}"), 1, &[customer(i), driver(i)]), t).await;
+        fx.apply(
+            &assign(&format!("ord-{i}"), 1, &[customer(i), driver(i)]),
+            t,
+        )
+        .await;
     }
     let mut used = HashSet::new();
     for i in 0..10 {
-        used.insert(fx.number_between(&format!("ord-{i}"), &customer(i), &driver(i), t).await);
+        used.insert(
+            fx.number_between(&format!("ord-{i}"), &customer(i), &driver(i), t)
+                .await,
+        );
     }
     assert!(used.len() <= 2);
 }
@@ -126,70 +189,142 @@ async fn duplicate_event_changes_nothing(fx: Fx) {
     let t = now();
     fx.apply(&assign("ord-1", 3, &people), t).await;
     let before = fx.picture(&["ord-1"], &people, t).await;
-    assert!(matches!(fx.apply(&assign("ord-1", 3, &people), t + 5).await, Outcome::Stale { stored_version: 3 }));
+    assert!(matches!(
+        fx.apply(&assign("ord-1", 3, &people), t + 5).await,
+        Outcome::Stale { stored_version: 3 }
+    ));
     assert_eq!(fx.picture(&["ord-1"], &people, t).await, before);
 }
 
 async fn older_event_after_newer_changes_nothing(fx: Fx) {
     let t = now();
-    fx.apply(&assign("ord-1", 5, &[customer(1), driver(2)]), t).await;
+    fx.apply(&assign("ord-1", 5, &[customer(1), driver(2)]), t)
+        .await;
     let everyone = [customer(1), driver(1), driver(2)];
     let before = fx.picture(&["ord-1"], &everyone, t).await;
     // The older assignment (driver 1) arrives late.
-    assert!(matches!(fx.apply(&assign("ord-1", 4, &[customer(1), driver(1)]), t).await, Outcome::Stale { stored_version: 5 }));
-    assert!(matches!(fx.apply(&end("ord-1", 2), t).await, Outcome::Stale { .. }));
+    assert!(matches!(
+        fx.apply(&assign("ord-1", 4, &[customer(1), driver(1)]), t)
+            .await,
+        Outcome::Stale { stored_version: 5 }
+    ));
+    assert!(matches!(
+        fx.apply(&end("ord-1", 2), t).await,
+        Outcome::Stale { .. }
+    ));
     assert_eq!(fx.picture(&["ord-1"], &everyone, t).await, before);
 }
 
 async fn completion_before_assignment_makes_the_assignment_stale(fx: Fx) {
     let t = now();
-    assert!(matches!(fx.apply(&end("ord-1", 9), t).await, Outcome::Applied { .. }));
-    assert!(matches!(fx.apply(&assign("ord-1", 3, &[customer(1), driver(1)]), t).await, Outcome::Stale { stored_version: 9 }));
-    assert!(fx.store.live_contacts(&customer(1).phone, t).await.unwrap().is_empty());
+    assert!(matches!(
+        fx.apply(&end("ord-1", 9), t).await,
+        Outcome::Applied { .. }
+    ));
+    assert!(matches!(
+        fx.apply(&assign("ord-1", 3, &[customer(1), driver(1)]), t)
+            .await,
+        Outcome::Stale { stored_version: 9 }
+    ));
+    assert!(fx
+        .store
+        .live_contacts(&customer(1).phone, t)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn completed_order_routes_work_for_the_grace_period_only(fx: Fx) {
     let (c, d) = (customer(1), driver(1));
     let t = now();
-    fx.apply(&assign("ord-1", 1, &[c.clone(), d.clone()]), t).await;
+    fx.apply(&assign("ord-1", 1, &[c.clone(), d.clone()]), t)
+        .await;
     let vn = fx.number_between("ord-1", &c, &d, t).await;
-    let Outcome::Applied { session, .. } = fx.apply(&end("ord-1", 2), t).await else { panic!("end applies") };
-    assert_eq!(session.state, SessionState::Ended { grace_until: t + 1800 });
-    assert!(fx.store.route(&c.phone, &vn, t + 1799).await.unwrap().is_some(), "still reachable in grace");
-    assert!(fx.store.route(&c.phone, &vn, t + 1800).await.unwrap().is_none(), "refused after grace");
+    let Outcome::Applied { session, .. } = fx.apply(&end("ord-1", 2), t).await else {
+        panic!("end applies")
+    };
+    assert_eq!(
+        session.state,
+        SessionState::Ended {
+            grace_until: t + 1800
+        }
+    );
+    assert!(
+        fx.store
+            .route(&c.phone, &vn, t + 1799)
+            .await
+            .unwrap()
+            .is_some(),
+        "still reachable in grace"
+    );
+    assert!(
+        fx.store
+            .route(&c.phone, &vn, t + 1800)
+            .await
+            .unwrap()
+            .is_none(),
+        "refused after grace"
+    );
     // After grace the number is free for these people again, with no TTL deletion assumed.
     let two = Assigner::new(fx.store.clone(), settings());
-    assert!(matches!(two.apply(&assign("ord-2", 1, &[c.clone(), d.clone()]), t + 1801).await, Ok(Outcome::Applied { .. })));
+    assert!(matches!(
+        two.apply(&assign("ord-2", 1, &[c.clone(), d.clone()]), t + 1801)
+            .await,
+        Ok(Outcome::Applied { .. })
+    ));
 }
 
 async fn reassigned_driver_loses_routes_and_customer_keeps_number(fx: Fx) {
     let (c, d1, d2) = (customer(1), driver(1), driver(2));
     let t = now();
-    fx.apply(&assign("ord-1", 1, &[c.clone(), d1.clone()]), t).await;
+    fx.apply(&assign("ord-1", 1, &[c.clone(), d1.clone()]), t)
+        .await;
     let before = fx.number_between("ord-1", &c, &d1, t).await;
-    fx.apply(&assign("ord-1", 2, &[c.clone(), d2.clone()]), t).await;
+    fx.apply(&assign("ord-1", 2, &[c.clone(), d2.clone()]), t)
+        .await;
     let after = fx.number_between("ord-1", &c, &d2, t).await;
-    assert_eq!(before, after, "the customer keeps the number for the driver role");
-    assert!(fx.store.route(&d1.phone, &before, t).await.unwrap().is_none(), "old driver's route ends at once");
-    assert!(fx.store.live_contacts(&d1.phone, t).await.unwrap().is_empty());
+    assert_eq!(
+        before, after,
+        "the customer keeps the number for the driver role"
+    );
+    assert!(
+        fx.store
+            .route(&d1.phone, &before, t)
+            .await
+            .unwrap()
+            .is_none(),
+        "old driver's route ends at once"
+    );
+    assert!(fx
+        .store
+        .live_contacts(&d1.phone, t)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn reassigned_driver_gets_another_number_when_the_old_one_clashes(fx: Fx) {
     let (c, other, d1, d2) = (customer(1), customer(2), driver(1), driver(2));
     let t = now();
-    fx.apply(&assign("ord-1", 1, &[c.clone(), d1.clone()]), t).await;
+    fx.apply(&assign("ord-1", 1, &[c.clone(), d1.clone()]), t)
+        .await;
     let old = fx.number_between("ord-1", &c, &d1, t).await;
     // d2 already dials `old` in another order, so the customer cannot keep it.
     let mut busy = None;
     for i in 10..40 {
-        fx.apply(&assign(&format!("ord-x{i}"), 1, &[customer(i), d2.clone()]), t).await;
+        fx.apply(
+            &assign(&format!("ord-x{i}"), 1, &[customer(i), d2.clone()]),
+            t,
+        )
+        .await;
         if fx.store.route(&d2.phone, &old, t).await.unwrap().is_some() {
             busy = Some(i);
             break;
         }
     }
     assert!(busy.is_some(), "d2 came to hold the number");
-    fx.apply(&assign("ord-1", 2, &[c.clone(), d2.clone()]), t).await;
+    fx.apply(&assign("ord-1", 2, &[c.clone(), d2.clone()]), t)
+        .await;
     let new = fx.number_between("ord-1", &c, &d2, t).await;
     assert_ne!(new, old);
     let _ = other;
@@ -198,21 +333,34 @@ async fn reassigned_driver_gets_another_number_when_the_old_one_clashes(fx: Fx) 
 async fn shared_ride_pairs_the_driver_with_each_customer_only(fx: Fx) {
     let (c1, c2, d) = (customer(1), customer(2), driver(1));
     let t = now();
-    let Outcome::Applied { session, .. } = fx.apply(&assign("ride-1", 1, &[c1.clone(), c2.clone(), d.clone()]), t).await
+    let Outcome::Applied { session, .. } = fx
+        .apply(
+            &assign("ride-1", 1, &[c1.clone(), c2.clone(), d.clone()]),
+            t,
+        )
+        .await
     else {
         panic!("applies")
     };
-    assert_eq!(session.contacts.len(), 2, "customer-customer is not a contact");
+    assert_eq!(
+        session.contacts.len(),
+        2,
+        "customer-customer is not a contact"
+    );
     let a = fx.number_between("ride-1", &d, &c1, t).await;
     let b = fx.number_between("ride-1", &d, &c2, t).await;
     assert_ne!(a, b);
-    assert!(fx.store.route(&c1.phone, &b, t).await.unwrap().is_none(), "a rider cannot reach the other rider");
+    assert!(
+        fx.store.route(&c1.phone, &b, t).await.unwrap().is_none(),
+        "a rider cannot reach the other rider"
+    );
 }
 
 async fn merchant_order_links_all_three(fx: Fx) {
     let (c, d, m) = (customer(1), driver(1), merchant(1));
     let t = now();
-    fx.apply(&assign("ord-1", 1, &[c.clone(), d.clone(), m.clone()]), t).await;
+    fx.apply(&assign("ord-1", 1, &[c.clone(), d.clone(), m.clone()]), t)
+        .await;
     let numbers: HashSet<_> = [
         fx.number_between("ord-1", &c, &d, t).await,
         fx.number_between("ord-1", &c, &m, t).await,
@@ -224,8 +372,11 @@ async fn merchant_order_links_all_three(fx: Fx) {
 
 async fn draining_numbers_keep_live_routes_but_get_no_new_ones(fx: Fx) {
     let t = now();
-    fx.apply(&assign("ord-1", 1, &[customer(1), driver(1)]), t).await;
-    let vn = fx.number_between("ord-1", &customer(1), &driver(1), t).await;
+    fx.apply(&assign("ord-1", 1, &[customer(1), driver(1)]), t)
+        .await;
+    let vn = fx
+        .number_between("ord-1", &customer(1), &driver(1), t)
+        .await;
     let mut numbers = pool("IN", 3);
     for n in &mut numbers {
         if n.number == vn {
@@ -235,11 +386,28 @@ async fn draining_numbers_keep_live_routes_but_get_no_new_ones(fx: Fx) {
     }
     let fresh = Assigner::new(fx.store.clone(), settings());
     // A new version of the same pair keeps its draining number.
-    fresh.apply(&assign("ord-1", 2, &[customer(1), driver(1)]), t).await.unwrap();
-    assert_eq!(fx.number_between("ord-1", &customer(1), &driver(1), t).await, vn);
+    fresh
+        .apply(&assign("ord-1", 2, &[customer(1), driver(1)]), t)
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.number_between("ord-1", &customer(1), &driver(1), t)
+            .await,
+        vn
+    );
     for i in 2..12 {
-        fresh.apply(&assign(&format!("ord-{i}"), 1, &[customer(i), driver(i)]), t).await.unwrap();
-        assert_ne!(fx.number_between(&format!("ord-{i}"), &customer(i), &driver(i), t).await, vn);
+        fresh
+            .apply(
+                &assign(&format!("ord-{i}"), 1, &[customer(i), driver(i)]),
+                t,
+            )
+            .await
+            .unwrap();
+        assert_ne!(
+            fx.number_between(&format!("ord-{i}"), &customer(i), &driver(i), t)
+                .await,
+            vn
+        );
     }
 }
 
@@ -247,11 +415,17 @@ async fn exhausted_pool_is_a_typed_error_and_writes_nothing(fx: Fx) {
     // Pool of 2: a driver with two live orders cannot take a third.
     let d = driver(1);
     let t = now();
-    fx.apply(&assign("ord-1", 1, &[customer(1), d.clone()]), t).await;
-    fx.apply(&assign("ord-2", 1, &[customer(2), d.clone()]), t).await;
+    fx.apply(&assign("ord-1", 1, &[customer(1), d.clone()]), t)
+        .await;
+    fx.apply(&assign("ord-2", 1, &[customer(2), d.clone()]), t)
+        .await;
     let everyone = [customer(1), customer(2), customer(3), d.clone()];
     let before = fx.picture(&["ord-1", "ord-2", "ord-3"], &everyone, t).await;
-    match fx.assigner.apply(&assign("ord-3", 1, &[customer(3), d.clone()]), t).await {
+    match fx
+        .assigner
+        .apply(&assign("ord-3", 1, &[customer(3), d.clone()]), t)
+        .await
+    {
         Err(AssignError::PoolExhausted(e)) => {
             assert_eq!(e.market.as_str(), "IN");
             assert_eq!(e.live_contacts, 2);
@@ -259,24 +433,53 @@ async fn exhausted_pool_is_a_typed_error_and_writes_nothing(fx: Fx) {
         }
         other => panic!("expected PoolExhausted, got {other:?}"),
     }
-    assert!(fx.assigner.apply(&assign("ord-3", 1, &[customer(3), d]), t).await.unwrap_err().is_transient());
-    assert_eq!(fx.picture(&["ord-1", "ord-2", "ord-3"], &everyone, t).await, before);
+    assert!(fx
+        .assigner
+        .apply(&assign("ord-3", 1, &[customer(3), d]), t)
+        .await
+        .unwrap_err()
+        .is_transient());
+    assert_eq!(
+        fx.picture(&["ord-1", "ord-2", "ord-3"], &everyone, t).await,
+        before
+    );
 }
 
 async fn bad_input_is_refused_and_writes_nothing(fx: Fx) {
     let t = now();
     let before = fx.picture(&["ord-1"], &[customer(1)], t).await;
-    let twice = [customer(1), vnmask_tests::participant("driver", "d9", customer(1).phone.expose())];
+    let twice = [
+        customer(1),
+        vnmask_tests::participant("driver", "d9", customer(1).phone.expose()),
+    ];
     let cases = [
         assign("ord-1", 1, &[]),
         assign("ord-1", 1, &twice),
-        assign("ord-1", 1, &[customer(1), customer(2), customer(3), customer(4), customer(5), customer(6), driver(1)]),
-        OrderUpdate { market: market("US"), ..assign("ord-1", 1, &[customer(1), driver(1)]) },
+        assign(
+            "ord-1",
+            1,
+            &[
+                customer(1),
+                customer(2),
+                customer(3),
+                customer(4),
+                customer(5),
+                customer(6),
+                driver(1),
+            ],
+        ),
+        OrderUpdate {
+            market: market("US"),
+            ..assign("ord-1", 1, &[customer(1), driver(1)])
+        },
     ];
     for case in &cases {
         let err = fx.assigner.apply(case, t).await.unwrap_err();
         assert!(!err.is_transient(), "{err} is permanent");
-        assert!(!err.to_string().contains("98100"), "errors never carry a number: {err}");
+        assert!(
+            !err.to_string().contains("98100"),
+            "errors never carry a number: {err}"
+        );
     }
     assert_eq!(fx.picture(&["ord-1"], &[customer(1)], t).await, before);
 }
@@ -315,16 +518,26 @@ async fn two_party_order_costs_one_parallel_read_set_and_one_transaction() {
     let d = fx.dynamo.as_ref().unwrap();
     let t = now();
     // Cold pool cache: the pool query joins the parallel reads.
-    fx.apply(&assign("ord-1", 1, &[customer(1), driver(1)]), t).await;
+    fx.apply(&assign("ord-1", 1, &[customer(1), driver(1)]), t)
+        .await;
     let cold = d.calls.snapshot();
     assert_eq!(cold.get("GetItem"), Some(&1), "{cold:?}");
-    assert_eq!(cold.get("Query"), Some(&3), "two participants and the pool: {cold:?}");
+    assert_eq!(
+        cold.get("Query"),
+        Some(&3),
+        "two participants and the pool: {cold:?}"
+    );
     assert_eq!(cold.get("TransactWriteItems"), Some(&1), "{cold:?}");
     assert_eq!(d.calls.total(), 5);
     d.calls.reset();
-    fx.apply(&assign("ord-2", 1, &[customer(2), driver(2)]), t).await;
+    fx.apply(&assign("ord-2", 1, &[customer(2), driver(2)]), t)
+        .await;
     let warm = d.calls.snapshot();
-    assert_eq!(warm.get("Query"), Some(&2), "one per participant when the pool is cached: {warm:?}");
+    assert_eq!(
+        warm.get("Query"),
+        Some(&2),
+        "one per participant when the pool is cached: {warm:?}"
+    );
     assert_eq!(d.calls.total(), 4, "{warm:?}");
 }
 
@@ -333,14 +546,39 @@ async fn transaction_conflicts_are_retried_then_given_up() {
     for inner in [memory_fx(3).await.store, dynamo_fx(3).await.store] {
         let faulty = Arc::new(FaultyStore::new(inner));
         let assigner = Assigner::new(faulty.clone(), settings());
-        faulty.faults.conflicts.store(2, std::sync::atomic::Ordering::SeqCst);
-        let out = assigner.apply(&assign("ord-1", 1, &[customer(1), driver(1)]), now()).await.unwrap();
-        assert!(matches!(out, Outcome::Applied { attempts: 3, .. }), "{out:?}");
-        faulty.faults.conflicts.store(100, std::sync::atomic::Ordering::SeqCst);
-        let err = assigner.apply(&assign("ord-2", 1, &[customer(2), driver(2)]), now()).await.unwrap_err();
-        assert!(matches!(err, AssignError::Contention { attempts: 8 }), "{err:?}");
+        faulty
+            .faults
+            .conflicts
+            .store(2, std::sync::atomic::Ordering::SeqCst);
+        let out = assigner
+            .apply(&assign("ord-1", 1, &[customer(1), driver(1)]), now())
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, Outcome::Applied { attempts: 3, .. }),
+            "{out:?}"
+        );
+        faulty
+            .faults
+            .conflicts
+            .store(100, std::sync::atomic::Ordering::SeqCst);
+        let err = assigner
+            .apply(&assign("ord-2", 1, &[customer(2), driver(2)]), now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AssignError::Contention { attempts: 8 }),
+            "{err:?}"
+        );
         assert!(err.is_transient());
-        assert!(faulty.session(&"ord-2".parse().unwrap()).await.unwrap().is_none(), "nothing partial");
+        assert!(
+            faulty
+                .session(&"ord-2".parse().unwrap())
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing partial"
+        );
     }
 }
 
@@ -355,6 +593,9 @@ async fn stored_items_hold_no_real_number_in_keys_or_plaintext() {
     for p in &people {
         let digits = &p.phone.expose()[1..];
         assert!(!dump.contains(digits), "a real number leaked into an item");
-        assert!(!dump.contains(&digits[2..]), "a national number leaked into an item");
+        assert!(
+            !dump.contains(&digits[2..]),
+            "a national number leaked into an item"
+        );
     }
 }

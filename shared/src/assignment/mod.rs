@@ -10,8 +10,8 @@ use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::domain::{
-    validate_participants, Capabilities, ContactPolicy, Market, OrderId, Participant, RouteKey, Session,
-    SessionError, SessionState, UnixTime, VirtualNumber,
+    validate_participants, Capabilities, ContactPolicy, Market, OrderId, Participant, RouteKey,
+    Session, SessionError, SessionState, UnixTime, VirtualNumber,
 };
 use crate::store::{CommitError, SessionCommit, Store, StoreError};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
@@ -113,7 +113,11 @@ pub struct Assigner {
 
 impl Assigner {
     pub fn new(store: Arc<dyn Store>, settings: AssignSettings) -> Self {
-        Assigner { store, settings, pools: Mutex::new(HashMap::new()) }
+        Assigner {
+            store,
+            settings,
+            pools: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn settings(&self) -> &AssignSettings {
@@ -137,7 +141,10 @@ impl Assigner {
         for attempt in 1..=self.settings.max_attempts {
             let commit = match &update.change {
                 OrderChange::Participants(people) => {
-                    match self.plan_participants(update, people, now, refreshed_pool).await? {
+                    match self
+                        .plan_participants(update, people, now, refreshed_pool)
+                        .await?
+                    {
                         Planned::Commit(c) => c,
                         Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
                         Planned::Exhausted(e) if !refreshed_pool => {
@@ -156,7 +163,12 @@ impl Assigner {
                 },
             };
             match self.store.commit(&commit).await {
-                Ok(()) => return Ok(Outcome::Applied { session: commit.session, attempts: attempt }),
+                Ok(()) => {
+                    return Ok(Outcome::Applied {
+                        session: commit.session,
+                        attempts: attempt,
+                    })
+                }
                 Err(CommitError::StaleVersion) => {
                     // Another event of this order won; the next read decides whether we are stale.
                     tracing::debug!(order_id = %update.order_id, attempt, "session changed underneath, re-reading");
@@ -177,7 +189,9 @@ impl Assigner {
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
-        Err(AssignError::Contention { attempts: self.settings.max_attempts })
+        Err(AssignError::Contention {
+            attempts: self.settings.max_attempts,
+        })
     }
 
     async fn plan_participants(
@@ -202,7 +216,12 @@ impl Assigner {
         }
         let busy: Vec<HashSet<_>> = busy
             .into_iter()
-            .map(|live| live.into_iter().filter(|c| c.order_id != update.order_id).map(|c| c.number).collect())
+            .map(|live| {
+                live.into_iter()
+                    .filter(|c| c.order_id != update.order_id)
+                    .map(|c| c.number)
+                    .collect()
+            })
             .collect();
         let contacts = match plan_contacts(&PlanRequest {
             order_id: &update.order_id,
@@ -230,7 +249,13 @@ impl Assigner {
         let put_routes = session.routes(routes_until);
         let kept: HashSet<RouteKey> = put_routes.iter().map(|r| r.key()).collect();
         let delete_routes = previous
-            .map(|prev| prev.routes(0).into_iter().map(|r| r.key()).filter(|k| !kept.contains(k)).collect())
+            .map(|prev| {
+                prev.routes(0)
+                    .into_iter()
+                    .map(|r| r.key())
+                    .filter(|k| !kept.contains(k))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Planned::Commit(SessionCommit {
             session,
@@ -241,19 +266,44 @@ impl Assigner {
         }))
     }
 
-    async fn plan_end(&self, update: &OrderUpdate, now: UnixTime, skip: &HashSet<RouteKey>) -> Result<Planned, AssignError> {
+    async fn plan_end(
+        &self,
+        update: &OrderUpdate,
+        now: UnixTime,
+        skip: &HashSet<RouteKey>,
+    ) -> Result<Planned, AssignError> {
         let previous = self.store.session(&update.order_id).await?;
         let (session, put_routes) = match previous {
-            Some(prev) if prev.version >= update.version => return Ok(Planned::Stale(prev.version)),
-            // Already ended (say, cancelled after completed): keep the first grace period.
-            Some(prev @ Session { state: SessionState::Ended { .. }, .. }) => {
-                (Session { version: update.version, updated_at: now, ..prev }, Vec::new())
+            Some(prev) if prev.version >= update.version => {
+                return Ok(Planned::Stale(prev.version))
             }
+            // Already ended (say, cancelled after completed): keep the first grace period.
+            Some(
+                prev @ Session {
+                    state: SessionState::Ended { .. },
+                    ..
+                },
+            ) => (
+                Session {
+                    version: update.version,
+                    updated_at: now,
+                    ..prev
+                },
+                Vec::new(),
+            ),
             Some(prev) => {
                 let grace_until = now + secs(self.settings.grace);
-                let session =
-                    Session { version: update.version, updated_at: now, state: SessionState::Ended { grace_until }, ..prev };
-                let routes = session.routes(grace_until).into_iter().filter(|r| !skip.contains(&r.key())).collect();
+                let session = Session {
+                    version: update.version,
+                    updated_at: now,
+                    state: SessionState::Ended { grace_until },
+                    ..prev
+                };
+                let routes = session
+                    .routes(grace_until)
+                    .into_iter()
+                    .filter(|r| !skip.contains(&r.key()))
+                    .collect();
                 (session, routes)
             }
             // The end arrived before the assignment: a tombstone makes the late assignment stale.
@@ -283,9 +333,17 @@ impl Assigner {
         }))
     }
 
-    async fn pool(&self, market: &Market, fresh: bool) -> Result<Arc<Vec<VirtualNumber>>, StoreError> {
+    async fn pool(
+        &self,
+        market: &Market,
+        fresh: bool,
+    ) -> Result<Arc<Vec<VirtualNumber>>, StoreError> {
         if !fresh {
-            let cached = self.pools.lock().ok().and_then(|pools| pools.get(market).cloned());
+            let cached = self
+                .pools
+                .lock()
+                .ok()
+                .and_then(|pools| pools.get(market).cloned());
             if let Some((at, pool)) = cached {
                 if at.elapsed() < self.settings.pool_cache {
                     return Ok(pool);

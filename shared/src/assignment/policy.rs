@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::domain::{
-    Capabilities, Contact, ContactPolicy, Market, NumberState, OrderId, Participant, Session, VirtualNumber,
-    VnNumber,
+    Capabilities, Contact, ContactPolicy, Market, NumberState, OrderId, Participant, Session,
+    VirtualNumber, VnNumber,
 };
 
 /// No number may serve a contact pair: every eligible one is already dialled by one of the two.
@@ -45,7 +45,8 @@ pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhauste
     let pairs = req.contact_policy.pairs(req.participants);
     let mut used: Vec<HashSet<VnNumber>> = req.busy.to_vec();
     used.resize_with(req.participants.len(), HashSet::new);
-    let pool_by_number: HashMap<&VnNumber, &VirtualNumber> = req.pool.iter().map(|v| (&v.number, v)).collect();
+    let pool_by_number: HashMap<&VnNumber, &VirtualNumber> =
+        req.pool.iter().map(|v| (&v.number, v)).collect();
     let mut chosen: Vec<Option<&VirtualNumber>> = vec![None; pairs.len()];
 
     // Rule 5 first, so that kept numbers are not taken by other pairs of this order.
@@ -61,8 +62,11 @@ pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhauste
         }
     }
 
-    let eligible: Vec<&VirtualNumber> =
-        req.pool.iter().filter(|v| v.eligible_for(req.market, req.needs)).collect();
+    let eligible: Vec<&VirtualNumber> = req
+        .pool
+        .iter()
+        .filter(|v| v.eligible_for(req.market, req.needs))
+        .collect();
     for (slot, &(i, j)) in pairs.iter().enumerate() {
         if chosen[slot].is_some() {
             continue;
@@ -108,10 +112,15 @@ fn kept_number<'p>(
     pool: &HashMap<&VnNumber, &'p VirtualNumber>,
 ) -> Option<&'p VirtualNumber> {
     let (a, b) = (&req.participants[i], &req.participants[j]);
-    let same_pair = previous.contacts.iter().find(|c| c.joins(&a.user_id, &b.user_id));
+    let same_pair = previous
+        .contacts
+        .iter()
+        .find(|c| c.joins(&a.user_id, &b.user_id));
     if let Some(c) = same_pair {
         let vn = pool.get(&c.number).copied()?;
-        let usable = vn.state != NumberState::Retired && &vn.market == req.market && vn.capabilities.contains(req.needs);
+        let usable = vn.state != NumberState::Retired
+            && &vn.market == req.market
+            && vn.capabilities.contains(req.needs);
         return usable.then_some(vn);
     }
     let still_here = |user| req.participants.iter().any(|p| &p.user_id == user);

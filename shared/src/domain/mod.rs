@@ -7,6 +7,6 @@ mod session;
 pub use number::{Capabilities, Capability, NumberError, NumberState, Provider, VirtualNumber};
 pub use phone::{Market, PhoneError, RealNumber, VnNumber, E164};
 pub use session::{
-    validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route, RouteKey, Session,
-    SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
+    validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route, RouteKey,
+    Session, SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
 };

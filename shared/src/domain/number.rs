@@ -23,7 +23,8 @@ impl FromStr for Provider {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Provider(s.to_owned()))
         } else {
@@ -91,7 +92,10 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    pub const VOICE_AND_SMS: Capabilities = Capabilities { voice: true, sms: true };
+    pub const VOICE_AND_SMS: Capabilities = Capabilities {
+        voice: true,
+        sms: true,
+    };
 
     pub fn contains(self, other: Capabilities) -> bool {
         (self.voice || !other.voice) && (self.sms || !other.sms)
@@ -170,6 +174,8 @@ pub struct VirtualNumber {
 impl VirtualNumber {
     /// May this number be given to a new contact pair in `market` needing `needs`?
     pub fn eligible_for(&self, market: &Market, needs: Capabilities) -> bool {
-        self.state == NumberState::Active && &self.market == market && self.capabilities.contains(needs)
+        self.state == NumberState::Active
+            && &self.market == market
+            && self.capabilities.contains(needs)
     }
 }

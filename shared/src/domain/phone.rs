@@ -80,8 +80,14 @@ impl E164 {
         if canonical != s {
             return Err(PhoneError::NotE164);
         }
-        let country = parsed.country().id().and_then(|id| id.as_ref().parse().ok());
-        Ok(E164 { digits: canonical, country })
+        let country = parsed
+            .country()
+            .id()
+            .and_then(|id| id.as_ref().parse().ok());
+        Ok(E164 {
+            digits: canonical,
+            country,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -198,8 +204,19 @@ mod tests {
 
     #[test]
     fn non_e164_forms_are_rejected() {
-        for s in ["", "+", "919812345678", "+91 98123 45678", "+91-9812345678", "+0919812345678",
-                  "+9198123456789999", "+91981234567a", "++919812345678", " +919812345678", "+１２３"] {
+        for s in [
+            "",
+            "+",
+            "919812345678",
+            "+91 98123 45678",
+            "+91-9812345678",
+            "+0919812345678",
+            "+9198123456789999",
+            "+91981234567a",
+            "++919812345678",
+            " +919812345678",
+            "+１２３",
+        ] {
             assert!(RealNumber::parse(s).is_err(), "{s:?} must be rejected");
         }
     }

@@ -26,7 +26,9 @@ pub enum SessionError {
     NoParticipants,
     #[error("an order has at most {MAX_PARTICIPANTS} participants, got {0}")]
     TooManyParticipants(usize),
-    #[error("participant {index} is the same person as an earlier participant (same user id or phone)")]
+    #[error(
+        "participant {index} is the same person as an earlier participant (same user id or phone)"
+    )]
     PersonTwice { index: usize },
     #[error("contact rule `{0}` must look like `role:role`")]
     BadContactRule(String),
@@ -35,7 +37,8 @@ pub enum SessionError {
 fn check_identifier(s: &str, what: &'static str, max: usize) -> Result<(), SessionError> {
     let ok = !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -111,7 +114,8 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if ok {
             Ok(Role(s.to_owned()))
         } else {
@@ -189,7 +193,8 @@ impl ContactPolicy {
                 .split_once(':')
                 .ok_or_else(|| SessionError::BadContactRule(rule.chars().take(40).collect()))?;
             let bad = || SessionError::BadContactRule(rule.chars().take(40).collect());
-            let (a, b): (Role, Role) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+            let (a, b): (Role, Role) =
+                (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
             set.insert(ordered(a, b));
         }
         Ok(ContactPolicy { denied: set })
@@ -255,7 +260,9 @@ impl Contact {
 pub enum SessionState {
     Active,
     /// The order ended; its routes keep working until `grace_until`.
-    Ended { grace_until: UnixTime },
+    Ended {
+        grace_until: UnixTime,
+    },
 }
 
 /// The masking state of one order.
@@ -316,7 +323,10 @@ pub struct Route {
 
 impl Route {
     pub fn key(&self) -> RouteKey {
-        RouteKey { caller: self.caller.clone(), number: self.number.clone() }
+        RouteKey {
+            caller: self.caller.clone(),
+            number: self.number.clone(),
+        }
     }
 
     /// The caller id to present to the callee: the same virtual number.
@@ -341,19 +351,36 @@ mod tests {
     use super::*;
 
     fn p(role: &str, user: &str, phone: &str) -> Participant {
-        Participant { role: role.parse().unwrap(), user_id: user.parse().unwrap(), phone: RealNumber::parse(phone).unwrap() }
+        Participant {
+            role: role.parse().unwrap(),
+            user_id: user.parse().unwrap(),
+            phone: RealNumber::parse(phone).unwrap(),
+        }
     }
 
     #[test]
     fn default_policy_pairs_everyone_but_two_customers() {
-        let people = [p("customer", "c1", "+919812345678"), p("customer", "c2", "+919812345679"), p("driver", "d", "+919898765432")];
-        assert_eq!(ContactPolicy::default().pairs(&people), vec![(0, 2), (1, 2)]);
+        let people = [
+            p("customer", "c1", "+919812345678"),
+            p("customer", "c2", "+919812345679"),
+            p("driver", "d", "+919898765432"),
+        ];
+        assert_eq!(
+            ContactPolicy::default().pairs(&people),
+            vec![(0, 2), (1, 2)]
+        );
     }
 
     #[test]
     fn empty_policy_allows_every_pair() {
-        let people = [p("customer", "c1", "+919812345678"), p("customer", "c2", "+919812345679")];
-        assert_eq!(ContactPolicy::parse("").unwrap().pairs(&people), vec![(0, 1)]);
+        let people = [
+            p("customer", "c1", "+919812345678"),
+            p("customer", "c2", "+919812345679"),
+        ];
+        assert_eq!(
+            ContactPolicy::parse("").unwrap().pairs(&people),
+            vec![(0, 1)]
+        );
     }
 
     #[test]
@@ -364,14 +391,26 @@ mod tests {
 
     #[test]
     fn same_phone_twice_is_rejected() {
-        let people = [p("customer", "c1", "+919812345678"), p("driver", "d", "+919812345678")];
-        assert_eq!(validate_participants(&people), Err(SessionError::PersonTwice { index: 1 }));
+        let people = [
+            p("customer", "c1", "+919812345678"),
+            p("driver", "d", "+919812345678"),
+        ];
+        assert_eq!(
+            validate_participants(&people),
+            Err(SessionError::PersonTwice { index: 1 })
+        );
     }
 
     #[test]
     fn same_user_twice_is_rejected() {
-        let people = [p("customer", "u", "+919812345678"), p("driver", "u", "+919812345679")];
-        assert_eq!(validate_participants(&people), Err(SessionError::PersonTwice { index: 1 }));
+        let people = [
+            p("customer", "u", "+919812345678"),
+            p("driver", "u", "+919812345679"),
+        ];
+        assert_eq!(
+            validate_participants(&people),
+            Err(SessionError::PersonTwice { index: 1 })
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::domain::{Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber};
+use crate::domain::{
+    Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,7 +28,10 @@ pub enum StoreError {
 impl StoreError {
     /// Worth retrying later (SQS redelivery, a new call attempt).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Throttled | StoreError::Timeout | StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Throttled | StoreError::Timeout | StoreError::Unavailable(_)
+        )
     }
 }
 
@@ -74,7 +79,11 @@ pub trait Store: Send + Sync {
     async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError>;
 
     /// The numbers `person` can dial in live routes at `now`, of any order, strongly consistent.
-    async fn live_contacts(&self, person: &RealNumber, now: UnixTime) -> Result<Vec<LiveContact>, StoreError>;
+    async fn live_contacts(
+        &self,
+        person: &RealNumber,
+        now: UnixTime,
+    ) -> Result<Vec<LiveContact>, StoreError>;
 
     /// Every number of the market's pool, whatever its state.
     async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError>;
@@ -86,5 +95,10 @@ pub trait Store: Send + Sync {
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError>;
 
     /// The route for a call from `caller` to `dialled`, if one is live at `now`. One read.
-    async fn route(&self, caller: &RealNumber, dialled: &VnNumber, now: UnixTime) -> Result<Option<Route>, StoreError>;
+    async fn route(
+        &self,
+        caller: &RealNumber,
+        dialled: &VnNumber,
+        now: UnixTime,
+    ) -> Result<Option<Route>, StoreError>;
 }

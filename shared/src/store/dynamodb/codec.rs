@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::attrs;
 use crate::crypto::{Sealed, Vault};
 use crate::domain::{
-    Capabilities, Capability, Contact, Participant, RealNumber, Route, Session, SessionState, UnixTime,
-    VirtualNumber, VnNumber,
+    Capabilities, Capability, Contact, Participant, RealNumber, Route, Session, SessionState,
+    UnixTime, VirtualNumber, VnNumber,
 };
 use crate::store::{LiveContact, StoreError};
 
@@ -28,19 +28,31 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).ok_or_else(|| corrupt(name))
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| corrupt(name))
 }
 
 fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(name))
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| corrupt(name))
 }
 
 fn get_b<'a>(item: &'a Item, name: &str) -> Result<&'a [u8], StoreError> {
-    item.get(name).and_then(|v| v.as_b().ok()).map(|b| b.as_ref()).ok_or_else(|| corrupt(name))
+    item.get(name)
+        .and_then(|v| v.as_b().ok())
+        .map(|b| b.as_ref())
+        .ok_or_else(|| corrupt(name))
 }
 
 fn get_l<'a>(item: &'a Item, name: &str) -> Result<&'a [AttributeValue], StoreError> {
-    item.get(name).and_then(|v| v.as_l().ok()).map(Vec::as_slice).ok_or_else(|| corrupt(name))
+    item.get(name)
+        .and_then(|v| v.as_l().ok())
+        .map(Vec::as_slice)
+        .ok_or_else(|| corrupt(name))
 }
 
 fn parse<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
@@ -54,25 +66,41 @@ fn caps_value(caps: Capabilities) -> AttributeValue {
 fn caps_from(item: &Item) -> Result<Capabilities, StoreError> {
     get_l(item, attrs::CAPABILITIES)?
         .iter()
-        .map(|v| v.as_s().ok().and_then(|c| c.parse::<Capability>().ok()).ok_or_else(|| corrupt(attrs::CAPABILITIES)))
+        .map(|v| {
+            v.as_s()
+                .ok()
+                .and_then(|c| c.parse::<Capability>().ok())
+                .ok_or_else(|| corrupt(attrs::CAPABILITIES))
+        })
         .collect()
 }
 
-fn sealed(vault: &Vault, number: &RealNumber, context: &str) -> Result<(String, AttributeValue), StoreError> {
+fn sealed(
+    vault: &Vault,
+    number: &RealNumber,
+    context: &str,
+) -> Result<(String, AttributeValue), StoreError> {
     let Sealed { key, blob } = vault.seal(number, context)?;
     Ok((key, AttributeValue::B(Blob::new(blob))))
 }
 
 pub fn route_key(vault: &Vault, caller: &RealNumber, number: &VnNumber) -> Item {
     HashMap::from([
-        (attrs::PK.to_owned(), s(attrs::route_pk(&vault.person_key(caller)))),
+        (
+            attrs::PK.to_owned(),
+            s(attrs::route_pk(&vault.person_key(caller))),
+        ),
         (attrs::SK.to_owned(), s(attrs::number_sk(number.as_str()))),
     ])
 }
 
 pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
     let mut item = route_key(vault, &route.caller, &route.number);
-    let context = attrs::seal_context(get_s(&item, attrs::PK)?, get_s(&item, attrs::SK)?, attrs::CALLEE);
+    let context = attrs::seal_context(
+        get_s(&item, attrs::PK)?,
+        get_s(&item, attrs::SK)?,
+        attrs::CALLEE,
+    );
     let (key, callee) = sealed(vault, &route.callee, &context)?;
     item.extend([
         (attrs::ORDER_ID.to_owned(), s(route.order_id.as_str())),
@@ -87,10 +115,22 @@ pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-pub fn route_from_item(vault: &Vault, caller: &RealNumber, number: &VnNumber, item: &Item) -> Result<Route, StoreError> {
-    let context = attrs::seal_context(get_s(item, attrs::PK)?, get_s(item, attrs::SK)?, attrs::CALLEE);
+pub fn route_from_item(
+    vault: &Vault,
+    caller: &RealNumber,
+    number: &VnNumber,
+    item: &Item,
+) -> Result<Route, StoreError> {
+    let context = attrs::seal_context(
+        get_s(item, attrs::PK)?,
+        get_s(item, attrs::SK)?,
+        attrs::CALLEE,
+    );
     let callee = vault.open(
-        &Sealed { key: get_s(item, attrs::KEY)?.to_owned(), blob: get_b(item, attrs::CALLEE)?.to_vec() },
+        &Sealed {
+            key: get_s(item, attrs::KEY)?.to_owned(),
+            blob: get_b(item, attrs::CALLEE)?.to_vec(),
+        },
         &context,
     )?;
     Ok(Route {
@@ -107,17 +147,32 @@ pub fn route_from_item(vault: &Vault, caller: &RealNumber, number: &VnNumber, it
 
 pub fn live_contact_from_item(item: &Item) -> Result<LiveContact, StoreError> {
     let sk = get_s(item, attrs::SK)?;
-    let number = sk.strip_prefix("VN#").and_then(|v| VnNumber::parse(v).ok()).ok_or_else(|| corrupt(attrs::SK))?;
-    Ok(LiveContact { number, order_id: parse(item, attrs::ORDER_ID)?, expires_at: get_n(item, attrs::EXPIRES_AT)? })
+    let number = sk
+        .strip_prefix("VN#")
+        .and_then(|v| VnNumber::parse(v).ok())
+        .ok_or_else(|| corrupt(attrs::SK))?;
+    Ok(LiveContact {
+        number,
+        order_id: parse(item, attrs::ORDER_ID)?,
+        expires_at: get_n(item, attrs::EXPIRES_AT)?,
+    })
 }
 
-pub fn session_item(vault: &Vault, session: &Session, expires_at: UnixTime) -> Result<Item, StoreError> {
+pub fn session_item(
+    vault: &Vault,
+    session: &Session,
+    expires_at: UnixTime,
+) -> Result<Item, StoreError> {
     let pk = attrs::session_pk(session.order_id.as_str());
     let participants = session
         .participants
         .iter()
         .map(|p| {
-            let context = attrs::seal_context(&pk, attrs::SESSION_SK, &format!("{}:{}", attrs::PARTICIPANTS, p.user_id));
+            let context = attrs::seal_context(
+                &pk,
+                attrs::SESSION_SK,
+                &format!("{}:{}", attrs::PARTICIPANTS, p.user_id),
+            );
             let (_, phone) = sealed(vault, &p.phone, &context)?;
             Ok(AttributeValue::M(HashMap::from([
                 (attrs::ROLE.to_owned(), s(p.role.as_str())),
@@ -146,7 +201,10 @@ pub fn session_item(vault: &Vault, session: &Session, expires_at: UnixTime) -> R
         (attrs::MARKET.to_owned(), s(session.market.as_str())),
         (attrs::VERSION.to_owned(), n(session.version)),
         (attrs::UPDATED_AT.to_owned(), n(session.updated_at)),
-        (attrs::PARTICIPANTS.to_owned(), AttributeValue::L(participants)),
+        (
+            attrs::PARTICIPANTS.to_owned(),
+            AttributeValue::L(participants),
+        ),
         (attrs::CONTACTS.to_owned(), AttributeValue::L(contacts)),
         (attrs::KEY.to_owned(), s(vault.current_key())),
         (attrs::EXPIRES_AT.to_owned(), n(expires_at)),
@@ -171,9 +229,23 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         .map(|v| {
             let m = v.as_m().map_err(|_| corrupt(attrs::PARTICIPANTS))?;
             let user_id = parse(m, attrs::USER_ID)?;
-            let context = attrs::seal_context(pk, attrs::SESSION_SK, &format!("{}:{}", attrs::PARTICIPANTS, user_id));
-            let phone = vault.open(&Sealed { key: key.to_owned(), blob: get_b(m, attrs::PHONE)?.to_vec() }, &context)?;
-            Ok(Participant { role: parse(m, attrs::ROLE)?, user_id, phone })
+            let context = attrs::seal_context(
+                pk,
+                attrs::SESSION_SK,
+                &format!("{}:{}", attrs::PARTICIPANTS, user_id),
+            );
+            let phone = vault.open(
+                &Sealed {
+                    key: key.to_owned(),
+                    blob: get_b(m, attrs::PHONE)?.to_vec(),
+                },
+                &context,
+            )?;
+            Ok(Participant {
+                role: parse(m, attrs::ROLE)?,
+                user_id,
+                phone,
+            })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let contacts = get_l(item, attrs::CONTACTS)?
@@ -191,7 +263,9 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         .collect::<Result<Vec<_>, StoreError>>()?;
     let state = match get_s(item, attrs::STATE)? {
         "active" => SessionState::Active,
-        "ended" => SessionState::Ended { grace_until: get_n(item, attrs::GRACE_UNTIL)? },
+        "ended" => SessionState::Ended {
+            grace_until: get_n(item, attrs::GRACE_UNTIL)?,
+        },
         _ => return Err(corrupt(attrs::STATE)),
     };
     Ok(Session {
@@ -208,7 +282,10 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
 pub fn number_item(vn: &VirtualNumber) -> Item {
     HashMap::from([
         (attrs::PK.to_owned(), s(attrs::pool_pk(vn.market.as_str()))),
-        (attrs::SK.to_owned(), s(attrs::number_sk(vn.number.as_str()))),
+        (
+            attrs::SK.to_owned(),
+            s(attrs::number_sk(vn.number.as_str())),
+        ),
         (attrs::NUMBER.to_owned(), s(vn.number.as_str())),
         (attrs::MARKET.to_owned(), s(vn.market.as_str())),
         (attrs::PROVIDER.to_owned(), s(vn.provider.as_str())),

@@ -13,7 +13,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 
 use crate::crypto::Vault;
-use crate::domain::{Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber};
+use crate::domain::{
+    Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
+};
 use crate::store::{CommitError, LiveContact, SessionCommit, Store, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -26,7 +28,11 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>, vault: Arc<Vault>) -> Self {
-        DynamoStore { client, table: table.into(), vault }
+        DynamoStore {
+            client,
+            table: table.into(),
+            vault,
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -88,16 +94,27 @@ impl DynamoStore {
             .expression_attribute_names("#exp", attrs::EXPIRES_AT)
             .expression_attribute_names("#order", attrs::ORDER_ID)
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":order", AttributeValue::S(route.order_id.as_str().to_owned()))
+            .expression_attribute_values(
+                ":order",
+                AttributeValue::S(route.order_id.as_str().to_owned()),
+            )
             .build()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn route_delete(&self, key: &RouteKey, order: &OrderId) -> Result<TransactWriteItem, StoreError> {
+    fn route_delete(
+        &self,
+        key: &RouteKey,
+        order: &OrderId,
+    ) -> Result<TransactWriteItem, StoreError> {
         let delete = Delete::builder()
             .table_name(&self.table)
-            .set_key(Some(codec::route_key(&self.vault, &key.caller, &key.number)))
+            .set_key(Some(codec::route_key(
+                &self.vault,
+                &key.caller,
+                &key.number,
+            )))
             .condition_expression("attribute_not_exists(#pk) OR #order = :order")
             .expression_attribute_names("#pk", attrs::PK)
             .expression_attribute_names("#order", attrs::ORDER_ID)
@@ -115,23 +132,36 @@ impl Store for DynamoStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .key(attrs::PK, AttributeValue::S(attrs::session_pk(order.as_str())))
+            .key(
+                attrs::PK,
+                AttributeValue::S(attrs::session_pk(order.as_str())),
+            )
             .key(attrs::SK, AttributeValue::S(attrs::SESSION_SK.to_owned()))
             .consistent_read(true)
             .send()
             .await
             .map_err(store_error)?;
-        out.item.map(|item| codec::session_from_item(&self.vault, &item)).transpose()
+        out.item
+            .map(|item| codec::session_from_item(&self.vault, &item))
+            .transpose()
     }
 
-    async fn live_contacts(&self, person: &RealNumber, now: UnixTime) -> Result<Vec<LiveContact>, StoreError> {
+    async fn live_contacts(
+        &self,
+        person: &RealNumber,
+        now: UnixTime,
+    ) -> Result<Vec<LiveContact>, StoreError> {
         let pk = attrs::route_pk(&self.vault.person_key(person));
-        let items = self.query_partition(pk, Some("#sk, #order_id, #expires_at"), Some(now), true).await?;
+        let items = self
+            .query_partition(pk, Some("#sk, #order_id, #expires_at"), Some(now), true)
+            .await?;
         items.iter().map(codec::live_contact_from_item).collect()
     }
 
     async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError> {
-        let items = self.query_partition(attrs::pool_pk(market.as_str()), None, None, false).await?;
+        let items = self
+            .query_partition(attrs::pool_pk(market.as_str()), None, None, false)
+            .await?;
         items.iter().map(codec::number_from_item).collect()
     }
 
@@ -149,16 +179,24 @@ impl Store for DynamoStore {
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
         let session_put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(codec::session_item(&self.vault, &commit.session, commit.session_expires_at)?))
+            .set_item(Some(codec::session_item(
+                &self.vault,
+                &commit.session,
+                commit.session_expires_at,
+            )?))
             .condition_expression("attribute_not_exists(#pk) OR #version < :version")
             .expression_attribute_names("#pk", attrs::PK)
             .expression_attribute_names("#version", attrs::VERSION)
-            .expression_attribute_values(":version", AttributeValue::N(commit.session.version.to_string()))
+            .expression_attribute_values(
+                ":version",
+                AttributeValue::N(commit.session.version.to_string()),
+            )
             .build()
             .map_err(|e| StoreError::Rejected(e.to_string()))?;
         // Item order matters: cancellation reasons come back in the same order.
         let mut items = vec![TransactWriteItem::builder().put(session_put).build()];
-        let mut keys: Vec<RouteKey> = Vec::with_capacity(commit.put_routes.len() + commit.delete_routes.len());
+        let mut keys: Vec<RouteKey> =
+            Vec::with_capacity(commit.put_routes.len() + commit.delete_routes.len());
         for route in &commit.put_routes {
             items.push(self.route_put(route, commit.now)?);
             keys.push(route.key());
@@ -167,13 +205,24 @@ impl Store for DynamoStore {
             items.push(self.route_delete(key, &commit.session.order_id)?);
             keys.push(key.clone());
         }
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) => Err(commit_error(err, &keys)),
         }
     }
 
-    async fn route(&self, caller: &RealNumber, dialled: &VnNumber, now: UnixTime) -> Result<Option<Route>, StoreError> {
+    async fn route(
+        &self,
+        caller: &RealNumber,
+        dialled: &VnNumber,
+        now: UnixTime,
+    ) -> Result<Option<Route>, StoreError> {
         let key = codec::route_key(&self.vault, caller, dialled);
         let out = self
             .client
@@ -184,7 +233,9 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(store_error)?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
         let route = codec::route_from_item(&self.vault, caller, dialled, &item)?;
         Ok(route.is_live(now).then_some(route))
     }
@@ -206,7 +257,9 @@ where
     if (0..reasons.len()).any(|i| code(i) == "TransactionConflict") {
         return CommitError::Conflict;
     }
-    if (0..reasons.len()).any(|i| matches!(code(i), "ThrottlingError" | "ProvisionedThroughputExceeded")) {
+    if (0..reasons.len())
+        .any(|i| matches!(code(i), "ThrottlingError" | "ProvisionedThroughputExceeded"))
+    {
         return CommitError::Store(StoreError::Throttled);
     }
     if code(0) == "ConditionalCheckFailed" {
@@ -219,8 +272,13 @@ where
         .map(|(_, k)| k.clone())
         .collect();
     if taken.is_empty() {
-        let codes: Vec<&str> = (0..reasons.len()).map(code).filter(|c| *c != "None").collect();
-        return CommitError::Store(StoreError::Rejected(format!("transaction cancelled: {codes:?}")));
+        let codes: Vec<&str> = (0..reasons.len())
+            .map(code)
+            .filter(|c| *c != "None")
+            .collect();
+        return CommitError::Store(StoreError::Rejected(format!(
+            "transaction cancelled: {codes:?}"
+        )));
     }
     CommitError::RoutesTaken(taken)
 }
@@ -234,12 +292,18 @@ where
     match &err {
         SdkError::TimeoutError(_) => StoreError::Timeout,
         SdkError::DispatchFailure(f) if f.is_timeout() => StoreError::Timeout,
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unavailable("no usable response".into()),
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable("no usable response".into())
+        }
         SdkError::ServiceError(s) => match s.err().code() {
-            Some("ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded") => {
-                StoreError::Throttled
+            Some(
+                "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded",
+            ) => StoreError::Throttled,
+            Some("InternalServerError" | "ServiceUnavailable") => {
+                StoreError::Unavailable("service error".into())
             }
-            Some("InternalServerError" | "ServiceUnavailable") => StoreError::Unavailable("service error".into()),
             Some(code) => StoreError::Rejected(code.to_owned()),
             None => StoreError::Unavailable("unrecognised service error".into()),
         },

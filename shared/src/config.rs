@@ -1,0 +1,267 @@
+//! Configuration read once from the environment into typed values that validate themselves.
+//! Every error names the variable at fault and never echoes a secret.
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+
+use crate::assignment::AssignSettings;
+use crate::crypto::{CryptoError, Vault};
+use crate::domain::{ContactPolicy, Market};
+use crate::store::dynamodb::DynamoStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {var} is invalid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+/// Where configuration values come from: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for BTreeMap<String, String> {
+    fn get(&self, var: &str) -> Option<String> {
+        BTreeMap::get(self, var).cloned()
+    }
+}
+
+pub fn required(src: &dyn Source, var: &'static str) -> Result<String, ConfigError> {
+    src.get(var).ok_or(ConfigError::Missing(var))
+}
+
+/// Parses an optional variable, falling back to `default`.
+pub fn parsed<T: FromStr>(src: &dyn Source, var: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match src.get(var) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+            var,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+pub fn seconds(src: &dyn Source, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    parsed(src, var, default).map(Duration::from_secs)
+}
+
+/// The table and the KMS-wrapped keys that protect real numbers.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `VNMASK_TABLE`
+    pub table: String,
+    /// `VNMASK_HMAC_KEY`: base64 KMS ciphertext of the 32-byte HMAC key for person keys.
+    pub wrapped_hmac_key: Vec<u8>,
+    /// `VNMASK_DATA_KEYS`: `name=base64,name=base64`, KMS ciphertexts of 32-byte AES keys.
+    pub wrapped_data_keys: BTreeMap<String, Vec<u8>>,
+    /// `VNMASK_DATA_KEY_CURRENT`: the data key new values are sealed with (default: the only one).
+    pub current_data_key: String,
+}
+
+impl StoreConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let b64 = |var: &'static str, v: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map_err(|_| ConfigError::Invalid {
+                    var,
+                    reason: "not base64".into(),
+                })
+        };
+        let table = required(src, "VNMASK_TABLE")?;
+        let wrapped_hmac_key = b64("VNMASK_HMAC_KEY", &required(src, "VNMASK_HMAC_KEY")?)?;
+        let mut wrapped_data_keys = BTreeMap::new();
+        for entry in required(src, "VNMASK_DATA_KEYS")?
+            .split(',')
+            .filter(|e| !e.trim().is_empty())
+        {
+            let (name, blob) = entry.split_once('=').ok_or(ConfigError::Invalid {
+                var: "VNMASK_DATA_KEYS",
+                reason: "expected name=base64 entries separated by commas".into(),
+            })?;
+            wrapped_data_keys.insert(name.trim().to_owned(), b64("VNMASK_DATA_KEYS", blob)?);
+        }
+        let current_data_key = match src.get("VNMASK_DATA_KEY_CURRENT") {
+            Some(name) => name,
+            None if wrapped_data_keys.len() == 1 => {
+                wrapped_data_keys.keys().next().cloned().unwrap_or_default()
+            }
+            None => return Err(ConfigError::Missing("VNMASK_DATA_KEY_CURRENT")),
+        };
+        if !wrapped_data_keys.contains_key(&current_data_key) {
+            return Err(ConfigError::Invalid {
+                var: "VNMASK_DATA_KEY_CURRENT",
+                reason: format!("`{current_data_key}` is not in VNMASK_DATA_KEYS"),
+            });
+        }
+        Ok(StoreConfig {
+            table,
+            wrapped_hmac_key,
+            wrapped_data_keys,
+            current_data_key,
+        })
+    }
+
+    /// Unwraps the keys with KMS (once, at cold start) and builds the DynamoDB store.
+    pub async fn connect(&self, sdk: &aws_config::SdkConfig) -> Result<DynamoStore, CryptoError> {
+        let kms = aws_sdk_kms::Client::new(sdk);
+        let vault = Vault::unwrap_with_kms(
+            &kms,
+            &self.wrapped_hmac_key,
+            &self.wrapped_data_keys,
+            &self.current_data_key,
+        )
+        .await?;
+        Ok(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            self.table.clone(),
+            std::sync::Arc::new(vault),
+        ))
+    }
+}
+
+/// Assignment settings from `VNMASK_MARKETS`, `VNMASK_CONTACT_DENY`, `VNMASK_GRACE_SECONDS`,
+/// `VNMASK_SESSION_TTL_SECONDS`, `VNMASK_RETENTION_SECONDS`, `VNMASK_MAX_ATTEMPTS`, `VNMASK_POOL_CACHE_SECONDS`.
+pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> {
+    let markets = required(src, "VNMASK_MARKETS")?
+        .split(',')
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| {
+            m.parse::<Market>().map_err(|e| ConfigError::Invalid {
+                var: "VNMASK_MARKETS",
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<HashSet<_>, _>>()?;
+    if markets.is_empty() {
+        return Err(ConfigError::Missing("VNMASK_MARKETS"));
+    }
+    let defaults = AssignSettings::for_markets(markets.iter().cloned());
+    let contact_policy = match src.get("VNMASK_CONTACT_DENY") {
+        None => ContactPolicy::default(),
+        Some(v) => ContactPolicy::parse(&v).map_err(|e| ConfigError::Invalid {
+            var: "VNMASK_CONTACT_DENY",
+            reason: e.to_string(),
+        })?,
+    };
+    let max_attempts: u32 = parsed(src, "VNMASK_MAX_ATTEMPTS", defaults.max_attempts)?;
+    if max_attempts == 0 {
+        return Err(ConfigError::Invalid {
+            var: "VNMASK_MAX_ATTEMPTS",
+            reason: "must be at least 1".into(),
+        });
+    }
+    Ok(AssignSettings {
+        contact_policy,
+        markets,
+        grace: seconds(src, "VNMASK_GRACE_SECONDS", defaults.grace.as_secs())?,
+        session_ttl: seconds(
+            src,
+            "VNMASK_SESSION_TTL_SECONDS",
+            defaults.session_ttl.as_secs(),
+        )?,
+        retention: seconds(
+            src,
+            "VNMASK_RETENTION_SECONDS",
+            defaults.retention.as_secs(),
+        )?,
+        max_attempts,
+        pool_cache: seconds(
+            src,
+            "VNMASK_POOL_CACHE_SECONDS",
+            defaults.pool_cache.as_secs(),
+        )?,
+        needs: defaults.needs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn store_config_names_the_missing_variable() {
+        let err = StoreConfig::from_source(&src(&[("VNMASK_TABLE", "t")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable VNMASK_HMAC_KEY is required"
+        );
+    }
+
+    #[test]
+    fn single_data_key_is_current_by_default() {
+        let cfg = StoreConfig::from_source(&src(&[
+            ("VNMASK_TABLE", "t"),
+            ("VNMASK_HMAC_KEY", "AAAA"),
+            ("VNMASK_DATA_KEYS", "k1=AAAA"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.current_data_key, "k1");
+    }
+
+    #[test]
+    fn current_key_must_be_listed() {
+        let err = StoreConfig::from_source(&src(&[
+            ("VNMASK_TABLE", "t"),
+            ("VNMASK_HMAC_KEY", "AAAA"),
+            ("VNMASK_DATA_KEYS", "k1=AAAA,k2=AAAA"),
+            ("VNMASK_DATA_KEY_CURRENT", "k3"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("VNMASK_DATA_KEY_CURRENT"));
+    }
+
+    #[test]
+    fn bad_secret_is_reported_without_its_value() {
+        let err = StoreConfig::from_source(&src(&[
+            ("VNMASK_TABLE", "t"),
+            ("VNMASK_HMAC_KEY", "s3cr3t!!"),
+            ("VNMASK_DATA_KEYS", "k1=AAAA"),
+        ]))
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn assign_settings_validate_markets_and_numbers() {
+        assert!(assign_settings(&src(&[("VNMASK_MARKETS", "IN,XX")])).is_err());
+        assert!(assign_settings(&src(&[
+            ("VNMASK_MARKETS", "IN"),
+            ("VNMASK_GRACE_SECONDS", "soon")
+        ]))
+        .unwrap_err()
+        .to_string()
+        .contains("VNMASK_GRACE_SECONDS"));
+        let s = assign_settings(&src(&[
+            ("VNMASK_MARKETS", "in, us"),
+            ("VNMASK_GRACE_SECONDS", "60"),
+        ]))
+        .unwrap();
+        assert_eq!(s.markets.len(), 2);
+        assert_eq!(s.grace, Duration::from_secs(60));
+    }
+}
