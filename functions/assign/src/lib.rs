@@ -1,0 +1,1 @@
+//! The assign function's handler, testable without a Lambda runtime.

@@ -1,0 +1,1 @@
+//! The lookup function's handler, testable without a Lambda runtime.

@@ -1,0 +1,1 @@
+//! The pool-refresh function's handler, testable without a Lambda runtime.

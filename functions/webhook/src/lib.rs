@@ -1,0 +1,1 @@
+//! The webhook function's handler, testable without a Lambda runtime.
