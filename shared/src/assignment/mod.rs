@@ -3,7 +3,7 @@
 pub mod policy;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
@@ -108,7 +108,8 @@ type CachedPool = (Instant, Arc<Vec<VirtualNumber>>);
 pub struct Assigner {
     store: Arc<dyn Store>,
     settings: AssignSettings,
-    pools: Mutex<HashMap<Market, CachedPool>>,
+    /// Held across a pool read, so a cold start's burst of orders reads each pool once.
+    pools: tokio::sync::Mutex<HashMap<Market, CachedPool>>,
 }
 
 impl Assigner {
@@ -116,7 +117,7 @@ impl Assigner {
         Assigner {
             store,
             settings,
-            pools: Mutex::new(HashMap::new()),
+            pools: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -338,22 +339,14 @@ impl Assigner {
         market: &Market,
         fresh: bool,
     ) -> Result<Arc<Vec<VirtualNumber>>, StoreError> {
-        if !fresh {
-            let cached = self
-                .pools
-                .lock()
-                .ok()
-                .and_then(|pools| pools.get(market).cloned());
-            if let Some((at, pool)) = cached {
-                if at.elapsed() < self.settings.pool_cache {
-                    return Ok(pool);
-                }
+        let mut pools = self.pools.lock().await;
+        if let Some((at, pool)) = pools.get(market) {
+            if !fresh && at.elapsed() < self.settings.pool_cache {
+                return Ok(pool.clone());
             }
         }
         let pool = Arc::new(self.store.pool(market).await?);
-        if let Ok(mut pools) = self.pools.lock() {
-            pools.insert(market.clone(), (Instant::now(), pool.clone()));
-        }
+        pools.insert(market.clone(), (Instant::now(), pool.clone()));
         Ok(pool)
     }
 }
