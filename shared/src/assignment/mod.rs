@@ -143,7 +143,7 @@ impl Assigner {
             let commit = match &update.change {
                 OrderChange::Participants(people) => {
                     match self
-                        .plan_participants(update, people, now, refreshed_pool)
+                        .plan_participants(update, people, now, refreshed_pool, &skip)
                         .await?
                     {
                         Planned::Commit(c) => c,
@@ -176,10 +176,9 @@ impl Assigner {
                 }
                 Err(CommitError::RoutesTaken(keys)) => {
                     tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "lost a race for numbers, re-planning");
-                    if matches!(update.change, OrderChange::End) {
-                        // Those routes expired and now serve other orders: leave them alone.
-                        skip.extend(keys);
-                    }
+                    // Routes of this order that expired and now serve other orders are left alone
+                    // (not extended, not deleted); numbers we wanted are re-planned from fresh reads.
+                    skip.extend(keys);
                 }
                 Err(CommitError::Conflict) => {
                     tracing::debug!(order_id = %update.order_id, attempt, "transaction conflict, retrying");
@@ -201,6 +200,7 @@ impl Assigner {
         people: &[Participant],
         now: UnixTime,
         fresh_pool: bool,
+        skip: &HashSet<RouteKey>,
     ) -> Result<Planned, AssignError> {
         // One parallel set of reads: the session, each participant's live contacts, and the pool
         // unless cached.
@@ -254,7 +254,7 @@ impl Assigner {
                 prev.routes(0)
                     .into_iter()
                     .map(|r| r.key())
-                    .filter(|k| !kept.contains(k))
+                    .filter(|k| !kept.contains(k) && !skip.contains(k))
                     .collect()
             })
             .unwrap_or_default();
