@@ -1,0 +1,351 @@
+//! Which numbers a participant dials for the other parties of an order: the session when the
+//! assignment event has been applied (one read), otherwise the Orders service and the same
+//! [`Assigner`] the assign function runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use vnmask::assignment::{AssignError, Assigner, OrderChange, OrderUpdate, Outcome};
+use vnmask::domain::{
+    Capability, OrderId, Role, Session, SessionState, UnixTime, UserId, VnNumber,
+};
+use vnmask::store::StoreError;
+
+use crate::orders::{OrdersApi, OrdersError};
+
+/// The answer: the numbers `user` dials, one per other party they may contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactList {
+    pub order_id: OrderId,
+    /// The version of the order the session reflects.
+    pub version: u64,
+    pub contacts: Vec<ContactView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactView {
+    /// The other party's role and user id (never their phone number).
+    pub role: Role,
+    pub user_id: UserId,
+    /// What to dial (or text) to reach them.
+    pub virtual_number: VnNumber,
+    pub capabilities: Vec<Capability>,
+    /// `None` while the order is active; the end of the grace period once it ended (RFC 3339).
+    #[serde(serialize_with = "rfc3339")]
+    pub valid_until: Option<UnixTime>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Option<UnixTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        None => s.serialize_none(),
+        Some(t) => {
+            let text = OffsetDateTime::from_unix_timestamp(*t)
+                .ok()
+                .and_then(|d| d.format(&Rfc3339).ok())
+                .ok_or_else(|| serde::ser::Error::custom("timestamp out of range"))?;
+            s.serialize_str(&text)
+        }
+    }
+}
+
+/// How the answer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The session was there: one read.
+    Session,
+    /// No session: fetched from the Orders service and assigned here.
+    Fallback,
+    /// No session, and the assignment event won the race to write it: read from its session.
+    FallbackStale,
+}
+
+/// Why there is no list. Every kind of "not found" answers the same, so that nobody learns
+/// whether an order they are not part of exists; the kinds exist for logs and metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("not found: {}", .0.as_str())]
+    NotFound(NotFound),
+    #[error("the Orders service is not configured")]
+    OrdersNotConfigured,
+    #[error(transparent)]
+    Orders(#[from] OrdersError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Assign(#[from] AssignError),
+}
+
+impl LookupError {
+    /// Whether asking again soon may succeed (503 with `Retry-After`), or not (500).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LookupError::NotFound(_) => false,
+            LookupError::OrdersNotConfigured | LookupError::Orders(_) => true,
+            LookupError::Store(e) => e.is_transient(),
+            LookupError::Assign(e) => e.is_transient(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFound {
+    /// The session exists; the caller is not among its participants.
+    NotParticipant,
+    /// No session, and the Orders service does not know the order.
+    UnknownOrder,
+    /// No session, and the Orders service says the order is not active.
+    NotActive,
+    /// The order is in a market this deployment does not serve.
+    UnservedMarket,
+}
+
+impl NotFound {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotFound::NotParticipant => "not_participant",
+            NotFound::UnknownOrder => "unknown_order",
+            NotFound::NotActive => "not_active",
+            NotFound::UnservedMarket => "unserved_market",
+        }
+    }
+}
+
+pub struct ContactDirectory {
+    assigner: Arc<Assigner>,
+    orders: Option<OrdersApi>,
+}
+
+impl ContactDirectory {
+    pub fn new(assigner: Arc<Assigner>, orders: Option<OrdersApi>) -> Self {
+        ContactDirectory { assigner, orders }
+    }
+
+    /// The numbers `user` dials for the other parties of `order` at `now`, and how they were found
+    /// (also when they were not: a failed fallback is still a fallback).
+    pub async fn contacts(
+        &self,
+        user: &UserId,
+        order: &OrderId,
+        now: UnixTime,
+    ) -> (Result<ContactList, LookupError>, Path) {
+        match self.assigner.store().session(order).await {
+            Ok(Some(session)) => (self.answer(&session, user, now), Path::Session),
+            Ok(None) => match self.fallback(user, order, now).await {
+                Ok((list, path)) => (Ok(list), path),
+                Err(e) => (Err(e), Path::Fallback),
+            },
+            Err(e) => (Err(e.into()), Path::Session),
+        }
+    }
+
+    async fn fallback(
+        &self,
+        user: &UserId,
+        order: &OrderId,
+        now: UnixTime,
+    ) -> Result<(ContactList, Path), LookupError> {
+        let orders = self
+            .orders
+            .as_ref()
+            .ok_or(LookupError::OrdersNotConfigured)?;
+        let snapshot = orders
+            .order(order)
+            .await?
+            .ok_or(LookupError::NotFound(NotFound::UnknownOrder))?;
+        if !snapshot.participants.iter().any(|p| &p.user_id == user) {
+            return Err(LookupError::NotFound(NotFound::NotParticipant));
+        }
+        if !snapshot.is_active() {
+            return Err(LookupError::NotFound(NotFound::NotActive));
+        }
+        let update = OrderUpdate {
+            order_id: snapshot.order_id,
+            market: snapshot.market,
+            version: snapshot.version,
+            change: OrderChange::Participants(snapshot.participants),
+        };
+        match self.assigner.apply(&update, now).await {
+            Ok(Outcome::Applied { session, .. }) => {
+                Ok((self.answer(&session, user, now)?, Path::Fallback))
+            }
+            Ok(Outcome::Stale { .. }) => {
+                // An order event got there first (or the order moved on): its session is the answer.
+                let session =
+                    self.assigner
+                        .store()
+                        .session(order)
+                        .await?
+                        .ok_or(StoreError::Unavailable(
+                            "session vanished after a stale fallback".into(),
+                        ))?;
+                Ok((self.answer(&session, user, now)?, Path::FallbackStale))
+            }
+            Err(AssignError::UnknownMarket(market)) => {
+                tracing::warn!(order_id = %order, %market, "order is in a market this deployment does not serve");
+                Err(LookupError::NotFound(NotFound::UnservedMarket))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn answer(
+        &self,
+        session: &Session,
+        user: &UserId,
+        now: UnixTime,
+    ) -> Result<ContactList, LookupError> {
+        contact_list(session, user, now, self.assigner.settings().session_ttl)
+            .ok_or(LookupError::NotFound(NotFound::NotParticipant))
+    }
+}
+
+/// What `user` sees of `session` at `now`, or `None` if they are not a participant.
+///
+/// Contacts carry `valid_until: None` while the order is active; after it ends, the end of the
+/// grace period; after that (or once an active session's routes lapsed for want of any newer
+/// event, `session_ttl` after its last one) the list is empty: the numbers no longer connect.
+pub fn contact_list(
+    session: &Session,
+    user: &UserId,
+    now: UnixTime,
+    session_ttl: Duration,
+) -> Option<ContactList> {
+    session.participant(user)?;
+    let (live, valid_until) = match session.state {
+        SessionState::Active => {
+            let ttl = i64::try_from(session_ttl.as_secs()).unwrap_or(i64::MAX / 4);
+            (session.updated_at.saturating_add(ttl) > now, None)
+        }
+        SessionState::Ended { grace_until } => (grace_until > now, Some(grace_until)),
+    };
+    let contacts = if live {
+        session
+            .contacts
+            .iter()
+            .filter_map(|c| {
+                let other = session.participant(c.other(user)?)?;
+                Some(ContactView {
+                    role: other.role.clone(),
+                    user_id: other.user_id.clone(),
+                    virtual_number: c.number.clone(),
+                    capabilities: c.capabilities.iter().collect(),
+                    valid_until,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(ContactList {
+        order_id: session.order_id.clone(),
+        version: session.version,
+        contacts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use vnmask::domain::{Capabilities, Contact, Participant, RealNumber};
+
+    use super::*;
+
+    fn person(role: &str, user: &str, phone: &str) -> Participant {
+        Participant {
+            role: role.parse().unwrap(),
+            user_id: user.parse().unwrap(),
+            phone: RealNumber::parse(phone).unwrap(),
+        }
+    }
+
+    fn contact(a: &str, b: &str, vn: &str) -> Contact {
+        Contact {
+            a: a.parse().unwrap(),
+            b: b.parse().unwrap(),
+            number: VnNumber::parse(vn).unwrap(),
+            capabilities: Capabilities::VOICE_AND_SMS,
+        }
+    }
+
+    /// A shared ride: two customers (who may not reach each other) and a driver.
+    fn shared_ride(state: SessionState) -> Session {
+        Session {
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version: 4,
+            state,
+            participants: vec![
+                person("customer", "c1", "+919810000001"),
+                person("driver", "d1", "+919710000001"),
+                person("customer", "c2", "+919810000002"),
+            ],
+            contacts: vec![
+                contact("c1", "d1", "+911140001000"),
+                contact("d1", "c2", "+911140001001"),
+            ],
+            updated_at: 1_000,
+        }
+    }
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn each_participant_sees_only_their_own_contacts() {
+        let s = shared_ride(SessionState::Active);
+        let uid = |u: &str| u.parse::<UserId>().unwrap();
+        let driver = contact_list(&s, &uid("d1"), 2_000, DAY).unwrap();
+        let seen: Vec<_> = driver
+            .contacts
+            .iter()
+            .map(|c| {
+                (
+                    c.user_id.as_str(),
+                    c.virtual_number.as_str(),
+                    c.role.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("c1", "+911140001000", "customer"),
+                ("c2", "+911140001001", "customer")
+            ]
+        );
+        let c2 = contact_list(&s, &uid("c2"), 2_000, DAY).unwrap();
+        assert_eq!(c2.contacts.len(), 1);
+        assert_eq!(c2.contacts[0].user_id.as_str(), "d1");
+        assert_eq!(c2.contacts[0].virtual_number.as_str(), "+911140001001");
+        assert_eq!(c2.contacts[0].valid_until, None);
+        assert!(contact_list(&s, &uid("stranger"), 2_000, DAY).is_none());
+    }
+
+    #[test]
+    fn ended_order_shows_grace_end_then_nothing() {
+        let s = shared_ride(SessionState::Ended { grace_until: 3_000 });
+        let d1 = "d1".parse().unwrap();
+        let during = contact_list(&s, &d1, 2_999, DAY).unwrap();
+        assert_eq!(during.contacts.len(), 2);
+        assert!(during.contacts.iter().all(|c| c.valid_until == Some(3_000)));
+        let json = serde_json::to_value(&during).unwrap();
+        assert_eq!(json["contacts"][0]["valid_until"], "1970-01-01T00:50:00Z");
+        assert!(contact_list(&s, &d1, 3_000, DAY)
+            .unwrap()
+            .contacts
+            .is_empty());
+    }
+
+    #[test]
+    fn active_session_without_news_for_a_ttl_shows_nothing() {
+        let s = shared_ride(SessionState::Active);
+        let d1 = "d1".parse().unwrap();
+        let ttl = Duration::from_secs(500);
+        assert_eq!(contact_list(&s, &d1, 1_499, ttl).unwrap().contacts.len(), 2);
+        assert!(contact_list(&s, &d1, 1_500, ttl)
+            .unwrap()
+            .contacts
+            .is_empty());
+    }
+}

@@ -1,0 +1,444 @@
+//! The fallback: no session yet, so the order comes from the Orders service (a wiremock
+//! server on 127.0.0.1) and is assigned on the spot by the same code the assign function runs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assignment, completion, config, fixture, Fx};
+use http::StatusCode;
+use serde_json::{json, Value};
+use vnmask::assignment::Outcome;
+use vnmask::domain::Participant;
+use vnmask_tests::now;
+use vnmask_tests::people::{customer, driver, merchant};
+use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+fn order_json(order: &str, state: &str, version: u64, people: &[Participant]) -> Value {
+    json!({
+        "order_id": order,
+        "market": "IN",
+        "state": state,
+        "version": version,
+        "participants": people.iter().map(|p| json!({
+            "role": p.role.as_str(),
+            "user_id": p.user_id.as_str(),
+            "phone": p.phone.expose(),
+        })).collect::<Vec<_>>(),
+        "created_at": "2026-11-24T10:14:00Z",
+    })
+}
+
+async fn with_orders_service(server: &MockServer) -> Fx {
+    fixture(
+        4,
+        config(&[
+            ("ORDERS_API_URL", &server.uri()),
+            ("ORDERS_API_AUTH_HEADER", "x-api-key"),
+            ("ORDERS_API_AUTH_VALUE", "orders-test-key"),
+        ]),
+    )
+    .await
+}
+
+async fn serve_order(server: &MockServer, order: &str, body: Value) {
+    Mock::given(method("GET"))
+        .and(path(format!("/orders/{order}")))
+        .and(header("x-api-key", "orders-test-key"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn late_event_order_is_assigned_and_answered() {
+    // GIVEN an order the assignment event has not brought yet
+    let server = MockServer::start().await;
+    let fx = with_orders_service(&server).await;
+    let (c, d) = (customer(1), driver(1));
+    serve_order(
+        &server,
+        "ord-1",
+        order_json("ord-1", "active", 7, &[c.clone(), d.clone()]),
+    )
+    .await;
+
+    // WHEN the customer asks
+    fx.dynamo.calls.reset();
+    let answer = fx.ask("c1", "ord-1").await;
+    let calls = fx.dynamo.calls.snapshot();
+    println!("DynamoDB calls for a fallback lookup that assigns: {calls:?}");
+
+    // THEN the order is assigned here and the answer is the stored assignment
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.body["version"], 7);
+    let session = fx
+        .store
+        .session(&"ord-1".parse().unwrap())
+        .await
+        .unwrap()
+        .expect("the fallback stored the session");
+    assert_eq!(session.version, 7);
+    let number = session.contacts[0].number.as_str().to_owned();
+    assert_eq!(answer.numbers(), vec![("d1".to_owned(), number.clone())]);
+    let route = fx
+        .store
+        .route(&c.phone, &session.contacts[0].number, now())
+        .await
+        .unwrap()
+        .expect("route");
+    assert_eq!(route.callee, d.phone);
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    // AND the late event itself is now a no-op, and the driver reads the same number from the session
+    assert!(matches!(
+        fx.event(&assignment("ord-1", 7, &[c, d]), now()).await,
+        Outcome::Stale { stored_version: 7 }
+    ));
+    fx.dynamo.calls.reset();
+    assert_eq!(
+        fx.ask("d1", "ord-1").await.numbers(),
+        vec![("c1".to_owned(), number)]
+    );
+    assert_eq!(
+        fx.dynamo.calls.snapshot(),
+        [("GetItem".to_owned(), 1)].into()
+    );
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "no second fallback"
+    );
+}
+
+#[tokio::test]
+async fn orders_service_credential_is_sent() {
+    let server = MockServer::start().await;
+    let fx = with_orders_service(&server).await;
+    serve_order(
+        &server,
+        "ord-1",
+        order_json("ord-1", "active", 1, &[customer(1), driver(1)]),
+    )
+    .await;
+    fx.ask("c1", "ord-1").await;
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].url.path(), "/orders/ord-1");
+    assert_eq!(
+        requests[0].headers.get("x-api-key").unwrap(),
+        "orders-test-key"
+    );
+}
+
+#[tokio::test]
+async fn fallback_for_a_non_participant_is_404_and_assigns_nothing() {
+    let server = MockServer::start().await;
+    let fx = with_orders_service(&server).await;
+    serve_order(
+        &server,
+        "ord-1",
+        order_json("ord-1", "active", 1, &[customer(1), driver(1)]),
+    )
+    .await;
+    let answer = fx.ask("d2", "ord-1").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.problem_type(), "urn:vnmask:problem:order-not-found");
+    assert!(fx
+        .store
+        .session(&"ord-1".parse().unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn order_unknown_to_the_orders_service_is_404() {
+    let server = MockServer::start().await;
+    let fx = with_orders_service(&server).await;
+    Mock::given(path_regex("^/orders/"))
+        .respond_with(ResponseTemplate::new(404).set_body_string("{\"error\": \"no such order\"}"))
+        .mount(&server)
+        .await;
+    let answer = fx.ask("c1", "ord-404").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.problem_type(), "urn:vnmask:problem:order-not-found");
+}
+
+#[tokio::test]
+async fn order_that_is_not_active_is_404_and_assigns_nothing() {
+    let server = MockServer::start().await;
+    let fx = with_orders_service(&server).await;
+    for (order, state) in [
+        ("ord-done", "completed"),
+        ("ord-x", "cancelled"),
+        ("ord-p", "pending"),
+    ] {
+        serve_order(
+            &server,
+            order,
+            order_json(order, state, 4, &[customer(1), driver(1)]),
+        )
+        .await;
+        let answer = fx.ask("c1", order).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{state}");
+        assert!(fx
+            .store
+            .session(&order.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
+
+#[tokio::test]
+async fn orders_service_down_is_503_with_retry_after() {
+    // Nothing listens on this port any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let fx = fixture(4, config(&[("ORDERS_API_URL", &url)])).await;
+    let answer = fx.ask("c1", "ord-1").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        answer.problem_type(),
+        "urn:vnmask:problem:orders-unavailable"
+    );
+    assert_eq!(answer.header("retry-after"), Some("2"));
+    assert_eq!(answer.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test]
+async fn orders_service_not_configured_is_503() {
+    let fx = fixture(4, config(&[])).await;
+    let answer = fx.ask("c1", "ord-1").await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        answer.problem_type(),
+        "urn:vnmask:problem:orders-unavailable"
+    );
+    assert!(answer.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn slow_orders_service_is_503_within_the_timeout() {
+    let server = MockServer::start().await;
+    let fx = fixture(
+        4,
+        config(&[
+            ("ORDERS_API_URL", &server.uri()),
+            ("ORDERS_API_TIMEOUT_MS", "300"),
+        ]),
+    )
+    .await;
+    Mock::given(path("/orders/ord-1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(order_json("ord-1", "active", 1, &[customer(1), driver(1)]))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let answer = fx.ask("c1", "ord-1").await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.header("retry-after").is_some());
+    assert!(
+        waited < Duration::from_millis(1500),
+        "answered after {waited:?}"
+    );
+    assert!(fx
+        .store
+        .session(&"ord-1".parse().unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn default_timeout_is_one_second() {
+    let server = MockServer::start().await;
+    let fx = fixture(4, config(&[("ORDERS_API_URL", &server.uri())])).await;
+    Mock::given(path("/orders/ord-1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(order_json("ord-1", "active", 1, &[customer(1), driver(1)]))
+                .set_delay(Duration::from_millis(1400)),
+        )
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let answer = fx.ask("c1", "ord-1").await;
+    let waited = started.elapsed();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "gave up after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1400),
+        "answered after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_or_errors_from_the_orders_service_are_503() {
+    let (c, d) = (customer(1), driver(1));
+    let mut wrong_order = order_json("ord-2", "active", 1, &[c.clone(), d.clone()]);
+    wrong_order["order_id"] = json!("ord-other");
+    let mut bad_phone = order_json("ord-3", "active", 1, &[c.clone(), d.clone()]);
+    bad_phone["participants"][1]["phone"] = json!("98100 00001");
+    let twice = order_json("ord-4", "active", 1, &[c.clone(), c.clone(), d.clone()]);
+    let cases: Vec<(&str, ResponseTemplate)> = vec![
+        (
+            "ord-1",
+            ResponseTemplate::new(200).set_body_string("<html>upstream error</html>"),
+        ),
+        (
+            "ord-2",
+            ResponseTemplate::new(200).set_body_json(wrong_order),
+        ),
+        ("ord-3", ResponseTemplate::new(200).set_body_json(bad_phone)),
+        ("ord-4", ResponseTemplate::new(200).set_body_json(twice)),
+        ("ord-5", ResponseTemplate::new(500)),
+        ("ord-6", ResponseTemplate::new(401)),
+        (
+            "ord-7",
+            ResponseTemplate::new(302).insert_header("location", "http://127.0.0.1:9/"),
+        ),
+        (
+            "ord-8",
+            ResponseTemplate::new(200).set_body_string("x".repeat(100_000)),
+        ),
+    ];
+    let server = MockServer::start().await;
+    let fx = fixture(4, config(&[("ORDERS_API_URL", &server.uri())])).await;
+    for (order, response) in cases {
+        Mock::given(path(format!("/orders/{order}")))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let answer = fx.ask("c1", order).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{order}");
+        assert_eq!(
+            answer.problem_type(),
+            "urn:vnmask:problem:orders-unavailable"
+        );
+        assert!(!answer.body.to_string().contains("98100"));
+    }
+}
+
+#[tokio::test]
+async fn session_that_exists_is_never_refetched() {
+    // An ended order's session answers by itself, even if the Orders service would disagree.
+    let server = MockServer::start().await;
+    let fx = with_orders_service(&server).await;
+    fx.event(&assignment("ord-1", 1, &[customer(1), driver(1)]), now())
+        .await;
+    fx.event(&completion("ord-1", 2), now()).await;
+    assert_eq!(fx.ask("c1", "ord-1").await.status, StatusCode::OK);
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+/// Answers `GET /orders/{id}` for any `ord-race-N`: customer N, driver N and merchant N, version 1.
+struct RaceOrders;
+
+impl Respond for RaceOrders {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let id = request.url.path().trim_start_matches("/orders/");
+        let n: usize = id.trim_start_matches("ord-race-").parse().unwrap();
+        ResponseTemplate::new(200).set_body_json(order_json(
+            id,
+            "active",
+            1,
+            &[customer(n), driver(n), merchant(n)],
+        ))
+    }
+}
+
+#[tokio::test]
+async fn fallback_racing_the_event_ends_in_one_assignment() {
+    let server = MockServer::start().await;
+    Mock::given(path_regex("^/orders/ord-race-[0-9]+$"))
+        .respond_with(RaceOrders)
+        .mount(&server)
+        .await;
+    // Enough numbers that the two sides could pick differently if they both wrote.
+    let fx = fixture(12, config(&[("ORDERS_API_URL", &server.uri())])).await;
+    let rounds = 40;
+    let (mut event_won, mut fallback_won) = (0, 0);
+    for i in 0..rounds {
+        let order = format!("ord-race-{i}");
+        let people = [customer(i), driver(i), merchant(i)];
+        let update = assignment(&order, 1, &people);
+        // Stagger the event from 0 to ~20 ms so that either side may get there first.
+        let delay = Duration::from_micros((i as u64 % 10) * 2_000);
+        let asker = people[0].user_id.as_str();
+        let (answer, outcome) = tokio::join!(fx.ask(asker, &order), async {
+            tokio::time::sleep(delay).await;
+            fx.assign.apply(&update, now()).await
+        });
+        let outcome = outcome.expect("the event applies or is stale");
+        let session = fx
+            .store
+            .session(&order.parse().unwrap())
+            .await
+            .unwrap()
+            .expect("one session");
+        assert_eq!(session.version, 1);
+        match outcome {
+            Outcome::Applied {
+                session: written, ..
+            } => {
+                event_won += 1;
+                assert_eq!(written.contacts, session.contacts, "round {i}");
+            }
+            Outcome::Stale { stored_version } => {
+                fallback_won += 1;
+                assert_eq!(stored_version, 1);
+            }
+        }
+        // The app saw the stored numbers, and they route where they say.
+        let mut seen = answer.numbers();
+        seen.sort();
+        let me = &people[0];
+        let mut stored: Vec<(String, String)> = session
+            .contacts
+            .iter()
+            .filter_map(|c| {
+                c.other(&me.user_id)
+                    .map(|o| (o.as_str().to_owned(), c.number.as_str().to_owned()))
+            })
+            .collect();
+        stored.sort();
+        assert_eq!(seen, stored, "round {i}");
+        for contact in &session.contacts {
+            let a = people.iter().find(|p| p.user_id == contact.a).unwrap();
+            let b = people.iter().find(|p| p.user_id == contact.b).unwrap();
+            for (from, to) in [(a, b), (b, a)] {
+                let route = fx
+                    .store
+                    .route(&from.phone, &contact.number, now())
+                    .await
+                    .unwrap()
+                    .expect("route");
+                assert_eq!(route.callee, to.phone, "round {i}");
+                assert_eq!(route.order_id.as_str(), order);
+            }
+        }
+        // Each person holds exactly one live route per contact of theirs in this order.
+        for p in &people {
+            let live = fx.store.live_contacts(&p.phone, now()).await.unwrap();
+            let mine = live.iter().filter(|l| l.order_id.as_str() == order).count();
+            assert_eq!(
+                mine, 2,
+                "round {i}: {} has one route per other party",
+                p.user_id
+            );
+        }
+    }
+    println!("race: the event won {event_won}, the fallback won {fallback_won} of {rounds}");
+    assert_eq!(event_won + fallback_won, rounds);
+}
