@@ -72,40 +72,29 @@ impl Lookup {
             Err(e) => {
                 return (
                     ProblemKind::Unauthenticated.into_response(),
-                    Record::new("unauthenticated").reason(e.as_str()),
+                    Record::early("unauthenticated", e.as_str()),
                 )
             }
         };
-        let order: OrderId = match order.ok().and_then(|Path(raw)| raw.parse().ok()) {
-            Some(order) => order,
-            None => {
-                return (
-                    ProblemKind::InvalidOrderId.into_response(),
-                    Record::new("invalid_order_id"),
-                )
-            }
+        let Some(order) = order.ok().and_then(|Path(raw)| raw.parse::<OrderId>().ok()) else {
+            return (
+                ProblemKind::InvalidOrderId.into_response(),
+                Record::early("invalid_order_id", "malformed"),
+            );
         };
         let (result, path) = self.directory.contacts(&caller, &order, now).await;
-        let record = Record {
-            fallback: path != AnswerPath::Session,
-            ..Record::new("").order(&order)
-        };
-        match result {
+        let (response, outcome, reason) = match result {
             Ok(list) => {
                 let mut response = Json(list).into_response();
                 let headers = response.headers_mut();
                 headers.insert(header::CACHE_CONTROL, self.cache_control.clone());
                 headers.insert(header::VARY, HeaderValue::from_static("authorization"));
-                let record = Record {
-                    outcome: "ok",
-                    reason: match path {
-                        AnswerPath::Session => "session",
-                        AnswerPath::Fallback => "assigned",
-                        AnswerPath::FallbackStale => "event_won",
-                    },
-                    ..record
+                let reason = match path {
+                    AnswerPath::Session => "session",
+                    AnswerPath::Fallback => "assigned",
+                    AnswerPath::FallbackStale => "event_won",
                 };
-                (response, record)
+                (response, "ok", reason)
             }
             Err(e) => {
                 let (kind, outcome, reason) = match &e {
@@ -132,14 +121,16 @@ impl Lookup {
                 if !matches!(e, LookupError::NotFound(_)) {
                     tracing::warn!(order_id = %order, error = %e, "lookup failed");
                 }
-                let record = Record {
-                    outcome,
-                    reason,
-                    ..record
-                };
-                (kind.into_response(), record)
+                (kind.into_response(), outcome, reason)
             }
-        }
+        };
+        let record = Record {
+            outcome,
+            reason,
+            fallback: path != AnswerPath::Session,
+            order_id: Some(order),
+        };
+        (response, record)
     }
 }
 
@@ -148,35 +139,26 @@ impl Lookup {
 struct Record {
     outcome: &'static str,
     reason: &'static str,
+    /// No session was found, so the Orders service was (or would have been) asked.
     fallback: bool,
-    order_id: Option<String>,
+    order_id: Option<OrderId>,
 }
 
 impl Record {
-    fn new(outcome: &'static str) -> Self {
+    /// A request turned away before the order was looked at.
+    fn early(outcome: &'static str, reason: &'static str) -> Self {
         Record {
             outcome,
-            reason: "",
+            reason,
             fallback: false,
             order_id: None,
-        }
-    }
-
-    fn reason(self, reason: &'static str) -> Self {
-        Record { reason, ..self }
-    }
-
-    fn order(self, order: &OrderId) -> Self {
-        Record {
-            order_id: Some(order.as_str().to_owned()),
-            ..self
         }
     }
 
     fn emit(&self, started: Instant) {
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
-            order_id = self.order_id.as_deref().unwrap_or(""),
+            order_id = self.order_id.as_ref().map_or("", OrderId::as_str),
             outcome = self.outcome,
             reason = self.reason,
             fallback = self.fallback,

@@ -234,3 +234,52 @@ fn closing_the_schema_catches_an_undocumented_field() {
         "an extra `phone` field must fail validation"
     );
 }
+
+/// The webhook's JSON answers come from the shared renderers; their shapes must be the documented ones.
+#[test]
+fn webhook_json_answers_match_the_document() {
+    use vnmask::domain::{RealNumber, Route, VnNumber};
+    use vnmask::providers::exotel::{self, ConnectSettings};
+    use vnmask::providers::{generic, Decision, Refusal};
+
+    let doc = openapi();
+    let route = Route {
+        caller: RealNumber::parse("+919810000001").unwrap(),
+        number: VnNumber::parse("+911140001000").unwrap(),
+        order_id: "ord-1".parse().unwrap(),
+        market: "IN".parse().unwrap(),
+        caller_role: "customer".parse().unwrap(),
+        callee_role: "driver".parse().unwrap(),
+        callee: RealNumber::parse("+919710000001").unwrap(),
+        expires_at: now() + 60,
+    };
+    let mut decisions = vec![Decision::Connect(route)];
+    decisions.extend(
+        [
+            Refusal::CallerUnknown,
+            Refusal::NotOurNumber,
+            Refusal::NoRoute,
+            Refusal::StoreError,
+            Refusal::StoreTimeout,
+        ]
+        .map(Decision::Refuse),
+    );
+    let generic_schema = &doc["paths"]["/v1/providers/generic/route"]["post"]["responses"]["200"]
+        ["content"]["application/json"]["schema"];
+    let exotel_response = resolve(
+        &doc,
+        &doc["paths"]["/v1/providers/exotel/connect"]["get"]["responses"]["200"],
+    );
+    let exotel_schema = &exotel_response["content"]["application/json"]["schema"];
+    let settings = ConnectSettings {
+        max_ringing_duration: 30,
+        max_conversation_duration: 3600,
+    };
+    for decision in &decisions {
+        let body: Value = serde_json::from_str(&generic::route_response(decision)).unwrap();
+        check_schema(&doc, generic_schema, &body, "generic answer");
+        let body: Value =
+            serde_json::from_str(&exotel::connect_response(decision, &settings)).unwrap();
+        check_schema(&doc, exotel_schema, &body, "exotel answer");
+    }
+}
