@@ -24,7 +24,10 @@ use vnmask::domain::{
     VirtualNumber, VnNumber,
 };
 use vnmask::store::dynamodb::DynamoStore;
-use vnmask::store::{CommitError, LiveContact, SessionCommit, Store, StoreError};
+use vnmask::store::{
+    CommitError, LiveContact, PoolEntry, PoolWriteError, SampledRoute, SessionCommit, Store,
+    StoreError,
+};
 
 pub mod people;
 
@@ -310,6 +313,8 @@ pub struct Faults {
     pub conflicts: AtomicU32,
     /// Every store call for these orders fails as unavailable.
     pub broken_orders: Mutex<HashSet<OrderId>>,
+    /// The next this-many conditional pool writes fail as if another writer came first.
+    pub changed_numbers: AtomicU32,
 }
 
 /// Wraps a store and injects the failures real DynamoDB produces and DynamoDB Local rarely does.
@@ -356,6 +361,77 @@ impl Store for FaultyStore {
 
     async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
         self.inner.put_number(number).await
+    }
+
+    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError> {
+        self.inner.pool_entries(market).await
+    }
+
+    async fn put_number_if(
+        &self,
+        number: &VirtualNumber,
+        expected: Option<u64>,
+    ) -> Result<u64, PoolWriteError> {
+        let changed = self
+            .faults
+            .changed_numbers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if changed {
+            return Err(PoolWriteError::NumberChanged(number.number.clone()));
+        }
+        self.inner.put_number_if(number, expected).await
+    }
+
+    async fn raise_live_peak(
+        &self,
+        market: &Market,
+        day: &str,
+        peak: u32,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .raise_live_peak(market, day, peak, expires_at)
+            .await
+    }
+
+    async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
+        self.inner.live_peak(market, day).await
+    }
+
+    async fn count_purchase(
+        &self,
+        month: &str,
+        cap: u32,
+        expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.count_purchase(month, cap, expires_at).await
+    }
+
+    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
+        self.inner.uncount_purchase(month).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.take_lease(name, holder, now, until).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.inner.release_lease(name, holder).await
+    }
+
+    async fn sample_routes(
+        &self,
+        now: UnixTime,
+        budget: usize,
+    ) -> Result<Vec<SampledRoute>, StoreError> {
+        self.inner.sample_routes(now, budget).await
     }
 
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {

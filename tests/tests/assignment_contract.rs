@@ -528,7 +528,10 @@ async fn two_party_order_costs_one_parallel_read_set_and_one_transaction() {
         "two participants and the pool: {cold:?}"
     );
     assert_eq!(cold.get("TransactWriteItems"), Some(&1), "{cold:?}");
-    assert_eq!(d.calls.total(), 5);
+    // After the commit, the process's first live-contacts high of the day is recorded for
+    // pool-refresh (one conditional write per new high, not per order: none below).
+    assert_eq!(cold.get("UpdateItem"), Some(&1), "{cold:?}");
+    assert_eq!(d.calls.total(), 6);
     d.calls.reset();
     fx.apply(&assign("ord-2", 1, &[customer(2), driver(2)]), t)
         .await;

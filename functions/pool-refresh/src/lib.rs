@@ -1,1 +1,612 @@
-//! The pool-refresh function's handler, testable without a Lambda runtime.
+//! pool-refresh: keeps each market's pool of virtual numbers in step with the numbers the
+//! providers rent us, and grows it before it runs dry. The handler, testable without a Lambda
+//! runtime: [`Refresher::handle`] takes the scheduler's payload, [`Refresher::refresh`] a time.
+//!
+//! One run: list every provider's numbers (in parallel), sample live routes once (bounded),
+//! then per market reconcile the pool with conditional writes, judge its headroom, and buy or
+//! report what is missing. Overlapping runs are safe: every pool write is conditioned on the
+//! version read, purchases are counted against the monthly cap before they are made, and one
+//! run at a time buys for a market (a lease).
+
+pub mod config;
+pub mod providers;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+use vnmask::domain::{
+    Capabilities, Market, NumberState, Provider, UnixTime, VirtualNumber, VnNumber,
+};
+use vnmask::pool::{self, ChangeKind, OwnedNumber, PoolHealth, Reconcile};
+use vnmask::store::{PoolWriteError, SampledRoute, Store, StoreError};
+use vnmask::telemetry::{MetricSet, Unit};
+
+use providers::{Inventory, Listing, ProviderError, Vendor, Webhooks};
+
+pub const FUNCTION: &str = "pool-refresh";
+
+/// Reconciliation passes per market when concurrent writers change numbers underneath.
+const MAX_PASSES: u32 = 3;
+/// Pool writes in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
+/// How long a month's purchase count is kept.
+const PURCHASE_COUNT_RETENTION: i64 = 400 * 24 * 3600;
+const DAY: i64 = 24 * 3600;
+
+/// What a run does, from configuration.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    /// Markets to refresh; numbers the providers list in other countries are left alone.
+    pub markets: BTreeSet<Market>,
+    /// What new contacts need of a number (as the assignment policy sees it).
+    pub needs: Capabilities,
+    /// Numbers operators want drained.
+    pub drain: HashSet<VnNumber>,
+    /// Below this headroom a market needs more numbers.
+    pub min_headroom: u32,
+    /// `None`: buying is off, and a shortfall is only reported.
+    pub buying: Option<Buying>,
+    /// How many table items the route sample may read per run (0: no busiest-share figure).
+    pub route_sample: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Buying {
+    pub per_run: u32,
+    pub per_month: u32,
+    pub webhooks: Webhooks,
+    /// How long a run may hold a market's buying lease: longer than a run can last.
+    pub lease: Duration,
+}
+
+/// What a run did, returned to the invoker and logged.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefreshSummary {
+    pub providers: Vec<ProviderSummary>,
+    pub markets: Vec<MarketSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSummary {
+    pub provider: String,
+    pub listed: usize,
+    pub unreadable: usize,
+    /// Why the provider could not be asked; its numbers were left as they were.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MarketSummary {
+    pub market: String,
+    pub added: usize,
+    pub restored: usize,
+    pub drained: usize,
+    pub retired: usize,
+    pub updated: usize,
+    /// Writes that lost to a concurrent writer (decided again from a fresh read).
+    pub conflicts: usize,
+    pub numbers_active: usize,
+    pub numbers_draining: usize,
+    pub numbers_retired: usize,
+    pub eligible: usize,
+    pub peak_live_contacts: u32,
+    pub headroom: i64,
+    /// The busiest number's share of the sampled live routes, 0..1.
+    pub busiest_share: Option<f64>,
+    pub routes_sampled: usize,
+    /// Numbers missing to reach the minimum headroom.
+    pub needed: u32,
+    pub bought: u32,
+    /// Why buying stopped short, if it did.
+    pub buying_stopped: Option<String>,
+    /// Why the market could not be refreshed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The store failed for these markets; the others were refreshed.
+    #[error("markets not refreshed: {}", .0.join(", "))]
+    Markets(Vec<String>),
+}
+
+impl From<RefreshError> for lambda_runtime::Diagnostic {
+    fn from(e: RefreshError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "PoolRefreshFailed".into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+pub struct Refresher {
+    store: Arc<dyn Store>,
+    inventories: Vec<Arc<dyn Inventory>>,
+    vendor: Option<Arc<dyn Vendor>>,
+    settings: RefreshSettings,
+}
+
+impl Refresher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        inventories: Vec<Arc<dyn Inventory>>,
+        vendor: Option<Arc<dyn Vendor>>,
+        settings: RefreshSettings,
+    ) -> Self {
+        Refresher {
+            store,
+            inventories,
+            vendor,
+            settings,
+        }
+    }
+
+    /// The scheduled invocation. EventBridge Scheduler sends the schedule's input (any JSON, a
+    /// plain `{}` by default) or, through an EventBridge rule, a `Scheduled Event`: the payload
+    /// only names the trigger in the log, the run is the same.
+    pub async fn handle(&self, payload: serde_json::Value) -> Result<RefreshSummary, RefreshError> {
+        let field = |name: &str| payload.get(name).and_then(|v| v.as_str()).unwrap_or("-");
+        tracing::info!(
+            trigger_id = field("id"),
+            source = field("source"),
+            "pool refresh starts"
+        );
+        let summary = self.refresh(now()).await;
+        for p in &summary.providers {
+            p.metrics().emit();
+        }
+        for m in &summary.markets {
+            m.metrics().emit();
+        }
+        tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "pool refresh done");
+        let failed: Vec<String> = summary
+            .markets
+            .iter()
+            .filter(|m| m.error.is_some())
+            .map(|m| m.market.clone())
+            .collect();
+        if failed.is_empty() {
+            Ok(summary)
+        } else {
+            Err(RefreshError::Markets(failed))
+        }
+    }
+
+    /// One run at time `now`. Store failures are reported per market in the summary.
+    pub async fn refresh(&self, now: UnixTime) -> RefreshSummary {
+        let listings = join_all(
+            self.inventories
+                .iter()
+                .map(|p| async move { (p.provider().clone(), p.owned_numbers().await) }),
+        )
+        .await;
+        let mut summary = RefreshSummary {
+            providers: listings.iter().map(provider_summary).collect(),
+            markets: Vec::new(),
+        };
+        let mut run = Run {
+            now,
+            id: format!("{:016x}", rand::random::<u64>()),
+            sample: self.sample_routes(now).await,
+            buy_left: self.settings.buying.as_ref().map_or(0, |b| b.per_run),
+        };
+        for market in &self.settings.markets {
+            let inventories = inventories_in(market, &listings);
+            let mut m = MarketSummary {
+                market: market.to_string(),
+                ..MarketSummary::default()
+            };
+            let refreshed = self
+                .refresh_market(&mut run, market, &inventories, &mut m)
+                .await;
+            if let Err(e) = refreshed {
+                tracing::error!(market = %market, error = %e, "market not refreshed");
+                m.error = Some(e.to_string());
+            }
+            summary.markets.push(m);
+        }
+        summary
+    }
+
+    async fn sample_routes(&self, now: UnixTime) -> Option<Vec<SampledRoute>> {
+        if self.settings.route_sample == 0 {
+            return None;
+        }
+        match self
+            .store
+            .sample_routes(now, self.settings.route_sample)
+            .await
+        {
+            Ok(sample) => Some(sample),
+            Err(e) => {
+                tracing::warn!(error = %e, "route sample failed; no busiest-share figure this run");
+                None
+            }
+        }
+    }
+
+    async fn refresh_market(
+        &self,
+        run: &mut Run,
+        market: &Market,
+        inventories: &BTreeMap<Provider, pool::Inventory>,
+        summary: &mut MarketSummary,
+    ) -> Result<(), StoreError> {
+        let numbers = self.reconcile(market, inventories, summary).await?;
+        let peak = self.live_peak(market, run.now).await?;
+        let health = pool::health(market, &numbers, self.settings.needs, peak);
+        summary.record_health(&health);
+        if let Some(sample) = &run.sample {
+            let routes: Vec<&VnNumber> = sample
+                .iter()
+                .filter(|r| &r.market == market)
+                .map(|r| &r.number)
+                .collect();
+            summary.routes_sampled = routes.len();
+            summary.busiest_share = pool::busiest_share(routes).map(|b| b.share());
+        }
+        summary.needed = pool::purchases_wanted(
+            health.headroom,
+            self.settings.min_headroom,
+            u32::MAX,
+            u32::MAX,
+        );
+        if summary.needed == 0 {
+            return Ok(());
+        }
+        match (&self.settings.buying, &self.vendor) {
+            (Some(buying), Some(vendor)) => {
+                self.buy(run, market, vendor.as_ref(), buying, peak, summary)
+                    .await?;
+            }
+            _ => {
+                tracing::warn!(market = %market, headroom = health.headroom, min_headroom = self.settings.min_headroom, needed = summary.needed, "pool needs more numbers; buying is off");
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the market's pool in step, re-reading and deciding again whatever lost a race.
+    /// Returns the pool as it now stands: the last read with this run's writes applied.
+    async fn reconcile(
+        &self,
+        market: &Market,
+        inventories: &BTreeMap<Provider, pool::Inventory>,
+        summary: &mut MarketSummary,
+    ) -> Result<Vec<VirtualNumber>, StoreError> {
+        let mut current = Vec::new();
+        for pass in 1..=MAX_PASSES {
+            let entries = self.store.pool_entries(market).await?;
+            let versions: HashMap<&VnNumber, u64> = entries
+                .iter()
+                .map(|e| (&e.number.number, e.version))
+                .collect();
+            let stored: Vec<VirtualNumber> = entries.iter().map(|e| e.number.clone()).collect();
+            let changes = pool::reconcile(&Reconcile {
+                market,
+                stored: &stored,
+                inventories,
+                marked: &self.settings.drain,
+            });
+            let results: Vec<_> = stream::iter(changes.iter().map(|change| {
+                let expected = change
+                    .before
+                    .as_ref()
+                    .map(|b| versions.get(&b.number).copied().unwrap_or(0));
+                async move {
+                    (
+                        change,
+                        self.store.put_number_if(&change.after, expected).await,
+                    )
+                }
+            }))
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+            let mut written: HashMap<&VnNumber, &VirtualNumber> = HashMap::new();
+            let mut lost = 0;
+            for (change, result) in results {
+                match result {
+                    Ok(_) => {
+                        written.insert(&change.after.number, &change.after);
+                        summary.count(change.kind);
+                        tracing::info!(market = %market, number = %change.after.number, provider = %change.after.provider, change = change.kind.as_str(), state = %change.after.state, "pool number changed");
+                    }
+                    Err(PoolWriteError::NumberChanged(_)) => lost += 1,
+                    Err(PoolWriteError::Store(e)) => return Err(e),
+                }
+            }
+            summary.conflicts += lost;
+            // The read, with what this run wrote in place of what it replaced, and the additions.
+            current = stored
+                .iter()
+                .map(|v| written.remove(&v.number).unwrap_or(v).clone())
+                .collect();
+            current.extend(written.into_values().cloned());
+            if lost == 0 {
+                return Ok(current);
+            }
+            tracing::info!(market = %market, pass, lost, "pool numbers changed underneath, reading again");
+        }
+        tracing::warn!(market = %market, "pool still changing underneath; the rest is left to the next run");
+        Ok(current)
+    }
+
+    /// The most live contacts one person held today or yesterday (UTC), so that the figure
+    /// does not fall to nothing at midnight.
+    async fn live_peak(&self, market: &Market, now: UnixTime) -> Result<u32, StoreError> {
+        let (today, yesterday) = (pool::day_key(now), pool::day_key(now - DAY));
+        let (today, yesterday) = tokio::try_join!(
+            self.store.live_peak(market, &today),
+            self.store.live_peak(market, &yesterday),
+        )?;
+        Ok(today.unwrap_or(0).max(yesterday.unwrap_or(0)))
+    }
+
+    async fn numbers(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError> {
+        Ok(self
+            .store
+            .pool_entries(market)
+            .await?
+            .into_iter()
+            .map(|e| e.number)
+            .collect())
+    }
+
+    /// Buys what the market is short, under the market's buying lease.
+    async fn buy(
+        &self,
+        run: &mut Run,
+        market: &Market,
+        vendor: &dyn Vendor,
+        buying: &Buying,
+        peak: u32,
+        summary: &mut MarketSummary,
+    ) -> Result<(), StoreError> {
+        if run.buy_left == 0 {
+            summary.buying_stopped = Some("per-run cap reached".into());
+            return Ok(());
+        }
+        let lease = format!("pool-buy-{market}");
+        let until = run.now + i64::try_from(buying.lease.as_secs()).unwrap_or(DAY);
+        if !self
+            .store
+            .take_lease(&lease, &run.id, run.now, until)
+            .await?
+        {
+            tracing::info!(market = %market, "another run is buying for this market");
+            summary.buying_stopped = Some("another run is buying".into());
+            return Ok(());
+        }
+        let bought = self
+            .buy_under_lease(run, market, vendor, buying, peak, summary)
+            .await;
+        if let Err(e) = self.store.release_lease(&lease, &run.id).await {
+            tracing::warn!(market = %market, error = %e, "buying lease not released; it expires on its own");
+        }
+        bought
+    }
+
+    async fn buy_under_lease(
+        &self,
+        run: &mut Run,
+        market: &Market,
+        vendor: &dyn Vendor,
+        buying: &Buying,
+        peak: u32,
+        summary: &mut MarketSummary,
+    ) -> Result<(), StoreError> {
+        let now = run.now;
+        // Read again under the lease: a run that held it before may have filled the need.
+        let numbers = self.numbers(market).await?;
+        let health = pool::health(market, &numbers, self.settings.needs, peak);
+        let want = pool::purchases_wanted(
+            health.headroom,
+            self.settings.min_headroom,
+            run.buy_left,
+            u32::MAX,
+        );
+        if want == 0 {
+            return Ok(());
+        }
+        let ours: HashSet<&VnNumber> = numbers.iter().map(|v| &v.number).collect();
+        let offered = match vendor
+            .offered_numbers(market, self.settings.needs, want.saturating_mul(2).max(5))
+            .await
+        {
+            Ok(offered) => offered,
+            Err(e) => {
+                tracing::warn!(market = %market, error = %e, "no numbers on offer");
+                summary.buying_stopped = Some(e.to_string());
+                return Ok(());
+            }
+        };
+        let month = pool::month_key(now);
+        for number in offered.into_iter().filter(|n| !ours.contains(n)) {
+            if summary.bought == want {
+                break;
+            }
+            if !self
+                .store
+                .count_purchase(&month, buying.per_month, now + PURCHASE_COUNT_RETENTION)
+                .await?
+            {
+                tracing::warn!(market = %market, per_month = buying.per_month, "monthly purchase cap reached");
+                summary.buying_stopped = Some("monthly cap reached".into());
+                break;
+            }
+            let listed = match vendor.buy_number(&number, &buying.webhooks).await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    if let Err(e) = self.store.uncount_purchase(&month).await {
+                        tracing::warn!(error = %e, "failed purchase still counted this month");
+                    }
+                    tracing::warn!(market = %market, number = %number, error = %e, "purchase failed");
+                    summary.buying_stopped = Some(e.to_string());
+                    break;
+                }
+            };
+            summary.bought += 1;
+            run.buy_left -= 1;
+            tracing::info!(market = %market, number = %number, provider = %vendor.provider(), "bought a number");
+            let vn = VirtualNumber {
+                number,
+                provider: vendor.provider().clone(),
+                market: market.clone(),
+                capabilities: listed.capabilities,
+                state: NumberState::Active,
+            };
+            match self.store.put_number_if(&vn, None).await {
+                // Already added by a concurrent refresh that listed it.
+                Ok(_) | Err(PoolWriteError::NumberChanged(_)) => {}
+                Err(PoolWriteError::Store(e)) => return Err(e),
+            }
+        }
+        if summary.buying_stopped.is_none() {
+            if summary.bought < want {
+                summary.buying_stopped = Some("too few numbers on offer".into());
+            } else if run.buy_left == 0 {
+                summary.buying_stopped = Some("per-run cap reached".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one run carries from market to market.
+struct Run {
+    now: UnixTime,
+    /// The holder name of the buying leases this run takes.
+    id: String,
+    /// Live routes sampled once for all markets.
+    sample: Option<Vec<SampledRoute>>,
+    /// Numbers this run may still buy (the per-run cap).
+    buy_left: u32,
+}
+
+/// The providers' listings as one market's reconciliation sees them.
+fn inventories_in(
+    market: &Market,
+    listings: &[(Provider, Result<Listing, ProviderError>)],
+) -> BTreeMap<Provider, pool::Inventory> {
+    listings
+        .iter()
+        .map(|(provider, listing)| {
+            let inventory = match listing {
+                Ok(l) => pool::Inventory::Listed {
+                    numbers: l
+                        .numbers
+                        .iter()
+                        .filter(|n| n.market().as_ref() == Some(market))
+                        .map(|n| OwnedNumber {
+                            number: n.number.clone(),
+                            capabilities: n.capabilities,
+                        })
+                        .collect(),
+                    complete: l.unreadable == 0,
+                },
+                Err(_) => pool::Inventory::Failed,
+            };
+            (provider.clone(), inventory)
+        })
+        .collect()
+}
+
+fn provider_summary(
+    (provider, listing): &(Provider, Result<Listing, ProviderError>),
+) -> ProviderSummary {
+    match listing {
+        Ok(l) => {
+            if l.unreadable > 0 {
+                tracing::warn!(provider = %provider, unreadable = l.unreadable, "provider listed entries we cannot read; none of its numbers is retired this run");
+            }
+            ProviderSummary {
+                provider: provider.as_str().to_owned(),
+                listed: l.numbers.len(),
+                unreadable: l.unreadable,
+                error: None,
+            }
+        }
+        Err(e) => {
+            tracing::error!(provider = %provider, error = %e, "provider not listed; its numbers are left as they are");
+            ProviderSummary {
+                provider: provider.as_str().to_owned(),
+                listed: 0,
+                unreadable: 0,
+                error: Some(e.to_string()),
+            }
+        }
+    }
+}
+
+impl MarketSummary {
+    fn count(&mut self, kind: ChangeKind) {
+        match kind {
+            ChangeKind::Added => self.added += 1,
+            ChangeKind::Restored => self.restored += 1,
+            ChangeKind::Drained => self.drained += 1,
+            ChangeKind::Retired => self.retired += 1,
+            ChangeKind::Updated => self.updated += 1,
+        }
+    }
+
+    fn record_health(&mut self, h: &PoolHealth) {
+        self.numbers_active = h.active;
+        self.numbers_draining = h.draining;
+        self.numbers_retired = h.retired;
+        self.eligible = h.eligible;
+        self.peak_live_contacts = h.peak_live_contacts;
+        self.headroom = h.headroom;
+    }
+
+    /// The market's EMF record (see README: what the metrics mean).
+    pub fn metrics(&self) -> MetricSet {
+        let set = MetricSet::new(FUNCTION).dimension("Market", &self.market);
+        if self.error.is_some() {
+            return set.count("MarketFailed", 1);
+        }
+        let set = set
+            .count("MarketFailed", 0)
+            .count("NumbersActive", self.numbers_active as u64)
+            .count("NumbersDraining", self.numbers_draining as u64)
+            .count("NumbersRetired", self.numbers_retired as u64)
+            .count("Added", (self.added + self.restored) as u64)
+            .count("Drained", self.drained as u64)
+            .count("Retired", self.retired as u64)
+            .count("Bought", u64::from(self.bought))
+            .count(
+                "NumbersNeeded",
+                u64::from(self.needed.saturating_sub(self.bought)),
+            )
+            .count("WriteConflicts", self.conflicts as u64)
+            .value("Headroom", self.headroom as f64, Unit::Count)
+            .count("PeakLiveContacts", u64::from(self.peak_live_contacts));
+        match self.busiest_share {
+            Some(share) => set
+                .value("BusiestShare", share * 100.0, Unit::Percent)
+                .count("RoutesSampled", self.routes_sampled as u64),
+            None => set,
+        }
+    }
+}
+
+impl ProviderSummary {
+    pub fn metrics(&self) -> MetricSet {
+        MetricSet::new(FUNCTION)
+            .dimension("Provider", &self.provider)
+            .count("ProviderFailed", u64::from(self.error.is_some()))
+            .count("ProviderNumbers", self.listed as u64)
+            .count("ProviderUnreadable", self.unreadable as u64)
+    }
+}
+
+fn now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,1 +1,27 @@
-fn main() {}
+//! pool-refresh on Lambda: configuration, clients and the runtime, nothing else.
+
+use std::sync::Arc;
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use pool_refresh::config::Config;
+use pool_refresh::{providers, Refresher};
+use vnmask::aws::{sdk_config, SdkTimeouts};
+use vnmask::config::Env;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_source(&Env)?;
+    let sdk = sdk_config(SdkTimeouts::BACKGROUND).await;
+    let store = Arc::new(config.store.connect(&sdk).await?);
+    let http = config.http.client()?;
+    let (inventories, vendor) = providers::from_config(&config, &http);
+    let refresher = Refresher::new(store, inventories, vendor, config.refresh);
+    let refresher = &refresher;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            refresher.handle(event.payload).await
+        },
+    ))
+    .await
+}

@@ -104,12 +104,17 @@ impl AssignSettings {
 
 type CachedPool = (Instant, Arc<Vec<VirtualNumber>>);
 
+/// How long a day's recorded live-contacts peak is kept (pool-refresh reads today and yesterday).
+const LIVE_PEAK_RETENTION: i64 = 8 * 24 * 3600;
+
 /// Applies order updates to sessions. One per process: it caches pool lists between calls.
 pub struct Assigner {
     store: Arc<dyn Store>,
     settings: AssignSettings,
     /// Held across a pool read, so a cold start's burst of orders reads each pool once.
     pools: tokio::sync::Mutex<HashMap<Market, CachedPool>>,
+    /// Per market, the day and the highest live-contact count this process has recorded.
+    live_peaks: std::sync::Mutex<HashMap<Market, (String, u32)>>,
 }
 
 impl Assigner {
@@ -118,6 +123,7 @@ impl Assigner {
             store,
             settings,
             pools: tokio::sync::Mutex::new(HashMap::new()),
+            live_peaks: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -140,13 +146,17 @@ impl Assigner {
         let mut skip: HashSet<RouteKey> = HashSet::new();
         let mut refreshed_pool = false;
         for attempt in 1..=self.settings.max_attempts {
+            let mut live_peak = None;
             let commit = match &update.change {
                 OrderChange::Participants(people) => {
                     match self
                         .plan_participants(update, people, now, refreshed_pool, &skip)
                         .await?
                     {
-                        Planned::Commit(c) => c,
+                        Planned::Commit(c, peak) => {
+                            live_peak = peak;
+                            c
+                        }
                         Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
                         Planned::Exhausted(e) if !refreshed_pool => {
                             // A refresh may have added numbers since the pool was cached.
@@ -158,17 +168,20 @@ impl Assigner {
                     }
                 }
                 OrderChange::End => match self.plan_end(update, now, &skip).await? {
-                    Planned::Commit(c) => c,
+                    Planned::Commit(c, _) => c,
                     Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
                     Planned::Exhausted(e) => return Err(e.into()),
                 },
             };
             match self.store.commit(&commit).await {
                 Ok(()) => {
+                    if let Some(peak) = live_peak {
+                        self.note_live_peak(&update.market, peak, now).await;
+                    }
                     return Ok(Outcome::Applied {
                         session: commit.session,
                         attempts: attempt,
-                    })
+                    });
                 }
                 Err(CommitError::StaleVersion) => {
                     // Another event of this order won; the next read decides whether we are stale.
@@ -246,6 +259,20 @@ impl Assigner {
             contacts,
             updated_at: now,
         };
+        // What each participant holds once this commits: their other orders' contacts and this
+        // order's. The most of it is the policy's bound on the pool, recorded for pool-refresh.
+        let live_peak = busy
+            .iter()
+            .zip(people)
+            .map(|(other, p)| {
+                let here = session
+                    .contacts
+                    .iter()
+                    .filter(|c| c.involves(&p.user_id))
+                    .count();
+                u32::try_from(other.len() + here).unwrap_or(u32::MAX)
+            })
+            .max();
         let routes_until = now + secs(self.settings.session_ttl);
         let put_routes = session.routes(routes_until);
         let kept: HashSet<RouteKey> = put_routes.iter().map(|r| r.key()).collect();
@@ -258,13 +285,14 @@ impl Assigner {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Planned::Commit(SessionCommit {
+        let commit = SessionCommit {
             session,
             session_expires_at: routes_until + secs(self.settings.retention),
             put_routes,
             delete_routes,
             now,
-        }))
+        };
+        Ok(Planned::Commit(commit, live_peak))
     }
 
     async fn plan_end(
@@ -325,13 +353,46 @@ impl Assigner {
             SessionState::Ended { grace_until } => grace_until,
             SessionState::Active => now,
         };
-        Ok(Planned::Commit(SessionCommit {
+        let commit = SessionCommit {
             session,
             session_expires_at: grace_until + secs(self.settings.retention),
             put_routes,
             delete_routes: Vec::new(),
             now,
-        }))
+        };
+        Ok(Planned::Commit(commit, None))
+    }
+
+    /// Records the market's live-contacts peak of the day when this process sees a new high:
+    /// a few conditional writes per process and day, after the commit, never in its transaction.
+    /// Best effort: a failure only leaves pool-refresh an older figure.
+    async fn note_live_peak(&self, market: &Market, peak: u32, now: UnixTime) {
+        let day = crate::pool::day_key(now);
+        let higher = match self.live_peaks.lock() {
+            Ok(mut peaks) => match peaks.get(market) {
+                Some((d, p)) if *d == day && *p >= peak => false,
+                _ => {
+                    peaks.insert(market.clone(), (day.clone(), peak));
+                    true
+                }
+            },
+            Err(_) => false,
+        };
+        if !higher {
+            return;
+        }
+        let expires_at = now + LIVE_PEAK_RETENTION;
+        if let Err(e) = self
+            .store
+            .raise_live_peak(market, &day, peak, expires_at)
+            .await
+        {
+            tracing::warn!(market = %market, error = %e, "could not record the live-contacts peak");
+            // Forgotten, so that the next assignment tries again.
+            if let Ok(mut peaks) = self.live_peaks.lock() {
+                peaks.remove(market);
+            }
+        }
     }
 
     async fn pool(
@@ -352,7 +413,8 @@ impl Assigner {
 }
 
 enum Planned {
-    Commit(SessionCommit),
+    /// The commit, and for new participants the most live contacts one of them will hold.
+    Commit(SessionCommit, Option<u32>),
     Stale(u64),
     Exhausted(PoolExhausted),
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::phone::{Market, VnNumber};
 
 /// The telecom provider a virtual number is rented from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Provider(String);
 
@@ -43,6 +43,12 @@ impl TryFrom<String> for Provider {
 impl From<Provider> for String {
     fn from(p: Provider) -> String {
         p.0
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -59,6 +59,31 @@ pub struct LiveContact {
     pub expires_at: UnixTime,
 }
 
+/// A pool number as stored, with the version its next conditional write must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    pub number: VirtualNumber,
+    /// Grows by one with every write of the number (0 for an item written before versions).
+    pub version: u64,
+}
+
+/// Why a conditional pool write did not happen. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolWriteError {
+    /// Someone wrote the number since it was read (or added it first): read it again and decide again.
+    #[error("pool number {0} changed since it was read")]
+    NumberChanged(VnNumber),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A live route seen by [`Store::sample_routes`]: which market's number it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampledRoute {
+    pub market: Market,
+    pub number: VnNumber,
+}
+
 /// One atomic change to an order: the new session and its routes, all or nothing.
 #[derive(Debug, Clone)]
 pub struct SessionCommit {
@@ -88,8 +113,66 @@ pub trait Store: Send + Sync {
     /// Every number of the market's pool, whatever its state.
     async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError>;
 
-    /// Adds or replaces a pool number.
+    /// Adds or replaces a pool number, unconditionally (seeding, operators). Bumps its version,
+    /// so that a conditional write based on an earlier read fails instead of undoing this one.
     async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError>;
+
+    /// Every number of the market's pool with its version, strongly consistent: the read
+    /// before [`Store::put_number_if`].
+    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError>;
+
+    /// Writes `number` if it is still at version `expected` (`None`: if it is not stored at
+    /// all) and returns its new version.
+    async fn put_number_if(
+        &self,
+        number: &VirtualNumber,
+        expected: Option<u64>,
+    ) -> Result<u64, PoolWriteError>;
+
+    /// Raises the most live contacts one person held in `market` on `day` (`yyyy-mm-dd`) to
+    /// `peak`, unless as many or more are recorded. One conditional write; never in a transaction.
+    async fn raise_live_peak(
+        &self,
+        market: &Market,
+        day: &str,
+        peak: u32,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
+
+    /// The most live contacts one person held in `market` on `day`, if any were recorded.
+    async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError>;
+
+    /// Counts one more number bought in `month` (`yyyy-mm`) unless `cap` are counted already.
+    /// Returns false at the cap. Counting before buying keeps overlapping runs within the cap.
+    async fn count_purchase(
+        &self,
+        month: &str,
+        cap: u32,
+        expires_at: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes back a counted purchase that did not happen.
+    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError>;
+
+    /// Takes the lease `name` for `holder` until `until`, if nobody holds it at `now`.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease back, if `holder` still holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Live routes found among at most `budget` items read from a random part of the table:
+    /// a bounded sample for load statistics, for scheduled jobs only, never a request path.
+    async fn sample_routes(
+        &self,
+        now: UnixTime,
+        budget: usize,
+    ) -> Result<Vec<SampledRoute>, StoreError>;
 
     /// Writes the session and its routes atomically.
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError>;

@@ -32,6 +32,11 @@ pub const CALLEE: &str = "callee";
 
 pub const PROVIDER: &str = "provider";
 
+/// Statistics, purchases and leases (pool upkeep).
+pub const MAX_LIVE: &str = "max_live";
+pub const BOUGHT: &str = "bought";
+pub const HOLDER: &str = "holder";
+
 pub const SESSION_SK: &str = "SESSION";
 
 pub fn session_pk(order_id: &str) -> String {
@@ -50,6 +55,33 @@ pub fn number_sk(number: &str) -> String {
 pub fn pool_pk(market: &str) -> String {
     format!("POOL#{market}")
 }
+
+/// What every route item's partition key starts with.
+pub const ROUTE_PK_PREFIX: &str = "ROUTE#";
+
+/// A market's daily statistics, under [`day_sk`].
+pub fn stats_pk(market: &str) -> String {
+    format!("STATS#{market}")
+}
+
+/// `day` is `yyyy-mm-dd`.
+pub fn day_sk(day: &str) -> String {
+    format!("DAY#{day}")
+}
+
+/// Numbers bought, one item per month under [`month_sk`].
+pub const PURCHASES_PK: &str = "PURCHASES";
+
+/// `month` is `yyyy-mm`.
+pub fn month_sk(month: &str) -> String {
+    format!("MONTH#{month}")
+}
+
+pub fn lease_pk(name: &str) -> String {
+    format!("LEASE#{name}")
+}
+
+pub const LEASE_SK: &str = "LEASE";
 
 /// The authenticated context of an encrypted attribute: its item and its place in the item.
 pub fn seal_context(pk: &str, sk: &str, place: &str) -> String {

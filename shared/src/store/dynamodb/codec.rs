@@ -11,7 +11,7 @@ use crate::domain::{
     Capabilities, Capability, Contact, Participant, RealNumber, Route, Session, SessionState,
     UnixTime, VirtualNumber, VnNumber,
 };
-use crate::store::{LiveContact, StoreError};
+use crate::store::{LiveContact, PoolEntry, SampledRoute, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -292,6 +292,25 @@ pub fn number_item(vn: &VirtualNumber) -> Item {
         (attrs::CAPABILITIES.to_owned(), caps_value(vn.capabilities)),
         (attrs::STATE.to_owned(), s(vn.state.as_str())),
     ])
+}
+
+/// A pool item with its version; items written before versions existed are at version 0.
+pub fn pool_entry_from_item(item: &Item) -> Result<PoolEntry, StoreError> {
+    let version = match item.get(attrs::VERSION) {
+        None => 0,
+        Some(_) => get_n(item, attrs::VERSION)?,
+    };
+    Ok(PoolEntry {
+        number: number_from_item(item)?,
+        version,
+    })
+}
+
+pub fn sampled_route_from_item(item: &Item) -> Result<SampledRoute, StoreError> {
+    Ok(SampledRoute {
+        market: parse(item, attrs::MARKET)?,
+        number: VnNumber::parse(get_s(item, attrs::NUMBER)?).map_err(|_| corrupt(attrs::NUMBER))?,
+    })
 }
 
 pub fn number_from_item(item: &Item) -> Result<VirtualNumber, StoreError> {

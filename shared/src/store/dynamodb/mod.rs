@@ -11,14 +11,30 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
+use rand::Rng;
 
 use crate::crypto::Vault;
 use crate::domain::{
     Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
 };
-use crate::store::{CommitError, LiveContact, SessionCommit, Store, StoreError};
+use crate::store::{
+    CommitError, LiveContact, PoolEntry, PoolWriteError, SampledRoute, SessionCommit, Store,
+    StoreError,
+};
 
 type Item = HashMap<String, AttributeValue>;
+
+/// [`Store::sample_routes`] reads consecutive segments of a parallel scan split this many ways,
+/// from a random one: a random part of the table, whatever its size.
+const SAMPLE_SEGMENTS: i32 = 16;
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
 
 pub struct DynamoStore {
     client: Client,
@@ -166,14 +182,304 @@ impl Store for DynamoStore {
     }
 
     async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
-        self.client
-            .put_item()
+        // An update rather than a put, so that the version grows instead of starting again.
+        let mut item = codec::number_item(number);
+        let key: Item = [attrs::PK, attrs::SK]
+            .into_iter()
+            .filter_map(|k| item.remove_entry(k))
+            .collect();
+        let mut update = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(codec::number_item(number)))
+            .set_key(Some(key))
+            .expression_attribute_names("#version", attrs::VERSION)
+            .expression_attribute_values(":one", n(1));
+        let mut sets = Vec::with_capacity(item.len());
+        for (i, (name, value)) in item.into_iter().enumerate() {
+            sets.push(format!("#a{i} = :a{i}"));
+            update = update
+                .expression_attribute_names(format!("#a{i}"), name)
+                .expression_attribute_values(format!(":a{i}"), value);
+        }
+        update
+            .update_expression(format!("SET {} ADD #version :one", sets.join(", ")))
             .send()
             .await
             .map_err(store_error)?;
         Ok(())
+    }
+
+    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError> {
+        let items = self
+            .query_partition(attrs::pool_pk(market.as_str()), None, None, true)
+            .await?;
+        items.iter().map(codec::pool_entry_from_item).collect()
+    }
+
+    async fn put_number_if(
+        &self,
+        number: &VirtualNumber,
+        expected: Option<u64>,
+    ) -> Result<u64, PoolWriteError> {
+        let version = expected.map_or(1, |v| v + 1);
+        let mut item = codec::number_item(number);
+        item.insert(attrs::VERSION.to_owned(), n(version));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .expression_attribute_names("#pk", attrs::PK);
+        let put = match expected {
+            None => put.condition_expression("attribute_not_exists(#pk)"),
+            // Items written before versions existed count as version 0.
+            Some(0) => put
+                .condition_expression(
+                    "attribute_exists(#pk) AND (attribute_not_exists(#version) OR #version = :v)",
+                )
+                .expression_attribute_names("#version", attrs::VERSION)
+                .expression_attribute_values(":v", n(0)),
+            Some(v) => put
+                .condition_expression("attribute_exists(#pk) AND #version = :v")
+                .expression_attribute_names("#version", attrs::VERSION)
+                .expression_attribute_values(":v", n(v)),
+        };
+        match put.send().await {
+            Ok(_) => Ok(version),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(PoolWriteError::NumberChanged(number.number.clone()))
+            }
+            Err(e) => Err(store_error(e).into()),
+        }
+    }
+
+    async fn raise_live_peak(
+        &self,
+        market: &Market,
+        day: &str,
+        peak: u32,
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::stats_pk(market.as_str())))
+            .key(attrs::SK, s(attrs::day_sk(day)))
+            .update_expression("SET #max = :n, #exp = :exp")
+            .condition_expression("attribute_not_exists(#max) OR #max < :n")
+            .expression_attribute_names("#max", attrs::MAX_LIVE)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":n", n(peak))
+            .expression_attribute_values(":exp", n(expires_at))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            // As high or higher already: nothing to raise.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::stats_pk(market.as_str())))
+            .key(attrs::SK, s(attrs::day_sk(day)))
+            .projection_expression("#max")
+            .expression_attribute_names("#max", attrs::MAX_LIVE)
+            .send()
+            .await
+            .map_err(store_error)?;
+        out.item
+            .map(|item| {
+                item.get(attrs::MAX_LIVE)
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| StoreError::Corrupt(format!("malformed `{}`", attrs::MAX_LIVE)))
+            })
+            .transpose()
+    }
+
+    async fn count_purchase(
+        &self,
+        month: &str,
+        cap: u32,
+        expires_at: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::PURCHASES_PK))
+            .key(attrs::SK, s(attrs::month_sk(month)))
+            .update_expression("ADD #bought :one SET #exp = :exp")
+            .condition_expression("attribute_not_exists(#bought) OR #bought < :cap")
+            .expression_attribute_names("#bought", attrs::BOUGHT)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":cap", n(cap))
+            .expression_attribute_values(":exp", n(expires_at))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::PURCHASES_PK))
+            .key(attrs::SK, s(attrs::month_sk(month)))
+            .update_expression("ADD #bought :minus_one")
+            .condition_expression("#bought > :zero")
+            .expression_attribute_names("#bought", attrs::BOUGHT)
+            .expression_attribute_values(":minus_one", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match out {
+            Err(e)
+                if !e
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(store_error(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attrs::PK, s(attrs::lease_pk(name)))
+            .item(attrs::SK, s(attrs::LEASE_SK))
+            .item(attrs::HOLDER, s(holder))
+            .item(attrs::EXPIRES_AT, n(until))
+            .condition_expression("attribute_not_exists(#pk) OR #exp < :now")
+            .expression_attribute_names("#pk", attrs::PK)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        // Lapsed rather than deleted (TTL removes it): the refresher's role needs no DeleteItem.
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::lease_pk(name)))
+            .key(attrs::SK, s(attrs::LEASE_SK))
+            .update_expression("SET #exp = :lapsed")
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", attrs::HOLDER)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":lapsed", n(0))
+            .send()
+            .await;
+        match out {
+            // Taken over after it expired: no longer ours to release.
+            Err(e)
+                if !e
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(store_error(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn sample_routes(
+        &self,
+        now: UnixTime,
+        budget: usize,
+    ) -> Result<Vec<SampledRoute>, StoreError> {
+        let first = rand::thread_rng().gen_range(0..SAMPLE_SEGMENTS);
+        let mut read = 0usize;
+        let mut routes = Vec::new();
+        for k in 0..SAMPLE_SEGMENTS {
+            let segment = (first + k) % SAMPLE_SEGMENTS;
+            let mut start: Option<Item> = None;
+            loop {
+                if read >= budget {
+                    return Ok(routes);
+                }
+                let page = i32::try_from((budget - read).min(1000)).unwrap_or(1000);
+                let out = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .segment(segment)
+                    .total_segments(SAMPLE_SEGMENTS)
+                    .limit(page)
+                    .filter_expression("begins_with(#pk, :route) AND #exp > :now")
+                    .projection_expression("#market, #number")
+                    .expression_attribute_names("#pk", attrs::PK)
+                    .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+                    .expression_attribute_names("#market", attrs::MARKET)
+                    .expression_attribute_names("#number", attrs::NUMBER)
+                    .expression_attribute_values(":route", s(attrs::ROUTE_PK_PREFIX))
+                    .expression_attribute_values(":now", n(now))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+                read += usize::try_from(out.scanned_count).unwrap_or(0).max(1);
+                for item in out.items.unwrap_or_default() {
+                    routes.push(codec::sampled_route_from_item(&item)?);
+                }
+                match out.last_evaluated_key {
+                    Some(key) if !key.is_empty() => start = Some(key),
+                    _ => break,
+                }
+            }
+        }
+        Ok(routes)
     }
 
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {

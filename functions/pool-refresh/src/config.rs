@@ -1,0 +1,358 @@
+//! pool-refresh's configuration, read once at cold start from the environment. Every error
+//! names its variable; no error echoes a credential.
+
+use std::collections::{BTreeSet, HashSet};
+
+use reqwest::Url;
+use vnmask::config::{
+    assign_settings, parsed, required, seconds, ConfigError, Source, StoreConfig,
+};
+use vnmask::domain::VnNumber;
+
+use crate::providers::{
+    ExotelConfig, HttpPolicy, Secret, StaticList, TwilioAuth, TwilioConfig, TwilioNumberType,
+    Webhooks,
+};
+use crate::{Buying, RefreshSettings};
+
+pub const TWILIO_API: &str = "https://api.twilio.com";
+pub const EXOTEL_API: &str = "https://api.exotel.com";
+
+/// Everything `main` needs to build the refresher.
+pub struct Config {
+    pub store: StoreConfig,
+    pub refresh: RefreshSettings,
+    pub http: HttpPolicy,
+    pub twilio: Option<TwilioConfig>,
+    pub exotel: Option<ExotelConfig>,
+    pub static_list: Option<StaticList>,
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let assign = assign_settings(src)?;
+        let providers = providers(src)?;
+        let twilio = providers
+            .contains("twilio")
+            .then(|| twilio(src))
+            .transpose()?;
+        let exotel = providers
+            .contains("exotel")
+            .then(|| exotel(src))
+            .transpose()?;
+        let static_list = providers
+            .contains("static")
+            .then(|| {
+                StaticList::from_json(&required(src, "VNMASK_STATIC_NUMBERS")?)
+                    .map_err(|e| invalid("VNMASK_STATIC_NUMBERS", e))
+            })
+            .transpose()?;
+
+        let buying = if parsed(src, "VNMASK_POOL_BUY", false)? {
+            if twilio.is_none() {
+                return Err(invalid(
+                    "VNMASK_POOL_BUY",
+                    "buying needs twilio in VNMASK_PROVIDERS",
+                ));
+            }
+            Some(Buying {
+                per_run: parsed(src, "VNMASK_POOL_BUY_PER_RUN", 2)?,
+                per_month: parsed(src, "VNMASK_POOL_BUY_PER_MONTH", 20)?,
+                webhooks: Webhooks {
+                    voice_url: url(src, "VNMASK_VOICE_URL", None)?,
+                    sms_url: url(src, "VNMASK_SMS_URL", None)?,
+                },
+                lease: seconds(src, "VNMASK_POOL_BUY_LEASE_SECONDS", 900)?,
+            })
+        } else {
+            None
+        };
+
+        let drain = match src.get("VNMASK_POOL_DRAIN") {
+            None => HashSet::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(|n| {
+                    VnNumber::parse(n).map_err(|e| invalid("VNMASK_POOL_DRAIN", e.to_string()))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+
+        let max_attempts: u32 = parsed(src, "VNMASK_PROVIDER_MAX_ATTEMPTS", 4)?;
+        if max_attempts == 0 {
+            return Err(invalid(
+                "VNMASK_PROVIDER_MAX_ATTEMPTS",
+                "must be at least 1",
+            ));
+        }
+        let http = HttpPolicy {
+            timeout: seconds(src, "VNMASK_PROVIDER_TIMEOUT_SECONDS", 10)?,
+            max_attempts,
+            ..HttpPolicy::default()
+        };
+
+        Ok(Config {
+            store: StoreConfig::from_source(src)?,
+            refresh: RefreshSettings {
+                markets: assign.markets.into_iter().collect::<BTreeSet<_>>(),
+                needs: assign.needs,
+                drain,
+                min_headroom: parsed(src, "VNMASK_POOL_MIN_HEADROOM", 4)?,
+                buying,
+                route_sample: parsed(src, "VNMASK_ROUTE_SAMPLE_ITEMS", 5000)?,
+            },
+            http,
+            twilio,
+            exotel,
+            static_list,
+        })
+    }
+}
+
+fn providers(src: &dyn Source) -> Result<BTreeSet<String>, ConfigError> {
+    let names: BTreeSet<String> = required(src, "VNMASK_PROVIDERS")?
+        .split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if let Some(unknown) = names
+        .iter()
+        .find(|p| !matches!(p.as_str(), "twilio" | "exotel" | "static"))
+    {
+        return Err(invalid(
+            "VNMASK_PROVIDERS",
+            format!(
+                "unknown provider `{}`: expected twilio, exotel, static",
+                unknown.chars().take(16).collect::<String>()
+            ),
+        ));
+    }
+    if names.is_empty() {
+        return Err(ConfigError::Missing("VNMASK_PROVIDERS"));
+    }
+    Ok(names)
+}
+
+/// A URL we send credentials or give out as a webhook: https, or http on the loopback
+/// interface (local stack and tests).
+fn url(src: &dyn Source, var: &'static str, default: Option<&str>) -> Result<Url, ConfigError> {
+    let text = match (src.get(var), default) {
+        (Some(v), _) => v,
+        (None, Some(d)) => d.to_owned(),
+        (None, None) => return Err(ConfigError::Missing(var)),
+    };
+    let url = Url::parse(text.trim()).map_err(|e| invalid(var, e.to_string()))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+        Ok(url)
+    } else {
+        Err(invalid(var, "must be https (or http on 127.0.0.1)"))
+    }
+}
+
+fn secret(src: &dyn Source, var: &'static str) -> Result<Secret, ConfigError> {
+    required(src, var).map(Secret::new)
+}
+
+/// An identifier that goes into URL paths: letters, digits, `_` and `-` only.
+fn identifier(src: &dyn Source, var: &'static str) -> Result<String, ConfigError> {
+    let v = required(src, var)?;
+    if v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(v)
+    } else {
+        Err(invalid(var, "expected 1-64 letters, digits, '_' or '-'"))
+    }
+}
+
+fn twilio(src: &dyn Source) -> Result<TwilioConfig, ConfigError> {
+    let account_sid = required(src, "VNMASK_TWILIO_ACCOUNT_SID")?;
+    let well_formed = |sid: &str, prefix: &str| {
+        sid.len() == 34
+            && sid.starts_with(prefix)
+            && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    if !well_formed(&account_sid, "AC") {
+        return Err(invalid(
+            "VNMASK_TWILIO_ACCOUNT_SID",
+            "expected AC followed by 32 hex digits",
+        ));
+    }
+    let auth = match src.get("VNMASK_TWILIO_API_KEY_SID") {
+        Some(sid) if well_formed(&sid, "SK") => TwilioAuth::ApiKey {
+            sid,
+            secret: secret(src, "VNMASK_TWILIO_API_KEY_SECRET")?,
+        },
+        Some(_) => {
+            return Err(invalid(
+                "VNMASK_TWILIO_API_KEY_SID",
+                "expected SK followed by 32 hex digits",
+            ))
+        }
+        None => TwilioAuth::AuthToken(secret(src, "VNMASK_TWILIO_AUTH_TOKEN")?),
+    };
+    let optional_sid = |var: &'static str| src.get(var).map(|_| identifier(src, var)).transpose();
+    Ok(TwilioConfig {
+        account_sid,
+        auth,
+        base: url(src, "VNMASK_TWILIO_API_BASE", Some(TWILIO_API))?,
+        number_type: parsed(src, "VNMASK_TWILIO_NUMBER_TYPE", TwilioNumberType::Local)?,
+        address_sid: optional_sid("VNMASK_TWILIO_ADDRESS_SID")?,
+        bundle_sid: optional_sid("VNMASK_TWILIO_BUNDLE_SID")?,
+    })
+}
+
+fn exotel(src: &dyn Source) -> Result<ExotelConfig, ConfigError> {
+    Ok(ExotelConfig {
+        account_sid: identifier(src, "VNMASK_EXOTEL_ACCOUNT_SID")?,
+        api_key: required(src, "VNMASK_EXOTEL_API_KEY")?,
+        api_token: secret(src, "VNMASK_EXOTEL_API_TOKEN")?,
+        base: url(src, "VNMASK_EXOTEL_API_BASE", Some(EXOTEL_API))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+    fn src(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut m: BTreeMap<String, String> = [
+            ("VNMASK_TABLE", "t"),
+            ("VNMASK_HMAC_KEY", "AAAA"),
+            ("VNMASK_DATA_KEYS", "k1=AAAA"),
+            ("VNMASK_MARKETS", "IN,US"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.to_string());
+        }
+        m
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        match Config::from_source(&src(pairs)) {
+            Ok(_) => panic!("config accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn twilio_with_an_auth_token_and_defaults() {
+        let c = Config::from_source(&src(&[
+            ("VNMASK_PROVIDERS", "twilio"),
+            ("VNMASK_TWILIO_ACCOUNT_SID", SID),
+            ("VNMASK_TWILIO_AUTH_TOKEN", "s3cr3t-token"),
+        ]))
+        .unwrap();
+        let t = c.twilio.unwrap();
+        assert_eq!(t.base.as_str(), "https://api.twilio.com/");
+        assert_eq!(t.auth, TwilioAuth::AuthToken(Secret::new("s3cr3t-token")));
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+        assert!(c.refresh.buying.is_none(), "buying is off by default");
+        assert_eq!(c.refresh.min_headroom, 4);
+        assert_eq!(c.refresh.markets.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_the_secret() {
+        assert!(err(&[]).contains("VNMASK_PROVIDERS"));
+        assert!(err(&[("VNMASK_PROVIDERS", "twilio,vonage")]).contains("vonage"));
+        assert!(err(&[("VNMASK_PROVIDERS", "twilio")]).contains("VNMASK_TWILIO_ACCOUNT_SID"));
+        let e = err(&[
+            ("VNMASK_PROVIDERS", "twilio"),
+            ("VNMASK_TWILIO_ACCOUNT_SID", "ACnot-a-sid-s3cr3t"),
+        ]);
+        assert!(e.contains("VNMASK_TWILIO_ACCOUNT_SID") && !e.contains("s3cr3t"));
+        assert!(err(&[
+            ("VNMASK_PROVIDERS", "twilio"),
+            ("VNMASK_TWILIO_ACCOUNT_SID", SID),
+        ])
+        .contains("VNMASK_TWILIO_AUTH_TOKEN"));
+        assert!(err(&[("VNMASK_PROVIDERS", "exotel")]).contains("VNMASK_EXOTEL_ACCOUNT_SID"));
+        assert!(err(&[("VNMASK_PROVIDERS", "static")]).contains("VNMASK_STATIC_NUMBERS"));
+        assert!(err(&[
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[{\"number\": \"12\"}]")
+        ])
+        .contains("VNMASK_STATIC_NUMBERS"));
+    }
+
+    #[test]
+    fn credentials_go_only_to_https_or_loopback() {
+        let base = |b: &str| {
+            Config::from_source(&src(&[
+                ("VNMASK_PROVIDERS", "twilio"),
+                ("VNMASK_TWILIO_ACCOUNT_SID", SID),
+                ("VNMASK_TWILIO_AUTH_TOKEN", "t"),
+                ("VNMASK_TWILIO_API_BASE", b),
+            ]))
+            .map(|c| c.twilio.unwrap().base.to_string())
+        };
+        assert!(base("http://api.twilio.com").is_err());
+        assert_eq!(
+            base("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080/"
+        );
+        assert!(base("https://api.twilio.com").is_ok());
+    }
+
+    #[test]
+    fn buying_needs_twilio_and_webhook_urls() {
+        assert!(err(&[
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[]"),
+            ("VNMASK_POOL_BUY", "true"),
+        ])
+        .contains("VNMASK_POOL_BUY"));
+        let twilio = [
+            ("VNMASK_PROVIDERS", "twilio"),
+            ("VNMASK_TWILIO_ACCOUNT_SID", SID),
+            ("VNMASK_TWILIO_AUTH_TOKEN", "t"),
+            ("VNMASK_POOL_BUY", "true"),
+        ];
+        assert!(err(&twilio).contains("VNMASK_VOICE_URL"));
+        let mut all = twilio.to_vec();
+        all.extend([
+            ("VNMASK_VOICE_URL", "https://hooks.example.com/twilio/voice"),
+            ("VNMASK_SMS_URL", "https://hooks.example.com/twilio/sms"),
+            ("VNMASK_POOL_BUY_PER_RUN", "3"),
+        ]);
+        let c = Config::from_source(&src(&all)).unwrap();
+        let b = c.refresh.buying.unwrap();
+        assert_eq!((b.per_run, b.per_month), (3, 20));
+        assert_eq!(b.webhooks.sms_url.path(), "/twilio/sms");
+    }
+
+    #[test]
+    fn operators_drain_numbers_by_listing_them() {
+        let c = Config::from_source(&src(&[
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[]"),
+            ("VNMASK_POOL_DRAIN", "+911140001000, +14155551000"),
+        ]))
+        .unwrap();
+        assert_eq!(c.refresh.drain.len(), 2);
+        assert!(err(&[
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[]"),
+            ("VNMASK_POOL_DRAIN", "12345"),
+        ])
+        .contains("VNMASK_POOL_DRAIN"));
+    }
+}

@@ -1,0 +1,335 @@
+//! HTTP to the providers: timeouts, retries with backoff on 429 and 5xx honouring `Retry-After`,
+//! basic auth whose secret never reaches a log, and page links kept on the configured host.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vnmask::domain::Provider;
+
+use super::ProviderError;
+
+/// A credential: `Debug` redacts it, and only [`Secret::expose`] gives it, for the auth header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How patiently a provider is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpPolicy {
+    /// Per attempt, from connecting to the last byte.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Tries per request, the first included.
+    pub max_attempts: u32,
+    /// The first retry waits up to this long (full jitter); each further retry up to twice as long.
+    pub backoff: Duration,
+    /// The longest `Retry-After` honoured; a provider asking for longer fails this run instead.
+    pub max_retry_after: Duration,
+}
+
+impl Default for HttpPolicy {
+    fn default() -> Self {
+        HttpPolicy {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            max_attempts: 4,
+            backoff: Duration::from_millis(250),
+            max_retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HttpPolicy {
+    /// The one HTTP client every provider shares (connection pools, TLS set up once).
+    pub fn client(&self) -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .user_agent(concat!("vnmask-pool-refresh/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// Full-jitter exponential backoff before retry number `attempt` (1-based).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .backoff
+            .saturating_mul(1 << attempt.saturating_sub(1).min(6));
+        let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=millis))
+    }
+}
+
+/// One provider account's API: its base URL, credentials and retry policy.
+pub struct ApiClient {
+    http: reqwest::Client,
+    provider: Provider,
+    base: Url,
+    user: String,
+    password: Secret,
+    policy: HttpPolicy,
+}
+
+impl ApiClient {
+    pub fn new(
+        http: reqwest::Client,
+        provider: Provider,
+        base: Url,
+        user: impl Into<String>,
+        password: Secret,
+        policy: HttpPolicy,
+    ) -> Self {
+        ApiClient {
+            http,
+            provider,
+            base,
+            user: user.into(),
+            password,
+            policy,
+        }
+    }
+
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// `path` (absolute, with its query) on the configured host.
+    pub fn url(&self, operation: &'static str, path: &str) -> Result<Url, ProviderError> {
+        self.base
+            .join(path)
+            .map_err(|e| self.malformed(operation, format!("bad path: {e}")))
+    }
+
+    /// A next-page link, absolute or relative, resolved to its path and query on the configured
+    /// host: credentials never follow a link elsewhere.
+    pub fn next_page(&self, operation: &'static str, link: &str) -> Result<Url, ProviderError> {
+        match Url::parse(link) {
+            Ok(absolute) => {
+                let mut url = self.url(operation, absolute.path())?;
+                url.set_query(absolute.query());
+                Ok(url)
+            }
+            Err(_) => self.url(operation, link),
+        }
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        url: &Url,
+    ) -> Result<T, ProviderError> {
+        let body = self.send(operation, || self.http.get(url.clone())).await?;
+        self.decode(operation, &body)
+    }
+
+    /// Posts `form` and returns the body of the success undecoded: after a purchase, an
+    /// unreadable answer must not hide that the purchase happened.
+    pub async fn post_form<F: Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        url: &Url,
+        form: &F,
+    ) -> Result<Vec<u8>, ProviderError> {
+        self.send(operation, || self.http.post(url.clone()).form(form))
+            .await
+    }
+
+    pub fn malformed(&self, operation: &'static str, reason: impl Into<String>) -> ProviderError {
+        ProviderError::Malformed {
+            provider: self.provider.clone(),
+            operation,
+            reason: reason.into(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        body: &[u8],
+    ) -> Result<T, ProviderError> {
+        serde_json::from_slice(body).map_err(|e| self.malformed(operation, e.to_string()))
+    }
+
+    /// Sends the request `build` makes, again on 429, 5xx, timeouts and refused connections,
+    /// up to the policy's attempts; returns the body of the first success.
+    async fn send(
+        &self,
+        operation: &'static str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut last = None;
+        for attempt in 1..=self.policy.max_attempts.max(1) {
+            let request = build().basic_auth(&self.user, Some(self.password.expose()));
+            let wait = match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    return response
+                        .bytes()
+                        .await
+                        .map(|b| b.to_vec())
+                        .map_err(|e| self.transport(operation, e));
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    let error = ProviderError::Status {
+                        provider: self.provider.clone(),
+                        operation,
+                        status: status.as_u16(),
+                    };
+                    if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+                        return Err(error);
+                    }
+                    let wait = retry_after(response.headers(), SystemTime::now())
+                        .unwrap_or_else(|| self.policy.backoff(attempt));
+                    if wait > self.policy.max_retry_after {
+                        tracing::warn!(provider = %self.provider, operation, retry_after_s = wait.as_secs(), "provider asks to wait longer than allowed");
+                        return Err(error);
+                    }
+                    last = Some(error);
+                    wait
+                }
+                Err(e) if e.is_timeout() || e.is_connect() => {
+                    last = Some(self.transport(operation, e));
+                    self.policy.backoff(attempt)
+                }
+                Err(e) => return Err(self.transport(operation, e)),
+            };
+            if attempt < self.policy.max_attempts {
+                tracing::info!(provider = %self.provider, operation, attempt, wait_ms = wait.as_millis() as u64, "retrying provider request");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(last.unwrap_or_else(|| ProviderError::Timeout {
+            provider: self.provider.clone(),
+            operation,
+        }))
+    }
+
+    fn transport(&self, operation: &'static str, e: reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout {
+                provider: self.provider.clone(),
+                operation,
+            }
+        } else {
+            ProviderError::Transport {
+                provider: self.provider.clone(),
+                operation,
+                // Without the URL: it names the account.
+                reason: e.without_url().to_string(),
+            }
+        }
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date, measured from `now`.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let at = SystemTime::from(at);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        assert_eq!(
+            retry_after(&headers("7"), now),
+            Some(Duration::from_secs(7))
+        );
+        // 2015-10-21T07:28:00Z is 10 s after `now`.
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:28:00 GMT"), now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after(&headers("Wed, 21 Oct 2015 07:27:00 GMT"), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = HttpPolicy {
+            backoff: Duration::from_millis(100),
+            ..HttpPolicy::default()
+        };
+        for attempt in 1..20 {
+            let cap = Duration::from_millis(100 << (attempt - 1).min(6));
+            assert!(policy.backoff(attempt) <= cap);
+        }
+    }
+
+    #[test]
+    fn secret_does_not_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn next_page_links_stay_on_the_configured_host() {
+        let api = ApiClient::new(
+            reqwest::Client::new(),
+            "exotel".parse().unwrap(),
+            Url::parse("http://127.0.0.1:9999").unwrap(),
+            "key",
+            Secret::new("token"),
+            HttpPolicy::default(),
+        );
+        let url = api
+            .next_page(
+                "list",
+                "http://twilix.exotel.com/v2_beta/Accounts/Exotel/IncomingPhoneNumbers?Page=1&PageSize=50",
+            )
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9999/v2_beta/Accounts/Exotel/IncomingPhoneNumbers?Page=1&PageSize=50"
+        );
+        let url = api
+            .next_page(
+                "list",
+                "/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json?Page=1",
+            )
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9999/2010-04-01/Accounts/AC1/IncomingPhoneNumbers.json?Page=1"
+        );
+    }
+}

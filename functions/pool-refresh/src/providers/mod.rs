@@ -1,0 +1,130 @@
+//! The telecom providers' inventory APIs behind one trait: which numbers the account rents, and
+//! (for providers that sell them) buying more. Adding Vonage, Plivo or Telnyx is a new file here.
+
+mod exotel;
+mod http;
+mod static_list;
+mod twilio;
+
+pub use exotel::{Exotel, ExotelConfig};
+pub use http::{ApiClient, HttpPolicy, Secret};
+pub use static_list::StaticList;
+pub use twilio::{Twilio, TwilioAuth, TwilioConfig, TwilioNumberType};
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
+
+/// A number the provider says the account rents, as the provider describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedNumber {
+    pub number: VnNumber,
+    pub capabilities: Capabilities,
+    /// The country the provider files the number under, if it says; else the numbering plan's.
+    pub country: Option<Market>,
+}
+
+impl ListedNumber {
+    /// The market the number serves: the provider's word first, then the numbering plan.
+    pub fn market(&self) -> Option<Market> {
+        self.country
+            .clone()
+            .or_else(|| self.number.country().cloned())
+    }
+}
+
+/// Everything one provider listed this run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub numbers: Vec<ListedNumber>,
+    /// Entries that could not be read (not E.164, no capabilities…). When there are any, the
+    /// listing is incomplete and none of the provider's numbers may be retired on its word.
+    pub unreadable: usize,
+}
+
+/// Why a provider could not be asked. Never carries credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider}: {operation} answered HTTP {status}")]
+    Status {
+        provider: Provider,
+        operation: &'static str,
+        status: u16,
+    },
+    #[error("{provider}: {operation} did not answer within the timeout")]
+    Timeout {
+        provider: Provider,
+        operation: &'static str,
+    },
+    #[error("{provider}: {operation} could not be reached: {reason}")]
+    Transport {
+        provider: Provider,
+        operation: &'static str,
+        reason: String,
+    },
+    #[error("{provider}: malformed {operation} response: {reason}")]
+    Malformed {
+        provider: Provider,
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+/// One provider's inventory of the numbers it rents us.
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    fn provider(&self) -> &Provider;
+
+    /// Every number the account rents, all pages; an error if any page could not be read.
+    async fn owned_numbers(&self) -> Result<Listing, ProviderError>;
+}
+
+/// Where providers send calls and messages to our numbers: the webhook function's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhooks {
+    pub voice_url: reqwest::Url,
+    pub sms_url: reqwest::Url,
+}
+
+/// A provider numbers can be bought from.
+#[async_trait]
+pub trait Vendor: Send + Sync {
+    fn provider(&self) -> &Provider;
+
+    /// Up to `limit` numbers on offer in `market` that can carry `needs`.
+    async fn offered_numbers(
+        &self,
+        market: &Market,
+        needs: Capabilities,
+        limit: u32,
+    ) -> Result<Vec<VnNumber>, ProviderError>;
+
+    /// Buys `number` with its voice and SMS webhooks pointed at ours; returns it as now listed.
+    async fn buy_number(
+        &self,
+        number: &VnNumber,
+        webhooks: &Webhooks,
+    ) -> Result<ListedNumber, ProviderError>;
+}
+
+/// Every configured provider's inventory, and the provider that sells numbers (Twilio), if any.
+pub type Configured = (Vec<Arc<dyn Inventory>>, Option<Arc<dyn Vendor>>);
+
+/// The configured providers: every one lists numbers; Twilio also sells them.
+pub fn from_config(config: &crate::config::Config, http: &reqwest::Client) -> Configured {
+    let mut inventories: Vec<Arc<dyn Inventory>> = Vec::new();
+    let mut vendor: Option<Arc<dyn Vendor>> = None;
+    if let Some(t) = &config.twilio {
+        let twilio = Arc::new(Twilio::new(t, http.clone(), config.http));
+        inventories.push(twilio.clone());
+        vendor = Some(twilio);
+    }
+    if let Some(e) = &config.exotel {
+        inventories.push(Arc::new(Exotel::new(e, http.clone(), config.http)));
+    }
+    if let Some(s) = &config.static_list {
+        inventories.push(Arc::new(s.clone()));
+    }
+    (inventories, vendor)
+}

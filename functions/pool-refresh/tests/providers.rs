@@ -1,0 +1,286 @@
+//! The providers' inventory clients against wiremock fakes of their APIs, answering with bodies
+//! shaped like the providers' documented examples (tests/fixtures).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pool_refresh::providers::{Inventory, ProviderError, Vendor};
+use vnmask::domain::{Capabilities, VnNumber};
+use wiremock::matchers::{
+    body_string_contains, header, method, path, query_param, query_param_is_missing,
+};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn numbers(listing: &pool_refresh::providers::Listing) -> Vec<&str> {
+    listing.numbers.iter().map(|n| n.number.as_str()).collect()
+}
+
+#[tokio::test]
+async fn twilio_listing_follows_next_page_uri_across_three_pages() {
+    let server = MockServer::start().await;
+    for (page, matcher) in [
+        (0, None),
+        (1, Some("PAb5b4d0f5c4e1a7c2a1b2c3d4e5f60001")),
+        (2, Some("PAb5b4d0f5c4e1a7c2a1b2c3d4e5f60002")),
+    ] {
+        let mock = Mock::given(method("GET")).and(path(twilio_path("IncomingPhoneNumbers.json")));
+        let mock = match matcher {
+            None => mock.and(query_param_is_missing("PageToken")),
+            Some(token) => mock.and(query_param("PageToken", token)),
+        };
+        mock.and(header(
+            "authorization",
+            basic_auth(TWILIO_SID, TWILIO_TOKEN).as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_string(fixture(&format!(
+            "twilio/incoming_phone_numbers_page{page}.json"
+        ))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    }
+
+    let listing = twilio(&server).owned_numbers().await.unwrap();
+
+    assert_eq!(
+        numbers(&listing),
+        [
+            "+14155551000",
+            "+14155551001",
+            "+14155551002",
+            "+14155551003",
+            "+14155551004"
+        ]
+    );
+    assert_eq!(listing.unreadable, 0);
+    assert!(listing
+        .numbers
+        .iter()
+        .all(|n| n.capabilities == Capabilities::VOICE_AND_SMS
+            && n.market().unwrap().as_str() == "US"));
+    let first = &server.received_requests().await.unwrap()[0];
+    assert_eq!(first.url.query(), Some("PageSize=1000"));
+}
+
+#[tokio::test]
+async fn twilio_429_is_retried_after_the_time_retry_after_asks() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    twilio_lists(&server, &[("+14155551000", true, true)]).await;
+
+    let started = Instant::now();
+    let listing = twilio(&server).owned_numbers().await.unwrap();
+
+    assert_eq!(numbers(&listing), ["+14155551000"]);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited {:?}, Retry-After asked for 1 s",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn twilio_500_throughout_fails_after_the_allowed_attempts() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(3)
+        .mount(&server)
+        .await;
+
+    let err = twilio(&server).owned_numbers().await.unwrap_err();
+
+    assert!(
+        matches!(err, ProviderError::Status { status: 500, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "twilio: IncomingPhoneNumbers list answered HTTP 500"
+    );
+}
+
+#[tokio::test]
+async fn twilio_401_is_not_retried_and_the_error_holds_no_credential() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_string(fixture("twilio/error_401.json")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let err = twilio(&server).owned_numbers().await.unwrap_err();
+
+    assert!(matches!(err, ProviderError::Status { status: 401, .. }));
+    assert!(!format!("{err} {err:?}").contains(TWILIO_TOKEN));
+}
+
+#[tokio::test]
+async fn twilio_malformed_json_is_a_clear_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(r#"{"incoming_phone_numbers": [{"#, "application/json"),
+        )
+        .mount(&server)
+        .await;
+
+    let err = twilio(&server).owned_numbers().await.unwrap_err();
+
+    assert!(matches!(err, ProviderError::Malformed { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message
+            .starts_with("twilio: malformed IncomingPhoneNumbers list response: EOF while parsing"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn twilio_page_without_its_list_is_malformed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"page": 0})))
+        .mount(&server)
+        .await;
+
+    let err = twilio(&server).owned_numbers().await.unwrap_err();
+
+    assert!(
+        err.to_string()
+            .contains("missing field `incoming_phone_numbers`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_entries_are_counted_not_guessed() {
+    let server = MockServer::start().await;
+    let mut page = twilio_page(&[("+14155551000", true, true), ("+14155551001", true, true)]);
+    page["incoming_phone_numbers"][1]["phone_number"] = serde_json::json!("(415) 555-1001");
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .mount(&server)
+        .await;
+
+    let listing = twilio(&server).owned_numbers().await.unwrap();
+
+    assert_eq!(numbers(&listing), ["+14155551000"]);
+    assert_eq!(listing.unreadable, 1);
+}
+
+#[tokio::test]
+async fn exotel_listing_follows_absolute_links_on_the_configured_host_only() {
+    let server = MockServer::start().await;
+    let list = format!("/v2_beta/Accounts/{EXOTEL_SID}/IncomingPhoneNumbers");
+    Mock::given(method("GET"))
+        .and(path(list.as_str()))
+        .and(query_param("Page", "0"))
+        .and(header(
+            "authorization",
+            basic_auth("exotel-key", "exotel-token-not-real").as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(fixture("exotel/incoming_phone_numbers_page0.json")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The fixture links to twilix.exotel.com; the client asks the configured host instead.
+    Mock::given(method("GET"))
+        .and(path(list.as_str()))
+        .and(query_param("Page", "1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(fixture("exotel/incoming_phone_numbers_page1.json")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let listing = exotel(&server).owned_numbers().await.unwrap();
+
+    assert_eq!(
+        numbers(&listing),
+        ["+911140001000", "+911140001001", "+911140001002"]
+    );
+    assert!(listing
+        .numbers
+        .iter()
+        .all(|n| n.market().unwrap().as_str() == "IN"
+            && n.capabilities == Capabilities::VOICE_AND_SMS));
+}
+
+#[tokio::test]
+async fn twilio_offers_only_numbers_of_the_market_with_the_needed_capabilities() {
+    let server = MockServer::start().await;
+    let mut offer = json_fixture("twilio/available_phone_numbers_us_local.json");
+    offer["available_phone_numbers"][0]["capabilities"]["SMS"] = serde_json::json!(false);
+    Mock::given(method("GET"))
+        .and(path(twilio_path("AvailablePhoneNumbers/US/Local.json")))
+        .and(query_param("VoiceEnabled", "true"))
+        .and(query_param("SmsEnabled", "true"))
+        .and(query_param("PageSize", "3"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(offer))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let offered = twilio(&server)
+        .offered_numbers(&market("US"), Capabilities::VOICE_AND_SMS, 3)
+        .await
+        .unwrap();
+
+    let offered: Vec<&str> = offered.iter().map(VnNumber::as_str).collect();
+    assert_eq!(offered, ["+14155552001", "+14155552002", "+14155552003"]);
+}
+
+#[tokio::test]
+async fn twilio_purchase_points_the_number_at_our_webhooks() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(twilio_path("IncomingPhoneNumbers.json")))
+        .and(body_string_contains("PhoneNumber=%2B14155552000"))
+        .respond_with(TwilioCreates)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let hooks = buying(1, 1).webhooks;
+
+    let bought = twilio(&server)
+        .buy_number(&VnNumber::parse("+14155552000").unwrap(), &hooks)
+        .await
+        .unwrap();
+
+    assert_eq!(bought.number.as_str(), "+14155552000");
+    assert_eq!(bought.capabilities, Capabilities::VOICE_AND_SMS);
+    let requests = server.received_requests().await.unwrap();
+    let form = serde_urlencoded_pairs(&requests[0].body);
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(
+        get("VoiceUrl"),
+        Some("https://hooks.example.com/webhook/twilio/voice")
+    );
+    assert_eq!(get("VoiceMethod"), Some("POST"));
+    assert_eq!(
+        get("SmsUrl"),
+        Some("https://hooks.example.com/webhook/twilio/sms")
+    );
+    assert_eq!(get("SmsMethod"), Some("POST"));
+}
+
+fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
+}

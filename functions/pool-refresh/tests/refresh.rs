@@ -1,0 +1,816 @@
+//! Whole refresh runs against DynamoDB Local (through the real SDK) and wiremock fakes of the
+//! providers: reconciliation, provider failures, overlapping runs, headroom and buying.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::*;
+use pool_refresh::providers::{Inventory, StaticList, Vendor};
+use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
+use vnmask::domain::{Capabilities, NumberState, VirtualNumber, VnNumber};
+use vnmask::store::{PoolEntry, Store};
+use vnmask_tests::people::{customer, driver};
+use vnmask_tests::{local_dynamo, now, pool, seed_pool, FaultyStore, LocalDynamo};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const VOICE_ONLY: Capabilities = Capabilities {
+    voice: true,
+    sms: false,
+};
+
+fn vn(number: &str, provider: &str, caps: Capabilities, state: NumberState) -> VirtualNumber {
+    let number = VnNumber::parse(number).unwrap();
+    VirtualNumber {
+        market: number.country().unwrap().clone(),
+        number,
+        provider: provider.parse().unwrap(),
+        capabilities: caps,
+        state,
+    }
+}
+
+fn twilio_vn(number: &str, state: NumberState) -> VirtualNumber {
+    vn(number, "twilio", Capabilities::VOICE_AND_SMS, state)
+}
+
+/// The market's pool as stored: number → (state, capabilities, provider, version).
+async fn pool_state(
+    store: &dyn Store,
+    m: &str,
+) -> BTreeMap<String, (NumberState, Capabilities, String, u64)> {
+    store
+        .pool_entries(&market(m))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|PoolEntry { number: v, version }| {
+            (
+                v.number.as_str().to_owned(),
+                (
+                    v.state,
+                    v.capabilities,
+                    v.provider.as_str().to_owned(),
+                    version,
+                ),
+            )
+        })
+        .collect()
+}
+
+fn state_of(
+    pool: &BTreeMap<String, (NumberState, Capabilities, String, u64)>,
+    n: &str,
+) -> NumberState {
+    pool.get(n).unwrap_or_else(|| panic!("{n} not pooled")).0
+}
+
+#[tokio::test]
+async fn reconciliation_adds_retires_and_drains_numbers() {
+    // GIVEN a US pool: 1000-1002 active, 1003 drained by operators
+    let dynamo = local_dynamo().await;
+    seed_pool(
+        dynamo.store.as_ref(),
+        &[
+            twilio_vn("+14155551000", NumberState::Active),
+            twilio_vn("+14155551001", NumberState::Active),
+            twilio_vn("+14155551002", NumberState::Active),
+            twilio_vn("+14155551003", NumberState::Draining),
+        ],
+    )
+    .await;
+    // AND Twilio lists 1000, 1001 without SMS now, 1003, and new 1004 and 1005 (1005 marked)
+    let server = MockServer::start().await;
+    twilio_lists(
+        &server,
+        &[
+            ("+14155551000", true, true),
+            ("+14155551001", true, false),
+            ("+14155551003", true, true),
+            ("+14155551004", true, true),
+            ("+14155551005", true, true),
+        ],
+    )
+    .await;
+    let mut settings = settings(&["US"]);
+    settings
+        .drain
+        .insert(VnNumber::parse("+14155551005").unwrap());
+    let refresher = refresher(dynamo.store.clone(), vec![twilio(&server)], None, settings);
+
+    // WHEN the pool is refreshed
+    let summary = refresher.refresh(now()).await;
+
+    // THEN
+    let m = &summary.markets[0];
+    assert_eq!(m.error, None);
+    assert_eq!(
+        (m.added, m.drained, m.retired, m.updated, m.restored),
+        (2, 1, 1, 0, 0)
+    );
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    assert_eq!(state_of(&pool, "+14155551000"), NumberState::Active);
+    assert_eq!(pool["+14155551001"].0, NumberState::Draining);
+    assert_eq!(
+        pool["+14155551001"].1, VOICE_ONLY,
+        "keeps what it still can"
+    );
+    assert_eq!(state_of(&pool, "+14155551002"), NumberState::Retired);
+    assert_eq!(state_of(&pool, "+14155551003"), NumberState::Draining);
+    assert_eq!(
+        pool["+14155551004"],
+        (
+            NumberState::Active,
+            Capabilities::VOICE_AND_SMS,
+            "twilio".into(),
+            1
+        )
+    );
+    assert_eq!(state_of(&pool, "+14155551005"), NumberState::Draining);
+    assert_eq!(
+        pool["+14155551000"].3, 1,
+        "unchanged numbers are not rewritten"
+    );
+    assert_eq!(
+        (m.numbers_active, m.numbers_draining, m.numbers_retired),
+        (2, 3, 1)
+    );
+    assert_eq!(summary.providers[0].listed, 5);
+
+    // AND a second run finds nothing to do
+    let again = refresher.refresh(now()).await;
+    let m = &again.markets[0];
+    assert_eq!((m.added, m.drained, m.retired, m.updated), (0, 0, 0, 0));
+    assert_eq!(pool_state(dynamo.store.as_ref(), "US").await, pool);
+}
+
+async fn seeded_us_pool() -> LocalDynamo {
+    let dynamo = local_dynamo().await;
+    seed_pool(
+        dynamo.store.as_ref(),
+        &[
+            twilio_vn("+14155551000", NumberState::Active),
+            twilio_vn("+14155551001", NumberState::Draining),
+        ],
+    )
+    .await;
+    dynamo
+}
+
+#[tokio::test]
+async fn provider_failing_with_500_throughout_changes_nothing() {
+    let dynamo = seeded_us_pool().await;
+    let before = pool_state(dynamo.store.as_ref(), "US").await;
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let refresher = refresher(
+        dynamo.store.clone(),
+        vec![twilio(&server)],
+        None,
+        settings(&["US"]),
+    );
+
+    let summary = refresher.refresh(now()).await;
+
+    assert_eq!(pool_state(dynamo.store.as_ref(), "US").await, before);
+    assert_eq!(
+        summary.providers[0].error.as_deref(),
+        Some("twilio: IncomingPhoneNumbers list answered HTTP 500")
+    );
+    let m = &summary.markets[0];
+    assert_eq!(
+        (m.added, m.drained, m.retired, m.error.as_deref()),
+        (0, 0, 0, None)
+    );
+}
+
+#[tokio::test]
+async fn malformed_provider_answer_changes_nothing_and_says_why() {
+    let dynamo = seeded_us_pool().await;
+    let before = pool_state(dynamo.store.as_ref(), "US").await;
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw("<html>Service Unavailable</html>", "text/html"),
+        )
+        .mount(&server)
+        .await;
+    let refresher = refresher(
+        dynamo.store.clone(),
+        vec![twilio(&server)],
+        None,
+        settings(&["US"]),
+    );
+
+    let summary = refresher.refresh(now()).await;
+
+    assert_eq!(pool_state(dynamo.store.as_ref(), "US").await, before);
+    let error = summary.providers[0].error.as_deref().unwrap();
+    assert!(
+        error.starts_with("twilio: malformed IncomingPhoneNumbers list response: expected value"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_provider_retires_nothing_while_a_healthy_one_does() {
+    // GIVEN an Indian pool of two Exotel and two static numbers
+    let dynamo = local_dynamo().await;
+    let exotel_numbers = ["+911140001000", "+911140001001"];
+    let static_numbers = ["+911140001010", "+911140001011"];
+    for n in exotel_numbers {
+        dynamo
+            .store
+            .put_number(&vn(
+                n,
+                "exotel",
+                Capabilities::VOICE_AND_SMS,
+                NumberState::Active,
+            ))
+            .await
+            .unwrap();
+    }
+    for n in static_numbers {
+        dynamo
+            .store
+            .put_number(&vn(
+                n,
+                "static",
+                Capabilities::VOICE_AND_SMS,
+                NumberState::Active,
+            ))
+            .await
+            .unwrap();
+    }
+    // AND Exotel is down, while the static list no longer names +911140001011
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let static_list = StaticList::from_json(r#"[{"number": "+911140001010"}]"#).unwrap();
+    let inventories: Vec<Arc<dyn Inventory>> = vec![exotel(&server), Arc::new(static_list)];
+    let refresher = refresher(dynamo.store.clone(), inventories, None, settings(&["IN"]));
+
+    // WHEN
+    let summary = refresher.refresh(now()).await;
+
+    // THEN only the healthy provider's missing number is retired
+    let pool = pool_state(dynamo.store.as_ref(), "IN").await;
+    for n in exotel_numbers {
+        assert_eq!(state_of(&pool, n), NumberState::Active, "{n}");
+        assert_eq!(pool[n].3, 1, "{n} not rewritten");
+    }
+    assert_eq!(state_of(&pool, "+911140001010"), NumberState::Active);
+    assert_eq!(state_of(&pool, "+911140001011"), NumberState::Retired);
+    assert_eq!(summary.markets[0].retired, 1);
+    assert!(summary.providers[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("HTTP 503"));
+}
+
+#[tokio::test]
+async fn two_overlapping_runs_write_each_change_once() {
+    // GIVEN 5 stored numbers Twilio no longer lists, and 20 new ones it does
+    let dynamo = local_dynamo().await;
+    let gone: Vec<String> = (0..5).map(|i| format!("+1415555{}", 1100 + i)).collect();
+    for n in &gone {
+        dynamo
+            .store
+            .put_number(&twilio_vn(n, NumberState::Active))
+            .await
+            .unwrap();
+    }
+    let listed: Vec<String> = (0..20).map(|i| format!("+1415555{}", 1200 + i)).collect();
+    let server = MockServer::start().await;
+    let entries: Vec<(&str, bool, bool)> =
+        listed.iter().map(|n| (n.as_str(), true, true)).collect();
+    twilio_lists(&server, &entries).await;
+    // Both runs read the pool before either writes: the worst overlap, every time.
+    let lockstep: Arc<dyn Store> = Arc::new(Lockstep::new(dynamo.store.clone(), 2));
+    let a = refresher(
+        lockstep.clone(),
+        vec![twilio(&server)],
+        None,
+        settings(&["US"]),
+    );
+    let b = refresher(lockstep, vec![twilio(&server)], None, settings(&["US"]));
+
+    // WHEN two runs overlap
+    let (ra, rb) = tokio::join!(a.refresh(now()), b.refresh(now()));
+
+    // THEN every change was written exactly once, by one run or the other, and the other
+    // run's attempt failed its condition and was decided again
+    let (ma, mb) = (&ra.markets[0], &rb.markets[0]);
+    assert_eq!((ma.error.as_deref(), mb.error.as_deref()), (None, None));
+    assert_eq!(ma.added + mb.added, 20, "{ma:?} {mb:?}");
+    assert_eq!(ma.retired + mb.retired, 5);
+    assert_eq!(
+        ma.conflicts + mb.conflicts,
+        25,
+        "each change lost once by one run"
+    );
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    for n in &listed {
+        assert_eq!(pool[n.as_str()].0, NumberState::Active);
+        assert_eq!(pool[n.as_str()].3, 1, "{n} written once");
+    }
+    for n in &gone {
+        assert_eq!(pool[n.as_str()].0, NumberState::Retired);
+        assert_eq!(pool[n.as_str()].3, 2, "{n}: seeded, then retired once");
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_loses_a_race_is_decided_again_from_a_fresh_read() {
+    let dynamo = seeded_us_pool().await;
+    let faulty = Arc::new(FaultyStore::new(dynamo.store.clone()));
+    faulty
+        .faults
+        .changed_numbers
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let server = MockServer::start().await;
+    twilio_lists(
+        &server,
+        &[
+            ("+14155551000", true, true),
+            ("+14155551001", true, true),
+            ("+14155551002", true, true),
+        ],
+    )
+    .await;
+    let refresher = refresher(
+        faulty.clone(),
+        vec![twilio(&server)],
+        None,
+        settings(&["US"]),
+    );
+
+    let summary = refresher.refresh(now()).await;
+
+    let m = &summary.markets[0];
+    assert_eq!((m.conflicts, m.added), (2, 1));
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    assert_eq!(state_of(&pool, "+14155551002"), NumberState::Active);
+    assert_eq!(state_of(&pool, "+14155551001"), NumberState::Draining);
+}
+
+/// A US pool of two listed Twilio numbers whose busiest person holds two live contacts:
+/// headroom 0.
+async fn dry_us_pool(server: &MockServer) -> LocalDynamo {
+    let dynamo = local_dynamo().await;
+    let numbers = ["+14155551000", "+14155551001"];
+    for n in numbers {
+        dynamo
+            .store
+            .put_number(&twilio_vn(n, NumberState::Active))
+            .await
+            .unwrap();
+    }
+    let today = vnmask::pool::day_key(now());
+    dynamo
+        .store
+        .raise_live_peak(&market("US"), &today, 2, now() + 3600)
+        .await
+        .unwrap();
+    twilio_lists(
+        server,
+        &[(numbers[0], true, true), (numbers[1], true, true)],
+    )
+    .await;
+    dynamo
+}
+
+async fn purchases_counted(dynamo: &LocalDynamo) -> Option<String> {
+    let month = vnmask::pool::month_key(now());
+    dynamo
+        .client
+        .get_item()
+        .table_name(&dynamo.table)
+        .key("pk", AttributeValue::S("PURCHASES".into()))
+        .key("sk", AttributeValue::S(format!("MONTH#{month}")))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .and_then(|i| i.get("bought").and_then(|v| v.as_n().ok()).cloned())
+}
+
+fn buying_refresher(
+    dynamo: &LocalDynamo,
+    server: &MockServer,
+    per_run: u32,
+    per_month: u32,
+) -> pool_refresh::Refresher {
+    let twilio = twilio(server);
+    let mut settings = settings(&["US"]);
+    settings.min_headroom = 5;
+    settings.buying = Some(buying(per_run, per_month));
+    refresher(
+        dynamo.store.clone(),
+        vec![twilio.clone()],
+        Some(twilio as Arc<dyn Vendor>),
+        settings,
+    )
+}
+
+#[tokio::test]
+async fn low_headroom_buys_up_to_the_per_run_cap_with_our_webhooks() {
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    twilio_offers(&server).await;
+    Mock::given(method("POST"))
+        .and(path(twilio_path("IncomingPhoneNumbers.json")))
+        .respond_with(TwilioCreates)
+        .expect(3)
+        .mount(&server)
+        .await;
+
+    let summary = buying_refresher(&dynamo, &server, 3, 10)
+        .refresh(now())
+        .await;
+
+    let m = &summary.markets[0];
+    assert_eq!((m.headroom, m.needed, m.bought), (0, 5, 3), "{m:?}");
+    assert_eq!(m.buying_stopped.as_deref(), Some("per-run cap reached"));
+    let purchases: Vec<Vec<(String, String)>> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .map(|r| serde_urlencoded_pairs(&r.body))
+        .collect();
+    assert_eq!(purchases.len(), 3);
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    for form in &purchases {
+        let get = |k: &str| {
+            form.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            get("VoiceUrl"),
+            "https://hooks.example.com/webhook/twilio/voice"
+        );
+        assert_eq!(
+            get("SmsUrl"),
+            "https://hooks.example.com/webhook/twilio/sms"
+        );
+        assert_eq!(
+            pool[get("PhoneNumber").as_str()],
+            (
+                NumberState::Active,
+                Capabilities::VOICE_AND_SMS,
+                "twilio".into(),
+                1
+            )
+        );
+    }
+    assert_eq!(pool.len(), 5);
+    assert_eq!(purchases_counted(&dynamo).await.as_deref(), Some("3"));
+    assert!(
+        dynamo
+            .store
+            .take_lease("pool-buy-US", "next-run", now(), now() + 60)
+            .await
+            .unwrap(),
+        "the buying lease is given back"
+    );
+}
+
+#[tokio::test]
+async fn buying_stops_at_the_monthly_cap() {
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    let month = vnmask::pool::month_key(now());
+    assert!(dynamo
+        .store
+        .count_purchase(&month, 2, now() + 3600)
+        .await
+        .unwrap());
+    twilio_offers(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(TwilioCreates)
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let summary = buying_refresher(&dynamo, &server, 5, 2)
+        .refresh(now())
+        .await;
+
+    let m = &summary.markets[0];
+    assert_eq!(m.bought, 1);
+    assert_eq!(m.buying_stopped.as_deref(), Some("monthly cap reached"));
+    assert_eq!(purchases_counted(&dynamo).await.as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn a_refused_purchase_is_not_counted() {
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    twilio_offers(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "code": 21422, "message": "PhoneNumber is not available", "status": 400
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let summary = buying_refresher(&dynamo, &server, 5, 10)
+        .refresh(now())
+        .await;
+
+    let m = &summary.markets[0];
+    assert_eq!(m.bought, 0);
+    assert_eq!(
+        m.buying_stopped.as_deref(),
+        Some("twilio: IncomingPhoneNumbers create answered HTTP 400")
+    );
+    assert_eq!(purchases_counted(&dynamo).await.as_deref(), Some("0"));
+    assert_eq!(pool_state(dynamo.store.as_ref(), "US").await.len(), 2);
+}
+
+#[tokio::test]
+async fn while_another_run_buys_this_one_does_not() {
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    assert!(dynamo
+        .store
+        .take_lease("pool-buy-US", "another-run", now(), now() + 600)
+        .await
+        .unwrap());
+    Mock::given(method("POST"))
+        .respond_with(TwilioCreates)
+        .expect(0)
+        .mount(&server)
+        .await;
+
+    let summary = buying_refresher(&dynamo, &server, 5, 10)
+        .refresh(now())
+        .await;
+
+    assert_eq!(summary.markets[0].bought, 0);
+    assert_eq!(
+        summary.markets[0].buying_stopped.as_deref(),
+        Some("another run is buying")
+    );
+}
+
+#[tokio::test]
+async fn with_buying_off_a_shortfall_is_only_reported() {
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    Mock::given(method("GET"))
+        .and(path(twilio_path("AvailablePhoneNumbers/US/Local.json")))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(TwilioCreates)
+        .expect(0)
+        .mount(&server)
+        .await;
+    let twilio = twilio(&server);
+    let mut settings = settings(&["US"]);
+    settings.min_headroom = 5;
+    let refresher = refresher(
+        dynamo.store.clone(),
+        vec![twilio.clone()],
+        Some(twilio as Arc<dyn Vendor>),
+        settings,
+    );
+
+    let summary = refresher.refresh(now()).await;
+
+    let m = &summary.markets[0];
+    assert_eq!((m.headroom, m.needed, m.bought), (0, 5, 0));
+    let emf = m.metrics().to_json();
+    assert_eq!(emf["NumbersNeeded"], 5.0);
+    assert_eq!(emf["Headroom"], 0.0);
+    assert_eq!(emf["Bought"], 0.0);
+    assert_eq!(emf["NumbersActive"], 2.0);
+    assert_eq!(emf["Market"], "US");
+    assert_eq!(pool_state(dynamo.store.as_ref(), "US").await.len(), 2);
+}
+
+#[tokio::test]
+async fn headroom_and_busiest_share_follow_the_assignments() {
+    // GIVEN four static Indian numbers, and three live orders of one customer
+    let dynamo = local_dynamo().await;
+    let numbers = pool("IN", 4);
+    seed_pool(dynamo.store.as_ref(), &numbers).await;
+    let store: Arc<dyn Store> = dynamo.store.clone();
+    let assigner = Assigner::new(store.clone(), AssignSettings::for_markets([market("IN")]));
+    let t = now();
+    for i in 0..3 {
+        let update = OrderUpdate {
+            order_id: format!("order-{i}").parse().unwrap(),
+            market: market("IN"),
+            version: 1,
+            change: OrderChange::Participants(vec![customer(0), driver(i)]),
+        };
+        assigner.apply(&update, t).await.unwrap();
+    }
+    let listed: Vec<String> = numbers
+        .iter()
+        .map(|v| format!(r#"{{"number": "{}"}}"#, v.number))
+        .collect();
+    let static_list = StaticList::from_json(&format!("[{}]", listed.join(","))).unwrap();
+    let refresher = refresher(store, vec![Arc::new(static_list)], None, settings(&["IN"]));
+
+    // WHEN
+    let summary = refresher.refresh(t).await;
+
+    // THEN the customer's three contacts bound the pool, and each of their numbers carries
+    // one order's two routes
+    let m = &summary.markets[0];
+    assert_eq!(
+        (m.eligible, m.peak_live_contacts, m.headroom),
+        (4, 3, 1),
+        "{m:?}"
+    );
+    assert_eq!(m.routes_sampled, 6);
+    assert_eq!(m.busiest_share, Some(2.0 / 6.0));
+    let emf = m.metrics().to_json();
+    assert!((emf["BusiestShare"].as_f64().unwrap() - 100.0 / 3.0).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn handler_accepts_what_the_scheduler_sends() {
+    let dynamo = seeded_us_pool().await;
+    let server = MockServer::start().await;
+    twilio_lists(&server, &[("+14155551000", true, true)]).await;
+    let refresher = refresher(
+        dynamo.store.clone(),
+        vec![twilio(&server)],
+        None,
+        settings(&["US"]),
+    );
+
+    for payload in [
+        "scheduler/default_input.json",
+        "scheduler/scheduled_event.json",
+    ] {
+        let summary = refresher.handle(json_fixture(payload)).await.unwrap();
+        assert_eq!(summary.markets.len(), 1, "{payload}");
+    }
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    assert_eq!(state_of(&pool, "+14155551001"), NumberState::Retired);
+}
+
+/// Delegates to a store, but holds the first `n` pool reads until all `n` have happened.
+struct Lockstep {
+    inner: Arc<dyn Store>,
+    reads: std::sync::atomic::AtomicUsize,
+    barrier: tokio::sync::Barrier,
+    n: usize,
+}
+
+impl Lockstep {
+    fn new(inner: Arc<dyn Store>, n: usize) -> Self {
+        Lockstep {
+            inner,
+            reads: std::sync::atomic::AtomicUsize::new(0),
+            barrier: tokio::sync::Barrier::new(n),
+            n,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Lockstep {
+    async fn pool_entries(
+        &self,
+        market: &vnmask::domain::Market,
+    ) -> Result<Vec<PoolEntry>, vnmask::store::StoreError> {
+        let entries = self.inner.pool_entries(market).await;
+        if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.n {
+            self.barrier.wait().await;
+        }
+        entries
+    }
+
+    async fn session(
+        &self,
+        order: &vnmask::domain::OrderId,
+    ) -> Result<Option<vnmask::domain::Session>, vnmask::store::StoreError> {
+        self.inner.session(order).await
+    }
+
+    async fn live_contacts(
+        &self,
+        person: &vnmask::domain::RealNumber,
+        now: i64,
+    ) -> Result<Vec<vnmask::store::LiveContact>, vnmask::store::StoreError> {
+        self.inner.live_contacts(person, now).await
+    }
+
+    async fn pool(
+        &self,
+        market: &vnmask::domain::Market,
+    ) -> Result<Vec<VirtualNumber>, vnmask::store::StoreError> {
+        self.inner.pool(market).await
+    }
+
+    async fn put_number(&self, number: &VirtualNumber) -> Result<(), vnmask::store::StoreError> {
+        self.inner.put_number(number).await
+    }
+
+    async fn put_number_if(
+        &self,
+        number: &VirtualNumber,
+        expected: Option<u64>,
+    ) -> Result<u64, vnmask::store::PoolWriteError> {
+        self.inner.put_number_if(number, expected).await
+    }
+
+    async fn raise_live_peak(
+        &self,
+        market: &vnmask::domain::Market,
+        day: &str,
+        peak: u32,
+        expires_at: i64,
+    ) -> Result<(), vnmask::store::StoreError> {
+        self.inner
+            .raise_live_peak(market, day, peak, expires_at)
+            .await
+    }
+
+    async fn live_peak(
+        &self,
+        market: &vnmask::domain::Market,
+        day: &str,
+    ) -> Result<Option<u32>, vnmask::store::StoreError> {
+        self.inner.live_peak(market, day).await
+    }
+
+    async fn count_purchase(
+        &self,
+        month: &str,
+        cap: u32,
+        expires_at: i64,
+    ) -> Result<bool, vnmask::store::StoreError> {
+        self.inner.count_purchase(month, cap, expires_at).await
+    }
+
+    async fn uncount_purchase(&self, month: &str) -> Result<(), vnmask::store::StoreError> {
+        self.inner.uncount_purchase(month).await
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, vnmask::store::StoreError> {
+        self.inner.take_lease(name, holder, now, until).await
+    }
+
+    async fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> Result<(), vnmask::store::StoreError> {
+        self.inner.release_lease(name, holder).await
+    }
+
+    async fn sample_routes(
+        &self,
+        now: i64,
+        budget: usize,
+    ) -> Result<Vec<vnmask::store::SampledRoute>, vnmask::store::StoreError> {
+        self.inner.sample_routes(now, budget).await
+    }
+
+    async fn commit(
+        &self,
+        commit: &vnmask::store::SessionCommit,
+    ) -> Result<(), vnmask::store::CommitError> {
+        self.inner.commit(commit).await
+    }
+
+    async fn route(
+        &self,
+        caller: &vnmask::domain::RealNumber,
+        dialled: &VnNumber,
+        now: i64,
+    ) -> Result<Option<vnmask::domain::Route>, vnmask::store::StoreError> {
+        self.inner.route(caller, dialled, now).await
+    }
+}

@@ -1,0 +1,187 @@
+//! How healthy a market's pool is: how many numbers serve, how many more contacts its busiest
+//! person can get, and how evenly routes spread over the numbers.
+
+use std::collections::HashMap;
+
+use crate::domain::{Capabilities, Market, NumberState, VirtualNumber, VnNumber};
+
+/// One market's pool at a glance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolHealth {
+    pub active: usize,
+    pub draining: usize,
+    pub retired: usize,
+    /// Active numbers with the capabilities new contacts need.
+    pub eligible: usize,
+    /// The most live contacts one person of the market held lately (the policy's bound: a person
+    /// can dial each number in at most one live contact).
+    pub peak_live_contacts: u32,
+    /// `eligible − peak_live_contacts`: how many more live contacts the busiest person can get
+    /// before no number is left for them. Negative when the pool already ran dry for them.
+    pub headroom: i64,
+}
+
+/// The health of `market`'s pool, given the recorded peak of live contacts per person.
+pub fn health(
+    market: &Market,
+    pool: &[VirtualNumber],
+    needs: Capabilities,
+    peak_live_contacts: u32,
+) -> PoolHealth {
+    let in_market = || pool.iter().filter(|v| &v.market == market);
+    let count = |state| in_market().filter(|v| v.state == state).count();
+    let eligible = in_market()
+        .filter(|v| v.eligible_for(market, needs))
+        .count();
+    PoolHealth {
+        active: count(NumberState::Active),
+        draining: count(NumberState::Draining),
+        retired: count(NumberState::Retired),
+        eligible,
+        peak_live_contacts,
+        headroom: eligible as i64 - i64::from(peak_live_contacts),
+    }
+}
+
+/// The number that carries the most routes of a sample, and its share of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteShare {
+    pub number: VnNumber,
+    /// Routes of the sample on `number`.
+    pub routes: usize,
+    /// Routes in the sample.
+    pub sampled: usize,
+}
+
+impl RouteShare {
+    /// `routes / sampled`, in 0..=1.
+    pub fn share(&self) -> f64 {
+        self.routes as f64 / self.sampled as f64
+    }
+}
+
+/// The busiest number of a sample of live routes (one entry per route), or `None` for an empty
+/// sample. Ties go to the smallest number, so the answer does not depend on sample order.
+pub fn busiest_share<'a>(routes: impl IntoIterator<Item = &'a VnNumber>) -> Option<RouteShare> {
+    let mut counts: HashMap<&VnNumber, usize> = HashMap::new();
+    let mut sampled = 0;
+    for number in routes {
+        *counts.entry(number).or_default() += 1;
+        sampled += 1;
+    }
+    counts
+        .into_iter()
+        .max_by(|(a, x), (b, y)| x.cmp(y).then_with(|| b.cmp(a)))
+        .map(|(number, routes)| RouteShare {
+            number: number.clone(),
+            routes,
+            sampled,
+        })
+}
+
+/// How many numbers to buy now: enough to bring `headroom` back up to `min_headroom`, within
+/// what this run (`run_left`) and this month (`month_left`) still allow.
+pub fn purchases_wanted(headroom: i64, min_headroom: u32, run_left: u32, month_left: u32) -> u32 {
+    let short = i64::from(min_headroom).saturating_sub(headroom).max(0);
+    u32::try_from(short)
+        .unwrap_or(u32::MAX)
+        .min(run_left)
+        .min(month_left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Provider;
+    use proptest::prelude::*;
+
+    fn vn(i: usize) -> VnNumber {
+        VnNumber::parse(&format!("+91114000{:04}", 1000 + i)).unwrap()
+    }
+
+    fn number(i: usize, market: &str, caps: Capabilities, state: NumberState) -> VirtualNumber {
+        VirtualNumber {
+            number: vn(i),
+            provider: "twilio".parse::<Provider>().unwrap(),
+            market: market.parse().unwrap(),
+            capabilities: caps,
+            state,
+        }
+    }
+
+    #[test]
+    fn headroom_counts_only_active_numbers_with_the_needed_capabilities() {
+        let voice_only = Capabilities {
+            voice: true,
+            sms: false,
+        };
+        let both = Capabilities::VOICE_AND_SMS;
+        let pool = [
+            number(0, "IN", both, NumberState::Active),
+            number(1, "IN", both, NumberState::Active),
+            number(2, "IN", voice_only, NumberState::Active),
+            number(3, "IN", both, NumberState::Draining),
+            number(4, "IN", both, NumberState::Retired),
+            number(5, "US", both, NumberState::Active),
+        ];
+        let h = health(&"IN".parse().unwrap(), &pool, both, 3);
+        assert_eq!(
+            h,
+            PoolHealth {
+                active: 3,
+                draining: 1,
+                retired: 1,
+                eligible: 2,
+                peak_live_contacts: 3,
+                headroom: -1,
+            }
+        );
+    }
+
+    #[test]
+    fn busiest_share_names_the_number_with_most_routes() {
+        let sample = [vn(1), vn(2), vn(2), vn(3)];
+        let busiest = busiest_share(&sample).unwrap();
+        assert_eq!(busiest.number, vn(2));
+        assert_eq!((busiest.routes, busiest.sampled), (2, 4));
+        assert_eq!(busiest.share(), 0.5);
+        assert_eq!(busiest_share(&[]), None);
+    }
+
+    #[test]
+    fn purchases_fill_the_shortfall_within_both_caps() {
+        assert_eq!(purchases_wanted(2, 5, 10, 10), 3);
+        assert_eq!(purchases_wanted(-4, 5, 10, 10), 9);
+        assert_eq!(purchases_wanted(-4, 5, 2, 10), 2);
+        assert_eq!(purchases_wanted(-4, 5, 10, 1), 1);
+        assert_eq!(purchases_wanted(5, 5, 10, 10), 0);
+        assert_eq!(purchases_wanted(9, 5, 10, 10), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn purchases_never_exceed_a_cap_nor_overshoot_the_minimum(
+            headroom in -1000i64..1000, min in 0u32..100, run in 0u32..20, month in 0u32..50
+        ) {
+            let n = purchases_wanted(headroom, min, run, month);
+            prop_assert!(n <= run && n <= month);
+            prop_assert!(headroom + i64::from(n) <= i64::from(min).max(headroom));
+            if n < run && n < month {
+                prop_assert!(headroom + i64::from(n) >= i64::from(min));
+            }
+        }
+
+        #[test]
+        fn busiest_share_is_a_fraction_and_ignores_order(
+            mut picks in proptest::collection::vec(0usize..8, 1..60)
+        ) {
+            let sample: Vec<VnNumber> = picks.iter().map(|&i| vn(i)).collect();
+            let a = busiest_share(&sample).unwrap();
+            picks.reverse();
+            let reversed: Vec<VnNumber> = picks.iter().map(|&i| vn(i)).collect();
+            prop_assert_eq!(busiest_share(&reversed), Some(a.clone()));
+            prop_assert!(a.share() > 0.0 && a.share() <= 1.0);
+            prop_assert!(sample.iter().all(|n| sample.iter().filter(|m| *m == n).count() <= a.routes));
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! Reconciliation: what the providers list against what the market's pool holds.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::domain::{Capabilities, Market, NumberState, Provider, VirtualNumber, VnNumber};
+
+/// A number a provider says it rents us, with what it can carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedNumber {
+    pub number: VnNumber,
+    pub capabilities: Capabilities,
+}
+
+/// What one provider said this run, limited to one market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inventory {
+    /// The provider's listing. `complete` is false when some of its entries could not be read:
+    /// then a number's absence proves nothing, and none of the provider's numbers is retired.
+    Listed {
+        numbers: Vec<OwnedNumber>,
+        complete: bool,
+    },
+    /// The provider could not be asked: nothing changes for its numbers.
+    Failed,
+}
+
+/// Everything one market's reconciliation looks at.
+pub struct Reconcile<'a> {
+    pub market: &'a Market,
+    /// The market's pool as stored.
+    pub stored: &'a [VirtualNumber],
+    /// Each provider's inventory in this market. The numbers of a provider missing here are
+    /// treated as a failed provider's: nothing is retired on the word of a provider not asked.
+    pub inventories: &'a BTreeMap<Provider, Inventory>,
+    /// Numbers operators want drained.
+    pub marked: &'a HashSet<VnNumber>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// New to the pool, `active` (or `draining` when operators marked it).
+    Added,
+    /// Was retired and is listed again.
+    Restored,
+    /// Gets no new contacts from now on: it lost a capability, or operators marked it.
+    Drained,
+    /// Its provider no longer lists it.
+    Retired,
+    /// Same state; its capabilities grew or another provider now rents it to us.
+    Updated,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Restored => "restored",
+            ChangeKind::Drained => "drained",
+            ChangeKind::Retired => "retired",
+            ChangeKind::Updated => "updated",
+        }
+    }
+}
+
+/// One write that brings a pool number in step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolChange {
+    pub kind: ChangeKind,
+    /// The stored number this change replaces (`None` for an addition): the write's condition.
+    pub before: Option<VirtualNumber>,
+    pub after: VirtualNumber,
+}
+
+/// The changes that bring the market's pool in step with the providers' inventories,
+/// at most one per number. Rules:
+/// - listed, not stored → `active` (`draining` if marked);
+/// - listed, stored `active`, lost a capability or marked → `draining`;
+/// - listed, stored `draining` → stays `draining` (only operators reactivate a number);
+/// - listed, stored `retired` → restored as if new;
+/// - stored, not retired, listed by nobody, its provider's listing complete → `retired`;
+/// - its provider failed, was not asked or listed incompletely → unchanged, except that an
+///   `active` number operators marked is drained.
+pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
+    let stored: HashMap<&VnNumber, &VirtualNumber> =
+        r.stored.iter().map(|v| (&v.number, v)).collect();
+
+    // Every listed number once. When several providers list it, the stored provider wins (a
+    // number being ported keeps its provider until the old one stops listing it), else the
+    // first by name, so that the outcome never depends on listing order.
+    let mut listed: BTreeMap<&VnNumber, (&Provider, Capabilities)> = BTreeMap::new();
+    for (provider, inventory) in r.inventories {
+        let Inventory::Listed { numbers, .. } = inventory else {
+            continue;
+        };
+        for owned in numbers {
+            let stored_here = stored
+                .get(&owned.number)
+                .is_some_and(|s| &s.provider == provider);
+            match listed.entry(&owned.number) {
+                Entry::Vacant(e) => {
+                    e.insert((provider, owned.capabilities));
+                }
+                Entry::Occupied(mut e) if stored_here => {
+                    e.insert((provider, owned.capabilities));
+                }
+                Entry::Occupied(_) => {}
+            }
+        }
+    }
+
+    let mut changes = Vec::new();
+    for (&number, &(provider, capabilities)) in &listed {
+        let before = stored.get(number).copied();
+        let after = VirtualNumber {
+            number: number.clone(),
+            provider: provider.clone(),
+            market: r.market.clone(),
+            capabilities,
+            state: listed_state(before, capabilities, r.marked.contains(number)),
+        };
+        let kind = match before {
+            None => ChangeKind::Added,
+            Some(b) if *b == after => continue,
+            Some(b) if b.state == NumberState::Retired => ChangeKind::Restored,
+            Some(b) if b.state != after.state => ChangeKind::Drained,
+            Some(_) => ChangeKind::Updated,
+        };
+        changes.push(PoolChange {
+            kind,
+            before: before.cloned(),
+            after,
+        });
+    }
+
+    for s in r.stored {
+        if s.state == NumberState::Retired || listed.contains_key(&s.number) {
+            continue;
+        }
+        let complete = matches!(
+            r.inventories.get(&s.provider),
+            Some(Inventory::Listed { complete: true, .. })
+        );
+        let (kind, state) = if complete {
+            (ChangeKind::Retired, NumberState::Retired)
+        } else if s.state == NumberState::Active && r.marked.contains(&s.number) {
+            (ChangeKind::Drained, NumberState::Draining)
+        } else {
+            continue;
+        };
+        changes.push(PoolChange {
+            kind,
+            before: Some(s.clone()),
+            after: VirtualNumber { state, ..s.clone() },
+        });
+    }
+    changes
+}
+
+/// The state of a listed number: never `retired`, and never `active` again once draining.
+fn listed_state(before: Option<&VirtualNumber>, can: Capabilities, marked: bool) -> NumberState {
+    let drained = match before {
+        Some(b) if b.state == NumberState::Draining => true,
+        Some(b) if b.state == NumberState::Active => !can.contains(b.capabilities),
+        // New, or retired and back: judged afresh.
+        _ => false,
+    };
+    if marked || drained {
+        NumberState::Draining
+    } else {
+        NumberState::Active
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NUMBERS: usize = 10;
+
+    fn vn(i: usize) -> VnNumber {
+        VnNumber::parse(&format!("+91114000{:04}", 1000 + i)).unwrap()
+    }
+
+    fn provider(i: usize) -> Provider {
+        ["exotel", "static", "twilio"][i].parse().unwrap()
+    }
+
+    fn market() -> Market {
+        "IN".parse().unwrap()
+    }
+
+    fn caps(bits: u8) -> Capabilities {
+        Capabilities {
+            voice: bits & 1 != 0,
+            sms: bits & 2 != 0,
+        }
+    }
+
+    fn number(i: usize, p: usize, bits: u8, state: NumberState) -> VirtualNumber {
+        VirtualNumber {
+            number: vn(i),
+            provider: provider(p),
+            market: market(),
+            capabilities: caps(bits),
+            state,
+        }
+    }
+
+    fn listed(numbers: &[(usize, u8)], complete: bool) -> Inventory {
+        Inventory::Listed {
+            numbers: numbers
+                .iter()
+                .map(|&(i, bits)| OwnedNumber {
+                    number: vn(i),
+                    capabilities: caps(bits),
+                })
+                .collect(),
+            complete,
+        }
+    }
+
+    fn run(
+        stored: &[VirtualNumber],
+        inventories: &BTreeMap<Provider, Inventory>,
+        marked: &HashSet<VnNumber>,
+    ) -> Vec<PoolChange> {
+        reconcile(&Reconcile {
+            market: &market(),
+            stored,
+            inventories,
+            marked,
+        })
+    }
+
+    fn apply(stored: &[VirtualNumber], changes: &[PoolChange]) -> Vec<VirtualNumber> {
+        let mut pool: BTreeMap<VnNumber, VirtualNumber> = stored
+            .iter()
+            .map(|v| (v.number.clone(), v.clone()))
+            .collect();
+        for c in changes {
+            pool.insert(c.after.number.clone(), c.after.clone());
+        }
+        pool.into_values().collect()
+    }
+
+    const BOTH: u8 = 3;
+    const VOICE: u8 = 1;
+
+    #[test]
+    fn listed_number_missing_from_the_pool_is_added_active() {
+        let inv = BTreeMap::from([(provider(2), listed(&[(0, BOTH)], true))]);
+        let changes = run(&[], &inv, &HashSet::new());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Added);
+        assert_eq!(changes[0].before, None);
+        assert_eq!(changes[0].after, number(0, 2, BOTH, NumberState::Active));
+    }
+
+    #[test]
+    fn number_its_provider_no_longer_lists_is_retired() {
+        let stored = [
+            number(0, 2, BOTH, NumberState::Active),
+            number(1, 2, BOTH, NumberState::Draining),
+        ];
+        let inv = BTreeMap::from([(provider(2), listed(&[], true))]);
+        let changes = run(&stored, &inv, &HashSet::new());
+        assert_eq!(changes.len(), 2);
+        for c in &changes {
+            assert_eq!(c.kind, ChangeKind::Retired);
+            assert_eq!(c.after.state, NumberState::Retired);
+        }
+    }
+
+    #[test]
+    fn number_that_lost_a_capability_is_drained_with_what_it_still_can() {
+        let stored = [number(0, 2, BOTH, NumberState::Active)];
+        let inv = BTreeMap::from([(provider(2), listed(&[(0, VOICE)], true))]);
+        let changes = run(&stored, &inv, &HashSet::new());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Drained);
+        assert_eq!(changes[0].after, number(0, 2, VOICE, NumberState::Draining));
+    }
+
+    #[test]
+    fn marked_number_is_drained_even_when_its_provider_failed() {
+        let stored = [number(0, 2, BOTH, NumberState::Active)];
+        let inv = BTreeMap::from([(provider(2), Inventory::Failed)]);
+        let changes = run(&stored, &inv, &HashSet::from([vn(0)]));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Drained);
+    }
+
+    #[test]
+    fn failed_provider_changes_nothing_for_its_numbers() {
+        let stored = [
+            number(0, 2, BOTH, NumberState::Active),
+            number(1, 0, BOTH, NumberState::Active),
+        ];
+        let inv = BTreeMap::from([
+            (provider(2), Inventory::Failed),
+            (provider(0), listed(&[], true)),
+        ]);
+        let changes = run(&stored, &inv, &HashSet::new());
+        assert_eq!(changes.len(), 1, "only the healthy provider's number");
+        assert_eq!(changes[0].after.number, vn(1));
+        assert_eq!(changes[0].kind, ChangeKind::Retired);
+    }
+
+    #[test]
+    fn incomplete_listing_adds_but_retires_nothing() {
+        let stored = [number(0, 2, BOTH, NumberState::Active)];
+        let inv = BTreeMap::from([(provider(2), listed(&[(1, BOTH)], false))]);
+        let changes = run(&stored, &inv, &HashSet::new());
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::Added);
+        assert_eq!(changes[0].after.number, vn(1));
+    }
+
+    #[test]
+    fn draining_number_is_not_reactivated_by_its_listing() {
+        let stored = [number(0, 2, BOTH, NumberState::Draining)];
+        let inv = BTreeMap::from([(provider(2), listed(&[(0, BOTH)], true))]);
+        assert!(run(&stored, &inv, &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn retired_number_listed_again_is_restored() {
+        let stored = [number(0, 2, BOTH, NumberState::Retired)];
+        let inv = BTreeMap::from([(provider(2), listed(&[(0, BOTH)], true))]);
+        let changes = run(&stored, &inv, &HashSet::new());
+        assert_eq!(changes[0].kind, ChangeKind::Restored);
+        assert_eq!(changes[0].after.state, NumberState::Active);
+    }
+
+    #[test]
+    fn ported_number_keeps_its_provider_while_both_list_it() {
+        let stored = [number(0, 2, BOTH, NumberState::Active)];
+        let inv = BTreeMap::from([
+            (provider(0), listed(&[(0, BOTH)], true)),
+            (provider(2), listed(&[(0, BOTH)], true)),
+        ]);
+        assert!(run(&stored, &inv, &HashSet::new()).is_empty());
+        let inv = BTreeMap::from([
+            (provider(0), listed(&[(0, BOTH)], true)),
+            (provider(2), listed(&[], true)),
+        ]);
+        let changes = run(&stored, &inv, &HashSet::new());
+        assert_eq!(changes[0].kind, ChangeKind::Updated);
+        assert_eq!(changes[0].after.provider, provider(0));
+    }
+
+    fn state() -> impl Strategy<Value = NumberState> {
+        prop_oneof![
+            Just(NumberState::Active),
+            Just(NumberState::Draining),
+            Just(NumberState::Retired)
+        ]
+    }
+
+    fn stored_pool() -> impl Strategy<Value = Vec<VirtualNumber>> {
+        proptest::collection::btree_map(0..NUMBERS, (0..3usize, 0..4u8, state()), 0..NUMBERS)
+            .prop_map(|m| {
+                m.into_iter()
+                    .map(|(i, (p, bits, s))| number(i, p, bits, s))
+                    .collect()
+            })
+    }
+
+    fn inventory() -> impl Strategy<Value = Option<Inventory>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(Inventory::Failed)),
+            (
+                proptest::collection::btree_map(0..NUMBERS, 0..4u8, 0..NUMBERS),
+                any::<bool>()
+            )
+                .prop_map(|(m, complete)| {
+                    let numbers: Vec<(usize, u8)> = m.into_iter().collect();
+                    Some(listed(&numbers, complete))
+                }),
+        ]
+    }
+
+    fn inventories() -> impl Strategy<Value = BTreeMap<Provider, Inventory>> {
+        proptest::collection::vec(inventory(), 3).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .filter_map(|(p, inv)| inv.map(|inv| (provider(p), inv)))
+                .collect()
+        })
+    }
+
+    fn marked() -> impl Strategy<Value = HashSet<VnNumber>> {
+        proptest::collection::hash_set((0..NUMBERS).prop_map(vn), 0..4)
+    }
+
+    fn listing_caps(inv: &BTreeMap<Provider, Inventory>, n: &VnNumber) -> Vec<Capabilities> {
+        inv.values()
+            .filter_map(|i| match i {
+                Inventory::Listed { numbers, .. } => Some(numbers),
+                Inventory::Failed => None,
+            })
+            .flatten()
+            .filter(|o| &o.number == n)
+            .map(|o| o.capabilities)
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn a_failed_provider_changes_nothing_for_its_numbers(
+            stored in stored_pool(), inv in inventories(), marked in marked()
+        ) {
+            let changes = run(&stored, &inv, &marked);
+            for s in &stored {
+                let trusted = matches!(inv.get(&s.provider), Some(Inventory::Listed { complete: true, .. }));
+                if trusted || !listing_caps(&inv, &s.number).is_empty() {
+                    continue;
+                }
+                let change = changes.iter().find(|c| c.after.number == s.number);
+                if marked.contains(&s.number) && s.state == NumberState::Active {
+                    prop_assert_eq!(change.map(|c| c.after.state), Some(NumberState::Draining));
+                } else {
+                    prop_assert!(change.is_none(), "{:?} changed: {:?}", s, change);
+                }
+            }
+        }
+
+        #[test]
+        fn every_listed_number_ends_up_serving_with_its_listed_capabilities(
+            stored in stored_pool(), inv in inventories(), marked in marked()
+        ) {
+            let after = apply(&stored, &run(&stored, &inv, &marked));
+            for n in (0..NUMBERS).map(vn) {
+                let caps = listing_caps(&inv, &n);
+                if caps.is_empty() {
+                    continue;
+                }
+                let v = after.iter().find(|v| v.number == n).expect("listed number is pooled");
+                prop_assert_ne!(v.state, NumberState::Retired);
+                prop_assert!(caps.contains(&v.capabilities));
+            }
+        }
+
+        #[test]
+        fn numbers_no_complete_listing_names_are_retired(
+            stored in stored_pool(), inv in inventories(), marked in marked()
+        ) {
+            let after = apply(&stored, &run(&stored, &inv, &marked));
+            for s in &stored {
+                let complete = matches!(inv.get(&s.provider), Some(Inventory::Listed { complete: true, .. }));
+                if complete && listing_caps(&inv, &s.number).is_empty() {
+                    let v = after.iter().find(|v| v.number == s.number).unwrap();
+                    prop_assert_eq!(v.state, NumberState::Retired);
+                }
+            }
+        }
+
+        #[test]
+        fn marked_numbers_are_never_active_and_draining_ones_never_come_back(
+            stored in stored_pool(), inv in inventories(), marked in marked()
+        ) {
+            let after = apply(&stored, &run(&stored, &inv, &marked));
+            for v in &after {
+                if marked.contains(&v.number) {
+                    prop_assert_ne!(v.state, NumberState::Active);
+                }
+                let was = stored.iter().find(|s| s.number == v.number);
+                if was.is_some_and(|s| s.state == NumberState::Draining) {
+                    prop_assert_ne!(v.state, NumberState::Active);
+                }
+            }
+        }
+
+        #[test]
+        fn reconciling_twice_changes_nothing_the_second_time(
+            stored in stored_pool(), inv in inventories(), marked in marked()
+        ) {
+            let after = apply(&stored, &run(&stored, &inv, &marked));
+            prop_assert_eq!(run(&after, &inv, &marked), vec![]);
+        }
+
+        #[test]
+        fn each_change_names_the_stored_number_it_replaces(
+            stored in stored_pool(), inv in inventories(), marked in marked()
+        ) {
+            let changes = run(&stored, &inv, &marked);
+            let mut seen = HashSet::new();
+            for c in &changes {
+                prop_assert!(seen.insert(c.after.number.clone()), "one change per number");
+                let was = stored.iter().find(|s| s.number == c.after.number);
+                prop_assert_eq!(c.before.as_ref(), was);
+                prop_assert_ne!(Some(&c.after), was);
+                prop_assert_eq!(&c.after.market, &market());
+            }
+        }
+    }
+}
