@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := .local/stamps
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: deps test test-rust dev services-start services-stop lambda-build clean fmt
+.PHONY: deps test test-rust dev services-start services-stop lambda-build clean fmt bench-assign
 
 deps: $(STAMP)/python $(STAMP)/npm
 
@@ -26,6 +26,13 @@ test: deps
 	infra/local/services.sh start; \
 	source .local/services.env; \
 	cargo test --workspace --locked
+
+# The assign function's throughput against freshly started local services: a report, not a test.
+bench-assign: deps
+	@trap 'infra/local/services.sh stop' EXIT; \
+	infra/local/services.sh start; \
+	source .local/services.env; \
+	cargo bench --locked -p assign --bench throughput
 
 fmt:
 	cargo fmt --all

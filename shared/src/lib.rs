@@ -3,6 +3,7 @@
 //! - [`domain`]: numbers, sessions, routes (pure)
 //! - [`assignment`]: the assignment policy (pure) and the service that applies order changes
 //! - [`pool`]: keeping the pool in step with the providers, and its headroom (pure)
+//! - [`events`]: the order-event contract: what producers publish, parsed and validated
 //! - [`store`]: the `Store` trait with DynamoDB and in-memory implementations
 //! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
 //! - [`aws`]: SDK configuration shared by the functions
@@ -14,6 +15,7 @@ pub mod aws;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod events;
 pub mod pool;
 pub mod store;
 pub mod telemetry;

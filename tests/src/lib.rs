@@ -313,6 +313,8 @@ pub struct Faults {
     pub conflicts: AtomicU32,
     /// Every store call for these orders fails as unavailable.
     pub broken_orders: Mutex<HashSet<OrderId>>,
+    /// Store calls for these orders panic, standing in for a bug below the caller.
+    pub panicking_orders: Mutex<HashSet<OrderId>>,
     /// The next this-many conditional pool writes fail as if another writer came first.
     pub changed_numbers: AtomicU32,
 }
@@ -332,6 +334,8 @@ impl FaultyStore {
     }
 
     fn broken(&self, order: &OrderId) -> Result<(), StoreError> {
+        let panics = self.faults.panicking_orders.lock().unwrap().contains(order);
+        assert!(!panics, "injected panic for order {order}");
         if self.faults.broken_orders.lock().unwrap().contains(order) {
             Err(StoreError::Unavailable("injected fault".into()))
         } else {
