@@ -4,8 +4,10 @@ SHELL := bash
 VENV := .venv
 STAMP := .local/stamps
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The SAM CLI must not try to phone home (there is no internet here, nor in CI).
+export SAM_CLI_TELEMETRY := 0
 
-.PHONY: deps test test-rust dev services-start services-stop lambda-build clean fmt bench-assign
+.PHONY: deps test dev template-check services-start services-stop lambda-build clean fmt bench-assign
 
 deps: $(STAMP)/python $(STAMP)/npm
 
@@ -20,12 +22,27 @@ $(STAMP)/npm: infra/local/package.json infra/local/package-lock.json
 	npm ci --prefix infra/local --no-audit --no-fund --silent
 	@touch $@
 
-# Runs every test against freshly started local services, and stops them whatever happens.
+# Runs every test against freshly started local services (the end-to-end test starts the
+# whole dev stack itself), stops them whatever happens, then checks the template.
 test: deps
 	@trap 'infra/local/services.sh stop' EXIT; \
 	infra/local/services.sh start; \
 	source .local/services.env; \
 	cargo test --workspace --locked
+	$(MAKE) template-check
+
+# template.yaml: lint, validate and build every function for arm64, all offline. The build
+# takes the whole deploy path (SAM, cargo-lambda, zig, arm64 bootstrap) without LTO, which
+# would add minutes per function to every CI run; `sam build` for a deploy uses the real profile.
+template-check: deps
+	cfn-lint template.yaml
+	sam validate --lint
+	CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	  sam build --beta-features --build-dir .aws-sam/build
+
+# The whole system on 127.0.0.1 until Ctrl-C (infra/local/dev.py).
+dev: deps
+	$(VENV)/bin/python infra/local/dev.py
 
 # The assign function's throughput against freshly started local services: a report, not a test.
 bench-assign: deps
