@@ -6,6 +6,7 @@
 //! - [`events`]: the order-event contract: what producers publish, parsed and validated
 //! - [`store`]: the `Store` trait with DynamoDB and in-memory implementations
 //! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
+//! - [`providers`]: the telecom providers' requests, signatures and responses (pure)
 //! - [`aws`]: SDK configuration shared by the functions
 //! - [`config`]: typed configuration from the environment
 //! - [`telemetry`]: CloudWatch embedded-metric-format (EMF) metrics
@@ -17,5 +18,6 @@ pub mod crypto;
 pub mod domain;
 pub mod events;
 pub mod pool;
+pub mod providers;
 pub mod store;
 pub mod telemetry;

@@ -1,1 +1,375 @@
-//! The webhook function's handler, testable without a Lambda runtime.
+//! The webhook function: telecom providers ask where a call or message to a virtual number goes.
+//!
+//! One `axum` router serves every provider (API Gateway HTTP API, payload 2.0):
+//!
+//! | route | provider |
+//! | --- | --- |
+//! | `POST /v1/providers/twilio/voice` | Twilio incoming call → TwiML `<Dial>` |
+//! | `POST /v1/providers/twilio/sms` | Twilio incoming message → TwiML `<Message>` |
+//! | `GET /v1/providers/exotel/connect[/{token}]` | Exotel Connect applet → JSON |
+//! | `POST /v1/providers/generic/route` | carriers, in-house IVRs → JSON |
+//!
+//! Each request is authenticated first (403, nothing looked up), read (400 when malformed),
+//! then decided with one strongly consistent read of the route. Whatever goes wrong after
+//! authentication refuses the call (fail closed), and the provider gets its normal answer
+//! format so that the caller hears our message rather than a provider error.
+
+pub mod config;
+pub mod interactions;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::request::Parts;
+use http::{header, HeaderMap, StatusCode, Uri};
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use vnmask::domain::UnixTime;
+use vnmask::providers::{
+    exotel, generic, parse_form, parse_query, twilio, AuthError, Channel, Decision, Refusal,
+    RequestError, RouteQuery,
+};
+use vnmask::store::{Store, StoreError};
+use vnmask::telemetry::{MetricSet, Unit};
+
+pub use config::WebhookConfig;
+pub use interactions::{Interaction, InteractionQueue, ProviderKind};
+
+/// Requests larger than this are refused with 413: provider webhooks are a few kilobytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+const TWIML: &str = "text/xml; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// Everything a request needs, built once per cold start.
+pub struct Webhook {
+    store: Arc<dyn Store>,
+    config: WebhookConfig,
+    interactions: Option<InteractionQueue>,
+}
+
+impl Webhook {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: WebhookConfig,
+        interactions: Option<InteractionQueue>,
+    ) -> Self {
+        // The numbering-plan metadata loads on first use, which takes a few hundred
+        // milliseconds: pay that here, at cold start, rather than in the first caller's wait.
+        let _ = vnmask::domain::VnNumber::parse("+14155550100");
+        Webhook {
+            store,
+            config,
+            interactions,
+        }
+    }
+}
+
+/// The function's HTTP API.
+pub fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route("/v1/providers/twilio/voice", post(twilio_voice))
+        .route("/v1/providers/twilio/sms", post(twilio_sms))
+        .route("/v1/providers/exotel/connect", get(exotel_connect))
+        .route(
+            "/v1/providers/exotel/connect/{token}",
+            get(exotel_connect_with_token),
+        )
+        .route("/v1/providers/generic/route", post(generic_route))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(webhook)
+}
+
+/// Looks the route up and decides. At most one store read, bounded by `budget`; any error or
+/// timeout refuses.
+pub async fn decide(
+    store: &dyn Store,
+    query: &RouteQuery,
+    now: UnixTime,
+    budget: Duration,
+) -> Decision {
+    let (caller, dialled) = match query.lookup() {
+        Ok(key) => key,
+        Err(refusal) => return Decision::Refuse(refusal),
+    };
+    match tokio::time::timeout(budget, store.route(caller, dialled, now)).await {
+        Ok(Ok(route)) => Decision::from_lookup(route, now),
+        Ok(Err(StoreError::Timeout)) | Err(_) => {
+            tracing::warn!(call_id = %query.call_id, number = %dialled, "route lookup timed out; refusing");
+            Decision::Refuse(Refusal::StoreTimeout)
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(call_id = %query.call_id, number = %dialled, %error, "route lookup failed; refusing");
+            Decision::Refuse(Refusal::StoreError)
+        }
+    }
+}
+
+/// Why a request was turned away before any decision.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    #[error("this provider is not configured")]
+    NotConfigured,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+impl Rejection {
+    fn status(&self) -> StatusCode {
+        match self {
+            Rejection::NotConfigured => StatusCode::NOT_FOUND,
+            Rejection::Auth(_) => StatusCode::FORBIDDEN,
+            Rejection::Request(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Rejection::NotConfigured => "not_configured",
+            Rejection::Auth(e) => e.as_str(),
+            Rejection::Request(_) => "bad_request",
+        }
+    }
+}
+
+/// API Gateway's `requestContext.http.sourceIp`, when the request came through it.
+struct SourceIp(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SourceIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = match parts.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
+            _ => None,
+        };
+        Ok(SourceIp(ip))
+    }
+}
+
+async fn twilio_voice(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.twilio(Channel::Voice, &uri, &headers, &body).await
+}
+
+async fn twilio_sms(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.twilio(Channel::Sms, &uri, &headers, &body).await
+}
+
+async fn exotel_connect(State(app): State<Arc<Webhook>>, uri: Uri, source: SourceIp) -> Response {
+    app.exotel(None, &uri, source).await
+}
+
+async fn exotel_connect_with_token(
+    State(app): State<Arc<Webhook>>,
+    Path(token): Path<String>,
+    uri: Uri,
+    source: SourceIp,
+) -> Response {
+    app.exotel(Some(token), &uri, source).await
+}
+
+async fn generic_route(
+    State(app): State<Arc<Webhook>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.generic(&headers, &body).await
+}
+
+impl Webhook {
+    async fn twilio(
+        &self,
+        channel: Channel,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
+        let started = Instant::now();
+        let admitted = self.admit_twilio(channel, uri, headers, body);
+        self.answer(
+            ProviderKind::Twilio,
+            started,
+            admitted,
+            |decision, query| {
+                let twiml = match channel {
+                    Channel::Voice => twilio::voice_response(decision, &self.config.voice),
+                    Channel::Sms => twilio::message_response(
+                        decision,
+                        query.text.as_deref().unwrap_or_default(),
+                    ),
+                };
+                (TWIML, twiml)
+            },
+        )
+        .await
+    }
+
+    fn admit_twilio(
+        &self,
+        channel: Channel,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<RouteQuery, Rejection> {
+        let config = self
+            .config
+            .twilio
+            .as_ref()
+            .ok_or(Rejection::NotConfigured)?;
+        let signature =
+            header_str(headers, twilio::SIGNATURE_HEADER).ok_or(AuthError::MissingSignature)?;
+        let params = parse_form(body)?;
+        // Twilio signs the URL it was given: our public base URL, then the path and query as sent.
+        let url = match uri.query() {
+            Some(q) => format!("{}{}?{}", config.public_base_url, uri.path(), q),
+            None => format!("{}{}", config.public_base_url, uri.path()),
+        };
+        twilio::verify(&config.auth_tokens, &url, &params, Some(signature))?;
+        Ok(match channel {
+            Channel::Voice => twilio::voice_query(&params)?,
+            Channel::Sms => twilio::message_query(&params)?,
+        })
+    }
+
+    async fn exotel(&self, path_token: Option<String>, uri: &Uri, source: SourceIp) -> Response {
+        let started = Instant::now();
+        let admitted = self.admit_exotel(path_token.as_deref(), uri, source);
+        let settings = self.config.exotel_connect();
+        self.answer(ProviderKind::Exotel, started, admitted, |decision, _| {
+            (JSON, exotel::connect_response(decision, &settings))
+        })
+        .await
+    }
+
+    fn admit_exotel(
+        &self,
+        path_token: Option<&str>,
+        uri: &Uri,
+        source: SourceIp,
+    ) -> Result<RouteQuery, Rejection> {
+        let config = self
+            .config
+            .exotel
+            .as_ref()
+            .ok_or(Rejection::NotConfigured)?;
+        if let Some(allowed) = &config.allowed_sources {
+            allowed.check(source.0.as_deref())?;
+        }
+        let params = parse_query(uri.query().unwrap_or_default())?;
+        let query_token = params
+            .iter()
+            .find(|(k, _)| k == exotel::TOKEN_PARAM)
+            .map(|(_, v)| v.as_str());
+        exotel::verify_token(&config.tokens, path_token.or(query_token))?;
+        Ok(exotel::connect_query(&params)?)
+    }
+
+    async fn generic(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        let started = Instant::now();
+        let admitted = self.admit_generic(headers, body);
+        self.answer(ProviderKind::Generic, started, admitted, |decision, _| {
+            (JSON, generic::route_response(decision))
+        })
+        .await
+    }
+
+    fn admit_generic(&self, headers: &HeaderMap, body: &[u8]) -> Result<RouteQuery, Rejection> {
+        let config = self
+            .config
+            .generic
+            .as_ref()
+            .ok_or(Rejection::NotConfigured)?;
+        generic::verify(
+            &config.secrets,
+            header_str(headers, generic::TIMESTAMP_HEADER),
+            header_str(headers, generic::SIGNATURE_HEADER),
+            body,
+            unix_now(),
+        )?;
+        Ok(generic::route_query(body)?)
+    }
+
+    /// Decides an admitted request and answers in the provider's format, recording the
+    /// interaction; or turns a rejected one away.
+    async fn answer(
+        &self,
+        provider: ProviderKind,
+        started: Instant,
+        admitted: Result<RouteQuery, Rejection>,
+        render: impl FnOnce(&Decision, &RouteQuery) -> (&'static str, String),
+    ) -> Response {
+        let query = match admitted {
+            Ok(query) => query,
+            Err(rejection) => return self.turn_away(provider, rejection),
+        };
+        let now = unix_now();
+        let decision = decide(self.store.as_ref(), &query, now, self.config.lookup_timeout).await;
+        let (content_type, body) = render(&decision, &query);
+        let interaction = Interaction::new(provider, &query, &decision, now, started.elapsed());
+        self.record(&interaction).await;
+        ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
+
+    fn turn_away(&self, provider: ProviderKind, rejection: Rejection) -> Response {
+        tracing::warn!(provider = provider.as_str(), reason = rejection.label(), error = %rejection, "request turned away");
+        MetricSet::new("webhook")
+            .dimension("Provider", provider.as_str())
+            .dimension("Rejection", rejection.label())
+            .count("Rejected", 1)
+            .emit();
+        (rejection.status(), rejection.to_string()).into_response()
+    }
+
+    /// Logs the interaction, emits its metrics and, when configured, publishes it. Publishing is
+    /// bounded by its own timeout and never changes the answer.
+    async fn record(&self, interaction: &Interaction) {
+        interaction.log();
+        let connected = u64::from(interaction.outcome == interactions::Outcome::Connected);
+        MetricSet::new("webhook")
+            .dimension("Provider", interaction.provider.as_str())
+            .count("Connected", connected)
+            .count("Refused", 1 - connected)
+            .value("Latency", interaction.latency_ms, Unit::Milliseconds)
+            .emit();
+        if let Some(reason) = interaction.reason {
+            MetricSet::new("webhook")
+                .dimension("Reason", reason.as_str())
+                .count("Refused", 1)
+                .emit();
+        }
+        if let Some(queue) = &self.interactions {
+            if let Err(error) = queue.send(interaction).await {
+                tracing::warn!(call_id = %interaction.call_id, %error, "interaction event not published");
+            }
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn unix_now() -> UnixTime {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,174 @@
+//! The decision path of each provider, as the function runs it apart from the network:
+//! read the request, verify it, decide against the in-memory store, write the answer.
+//! Inputs are the test fixtures (realistic parameter sets). Figures only; nothing asserts speed.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
+use vnmask::domain::{RealNumber, VnNumber};
+use vnmask::providers::exotel::{self, ConnectSettings, SourceAllowList};
+use vnmask::providers::twilio::{self, VoiceRefusal, VoiceSettings};
+use vnmask::providers::{generic, parse_form, parse_query, Secret};
+use vnmask::store::memory::MemoryStore;
+use vnmask::store::Store;
+use vnmask_tests::people::{customer, driver};
+use vnmask_tests::{market, now, pool, seed_pool};
+use webhook::decide;
+
+const TWILIO_TOKEN: &str = "8f3c1a9e5b7d2046c1e9a3f5b7d90e12";
+const TWILIO_NEXT_TOKEN: &str = "2b4d6f8091a3c5e7f9b1d3f5a7c9e1f3";
+const GENERIC_SECRET: &str = "generic-3c5e7f9b1d3f5a7c9e1f3a5c7e9b";
+const BUDGET: Duration = Duration::from_millis(1500);
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    rt.block_on(async {
+        seed_pool(store.as_ref(), &pool("IN", 1)).await;
+        Assigner::new(store.clone(), AssignSettings::for_markets([market("IN")]))
+            .apply(
+                &OrderUpdate {
+                    order_id: "ord-c".parse().unwrap(),
+                    market: market("IN"),
+                    version: 1,
+                    change: OrderChange::Participants(vec![customer(1), driver(1)]),
+                },
+                now(),
+            )
+            .await
+            .unwrap();
+    });
+    let store = store.as_ref();
+    // During a rotation, with the request signed by the second token: the most work.
+    let tokens = [Secret::new(TWILIO_TOKEN), Secret::new(TWILIO_NEXT_TOKEN)];
+    let voice = VoiceSettings {
+        dial_timeout: 30,
+        time_limit: 3600,
+        refusal: VoiceRefusal::Reject,
+    };
+
+    let mut group = c.benchmark_group("decision");
+    for (name, path) in [
+        ("twilio_voice", "/v1/providers/twilio/voice"),
+        ("twilio_sms", "/v1/providers/twilio/sms"),
+    ] {
+        let body = fixture(&format!("{name}.form").replace('_', "-"));
+        let url = format!("https://hooks.vnmask.test{path}");
+        let signature = twilio::sign(
+            TWILIO_NEXT_TOKEN.as_bytes(),
+            &url,
+            &parse_form(body.as_bytes()).unwrap(),
+        );
+        let sms = name == "twilio_sms";
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let params = parse_form(black_box(body.as_bytes())).unwrap();
+                twilio::verify(
+                    &tokens,
+                    black_box(&url),
+                    &params,
+                    Some(black_box(&signature)),
+                )
+                .unwrap();
+                let query = if sms {
+                    twilio::message_query(&params)
+                } else {
+                    twilio::voice_query(&params)
+                }
+                .unwrap();
+                let decision = rt.block_on(decide(store, &query, now(), BUDGET));
+                let answer = if sms {
+                    twilio::message_response(&decision, query.text.as_deref().unwrap_or_default())
+                } else {
+                    twilio::voice_response(&decision, &voice)
+                };
+                assert!(answer.contains("+919710000001"));
+                answer
+            })
+        });
+    }
+
+    let event: serde_json::Value =
+        serde_json::from_str(&fixture("apigw-v2-exotel-connect.json")).unwrap();
+    let query_string = event["rawQueryString"].as_str().unwrap().to_owned();
+    let exotel_tokens = [Secret::new("exotel-3c5e7f9b1d3f5a7c9e1f")];
+    let allowed: SourceAllowList = "203.0.113.0/24".parse().unwrap();
+    let limits = ConnectSettings {
+        max_ringing_duration: 30,
+        max_conversation_duration: 3600,
+    };
+    group.bench_function("exotel", |b| {
+        b.iter(|| {
+            allowed.check(Some(black_box("203.0.113.10"))).unwrap();
+            let params = parse_query(black_box(&query_string)).unwrap();
+            let token = params
+                .iter()
+                .find(|(k, _)| k == exotel::TOKEN_PARAM)
+                .map(|(_, v)| v.as_str());
+            exotel::verify_token(&exotel_tokens, token).unwrap();
+            let query = exotel::connect_query(&params).unwrap();
+            let decision = rt.block_on(decide(store, &query, now(), BUDGET));
+            exotel::connect_response(&decision, &limits)
+        })
+    });
+
+    let event: serde_json::Value =
+        serde_json::from_str(&fixture("apigw-v2-generic-route.json")).unwrap();
+    let body = event["body"].as_str().unwrap().to_owned();
+    let secrets = [Secret::new(GENERIC_SECRET)];
+    group.bench_function("generic", |b| {
+        b.iter(|| {
+            let ts = now().to_string();
+            let signature = generic::sign(GENERIC_SECRET.as_bytes(), &ts, body.as_bytes());
+            generic::verify(
+                &secrets,
+                Some(&ts),
+                Some(&signature),
+                black_box(body.as_bytes()),
+                now(),
+            )
+            .unwrap();
+            let query = generic::route_query(black_box(body.as_bytes())).unwrap();
+            let decision = rt.block_on(decide(store, &query, now(), BUDGET));
+            generic::route_response(&decision)
+        })
+    });
+    group.finish();
+
+    // Where the time goes: the strict E.164 parse of each number.
+    let mut parts = c.benchmark_group("parts");
+    parts.bench_function("real_number_parse", |b| {
+        b.iter(|| RealNumber::parse(black_box("+919810000001")))
+    });
+    parts.bench_function("vn_number_parse", |b| {
+        b.iter(|| VnNumber::parse(black_box("+911140001000")))
+    });
+    let body = fixture("twilio-voice.form");
+    let url = "https://hooks.vnmask.test/v1/providers/twilio/voice";
+    let params = parse_form(body.as_bytes()).unwrap();
+    let signature = twilio::sign(TWILIO_NEXT_TOKEN.as_bytes(), url, &params);
+    parts.bench_function("twilio_parse_form", |b| {
+        b.iter(|| parse_form(black_box(body.as_bytes())))
+    });
+    parts.bench_function("twilio_verify_rotation", |b| {
+        b.iter(|| twilio::verify(&tokens, url, black_box(&params), Some(&signature)))
+    });
+    parts.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,271 @@
+//! The webhook's configuration, read once at cold start. Each provider is served only when its
+//! secret is set; errors name the variable and never echo a secret.
+
+use std::time::Duration;
+
+use vnmask::config::{parsed, ConfigError, Source};
+use vnmask::providers::exotel::{ConnectSettings, SourceAllowList};
+use vnmask::providers::twilio::{VoiceRefusal, VoiceSettings};
+use vnmask::providers::Secret;
+
+pub const DEFAULT_REFUSAL_MESSAGE: &str =
+    "Sorry, this number cannot connect your call. Please use the app to reach your contact.";
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub twilio: Option<TwilioConfig>,
+    pub exotel: Option<ExotelConfig>,
+    pub generic: Option<GenericConfig>,
+    /// How calls are connected and refused (Twilio; Exotel takes the same limits).
+    pub voice: VoiceSettings,
+    /// How long the route lookup may take before the call is refused.
+    pub lookup_timeout: Duration,
+    /// Where interaction events go, when set.
+    pub interactions_queue_url: Option<String>,
+    /// How long sending one interaction event may delay the answer.
+    pub interactions_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    /// The public URL the API is reached at by Twilio, without a trailing slash.
+    pub public_base_url: String,
+    /// The account's auth tokens: one, or two during a rotation.
+    pub auth_tokens: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExotelConfig {
+    pub tokens: Vec<Secret>,
+    pub allowed_sources: Option<SourceAllowList>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenericConfig {
+    pub secrets: Vec<Secret>,
+}
+
+impl WebhookConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let twilio = match secrets(src, "VNMASK_TWILIO_AUTH_TOKENS", 32)? {
+            None => None,
+            Some(auth_tokens) => Some(TwilioConfig {
+                public_base_url: public_base_url(src)?,
+                auth_tokens,
+            }),
+        };
+        let exotel = match secrets(src, "VNMASK_EXOTEL_TOKENS", 24)? {
+            None => None,
+            Some(tokens) => Some(ExotelConfig {
+                tokens,
+                allowed_sources: src
+                    .get("VNMASK_EXOTEL_ALLOWED_SOURCES")
+                    .map(|v| {
+                        v.parse().map_err(|reason| ConfigError::Invalid {
+                            var: "VNMASK_EXOTEL_ALLOWED_SOURCES",
+                            reason,
+                        })
+                    })
+                    .transpose()?,
+            }),
+        };
+        let generic =
+            secrets(src, "VNMASK_GENERIC_SECRETS", 32)?.map(|secrets| GenericConfig { secrets });
+        if twilio.is_none() && exotel.is_none() && generic.is_none() {
+            return Err(ConfigError::Invalid {
+                var: "VNMASK_TWILIO_AUTH_TOKENS",
+                reason: "no provider is configured: set VNMASK_TWILIO_AUTH_TOKENS, \
+                         VNMASK_EXOTEL_TOKENS or VNMASK_GENERIC_SECRETS"
+                    .into(),
+            });
+        }
+        let refusal = match src.get("VNMASK_REFUSAL_ACTION").as_deref().map(str::trim) {
+            None | Some("say") => VoiceRefusal::Say(
+                src.get("VNMASK_REFUSAL_MESSAGE")
+                    .unwrap_or_else(|| DEFAULT_REFUSAL_MESSAGE.to_owned()),
+            ),
+            Some("reject") => VoiceRefusal::Reject,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "VNMASK_REFUSAL_ACTION",
+                    reason: "expected `say` or `reject`".into(),
+                })
+            }
+        };
+        let lookup_ms = bounded(src, "VNMASK_LOOKUP_TIMEOUT_MS", 1500, 50, 1800)?;
+        Ok(WebhookConfig {
+            twilio,
+            exotel,
+            generic,
+            voice: VoiceSettings {
+                // Twilio accepts 5-600 s of ringing; Exotel's calls last at most 4 hours.
+                dial_timeout: bounded(src, "VNMASK_DIAL_TIMEOUT_SECONDS", 30, 5, 600)?,
+                time_limit: bounded(src, "VNMASK_CALL_TIME_LIMIT_SECONDS", 3600, 60, 14_400)?,
+                refusal,
+            },
+            lookup_timeout: Duration::from_millis(lookup_ms.into()),
+            interactions_queue_url: src.get("VNMASK_INTERACTIONS_QUEUE_URL"),
+            interactions_timeout: Duration::from_millis(
+                bounded(src, "VNMASK_INTERACTIONS_TIMEOUT_MS", 200, 10, 1000)?.into(),
+            ),
+        })
+    }
+
+    /// Exotel's limits, the same as Twilio's.
+    pub fn exotel_connect(&self) -> ConnectSettings {
+        ConnectSettings {
+            max_ringing_duration: self.voice.dial_timeout,
+            max_conversation_duration: self.voice.time_limit,
+        }
+    }
+}
+
+/// A comma-separated list of at most two secrets (current and next), each at least `min` bytes.
+fn secrets(
+    src: &dyn Source,
+    var: &'static str,
+    min: usize,
+) -> Result<Option<Vec<Secret>>, ConfigError> {
+    let Some(value) = src.get(var) else {
+        return Ok(None);
+    };
+    let list: Vec<Secret> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Secret::new)
+        .collect();
+    if list.is_empty() || list.len() > 2 {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "expected one secret, or two separated by a comma during a rotation".into(),
+        });
+    }
+    if list.iter().any(|s| s.len() < min) {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: format!("each secret must be at least {min} characters"),
+        });
+    }
+    Ok(Some(list))
+}
+
+fn public_base_url(src: &dyn Source) -> Result<String, ConfigError> {
+    const VAR: &str = "VNMASK_PUBLIC_BASE_URL";
+    let url = src.get(VAR).ok_or(ConfigError::Missing(VAR))?;
+    let url = url.trim().trim_end_matches('/').to_owned();
+    let invalid = |reason: &str| ConfigError::Invalid {
+        var: VAR,
+        reason: reason.to_owned(),
+    };
+    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+        return Err(invalid(
+            "expected an absolute http(s) URL such as https://hooks.example.com",
+        ));
+    }
+    if uri.query().is_some() || url.contains('@') || url.contains('#') {
+        return Err(invalid("expected a scheme, a host and at most a base path"));
+    }
+    Ok(url)
+}
+
+fn bounded(
+    src: &dyn Source,
+    var: &'static str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    let v: u32 = parsed(src, var, default)?;
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError::Invalid {
+            var,
+            reason: format!("must be between {min} and {max}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn src(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn twilio_needs_the_public_base_url() {
+        let err =
+            WebhookConfig::from_source(&src(&[("VNMASK_TWILIO_AUTH_TOKENS", TOKEN)])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable VNMASK_PUBLIC_BASE_URL is required"
+        );
+        let cfg = WebhookConfig::from_source(&src(&[
+            ("VNMASK_TWILIO_AUTH_TOKENS", &format!("{TOKEN}, {TOKEN}")),
+            ("VNMASK_PUBLIC_BASE_URL", "https://hooks.example.com/"),
+        ]))
+        .unwrap();
+        let twilio = cfg.twilio.unwrap();
+        assert_eq!(twilio.public_base_url, "https://hooks.example.com");
+        assert_eq!(twilio.auth_tokens.len(), 2);
+        assert!(cfg.exotel.is_none() && cfg.generic.is_none());
+    }
+
+    #[test]
+    fn nothing_configured_is_an_error() {
+        let err = WebhookConfig::from_source(&src(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("no provider is configured"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_and_hide_secrets() {
+        let cases = [
+            ("VNMASK_EXOTEL_TOKENS", "short-secret"),
+            (
+                "VNMASK_GENERIC_SECRETS",
+                "a-secret-0123456789abcdef0123456789,b-secret-0123456789abcdef0123456789,c",
+            ),
+            ("VNMASK_EXOTEL_ALLOWED_SOURCES", "10.0.0.0/40"),
+            ("VNMASK_REFUSAL_ACTION", "shout"),
+            ("VNMASK_LOOKUP_TIMEOUT_MS", "5000"),
+            ("VNMASK_DIAL_TIMEOUT_SECONDS", "soon"),
+            ("VNMASK_PUBLIC_BASE_URL", "ftp://x"),
+        ];
+        for (var, value) in cases {
+            let mut env = src(&[
+                ("VNMASK_EXOTEL_TOKENS", "exotel-token-0123456789abcdef"),
+                ("VNMASK_TWILIO_AUTH_TOKENS", TOKEN),
+                ("VNMASK_PUBLIC_BASE_URL", "https://hooks.example.com"),
+            ]);
+            env.insert(var.into(), value.into());
+            let err = WebhookConfig::from_source(&env).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}: {err}");
+            assert!(!err.contains("secret-0123"), "{err}");
+        }
+    }
+
+    #[test]
+    fn reject_action_replaces_the_message() {
+        let cfg = WebhookConfig::from_source(&src(&[
+            ("VNMASK_GENERIC_SECRETS", TOKEN),
+            ("VNMASK_REFUSAL_ACTION", "reject"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.voice.refusal, VoiceRefusal::Reject);
+        assert_eq!(cfg.lookup_timeout, Duration::from_millis(1500));
+    }
+}

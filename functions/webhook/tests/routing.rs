@@ -1,0 +1,397 @@
+//! The seeds' call flow through the webhook, on DynamoDB Local (through the real SDK) and in memory:
+//! customers C and N each have an order with driver D; each caller reaches the right person,
+//! shown the right virtual number; strangers and expired routes are refused.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vnmask::domain::{NumberState, Participant, VnNumber};
+use vnmask::store::memory::MemoryStore;
+use vnmask::store::Store;
+use vnmask_tests::people::{customer, driver};
+use vnmask_tests::{local_dynamo, local_sdk, now, pool, seed_pool, CallCounter};
+use webhook::InteractionQueue;
+
+mod common;
+use common::*;
+
+struct Seeds {
+    store: Arc<dyn Store>,
+    calls: Option<CallCounter>,
+    c: Participant,
+    n: Participant,
+    d: Participant,
+    /// What C and D dial to reach each other, and what N and D dial.
+    vn_cd: VnNumber,
+    vn_nd: VnNumber,
+}
+
+/// C and N order at once; D takes both. A pool of two numbers.
+async fn seeds(store: Arc<dyn Store>, calls: Option<CallCounter>) -> Seeds {
+    seed_pool(store.as_ref(), &pool("IN", 2)).await;
+    let (c, n, d) = (customer(1), customer(2), driver(1));
+    apply(&store, "ord-c", &[c.clone(), d.clone()], now()).await;
+    apply(&store, "ord-n", &[n.clone(), d.clone()], now()).await;
+    let vn_cd = number_between(&store, "ord-c", &c, &d).await;
+    let vn_nd = number_between(&store, "ord-n", &n, &d).await;
+    assert_ne!(vn_cd, vn_nd);
+    Seeds {
+        store,
+        calls,
+        c,
+        n,
+        d,
+        vn_cd,
+        vn_nd,
+    }
+}
+
+async fn memory() -> Seeds {
+    seeds(Arc::new(MemoryStore::new()), None).await
+}
+
+async fn dynamo() -> Seeds {
+    let d = local_dynamo().await;
+    seeds(d.store.clone(), Some(d.calls.clone())).await
+}
+
+fn phone(p: &Participant) -> &str {
+    p.phone.expose()
+}
+
+async fn each_caller_reaches_the_right_person_with_the_right_caller_id(s: Seeds) {
+    let app = app(s.store.clone());
+    for (from, vn, to) in [
+        (&s.c, &s.vn_cd, &s.d),
+        (&s.d, &s.vn_cd, &s.c),
+        (&s.n, &s.vn_nd, &s.d),
+        (&s.d, &s.vn_nd, &s.n),
+    ] {
+        let answer = send(&app, twilio_call(phone(from), vn.as_str())).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.content_type, "text/xml; charset=utf-8");
+        assert_eq!(
+            answer.dial(),
+            Some((vn.as_str().to_owned(), phone(to).to_owned())),
+            "{} dialling {vn}: {}",
+            from.user_id,
+            answer.body
+        );
+        assert!(answer
+            .body
+            .contains("answerOnBridge=\"true\" timeout=\"25\" timeLimit=\"3600\""));
+    }
+}
+
+async fn a_stranger_dialling_a_virtual_number_is_refused(s: Seeds) {
+    let app = app(s.store.clone());
+    let stranger = customer(9);
+    for vn in [&s.vn_cd, &s.vn_nd] {
+        let answer = send(&app, twilio_call(phone(&stranger), vn.as_str())).await;
+        assert!(answer.is_twiml_refusal(), "{answer:?}");
+    }
+    // Nor can C use N's number with D.
+    let answer = send(&app, twilio_call(phone(&s.c), s.vn_nd.as_str())).await;
+    assert!(answer.is_twiml_refusal(), "{answer:?}");
+}
+
+async fn a_participant_of_another_order_sharing_the_number_reaches_their_own_counterpart(s: Seeds) {
+    // An unrelated order: with two numbers in the pool it shares one with C's or N's order.
+    let (x, y) = (customer(3), driver(2));
+    apply(&s.store, "ord-x", &[x.clone(), y.clone()], now()).await;
+    let shared = number_between(&s.store, "ord-x", &x, &y).await;
+    assert!(shared == s.vn_cd || shared == s.vn_nd);
+    let app = app(s.store.clone());
+    let answer = send(&app, twilio_call(phone(&x), shared.as_str())).await;
+    assert_eq!(
+        answer.dial(),
+        Some((shared.as_str().to_owned(), phone(&y).to_owned()))
+    );
+    let answer = send(&app, twilio_call(phone(&y), shared.as_str())).await;
+    assert_eq!(
+        answer.dial(),
+        Some((shared.as_str().to_owned(), phone(&x).to_owned()))
+    );
+    // D dialling the same number still reaches his own customer, not X.
+    let ds_customer = if shared == s.vn_cd { &s.c } else { &s.n };
+    let answer = send(&app, twilio_call(phone(&s.d), shared.as_str())).await;
+    assert_eq!(
+        answer.dial(),
+        Some((shared.as_str().to_owned(), phone(ds_customer).to_owned()))
+    );
+}
+
+async fn an_expired_route_is_refused(s: Seeds) {
+    let (old_c, old_d) = (customer(4), driver(3));
+    // Assigned so long ago that its routes expired a minute ago.
+    let ttl = settings().session_ttl.as_secs() as i64;
+    apply(
+        &s.store,
+        "ord-old",
+        &[old_c.clone(), old_d.clone()],
+        now() - ttl - 60,
+    )
+    .await;
+    let vn = number_between(&s.store, "ord-old", &old_c, &old_d).await;
+    let answer = send(
+        &app(s.store.clone()),
+        twilio_call(phone(&old_c), vn.as_str()),
+    )
+    .await;
+    assert!(answer.is_twiml_refusal(), "{answer:?}");
+}
+
+async fn a_draining_number_keeps_routing_its_live_sessions(s: Seeds) {
+    let mut numbers = pool("IN", 2);
+    for n in &mut numbers {
+        n.state = NumberState::Draining;
+        s.store.put_number(n).await.unwrap();
+    }
+    let answer = send(
+        &app(s.store.clone()),
+        twilio_call(phone(&s.c), s.vn_cd.as_str()),
+    )
+    .await;
+    assert_eq!(
+        answer.dial(),
+        Some((s.vn_cd.as_str().to_owned(), phone(&s.d).to_owned()))
+    );
+}
+
+async fn every_provider_connects_the_same_route(s: Seeds) {
+    let app = app(s.store.clone());
+    let exo = send(&app, exotel_call(phone(&s.n), s.vn_nd.as_str())).await;
+    assert_eq!(exo.status, 200);
+    assert_eq!(exo.content_type, "application/json");
+    assert_eq!(
+        exo.json(),
+        serde_json::json!({
+            "fetch_after_attempt": false,
+            "destination": {"numbers": [phone(&s.d)]},
+            "outgoing_phone_number": s.vn_nd.as_str(),
+            "record": false,
+            "max_ringing_duration": 25,
+            "max_conversation_duration": 3600,
+        })
+    );
+    let gen = send(&app, generic_call(phone(&s.d), s.vn_nd.as_str())).await;
+    assert_eq!(
+        gen.json(),
+        serde_json::json!({"action": "connect", "callee": phone(&s.n), "caller_id": s.vn_nd.as_str()})
+    );
+    let refused = send(&app, generic_call(phone(&customer(9)), s.vn_nd.as_str())).await;
+    assert_eq!(
+        refused.json(),
+        serde_json::json!({"action": "reject", "reason": "no_route"})
+    );
+    let refused = send(&app, exotel_call(phone(&customer(9)), s.vn_nd.as_str())).await;
+    assert_eq!(
+        refused.json(),
+        serde_json::json!({"fetch_after_attempt": false, "destination": {"numbers": []}})
+    );
+}
+
+async fn a_text_is_relayed_escaped_from_the_virtual_number(s: Seeds) {
+    let nasty = "Gate 3 <b>now</b> & \"quick\" 'ok' ]]> <![CDATA[x]]>";
+    let answer = send(
+        &app(s.store.clone()),
+        twilio_text(phone(&s.c), s.vn_cd.as_str(), nasty),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message to=\"{}\" from=\"{}\">\
+             Gate 3 &lt;b&gt;now&lt;/b&gt; &amp; &quot;quick&quot; &apos;ok&apos; ]]&gt; \
+             &lt;![CDATA[x]]&gt;</Message></Response>",
+            phone(&s.d),
+            s.vn_cd
+        )
+    );
+    let refused = send(
+        &app(s.store.clone()),
+        twilio_text(phone(&customer(9)), s.vn_cd.as_str(), nasty),
+    )
+    .await;
+    assert_eq!(
+        refused.body, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+        "a refused text gets no reply and is not relayed"
+    );
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::memory().await).await })*
+        }
+        mod dynamodb {
+            $(#[tokio::test] async fn $name() { super::$name(super::dynamo().await).await })*
+        }
+    };
+}
+
+on_both_stores! {
+    each_caller_reaches_the_right_person_with_the_right_caller_id,
+    a_stranger_dialling_a_virtual_number_is_refused,
+    a_participant_of_another_order_sharing_the_number_reaches_their_own_counterpart,
+    an_expired_route_is_refused,
+    a_draining_number_keeps_routing_its_live_sessions,
+    every_provider_connects_the_same_route,
+    a_text_is_relayed_escaped_from_the_virtual_number,
+}
+
+#[tokio::test]
+async fn a_call_costs_exactly_one_dynamodb_read() {
+    let s = dynamo().await;
+    let calls = s.calls.clone().unwrap();
+    let app = app(s.store.clone());
+    for req in [
+        twilio_call(phone(&s.c), s.vn_cd.as_str()),
+        twilio_call(phone(&customer(9)), s.vn_cd.as_str()),
+        exotel_call(phone(&s.n), s.vn_nd.as_str()),
+        generic_call(phone(&s.d), s.vn_nd.as_str()),
+    ] {
+        calls.reset();
+        send(&app, req).await;
+        assert_eq!(
+            calls.snapshot(),
+            [("GetItem".to_owned(), 1)].into(),
+            "one GetItem per call"
+        );
+    }
+    // Nothing to look up for a withheld caller: no read at all.
+    calls.reset();
+    let answer = send(&app, twilio_call("anonymous", s.vn_cd.as_str())).await;
+    assert!(answer.is_twiml_refusal());
+    assert_eq!(calls.total(), 0);
+}
+
+/// Collects what `tracing` writes during a test.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn interactions_are_logged_and_published_without_real_numbers() {
+    let s = memory().await;
+    let sdk = local_sdk().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("vnmask-interactions-{}", std::process::id()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue = InteractionQueue::new(sqs.clone(), queue_url.clone(), Duration::from_secs(2));
+    let app = app_with(s.store.clone(), config(), Some(queue));
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // WHEN C calls D, and a stranger calls the same number
+    let connected = send(&app, twilio_call(phone(&s.c), s.vn_cd.as_str())).await;
+    assert!(connected.dial().is_some());
+    let refused = send(&app, twilio_call(phone(&customer(9)), s.vn_cd.as_str())).await;
+    assert!(refused.is_twiml_refusal());
+
+    // THEN both are logged, by role and order, with no real number anywhere
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["fields"]["message"] == "interaction")
+        .collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    let f = &lines[0]["fields"];
+    assert_eq!(f["provider"], "twilio");
+    assert_eq!(f["order_id"], "ord-c");
+    assert_eq!(f["direction"], "customer->driver");
+    assert_eq!(f["outcome"], "connected");
+    assert_eq!(f["call_id"], "CAfedcba9876543210fedcba9876543210");
+    assert_eq!(lines[1]["fields"]["outcome"], "refused");
+    assert_eq!(lines[1]["fields"]["reason"], "no_route");
+
+    // AND both are on the queue
+    let mut bodies = Vec::new();
+    for _ in 0..10 {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        bodies.extend(
+            out.messages
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| m.body),
+        );
+        if bodies.len() >= 2 {
+            break;
+        }
+    }
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let events: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let connected = events
+        .iter()
+        .find(|e| e["outcome"] == "connected")
+        .expect("a connected event");
+    assert_eq!(connected["order_id"], "ord-c");
+    assert_eq!(connected["direction"], "customer->driver");
+    assert_eq!(connected["number"], s.vn_cd.as_str());
+    assert_eq!(connected["provider"], "twilio");
+    assert_eq!(connected["channel"], "voice");
+    for person in [&s.c, &s.d, &customer(9)] {
+        let digits = &phone(person)[3..];
+        assert!(!logs.contains(digits), "a real number was logged");
+        assert!(
+            !bodies.concat().contains(digits),
+            "a real number was published"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_interactions_queue_never_fails_the_call() {
+    let s = memory().await;
+    let sdk = local_sdk().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let missing = format!(
+        "{}/000000000000/no-such-queue",
+        std::env::var("AWS_ENDPOINT_URL_SQS").unwrap()
+    );
+    let queue = InteractionQueue::new(sqs, missing, Duration::from_millis(200));
+    let app = app_with(s.store.clone(), config(), Some(queue));
+    let started = std::time::Instant::now();
+    let answer = send(&app, twilio_call(phone(&s.c), s.vn_cd.as_str())).await;
+    assert_eq!(
+        answer.dial(),
+        Some((s.vn_cd.as_str().to_owned(), phone(&s.d).to_owned()))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,219 @@
+//! Exotel: the Connect applet's dynamic URL ("Programmable Connect").
+//!
+//! Exotel GETs the configured URL with the call's details as query parameters (`CallSid`,
+//! `CallFrom`, `CallTo`, …) and expects JSON naming the number to dial. Exotel signs nothing,
+//! so the URL carries a secret token and, optionally, only Exotel's addresses are let in.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde_json::json;
+
+use super::{same_bytes, AuthError, CallId, Channel, Decision, RequestError, RouteQuery, Secret};
+
+/// The query parameter that may carry the token (the other place is the last path segment).
+pub const TOKEN_PARAM: &str = "vnmask_token";
+
+/// Reads a Connect applet request. Exotel's own pages spell `CallFrom` both ways, so names are
+/// matched without regard to case.
+pub fn connect_query(params: &[(String, String)]) -> Result<RouteQuery, RequestError> {
+    let get = |name: &'static str| {
+        params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .ok_or(RequestError::Missing(name))
+    };
+    let id = CallId::parse(get("CallSid")?, "CallSid")?;
+    Ok(RouteQuery::new(
+        Channel::Voice,
+        id,
+        get("CallFrom")?,
+        get("CallTo")?,
+        None,
+    ))
+}
+
+/// Checks the presented token against the configured ones (two during a rotation).
+pub fn verify_token(tokens: &[Secret], presented: Option<&str>) -> Result<(), AuthError> {
+    let presented = presented.ok_or(AuthError::BadToken)?;
+    let mut matched = false;
+    for token in tokens {
+        matched |= same_bytes(token.expose(), presented.as_bytes());
+    }
+    if matched {
+        Ok(())
+    } else {
+        Err(AuthError::BadToken)
+    }
+}
+
+/// The addresses requests may come from: IPs or CIDR blocks, IPv4 or IPv6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceAllowList(Vec<IpNet>);
+
+impl SourceAllowList {
+    /// Lets `source` (API Gateway's `requestContext.http.sourceIp`) in, or not. No address, no entry.
+    pub fn check(&self, source: Option<&str>) -> Result<(), AuthError> {
+        let ip: IpAddr = source
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or(AuthError::SourceNotAllowed)?;
+        if self.0.iter().any(|net| net.contains(ip)) {
+            Ok(())
+        } else {
+            Err(AuthError::SourceNotAllowed)
+        }
+    }
+}
+
+impl FromStr for SourceAllowList {
+    type Err = String;
+
+    /// A comma-separated list such as `203.0.113.0/24, 198.51.100.7, 2001:db8::/32`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let nets = s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(IpNet::from_str)
+            .collect::<Result<Vec<_>, _>>()?;
+        if nets.is_empty() {
+            return Err("expected at least one address or CIDR block".into());
+        }
+        Ok(SourceAllowList(nets))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IpNet {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                same_prefix(u32::from(net).into(), u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                same_prefix(u128::from(net), u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn same_prefix(a: u128, b: u128, prefix: u8, bits: u8) -> bool {
+    let ignored = u32::from(bits - prefix);
+    a.checked_shr(ignored).unwrap_or(0) == b.checked_shr(ignored).unwrap_or(0)
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "`{}` is not an IP address or CIDR block",
+                s.chars().take(48).collect::<String>()
+            )
+        };
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        Ok(IpNet { network, prefix })
+    }
+}
+
+/// Ringing and conversation limits of a connected call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectSettings {
+    pub max_ringing_duration: u32,
+    pub max_conversation_duration: u32,
+}
+
+/// Exotel's JSON answer: the callee's number to dial with the virtual number shown, or no
+/// number at all, which sends the call down the applet's "no answer" branch.
+pub fn connect_response(decision: &Decision, settings: &ConnectSettings) -> String {
+    let doc = match decision {
+        Decision::Connect(route) => json!({
+            "fetch_after_attempt": false,
+            "destination": { "numbers": [route.callee.expose()] },
+            "outgoing_phone_number": route.caller_id().as_str(),
+            "record": false,
+            "max_ringing_duration": settings.max_ringing_duration,
+            "max_conversation_duration": settings.max_conversation_duration,
+        }),
+        Decision::Refuse(_) => json!({
+            "fetch_after_attempt": false,
+            "destination": { "numbers": [] },
+        }),
+    };
+    doc.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_addresses_and_blocks() {
+        let list: SourceAllowList = "203.0.113.0/24, 198.51.100.7, 2001:db8::/32"
+            .parse()
+            .unwrap();
+        for ok in [
+            "203.0.113.1",
+            "203.0.113.255",
+            "198.51.100.7",
+            "2001:db8::1",
+        ] {
+            assert!(list.check(Some(ok)).is_ok(), "{ok}");
+        }
+        for no in [
+            "203.0.114.1",
+            "198.51.100.8",
+            "2001:db9::1",
+            "not an ip",
+            "",
+        ] {
+            assert_eq!(
+                list.check(Some(no)),
+                Err(AuthError::SourceNotAllowed),
+                "{no}"
+            );
+        }
+        assert_eq!(list.check(None), Err(AuthError::SourceNotAllowed));
+        let everyone: SourceAllowList = "0.0.0.0/0".parse().unwrap();
+        assert!(everyone.check(Some("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn malformed_allow_lists_are_errors() {
+        for bad in ["", "10.0.0.0/33", "10.0.0/8", "::/129", "example.com"] {
+            assert!(bad.parse::<SourceAllowList>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_must_match_one_of_the_configured() {
+        let tokens = [
+            Secret::new("old-token-0123456789"),
+            Secret::new("new-token-0123456789"),
+        ];
+        assert!(verify_token(&tokens, Some("new-token-0123456789")).is_ok());
+        assert!(verify_token(&tokens, Some("old-token-0123456789")).is_ok());
+        assert_eq!(
+            verify_token(&tokens, Some("new-token-012345678")),
+            Err(AuthError::BadToken)
+        );
+        assert_eq!(verify_token(&tokens, None), Err(AuthError::BadToken));
+    }
+}

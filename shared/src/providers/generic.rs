@@ -1,0 +1,149 @@
+//! Our own contract for carriers and in-house IVRs (the Airtel/Jio-style integrations):
+//! a JSON question, a JSON answer, and an HMAC-SHA256 signature over a timestamp and the body.
+//!
+//! ```text
+//! POST /v1/providers/generic/route
+//! X-Vnmask-Timestamp: 1767225600
+//! X-Vnmask-Signature: hex(HMAC-SHA256(secret, "1767225600" + "." + body))
+//! {"caller": "+919810000001", "dialled": "+911140001000", "call_id": "c-1", "channel": "voice"}
+//! ```
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Sha256;
+
+use super::{same_bytes, AuthError, CallId, Channel, Decision, RequestError, RouteQuery, Secret};
+use crate::domain::UnixTime;
+
+pub const TIMESTAMP_HEADER: &str = "x-vnmask-timestamp";
+pub const SIGNATURE_HEADER: &str = "x-vnmask-signature";
+/// How far a request's timestamp may be from our clock, either way, in seconds.
+pub const MAX_SKEW: i64 = 300;
+
+/// The hex signature of `body` sent at `timestamp` (the header's exact text).
+pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    hex::encode(mac(secret, timestamp, body))
+}
+
+fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+/// Checks the signature against every configured secret and refuses requests more than
+/// [`MAX_SKEW`] seconds from `now`, so that a captured request cannot be replayed later.
+pub fn verify(
+    secrets: &[Secret],
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: UnixTime,
+) -> Result<(), AuthError> {
+    let signature = signature.ok_or(AuthError::MissingSignature)?;
+    let timestamp = timestamp.ok_or(AuthError::BadTimestamp)?;
+    let sent: i64 = timestamp.parse().map_err(|_| AuthError::BadTimestamp)?;
+    let presented = hex::decode(signature.trim()).map_err(|_| AuthError::BadSignature)?;
+    let mut matched = false;
+    for secret in secrets {
+        matched |= same_bytes(&mac(secret.expose(), timestamp, body), &presented);
+    }
+    if !matched {
+        return Err(AuthError::BadSignature);
+    }
+    // Checked after the signature, so an unsigned request learns nothing about our clock.
+    if (now - sent).abs() > MAX_SKEW {
+        return Err(AuthError::Stale);
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct RouteRequest<'a> {
+    #[serde(borrow)]
+    caller: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    dialled: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    call_id: std::borrow::Cow<'a, str>,
+    channel: Channel,
+}
+
+/// Reads the JSON question.
+pub fn route_query(body: &[u8]) -> Result<RouteQuery, RequestError> {
+    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
+    let req: RouteRequest = serde_json::from_str(text).map_err(|e| RequestError::Json {
+        line: e.line(),
+        column: e.column(),
+    })?;
+    Ok(RouteQuery::new(
+        req.channel,
+        CallId::parse(&req.call_id, "call_id")?,
+        &req.caller,
+        &req.dialled,
+        None,
+    ))
+}
+
+/// The JSON answer: `connect` with the callee and the caller id to present, or `reject` with why.
+pub fn route_response(decision: &Decision) -> String {
+    let doc = match decision {
+        Decision::Connect(route) => json!({
+            "action": "connect",
+            "callee": route.callee.expose(),
+            "caller_id": route.caller_id().as_str(),
+        }),
+        Decision::Refuse(reason) => json!({ "action": "reject", "reason": reason.as_str() }),
+    };
+    doc.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_767_225_600;
+
+    #[test]
+    fn signed_request_verifies_with_either_secret() {
+        let secrets = [
+            Secret::new("first-secret-0123456789"),
+            Secret::new("second-secret-0123456789"),
+        ];
+        let body = br#"{"caller":"+919810000001"}"#;
+        for s in &secrets {
+            let sig = sign(s.expose(), "1767225600", body);
+            assert!(verify(&secrets, Some("1767225600"), Some(&sig), body, NOW).is_ok());
+        }
+        let sig = sign(b"someone-else", "1767225600", body);
+        assert_eq!(
+            verify(&secrets, Some("1767225600"), Some(&sig), body, NOW),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn old_or_future_requests_are_stale() {
+        let secrets = [Secret::new("first-secret-0123456789")];
+        for (ts, ok) in [
+            (NOW - 300, true),
+            (NOW - 301, false),
+            (NOW + 300, true),
+            (NOW + 301, false),
+        ] {
+            let ts = ts.to_string();
+            let sig = sign(secrets[0].expose(), &ts, b"{}");
+            let got = verify(&secrets, Some(&ts), Some(&sig), b"{}", NOW);
+            assert_eq!(got.is_ok(), ok, "{ts}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn json_errors_do_not_echo_values() {
+        let err = route_query(br#"{"caller": "+919810000001", "dialled": 5}"#).unwrap_err();
+        assert!(!err.to_string().contains("9810"), "{err}");
+    }
+}

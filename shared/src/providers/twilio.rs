@@ -1,0 +1,341 @@
+//! Twilio: programmable voice and messaging webhooks.
+//!
+//! Twilio POSTs form-encoded parameters (`From`, `To`, `CallSid`, …) and signs each request with
+//! `X-Twilio-Signature`: Base64(HMAC-SHA1(auth token, URL + every POST parameter sorted by
+//! name, each name followed by its value)). The answer is TwiML.
+
+use std::borrow::Cow;
+use std::io;
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use quick_xml::events::{BytesDecl, BytesText, Event};
+use quick_xml::Writer;
+use sha1::Sha1;
+
+use super::{
+    param, same_bytes, AuthError, CallId, Channel, Decision, RequestError, RouteQuery, Secret,
+};
+
+pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
+
+/// Answered when a document cannot be written (it cannot happen with an in-memory buffer, but
+/// if it did, the call must still be refused rather than fail open).
+const FALLBACK_REFUSAL: &str =
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Reject/></Response>";
+
+/// The signature Twilio sends for a request to `url` with form `params`. The operator CLI uses it
+/// to simulate Twilio; [`verify`] uses it to check requests.
+pub fn sign<K: AsRef<str>, V: AsRef<str>>(
+    auth_token: &[u8],
+    url: &str,
+    params: &[(K, V)],
+) -> String {
+    base64::engine::general_purpose::STANDARD.encode(mac(auth_token, url, &signed_params(params)))
+}
+
+/// Every parameter's name then value, sorted by name, then by value (how Twilio orders a
+/// repeated parameter).
+fn signed_params<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Vec<u8> {
+    let mut sorted: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
+    sorted.sort_unstable();
+    let mut out = Vec::with_capacity(sorted.iter().map(|(k, v)| k.len() + v.len()).sum());
+    for (name, value) in sorted {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
+
+fn mac(key: &[u8], url: &str, signed_params: &[u8]) -> [u8; 20] {
+    let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(url.as_bytes());
+    mac.update(signed_params);
+    mac.finalize().into_bytes().into()
+}
+
+/// Checks `signature` against every auth token (two during a rotation) and both forms of `url`,
+/// with and without the scheme's default port, as Twilio's own validators do.
+pub fn verify<K: AsRef<str>, V: AsRef<str>>(
+    auth_tokens: &[Secret],
+    url: &str,
+    params: &[(K, V)],
+    signature: Option<&str>,
+) -> Result<(), AuthError> {
+    let signature = signature.ok_or(AuthError::MissingSignature)?;
+    let presented = base64::engine::general_purpose::STANDARD
+        .decode(signature.trim())
+        .map_err(|_| AuthError::BadSignature)?;
+    let urls = port_variants(url);
+    let payload = signed_params(params);
+    let mut matched = false;
+    // Every combination is computed, so the time taken says nothing about which one was close.
+    for token in auth_tokens {
+        for candidate in &urls {
+            matched |= same_bytes(&mac(token.expose(), candidate, &payload), &presented);
+        }
+    }
+    if matched {
+        Ok(())
+    } else {
+        Err(AuthError::BadSignature)
+    }
+}
+
+/// `url` without its port, and with the scheme's default port when it has none.
+fn port_variants(url: &str) -> Vec<Cow<'_, str>> {
+    let unchanged = || vec![Cow::Borrowed(url)];
+    let Some((scheme, after)) = url.split_once("://") else {
+        return unchanged();
+    };
+    let default_port: u16 = match scheme {
+        "https" => 443,
+        "http" => 80,
+        _ => return unchanged(),
+    };
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, rest) = after.split_at(end);
+    let Ok(authority) = authority.parse::<http::uri::Authority>() else {
+        return unchanged();
+    };
+    let host = authority.host();
+    let port = authority.port_u16().unwrap_or(default_port);
+    vec![
+        Cow::Owned(format!("{scheme}://{host}{rest}")),
+        Cow::Owned(format!("{scheme}://{host}:{port}{rest}")),
+    ]
+}
+
+/// Reads an incoming-call webhook.
+pub fn voice_query(params: &[(String, String)]) -> Result<RouteQuery, RequestError> {
+    query(params, Channel::Voice, "CallSid", None)
+}
+
+/// Reads an incoming-message webhook.
+pub fn message_query(params: &[(String, String)]) -> Result<RouteQuery, RequestError> {
+    // A message with only media has an empty body.
+    let text = param(params, "Body").unwrap_or_default().to_owned();
+    query(params, Channel::Sms, "MessageSid", Some(text))
+}
+
+fn query(
+    params: &[(String, String)],
+    channel: Channel,
+    id_param: &'static str,
+    text: Option<String>,
+) -> Result<RouteQuery, RequestError> {
+    let from = param(params, "From").ok_or(RequestError::Missing("From"))?;
+    let to = param(params, "To").ok_or(RequestError::Missing("To"))?;
+    let id = param(params, id_param).ok_or(RequestError::Missing(id_param))?;
+    Ok(RouteQuery::new(
+        channel,
+        CallId::parse(id, id_param)?,
+        from,
+        to,
+        text,
+    ))
+}
+
+/// How calls are connected and refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoiceSettings {
+    /// Seconds the callee's phone rings (`<Dial timeout>`).
+    pub dial_timeout: u32,
+    /// Longest call in seconds (`<Dial timeLimit>`).
+    pub time_limit: u32,
+    pub refusal: VoiceRefusal,
+}
+
+/// What a refused caller hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoiceRefusal {
+    /// This message, then the call ends.
+    Say(String),
+    /// A busy signal; the call is not answered (and not billed).
+    Reject,
+}
+
+/// The TwiML answer to an incoming call.
+pub fn voice_response(decision: &Decision, settings: &VoiceSettings) -> String {
+    document(|w| match decision {
+        Decision::Connect(route) => {
+            let timeout = settings.dial_timeout.to_string();
+            let limit = settings.time_limit.to_string();
+            w.create_element("Dial")
+                .with_attribute(("callerId", route.caller_id().as_str()))
+                .with_attribute(("answerOnBridge", "true"))
+                .with_attribute(("timeout", timeout.as_str()))
+                .with_attribute(("timeLimit", limit.as_str()))
+                .write_inner_content(|w| {
+                    w.create_element("Number")
+                        .write_text_content(BytesText::new(route.callee.expose()))?;
+                    Ok(())
+                })?;
+            Ok(())
+        }
+        Decision::Refuse(_) => match &settings.refusal {
+            VoiceRefusal::Say(message) => {
+                w.create_element("Say")
+                    .write_text_content(BytesText::new(&xml_safe(message)))?;
+                w.create_element("Hangup").write_empty()?;
+                Ok(())
+            }
+            VoiceRefusal::Reject => {
+                w.create_element("Reject").write_empty()?;
+                Ok(())
+            }
+        },
+    })
+}
+
+/// The TwiML answer to an incoming message: relay `text` to the callee from the virtual number,
+/// or, when refused, send nothing at all (a reply would cost money and confirm the number).
+pub fn message_response(decision: &Decision, text: &str) -> String {
+    document(|w| match decision {
+        Decision::Connect(route) => {
+            w.create_element("Message")
+                .with_attribute(("to", route.callee.expose()))
+                .with_attribute(("from", route.caller_id().as_str()))
+                .write_text_content(BytesText::new(&xml_safe(text)))?;
+            Ok(())
+        }
+        Decision::Refuse(_) => Ok(()),
+    })
+}
+
+/// A `<Response>` document with `body` inside. Escaping is quick-xml's.
+fn document(body: impl FnOnce(&mut Writer<Vec<u8>>) -> io::Result<()>) -> String {
+    let mut w = Writer::new(Vec::with_capacity(256));
+    let written = w
+        .write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .and_then(|_| {
+            w.create_element("Response")
+                .write_inner_content(body)
+                .map(|_| ())
+        });
+    match written {
+        Ok(()) => String::from_utf8(w.into_inner()).unwrap_or_else(|_| FALLBACK_REFUSAL.to_owned()),
+        Err(_) => FALLBACK_REFUSAL.to_owned(),
+    }
+}
+
+/// Replaces the characters XML 1.0 forbids even when escaped (most C0 controls), which a
+/// message may well contain; Twilio would otherwise fail to parse the whole answer.
+fn xml_safe(text: &str) -> Cow<'_, str> {
+    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
+    if text.chars().all(allowed) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if allowed(c) { c } else { '\u{fffd}' })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Route;
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The example of Twilio's security documentation, reproduced by its SDKs' test suites.
+    #[test]
+    fn signature_matches_twilios_published_example() {
+        let params = pairs(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+            ("To", "+18005551212"),
+        ]);
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        assert_eq!(sign(b"12345", url, &params), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        let token = [Secret::new("12345")];
+        assert!(verify(&token, url, &params, Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")).is_ok());
+    }
+
+    #[test]
+    fn either_port_form_of_the_url_verifies() {
+        let params = pairs(&[("From", "+14158675309")]);
+        let token = [Secret::new("12345")];
+        for (signed, received) in [
+            ("https://h.example/p?x=1", "https://h.example:443/p?x=1"),
+            ("https://h.example:443/p?x=1", "https://h.example/p?x=1"),
+            ("http://h.example/p", "http://h.example:80/p"),
+            ("https://h.example:8443/p", "https://h.example:8443/p"),
+        ] {
+            let sig = sign(b"12345", signed, &params);
+            assert!(
+                verify(&token, received, &params, Some(&sig)).is_ok(),
+                "{signed} vs {received}"
+            );
+        }
+        let sig = sign(b"12345", "https://h.example:8443/p", &params);
+        assert_eq!(
+            verify(&token, "https://h.example:9443/p", &params, Some(&sig)),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn garbage_signatures_are_rejected() {
+        let token = [Secret::new("12345")];
+        let params = pairs(&[("From", "+14158675309")]);
+        assert_eq!(
+            verify(&token, "https://h/", &params, None),
+            Err(AuthError::MissingSignature)
+        );
+        for sig in ["", "not base64!", "AAAA"] {
+            assert_eq!(
+                verify(&token, "https://h/", &params, Some(sig)),
+                Err(AuthError::BadSignature)
+            );
+        }
+    }
+
+    fn route() -> Route {
+        Route {
+            caller: crate::domain::RealNumber::parse("+919810000001").unwrap(),
+            number: crate::domain::VnNumber::parse("+911140001000").unwrap(),
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            caller_role: "customer".parse().unwrap(),
+            callee_role: "driver".parse().unwrap(),
+            callee: crate::domain::RealNumber::parse("+919710000001").unwrap(),
+            expires_at: i64::MAX,
+        }
+    }
+
+    #[test]
+    fn connect_dials_the_callee_showing_the_virtual_number() {
+        let settings = VoiceSettings {
+            dial_timeout: 25,
+            time_limit: 3600,
+            refusal: VoiceRefusal::Reject,
+        };
+        assert_eq!(
+            voice_response(&Decision::Connect(route()), &settings),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial callerId=\"+911140001000\" \
+             answerOnBridge=\"true\" timeout=\"25\" timeLimit=\"3600\"><Number>+919710000001</Number></Dial></Response>"
+        );
+    }
+
+    #[test]
+    fn message_text_is_escaped_and_stripped_of_forbidden_characters() {
+        let xml = message_response(&Decision::Connect(route()), "a<b & \"c\" ]]> \u{1}d");
+        assert!(
+            xml.contains(">a&lt;b &amp; &quot;c&quot; ]]&gt; \u{fffd}d</Message>"),
+            "{xml}"
+        );
+    }
+}
