@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 /// How long SDK calls may take. The webhook's budget is the tightest: a DynamoDB outage must
@@ -38,6 +38,11 @@ impl SdkTimeouts {
 }
 
 pub async fn sdk_config(timeouts: SdkTimeouts) -> SdkConfig {
+    loader(timeouts).load().await
+}
+
+/// The loader behind [`sdk_config`], for tools that add a profile, a region or an endpoint.
+pub fn loader(timeouts: SdkTimeouts) -> ConfigLoader {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
         .build_https();
@@ -51,6 +56,4 @@ pub async fn sdk_config(timeouts: SdkTimeouts) -> SdkConfig {
                 .build(),
         )
         .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts))
-        .load()
-        .await
 }

@@ -2,8 +2,8 @@
 //!
 //! - [`domain`]: numbers, sessions, routes (pure)
 //! - [`assignment`]: the assignment policy (pure) and the service that applies order changes
-//! - [`pool`]: keeping the pool in step with the providers, and its headroom (pure)
 //! - [`events`]: the order-event contract: what producers publish, parsed and validated
+//! - [`pool`]: keeping the pool in step with the providers, and its headroom (pure)
 //! - [`store`]: the `Store` trait with DynamoDB and in-memory implementations
 //! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
 //! - [`providers`]: the telecom providers' requests, signatures and responses (pure)

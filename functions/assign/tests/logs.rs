@@ -1,0 +1,77 @@
+//! No real number reaches a log line, a metric or a dead letter. In a test binary of its own:
+//! it captures log lines with a thread-scoped subscriber, which other tests running at the same
+//! time in the same process would race (tracing caches each callsite's interest process-wide).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+
+/// Captures this thread's log lines (a current-thread runtime polls every task here).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn no_real_number_reaches_logs_metrics_or_dead_letter_attributes() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        // Ours at every level; the SDK's HTTP bodies, logged at TRACE, hold what is sent.
+        .with_env_filter("debug,assign=trace,vnmask=trace")
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let fx = Fx::new().await;
+    let mut metrics = Vec::new();
+    for name in [
+        "seeds_assigned.json",
+        "rejects.json",
+        "batch_with_poison.json",
+        "shared_ride.json",
+        "fifo_batch.json",
+    ] {
+        let report = fx.handler.process(fixture(name)).await;
+        metrics.extend(report.metrics().iter().map(|m| m.to_json().to_string()));
+    }
+    let letters = fx.dead_letters().await;
+    assert_eq!(letters.len(), 11);
+    let attributes: Vec<String> = letters
+        .iter()
+        .flat_map(|l| {
+            l.message_attributes
+                .clone()
+                .unwrap_or_default()
+                .into_values()
+        })
+        .filter_map(|v| v.string_value().map(str::to_owned))
+        .collect();
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+
+    // The capture works: it holds the handler's lines.
+    assert!(logs.contains("ord-1001") && logs.contains("dead_lettered"));
+    assert!(attributes.iter().any(|a| a == "invalid_phone"));
+    for number in fixture_phone_numbers() {
+        assert!(!logs.contains(&number), "a log line holds a real number");
+        assert!(
+            !metrics.iter().any(|m| m.contains(&number)),
+            "a metric holds a real number"
+        );
+        assert!(
+            !attributes.iter().any(|a| a.contains(&number)),
+            "a dead-letter attribute holds a real number"
+        );
+    }
+}

@@ -1,0 +1,734 @@
+//! vnctl, the operator's CLI. Works against the local stack (`source .local/dev/dev.env`) or a
+//! deployed one (`--profile`, `--region`, and the stack's outputs as options or environment).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use vnmask::config::{ConfigError, Env, StoreConfig};
+use vnmask::crypto::{CryptoError, Vault};
+use vnmask::domain::{
+    Capabilities, Capability, Market, NumberState, OrderId, PhoneError, Provider, RealNumber,
+    Session, SessionState, VirtualNumber, VnNumber,
+};
+use vnmask::events::OrderEvent;
+use vnmask::providers::twilio;
+use vnmask::store::{PoolWriteError, Store, StoreError};
+
+const EXAMPLES: &str = "\
+Examples:
+  source .local/dev/dev.env                      # the local stack's endpoints, table and keys
+  vnctl publish tests/fixtures/events/driver-assigned.json
+  vnctl session show ord-1001
+  vnctl simulate call --from +919812345678 --to +911140000010
+  vnctl simulate sms --from +919812345678 --to +911140000010 --body 'at the gate'
+  vnctl pool list --market IN --json
+  vnctl pool drain +911140000010 --market IN
+  vnctl dlq list
+  vnctl dlq replay --max 10
+  vnctl keys generate --kms-key alias/vnmask-data
+
+Exit codes: 0 done, 1 an AWS or HTTP call failed, 2 bad usage or input, 3 not found.";
+
+#[derive(Debug, Parser)]
+#[command(name = "vnctl", version, about = "Operate vnmask: events, sessions, calls, the pool, the DLQ, keys.", after_help = EXAMPLES)]
+pub struct Cli {
+    /// Send every AWS call to this endpoint (e.g. a local stand-in on 127.0.0.1).
+    #[arg(long, global = true, env = "VNCTL_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// AWS profile for a deployed stack.
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// AWS region for a deployed stack.
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Print JSON for scripts instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Publish an order event (docs/events.md) to the order-events queue.
+    Publish {
+        /// A JSON file with one event, or - for standard input.
+        file: PathBuf,
+        #[arg(long, env = "VNMASK_ORDER_EVENTS_QUEUE_URL")]
+        queue_url: String,
+    },
+    /// Show sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Send a correctly signed Twilio webhook request and print the decision.
+    #[command(subcommand)]
+    Simulate(SimulateCommand),
+    /// List and change the pool of virtual numbers.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Inspect and replay dead-lettered order events.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Key material for the functions' configuration.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// An order's session: participants, contacts, state (real numbers redacted).
+    Show {
+        order_id: String,
+        /// Show real numbers (needs the data keys, i.e. kms:Decrypt).
+        #[arg(long)]
+        reveal: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Call {
+    /// The caller's real number, E.164.
+    #[arg(long)]
+    from: String,
+    /// The virtual number dialled, E.164.
+    #[arg(long)]
+    to: String,
+    /// The webhook's public base URL (the stack's API URL; locally the cargo lambda watch URL).
+    #[arg(long, env = "VNMASK_PUBLIC_BASE_URL")]
+    webhook_base: String,
+    /// Twilio auth token(s) the webhook trusts; the first signs.
+    #[arg(long, env = "VNMASK_TWILIO_AUTH_TOKENS", hide_env_values = true)]
+    auth_token: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum SimulateCommand {
+    /// A voice call: prints whether it connects.
+    Call(Call),
+    /// A text message.
+    Sms {
+        #[command(flatten)]
+        call: Call,
+        #[arg(long, default_value = "hello from vnctl")]
+        body: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolCommand {
+    /// The market's numbers, with state, provider and capabilities.
+    List {
+        #[arg(long)]
+        market: String,
+        /// Only numbers in this state (active, draining, retired).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Stop giving the number new contacts; its live routes keep working.
+    Drain {
+        number: String,
+        #[arg(long)]
+        market: String,
+    },
+    /// Take the number out of service.
+    Retire {
+        number: String,
+        #[arg(long)]
+        market: String,
+    },
+    /// Add a number (or bring one back) as active.
+    Add {
+        number: String,
+        #[arg(long)]
+        market: String,
+        #[arg(long, default_value = "static")]
+        provider: String,
+        /// Comma-separated: voice, sms.
+        #[arg(long, default_value = "voice,sms")]
+        capabilities: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Dead-lettered events with their reasons (bodies are not printed: they hold real numbers).
+    List {
+        #[arg(long, env = "VNMASK_DLQ_URL")]
+        dlq_url: String,
+        #[arg(long, default_value_t = 50)]
+        max: usize,
+    },
+    /// Send dead-lettered events back to the order-events queue, then delete them from the DLQ.
+    Replay {
+        #[arg(long, env = "VNMASK_DLQ_URL")]
+        dlq_url: String,
+        #[arg(long, env = "VNMASK_ORDER_EVENTS_QUEUE_URL")]
+        queue_url: String,
+        #[arg(long, default_value_t = 10)]
+        max: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// New HMAC and data keys wrapped by a KMS key: the values of HmacKeyCiphertext and DataKeysCiphertext.
+    Generate {
+        #[arg(long)]
+        kms_key: String,
+        /// Name of the data key.
+        #[arg(long, default_value = "k1")]
+        name: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Failed(_) => ExitCode::from(1),
+            CliError::Usage(_) => ExitCode::from(2),
+            CliError::NotFound(_) => ExitCode::from(3),
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Usage(format!(
+            "{e} (source the stack's environment, e.g. .local/dev/dev.env)"
+        ))
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+impl From<CryptoError> for CliError {
+    fn from(e: CryptoError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+impl From<PhoneError> for CliError {
+    fn from(e: PhoneError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+fn sdk_error(e: impl std::error::Error + 'static) -> CliError {
+    CliError::Failed(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+}
+
+/// What a command prints: text for people, JSON for scripts.
+pub struct Output {
+    pub text: String,
+    pub json: Value,
+}
+
+pub async fn run(cli: Cli) -> Result<Output, CliError> {
+    let sdk = sdk_config(&cli).await;
+    match cli.command {
+        Command::Publish { file, queue_url } => publish(&sdk, &file, &queue_url).await,
+        Command::Session(SessionCommand::Show { order_id, reveal }) => {
+            show_session(&sdk, &order_id, reveal).await
+        }
+        Command::Simulate(SimulateCommand::Call(call)) => simulate(&call, None).await,
+        Command::Simulate(SimulateCommand::Sms { call, body }) => {
+            simulate(&call, Some(&body)).await
+        }
+        Command::Pool(cmd) => pool(&sdk, cmd).await,
+        Command::Dlq(DlqCommand::List { dlq_url, max }) => dlq_list(&sdk, &dlq_url, max).await,
+        Command::Dlq(DlqCommand::Replay {
+            dlq_url,
+            queue_url,
+            max,
+        }) => dlq_replay(&sdk, &dlq_url, &queue_url, max).await,
+        Command::Keys(KeysCommand::Generate { kms_key, name }) => keys(&sdk, &kms_key, &name).await,
+    }
+}
+
+async fn sdk_config(cli: &Cli) -> aws_config::SdkConfig {
+    let mut loader = vnmask::aws::loader(vnmask::aws::SdkTimeouts::BACKGROUND);
+    if let Some(url) = &cli.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some(profile) = &cli.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &cli.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    loader.load().await
+}
+
+async fn store(sdk: &aws_config::SdkConfig) -> Result<impl Store, CliError> {
+    Ok(StoreConfig::from_source(&Env)?.connect(sdk).await?)
+}
+
+async fn publish(
+    sdk: &aws_config::SdkConfig,
+    file: &PathBuf,
+    queue_url: &str,
+) -> Result<Output, CliError> {
+    let body = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| CliError::Usage(format!("reading stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| CliError::Usage(format!("reading {}: {e}", file.display())))?
+    };
+    // Refuse what the assign function would dead-letter, before it reaches the queue.
+    let event = OrderEvent::parse(&body)
+        .map_err(|e| CliError::Usage(format!("not a valid order event: {e}")))?;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut send = sqs.send_message().queue_url(queue_url).message_body(&body);
+    if queue_url.ends_with(".fifo") {
+        send = send
+            .message_group_id(event.order_id.as_str())
+            .message_deduplication_id(event.event_id.as_str());
+    }
+    let sent = send.send().await.map_err(sdk_error)?;
+    let id = sent.message_id.unwrap_or_default();
+    Ok(Output {
+        text: format!(
+            "published {} {} v{} as message {id}",
+            event.event_type.as_str(),
+            event.order_id,
+            event.version
+        ),
+        json: json!({"message_id": id, "order_id": event.order_id.as_str(), "type": event.event_type.as_str(), "version": event.version}),
+    })
+}
+
+fn phone(n: &RealNumber, reveal: bool) -> String {
+    if reveal {
+        n.expose().to_owned()
+    } else {
+        n.to_string()
+    }
+}
+
+fn session_json(s: &Session, reveal: bool) -> Value {
+    let (state, grace_until) = match s.state {
+        SessionState::Active => ("active", None),
+        SessionState::Ended { grace_until } => ("ended", Some(grace_until)),
+    };
+    json!({
+        "order_id": s.order_id.as_str(),
+        "market": s.market.as_str(),
+        "version": s.version,
+        "state": state,
+        "grace_until": grace_until,
+        "participants": s.participants.iter().map(|p| json!({
+            "role": p.role.as_str(), "user_id": p.user_id.as_str(), "phone": phone(&p.phone, reveal),
+        })).collect::<Vec<_>>(),
+        "contacts": s.contacts.iter().map(|c| json!({
+            "a": c.a.as_str(), "b": c.b.as_str(), "virtual_number": c.number.as_str(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn show_session(
+    sdk: &aws_config::SdkConfig,
+    order_id: &str,
+    reveal: bool,
+) -> Result<Output, CliError> {
+    let order: OrderId = order_id
+        .parse()
+        .map_err(|e| CliError::Usage(format!("{e}")))?;
+    let store = store(sdk).await?;
+    let session = store
+        .session(&order)
+        .await?
+        .ok_or_else(|| CliError::NotFound(format!("no session for order {order}")))?;
+    let json = session_json(&session, reveal);
+    let mut text = format!(
+        "order {} ({}) version {} {}\n",
+        session.order_id,
+        session.market,
+        session.version,
+        json["state"].as_str().unwrap_or_default()
+    );
+    for p in &session.participants {
+        text += &format!(
+            "  {:<10} {:<16} {}\n",
+            p.role.as_str(),
+            p.user_id.as_str(),
+            phone(&p.phone, reveal)
+        );
+    }
+    for c in &session.contacts {
+        text += &format!("  {} <-> {} via {}\n", c.a, c.b, c.number);
+    }
+    Ok(Output { text, json })
+}
+
+async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliError> {
+    RealNumber::parse(&call.from)?;
+    VnNumber::parse(&call.to)?;
+    let token = call
+        .auth_token
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let path = if sms_body.is_some() {
+        "/v1/providers/twilio/sms"
+    } else {
+        "/v1/providers/twilio/voice"
+    };
+    let url = format!("{}{path}", call.webhook_base.trim_end_matches('/'));
+    let sid = format!("{:032x}", rand_id());
+    let mut params: Vec<(String, String)> = vec![
+        ("AccountSid".into(), format!("AC{:032x}", 0u128)),
+        ("From".into(), call.from.clone()),
+        ("To".into(), call.to.clone()),
+        ("Direction".into(), "inbound".into()),
+        ("ApiVersion".into(), "2010-04-01".into()),
+    ];
+    match sms_body {
+        Some(body) => {
+            params.push(("MessageSid".into(), format!("SM{sid}")));
+            params.push(("Body".into(), body.to_owned()));
+            params.push(("NumMedia".into(), "0".into()));
+        }
+        None => {
+            params.push(("CallSid".into(), format!("CA{sid}")));
+            params.push(("CallStatus".into(), "ringing".into()));
+        }
+    }
+    let signature = twilio::sign(token.as_bytes(), &url, &params);
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header(twilio::SIGNATURE_HEADER, signature)
+        .form(&params)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| CliError::Failed(format!("webhook request failed: {e}")))?;
+    let status = response.status().as_u16();
+    let twiml = response
+        .text()
+        .await
+        .map_err(|e| CliError::Failed(format!("reading the answer: {e}")))?;
+    let decision = if twiml.contains("<Dial") || twiml.contains("<Message") {
+        "connect"
+    } else {
+        "refuse"
+    };
+    Ok(Output {
+        text: format!("HTTP {status}: {decision}\n{twiml}"),
+        json: json!({"status": status, "decision": decision, "twiml": twiml}),
+    })
+}
+
+fn rand_id() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, CliError> {
+    let store = store(sdk).await?;
+    let market = |m: &str| m.parse::<Market>().map_err(CliError::from);
+    match cmd {
+        PoolCommand::List { market: m, state } => {
+            let want = state
+                .map(|s| {
+                    s.parse::<NumberState>()
+                        .map_err(|e| CliError::Usage(e.to_string()))
+                })
+                .transpose()?;
+            let mut numbers: Vec<VirtualNumber> = store
+                .pool(&market(&m)?)
+                .await?
+                .into_iter()
+                .filter(|n| want.is_none_or(|w| n.state == w))
+                .collect();
+            numbers.sort_by(|a, b| a.number.cmp(&b.number));
+            let text = numbers
+                .iter()
+                .map(|n| {
+                    let caps: Vec<&str> = n.capabilities.iter().map(Capability::as_str).collect();
+                    format!(
+                        "{}  {:<8}  {:<8}  {}\n",
+                        n.number,
+                        n.state,
+                        n.provider.as_str(),
+                        caps.join(",")
+                    )
+                })
+                .collect();
+            let json = numbers.iter().map(number_json).collect::<Vec<_>>().into();
+            Ok(Output { text, json })
+        }
+        PoolCommand::Drain { number, market: m } => {
+            set_state(&store, &market(&m)?, &number, NumberState::Draining).await
+        }
+        PoolCommand::Retire { number, market: m } => {
+            set_state(&store, &market(&m)?, &number, NumberState::Retired).await
+        }
+        PoolCommand::Add {
+            number,
+            market: m,
+            provider,
+            capabilities,
+        } => {
+            let number = VnNumber::parse(&number)?;
+            let provider: Provider = provider
+                .parse()
+                .map_err(|e| CliError::Usage(format!("{e}")))?;
+            let capabilities = capabilities
+                .split(',')
+                .map(|c| c.trim().parse::<Capability>())
+                .collect::<Result<Capabilities, _>>()
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let market = market(&m)?;
+            let current = store
+                .pool_entries(&market)
+                .await?
+                .into_iter()
+                .find(|e| e.number.number == number);
+            let vn = VirtualNumber {
+                number,
+                provider,
+                market,
+                capabilities,
+                state: NumberState::Active,
+            };
+            write_number(&store, &vn, current.map(|e| e.version)).await
+        }
+    }
+}
+
+async fn set_state(
+    store: &impl Store,
+    market: &Market,
+    number: &str,
+    state: NumberState,
+) -> Result<Output, CliError> {
+    let number = VnNumber::parse(number)?;
+    let entry = store
+        .pool_entries(market)
+        .await?
+        .into_iter()
+        .find(|e| e.number.number == number)
+        .ok_or_else(|| CliError::NotFound(format!("{number} is not in the {market} pool")))?;
+    let vn = VirtualNumber {
+        state,
+        ..entry.number
+    };
+    write_number(store, &vn, Some(entry.version)).await
+}
+
+async fn write_number(
+    store: &impl Store,
+    vn: &VirtualNumber,
+    expected: Option<u64>,
+) -> Result<Output, CliError> {
+    match store.put_number_if(vn, expected).await {
+        Ok(_) => Ok(Output {
+            text: format!("{} is {}\n", vn.number, vn.state),
+            json: number_json(vn),
+        }),
+        Err(PoolWriteError::NumberChanged(n)) => Err(CliError::Failed(format!(
+            "{n} changed while we wrote it (a pool refresh ran?): try again"
+        ))),
+        Err(e) => Err(CliError::Failed(e.to_string())),
+    }
+}
+
+fn number_json(n: &VirtualNumber) -> Value {
+    json!({
+        "number": n.number.as_str(),
+        "market": n.market.as_str(),
+        "state": n.state.as_str(),
+        "provider": n.provider.as_str(),
+        "capabilities": n.capabilities.iter().map(Capability::as_str).collect::<Vec<_>>(),
+    })
+}
+
+const DLQ_ATTRIBUTES: [&str; 4] = [
+    "vnmask_reason",
+    "vnmask_detail",
+    "vnmask_source_message_id",
+    "vnmask_source_queue",
+];
+
+async fn dlq_list(
+    sdk: &aws_config::SdkConfig,
+    dlq_url: &str,
+    max: usize,
+) -> Result<Output, CliError> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = Vec::new();
+    while rows.len() < max {
+        // Visibility 0: looking must not hide the messages from a replay or from other operators.
+        let got = sqs
+            .receive_message()
+            .queue_url(dlq_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .message_attribute_names("All")
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let messages = got.messages.unwrap_or_default();
+        let fresh: Vec<_> = messages
+            .into_iter()
+            .filter(|m| seen.insert(m.message_id.clone()))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for m in fresh.into_iter().take(max - rows.len()) {
+            let attrs = m.message_attributes.unwrap_or_default();
+            let attr = |k: &str| attrs.get(k).and_then(|v| v.string_value.clone());
+            // Only the order id is read from the body: the rest may hold real numbers.
+            let order_id = m
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<Value>(b).ok())
+                .and_then(|v| v.get("order_id").and_then(Value::as_str).map(str::to_owned));
+            let mut row = json!({"message_id": m.message_id, "order_id": order_id});
+            for k in DLQ_ATTRIBUTES {
+                row[k.trim_start_matches("vnmask_")] = json!(attr(k));
+            }
+            rows.push(row);
+        }
+    }
+    let text = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}  order={}  reason={}  {}\n",
+                r["message_id"].as_str().unwrap_or("?"),
+                r["order_id"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("-"),
+                r["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<String>();
+    Ok(Output {
+        text: if text.is_empty() {
+            "the DLQ is empty\n".into()
+        } else {
+            text
+        },
+        json: rows.into(),
+    })
+}
+
+async fn dlq_replay(
+    sdk: &aws_config::SdkConfig,
+    dlq_url: &str,
+    queue_url: &str,
+    max: usize,
+) -> Result<Output, CliError> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut replayed = Vec::new();
+    while replayed.len() < max {
+        let got = sqs
+            .receive_message()
+            .queue_url(dlq_url)
+            .max_number_of_messages(10.min((max - replayed.len()) as i32))
+            .visibility_timeout(60)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            let body = m.body.unwrap_or_default();
+            let mut send = sqs.send_message().queue_url(queue_url).message_body(&body);
+            if queue_url.ends_with(".fifo") {
+                let order = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("order_id").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                send = send
+                    .message_group_id(order)
+                    .message_deduplication_id(m.message_id.clone().unwrap_or_default());
+            }
+            send.send().await.map_err(sdk_error)?;
+            // Deleted only once it is back on the queue: a failure leaves it in the DLQ.
+            sqs.delete_message()
+                .queue_url(dlq_url)
+                .receipt_handle(m.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            replayed.push(m.message_id.unwrap_or_default());
+        }
+    }
+    Ok(Output {
+        text: format!(
+            "replayed {} message(s) to the order-events queue\n",
+            replayed.len()
+        ),
+        json: json!({"replayed": replayed}),
+    })
+}
+
+async fn keys(sdk: &aws_config::SdkConfig, kms_key: &str, name: &str) -> Result<Output, CliError> {
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let (hmac, data) = Vault::generate_wrapped_keys(&kms, kms_key, name).await?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (hmac, data) = (b64(&hmac), format!("{name}={}", b64(&data)));
+    Ok(Output {
+        text: format!(
+            "HmacKeyCiphertext / VNMASK_HMAC_KEY:\n{hmac}\nDataKeysCiphertext / VNMASK_DATA_KEYS:\n{data}\n\
+             sam deploy --parameter-overrides HmacKeyCiphertext={hmac} DataKeysCiphertext={data}\n"
+        ),
+        json: json!({"VNMASK_HMAC_KEY": hmac, "VNMASK_DATA_KEYS": data}),
+    })
+}
+
+/// Runs the CLI: prints the output (text or JSON) or the error, and returns the exit code.
+pub async fn main_with(cli: Cli) -> ExitCode {
+    let json = cli.json;
+    match run(cli).await {
+        Ok(out) if json => {
+            println!("{}", out.json);
+            ExitCode::SUCCESS
+        }
+        Ok(out) => {
+            print!("{}", out.text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                println!("{}", json!({"error": e.to_string()}));
+            }
+            eprintln!("vnctl: {e}");
+            e.exit_code()
+        }
+    }
+}

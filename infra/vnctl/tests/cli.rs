@@ -1,0 +1,312 @@
+//! The real vnctl binary against the local services (DynamoDB Local, moto SQS and KMS).
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
+use vnmask::config::StoreConfig;
+use vnmask::providers::{twilio, Secret};
+use vnmask_tests::people::{customer, driver};
+use vnmask_tests::{create_table, kms_store_env, local_sdk, market, now};
+
+struct Vnctl {
+    env: BTreeMap<String, String>,
+}
+
+impl Vnctl {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vnctl"))
+            .args(args)
+            .envs(&self.env)
+            .output()
+            .expect("vnctl runs")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "vnctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+}
+
+async fn vnctl() -> (Vnctl, aws_config::SdkConfig) {
+    let sdk = local_sdk().await;
+    let table = create_table(&aws_sdk_dynamodb::Client::new(&sdk)).await;
+    let env = kms_store_env(&sdk, &table).await;
+    (Vnctl { env }, sdk)
+}
+
+#[tokio::test]
+async fn pool_numbers_are_added_listed_drained_and_bad_input_is_refused() {
+    let (cli, _) = vnctl().await;
+    cli.json(&["pool", "add", "+911140000010", "--market", "IN"]);
+    cli.json(&[
+        "pool",
+        "add",
+        "+911140000011",
+        "--market",
+        "IN",
+        "--capabilities",
+        "voice",
+    ]);
+    let listed = cli.json(&["pool", "list", "--market", "IN"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[0]["state"], "active");
+    assert_eq!(listed[1]["capabilities"], serde_json::json!(["voice"]));
+
+    cli.json(&["pool", "drain", "+911140000010", "--market", "IN"]);
+    let draining = cli.json(&["pool", "list", "--market", "IN", "--state", "draining"]);
+    assert_eq!(draining.as_array().unwrap().len(), 1);
+    assert_eq!(draining[0]["number"], "+911140000010");
+
+    let missing = cli.run(&["pool", "retire", "+911149999999", "--market", "IN"]);
+    assert_eq!(missing.status.code(), Some(3), "not found");
+    let bad = cli.run(&["pool", "add", "12345", "--market", "IN"]);
+    assert_eq!(bad.status.code(), Some(2), "bad input");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("E.164"));
+    let unknown_market = cli.run(&["pool", "list", "--market", "XX"]);
+    assert_eq!(unknown_market.status.code(), Some(2));
+    assert_eq!(
+        cli.json(&["pool", "list", "--market", "IN"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "nothing changed"
+    );
+}
+
+#[tokio::test]
+async fn session_show_redacts_real_numbers_unless_revealed() {
+    let (cli, sdk) = vnctl().await;
+    cli.json(&["pool", "add", "+911140000010", "--market", "IN"]);
+    let store = std::sync::Arc::new(
+        StoreConfig::from_source(&cli.env)
+            .unwrap()
+            .connect(&sdk)
+            .await
+            .unwrap(),
+    );
+    let assigner = Assigner::new(store, AssignSettings::for_markets([market("IN")]));
+    let (c, d) = (customer(1), driver(1));
+    assigner
+        .apply(
+            &OrderUpdate {
+                order_id: "ord-77".parse().unwrap(),
+                market: market("IN"),
+                version: 1,
+                change: OrderChange::Participants(vec![c.clone(), d]),
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    let shown = cli.run(&["session", "show", "ord-77"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success());
+    assert!(text.contains("+911140000010") && text.contains("customer"));
+    assert!(
+        !text.contains(&c.phone.expose()[3..]),
+        "real numbers are redacted"
+    );
+    let revealed = cli.json(&["session", "show", "ord-77", "--reveal"]);
+    assert_eq!(revealed["participants"][0]["phone"], c.phone.expose());
+    assert_eq!(
+        cli.run(&["session", "show", "ord-404"]).status.code(),
+        Some(3)
+    );
+}
+
+#[tokio::test]
+async fn events_are_checked_before_publishing_and_dead_letters_are_listed_and_replayed() {
+    let (mut cli, sdk) = vnctl().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("events-{}", now()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("dlq-{}", now()))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    cli.env
+        .insert("VNMASK_ORDER_EVENTS_QUEUE_URL".into(), queue.clone());
+    cli.env.insert("VNMASK_DLQ_URL".into(), dlq.clone());
+    let dir = std::env::temp_dir().join(format!("vnctl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let event = r#"{"event_id": "e-1", "type": "DriverAssigned", "order_id": "ord-1", "version": 3,
+        "occurred_at": "2026-11-24T10:15:00Z", "market": "IN",
+        "participants": [{"role": "customer", "user_id": "u-c", "phone": "+919812345678"},
+                         {"role": "driver", "user_id": "u-d", "phone": "+919898765432"}]}"#;
+    std::fs::write(dir.join("good.json"), event).unwrap();
+    std::fs::write(
+        dir.join("bad.json"),
+        event.replace("+919812345678", "98123"),
+    )
+    .unwrap();
+
+    let bad = cli.run(&["publish", dir.join("bad.json").to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        !String::from_utf8_lossy(&bad.stderr).contains("98123"),
+        "errors never echo numbers"
+    );
+    let published = cli.json(&["publish", dir.join("good.json").to_str().unwrap()]);
+    assert_eq!(published["order_id"], "ord-1");
+    let got = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(got.len(), 1, "only the good event reached the queue");
+    sqs.delete_message()
+        .queue_url(&queue)
+        .receipt_handle(got[0].receipt_handle.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+
+    // A dead letter as the assign function writes it.
+    let text = |v: &str| {
+        aws_sdk_sqs::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .unwrap()
+    };
+    sqs.send_message()
+        .queue_url(&dlq)
+        .message_body(event)
+        .message_attributes("vnmask_reason", text("unknown_market"))
+        .message_attributes("vnmask_detail", text("market XX is not served"))
+        .send()
+        .await
+        .unwrap();
+    let listed = cli.run(&["dlq", "list"]);
+    let out = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        out.contains("order=ord-1") && out.contains("reason=unknown_market"),
+        "{out}"
+    );
+    assert!(!out.contains("9812345678"), "bodies are not printed");
+    assert_eq!(
+        cli.json(&["dlq", "list"]).as_array().unwrap().len(),
+        1,
+        "listing hides nothing"
+    );
+
+    let replayed = cli.json(&["dlq", "replay"]);
+    assert_eq!(replayed["replayed"].as_array().unwrap().len(), 1);
+    assert!(cli.json(&["dlq", "list"]).as_array().unwrap().is_empty());
+    let back = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(back[0].body.as_deref(), Some(event));
+}
+
+#[tokio::test]
+async fn generated_keys_unwrap_into_a_working_store() {
+    let (cli, sdk) = vnctl().await;
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let key = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let keys = cli.json(&["keys", "generate", "--kms-key", &key, "--name", "k7"]);
+    let mut env = cli.env.clone();
+    env.insert(
+        "VNMASK_HMAC_KEY".into(),
+        keys["VNMASK_HMAC_KEY"].as_str().unwrap().into(),
+    );
+    env.insert(
+        "VNMASK_DATA_KEYS".into(),
+        keys["VNMASK_DATA_KEYS"].as_str().unwrap().into(),
+    );
+    let config = StoreConfig::from_source(&env).unwrap();
+    assert_eq!(config.current_data_key, "k7");
+    config
+        .connect(&sdk)
+        .await
+        .expect("the generated keys unwrap");
+}
+
+#[tokio::test]
+async fn simulated_calls_carry_a_valid_twilio_signature() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/providers/twilio/voice"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+911140000010"><Number>+919898765432</Number></Dial></Response>"#,
+        ))
+        .mount(&server)
+        .await;
+    let (mut cli, _) = vnctl().await;
+    cli.env
+        .insert("VNMASK_PUBLIC_BASE_URL".into(), server.uri());
+    cli.env
+        .insert("VNMASK_TWILIO_AUTH_TOKENS".into(), "token-a,token-b".into());
+    let out = cli.json(&[
+        "simulate",
+        "call",
+        "--from",
+        "+919812345678",
+        "--to",
+        "+911140000010",
+    ]);
+    assert_eq!(out["decision"], "connect");
+    let received = server.received_requests().await.unwrap();
+    let request = &received[0];
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
+    let signature = request
+        .headers
+        .get(twilio::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let url = format!("{}/v1/providers/twilio/voice", server.uri());
+    twilio::verify(&[Secret::new("token-a")], &url, &params, signature)
+        .expect("signed with the first token");
+    assert!(params
+        .iter()
+        .any(|(k, v)| k == "CallSid" && v.starts_with("CA")));
+    assert_eq!(
+        cli.run(&[
+            "simulate",
+            "call",
+            "--from",
+            "anonymous",
+            "--to",
+            "+911140000010"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+}
