@@ -62,11 +62,28 @@ fn bench(c: &mut Criterion) {
     };
 
     let mut group = c.benchmark_group("decision");
-    for (name, path) in [
-        ("twilio_voice", "/v1/providers/twilio/voice"),
-        ("twilio_sms", "/v1/providers/twilio/sms"),
+    // Rotation (two tokens) is the most work; one token is the usual configuration.
+    for (name, form, path, tokens) in [
+        (
+            "twilio_voice",
+            "twilio-voice.form",
+            "/v1/providers/twilio/voice",
+            &tokens[..],
+        ),
+        (
+            "twilio_voice_one_token",
+            "twilio-voice.form",
+            "/v1/providers/twilio/voice",
+            &tokens[1..],
+        ),
+        (
+            "twilio_sms",
+            "twilio-sms.form",
+            "/v1/providers/twilio/sms",
+            &tokens[..],
+        ),
     ] {
-        let body = fixture(&format!("{name}.form").replace('_', "-"));
+        let body = fixture(form);
         let url = format!("https://hooks.vnmask.test{path}");
         let signature = twilio::sign(
             TWILIO_NEXT_TOKEN.as_bytes(),
@@ -78,7 +95,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let params = parse_form(black_box(body.as_bytes())).unwrap();
                 twilio::verify(
-                    &tokens,
+                    tokens,
                     black_box(&url),
                     &params,
                     Some(black_box(&signature)),
