@@ -6,14 +6,16 @@
 //!
 //! Knobs (environment): `SIM_ORDERS_PER_DAY` (default 1 000 000), `SIM_SEED` (default 1).
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vnmask::assignment::{plan_contacts, PlanRequest};
-use vnmask::domain::{Capabilities, ContactPolicy, Market, OrderId, Participant, RealNumber, VnNumber};
+use vnmask::domain::{
+    Capabilities, ContactPolicy, Market, OrderId, Participant, RealNumber, VnNumber,
+};
 use vnmask_tests::pool;
 
 const DAY: i64 = 86_400;
@@ -61,7 +63,9 @@ fn order_stream(orders_per_day: usize, seed: u64) -> (Vec<Order>, usize) {
             }
             busy[d] -= 1;
         }
-        let Some(slot) = (!free.is_empty()).then(|| rng.gen_range(0..free.len())) else { continue };
+        let Some(slot) = (!free.is_empty()).then(|| rng.gen_range(0..free.len())) else {
+            continue;
+        };
         let d = free[slot];
         busy[d] += 1;
         if busy[d] == capacity[d] {
@@ -95,7 +99,12 @@ fn demand(orders: &[Order]) -> Demand {
     let mut contacts: HashMap<Person, Vec<i64>> = HashMap::new();
     let mut sessions: HashMap<Person, Vec<i64>> = HashMap::new();
     let (mut in_grace, mut active) = (BinaryHeap::new(), BinaryHeap::new());
-    let mut d = Demand { lower_bound: 0, max_sessions_per_person: 0, peak_exclusive: 0, peak_active_orders: 0 };
+    let mut d = Demand {
+        lower_bound: 0,
+        max_sessions_per_person: 0,
+        peak_exclusive: 0,
+        peak_active_orders: 0,
+    };
     for order in orders {
         let (now, until) = (order.start, order.end + GRACE);
         for (heap, end) in [(&mut in_grace, until), (&mut active, order.end)] {
@@ -106,12 +115,21 @@ fn demand(orders: &[Order]) -> Demand {
         }
         d.peak_exclusive = d.peak_exclusive.max(in_grace.len());
         d.peak_active_orders = d.peak_active_orders.max(active.len());
-        let people: Vec<Participant> = order.people.iter().map(|&p| participant(p, &phone)).collect();
+        let people: Vec<Participant> = order
+            .people
+            .iter()
+            .map(|&p| participant(p, &phone))
+            .collect();
         let pairs = policy.pairs(&people);
         for (k, person) in order.people.iter().enumerate() {
             let held = contacts.entry(*person).or_default();
             held.retain(|e| *e > now);
-            held.extend(pairs.iter().filter(|&&(a, b)| a == k || b == k).map(|_| until));
+            held.extend(
+                pairs
+                    .iter()
+                    .filter(|&&(a, b)| a == k || b == k)
+                    .map(|_| until),
+            );
             d.lower_bound = d.lower_bound.max(held.len());
             let held = sessions.entry(*person).or_default();
             held.retain(|e| *e > now);
@@ -126,7 +144,9 @@ fn demand(orders: &[Order]) -> Demand {
 fn participant((driver, id): Person, phone: &RealNumber) -> Participant {
     Participant {
         role: if driver { "driver" } else { "customer" }.parse().unwrap(),
-        user_id: format!("{}{id}", if driver { "d" } else { "c" }).parse().unwrap(),
+        user_id: format!("{}{id}", if driver { "d" } else { "c" })
+            .parse()
+            .unwrap(),
         phone: phone.clone(),
     }
 }
@@ -150,7 +170,11 @@ fn simulate(orders: &[Order], pool_size: usize) -> Outcome {
     let mut failures = 0;
     for (i, order) in orders.iter().enumerate() {
         let (now, until) = (order.start, order.end + GRACE);
-        let people: Vec<Participant> = order.people.iter().map(|&p| participant(p, &phone)).collect();
+        let people: Vec<Participant> = order
+            .people
+            .iter()
+            .map(|&p| participant(p, &phone))
+            .collect();
         let busy: Vec<HashSet<VnNumber>> = order
             .people
             .iter()
@@ -176,7 +200,8 @@ fn simulate(orders: &[Order], pool_size: usize) -> Outcome {
             continue;
         };
         for (k, c) in contacts.iter().enumerate() {
-            let share = CALLS_PER_ORDER / contacts.len() as u64 + u64::from((k as u64) < CALLS_PER_ORDER % contacts.len() as u64);
+            let share = CALLS_PER_ORDER / contacts.len() as u64
+                + u64::from((k as u64) < CALLS_PER_ORDER % contacts.len() as u64);
             *calls.entry(c.number.clone()).or_default() += share;
         }
         for (p, id) in people.iter().zip(&order.people) {
@@ -197,8 +222,14 @@ fn simulate(orders: &[Order], pool_size: usize) -> Outcome {
 }
 
 fn main() {
-    let orders_per_day: usize = std::env::var("SIM_ORDERS_PER_DAY").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let seed: u64 = std::env::var("SIM_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let orders_per_day: usize = std::env::var("SIM_ORDERS_PER_DAY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let seed: u64 = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let started = Instant::now();
     let (orders, drivers) = order_stream(orders_per_day, seed);
 
@@ -231,10 +262,18 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     println!("| figure | value |\n| --- | --- |");
-    println!("| peak concurrent active orders | {} |", need.peak_active_orders);
-    println!("| lower bound: most live contacts one person holds at once (incl. grace) | {lower} |");
+    println!(
+        "| peak concurrent active orders | {} |",
+        need.peak_active_orders
+    );
+    println!(
+        "| lower bound: most live contacts one person holds at once (incl. grace) | {lower} |"
+    );
     println!("| **smallest vnmask pool that never runs out over the day** | **{smallest}** ({:.2}× the lower bound) |", smallest as f64 / lower as f64);
-    println!("| \"2 × max sessions per person − 1\" sizing (max sessions per person: {}) | {two_x} |", need.max_sessions_per_person);
+    println!(
+        "| \"2 × max sessions per person − 1\" sizing (max sessions per person: {}) | {two_x} |",
+        need.max_sessions_per_person
+    );
     println!("| exclusive leasing (one number per order until the end of grace), peak | {} ({:.0}× vnmask) |", need.peak_exclusive, need.peak_exclusive as f64 / smallest as f64);
     println!(
         "| busiest number's share of calls at the smallest pool | {:.2} % (mean {:.2} %, {:.2}× the mean; {} numbers carried calls) |",

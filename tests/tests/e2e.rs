@@ -1,0 +1,575 @@
+//! End to end, against the `make dev` stack (infra/local/dev.py) that this test starts: order
+//! events on SQS, the functions under `cargo lambda watch`, signed provider webhooks over HTTP,
+//! app lookups, the DLQ and vnctl. One test runs the scenarios in turn on one stack.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vnmask::providers::twilio;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const GRACE_SECONDS: u64 = 4;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The running dev stack; dropping it stops everything it started.
+struct DevStack {
+    child: Child,
+    env: BTreeMap<String, String>,
+    http: reqwest::Client,
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        // dev.py stops its services and cargo lambda watch on SIGTERM.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl DevStack {
+    async fn start(orders_api: &str) -> DevStack {
+        let state = std::env::temp_dir().join(format!("vnmask-e2e-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(&state).unwrap();
+        let python = root().join(".venv/bin/python");
+        let child = Command::new(python)
+            .arg(root().join("infra/local/dev.py"))
+            .args([
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--port",
+                "0",
+                "--refresh-seconds",
+                "3600",
+            ])
+            .args([
+                "--orders-api-url",
+                orders_api,
+                "--grace-seconds",
+                &GRACE_SECONDS.to_string(),
+            ])
+            .args(["--visibility-seconds", "5"])
+            .stdout(Stdio::from(
+                std::fs::File::create(state.join("dev.out")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(state.join("dev.err")).unwrap(),
+            ))
+            .spawn()
+            .expect("dev.py starts");
+        let mut stack = DevStack {
+            child,
+            env: BTreeMap::new(),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(900);
+        while !state.join("ready").exists() {
+            if let Ok(Some(status)) = stack.child.try_wait() {
+                panic!("dev.py exited with {status}; see {}", state.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dev stack was not ready in 15 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for line in std::fs::read_to_string(state.join("dev.env"))
+            .unwrap()
+            .lines()
+        {
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                stack
+                    .env
+                    .insert(k.to_owned(), v.trim_matches('\'').to_owned());
+            }
+        }
+        stack
+    }
+
+    fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .unwrap_or_else(|| panic!("dev.env has {name}"))
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.var("VNMASK_LAMBDA_PORT"))
+    }
+
+    async fn sqs(&self) -> aws_sdk_sqs::Client {
+        let sdk = vnmask::aws::loader(vnmask::aws::SdkTimeouts::BACKGROUND)
+            .endpoint_url(self.var("AWS_ENDPOINT_URL_SQS"))
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "local", "local", None, None, "e2e",
+            ))
+            .load()
+            .await;
+        aws_sdk_sqs::Client::new(&sdk)
+    }
+
+    async fn publish(&self, event: &Value) {
+        self.sqs()
+            .await
+            .send_message()
+            .queue_url(self.var("VNMASK_ORDER_EVENTS_QUEUE_URL"))
+            .message_body(event.to_string())
+            .send()
+            .await
+            .expect("event published");
+    }
+
+    /// The lookup as `user` sees it, with the local stand-in for the JWT authorizer's claims.
+    async fn contacts(&self, order: &str, user: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/lambda-url/lookup/v1/orders/{order}/contacts",
+                self.base()
+            ))
+            .header("x-vnmask-local-claims", json!({"sub": user}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `user` sees a contact for `role` in `order`, and returns its virtual number.
+    async fn number_for(&self, order: &str, user: &str, role: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, body) = self.contacts(order, user).await;
+            if status == 200 {
+                let found = body["contacts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["role"] == role)
+                    .and_then(|c| c["virtual_number"].as_str().map(str::to_owned));
+                if let Some(vn) = found {
+                    return vn;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{user} never saw a {role} in {order}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// A correctly signed Twilio voice webhook; returns the TwiML.
+    async fn call(&self, from: &str, to: &str) -> String {
+        let url = format!(
+            "{}/v1/providers/twilio/voice",
+            self.var("VNMASK_PUBLIC_BASE_URL")
+        );
+        let params = vec![
+            ("AccountSid".to_owned(), format!("AC{}", "0".repeat(32))),
+            (
+                "CallSid".to_owned(),
+                format!("CA{:032x}", rand::random::<u128>()),
+            ),
+            ("From".to_owned(), from.to_owned()),
+            ("To".to_owned(), to.to_owned()),
+            ("Direction".to_owned(), "inbound".to_owned()),
+            ("CallStatus".to_owned(), "ringing".to_owned()),
+        ];
+        let token = self
+            .var("VNMASK_TWILIO_AUTH_TOKENS")
+            .split(',')
+            .next()
+            .unwrap()
+            .to_owned();
+        let signature = twilio::sign(token.as_bytes(), &url, &params);
+        let resp = self
+            .http
+            .post(&url)
+            .header(twilio::SIGNATURE_HEADER, signature)
+            .form(&params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "Twilio always gets 200");
+        resp.text().await.unwrap()
+    }
+
+    /// Waits until vnctl's listing of the DLQ satisfies `ready`, and returns it.
+    async fn dead_letters(&self, ready: impl Fn(&Vec<Value>) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = self.vnctl(&["--json", "dlq", "list"]);
+            let rows: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            if rows.as_array().is_some_and(&ready) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the DLQ never held what was expected: {rows}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn vnctl(&self, args: &[&str]) -> std::process::Output {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join("target"));
+        Command::new(target.join("debug/vnctl"))
+            .args(args)
+            .envs(&self.env)
+            .output()
+            .expect("vnctl runs")
+    }
+}
+
+fn person(role: &str, user: &str, phone: &str) -> Value {
+    json!({"role": role, "user_id": user, "phone": phone})
+}
+
+fn event(
+    id: &str,
+    kind: &str,
+    order: &str,
+    version: u64,
+    participants: Option<Vec<Value>>,
+) -> Value {
+    let mut e = json!({"event_id": id, "type": kind, "order_id": order, "version": version,
+                       "occurred_at": "2026-11-24T10:15:00Z", "market": "IN"});
+    if let Some(p) = participants {
+        e["participants"] = Value::Array(p);
+    }
+    e
+}
+
+/// Asserts the TwiML connects to `callee` presenting `caller_id`.
+fn connects(twiml: &str, callee: &str, caller_id: &str) {
+    assert!(twiml.contains("<Dial"), "expected a connect, got {twiml}");
+    assert!(
+        twiml.contains(&format!("callerId=\"{caller_id}\"")),
+        "caller id {caller_id} in {twiml}"
+    );
+    assert!(
+        twiml.contains(&format!(">{callee}</Number>")),
+        "callee in {twiml}"
+    );
+}
+
+fn refuses(twiml: &str) {
+    assert!(!twiml.contains("<Dial"), "expected a refusal, got {twiml}");
+    assert!(
+        twiml.contains("<Hangup") || twiml.contains("<Reject"),
+        "{twiml}"
+    );
+}
+
+const C: &str = "+919810000101";
+const N: &str = "+919810000102";
+const D: &str = "+919710000101";
+const D2: &str = "+919710000102";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
+    let orders = MockServer::start().await;
+    let stack = DevStack::start(&orders.uri()).await;
+
+    // The README's "try it" steps, exactly as written.
+    let try_it = Command::new(root().join("infra/local/try-it.sh"))
+        .env(
+            "VNMASK_DEV_ENV",
+            std::env::temp_dir().join(format!("vnmask-e2e-{}/dev.env", std::process::id())),
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&try_it.stdout);
+    assert!(
+        try_it.status.success(),
+        "try-it failed: {out}\n{}",
+        String::from_utf8_lossy(&try_it.stderr)
+    );
+    assert!(out.contains("connect") && out.contains("<Dial"), "{out}");
+    assert!(out.contains("refuse"), "{out}");
+
+    // The seeds' scenario: customers C and N order at once, driver D takes both.
+    stack
+        .publish(&event(
+            "e1",
+            "DriverAssigned",
+            "ord-c",
+            1,
+            Some(vec![
+                person("customer", "u-c", C),
+                person("driver", "u-d", D),
+            ]),
+        ))
+        .await;
+    stack
+        .publish(&event(
+            "e2",
+            "DriverAssigned",
+            "ord-n",
+            1,
+            Some(vec![
+                person("customer", "u-n", N),
+                person("driver", "u-d", D),
+            ]),
+        ))
+        .await;
+    let v_c = stack.number_for("ord-c", "u-c", "driver").await;
+    let v_n = stack.number_for("ord-n", "u-n", "driver").await;
+    assert_eq!(
+        stack.number_for("ord-c", "u-d", "customer").await,
+        v_c,
+        "one number per pair, both ways"
+    );
+    assert_eq!(stack.number_for("ord-n", "u-d", "customer").await, v_n);
+    assert_ne!(v_c, v_n, "D tells C and N apart by the number");
+    connects(&stack.call(C, &v_c).await, D, &v_c);
+    connects(&stack.call(D, &v_c).await, C, &v_c);
+    connects(&stack.call(D, &v_n).await, N, &v_n);
+    refuses(&stack.call("+919811111111", &v_c).await);
+    let (status, _) = stack.contacts("ord-c", "u-n").await;
+    assert_eq!(status, 404, "N is not part of C's order");
+
+    // Completion: calls work through the grace period, then are refused.
+    stack
+        .publish(&event("e3", "OrderCompleted", "ord-c", 2, None))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = stack.contacts("ord-c", "u-c").await;
+        if body["contacts"][0]["valid_until"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "completion applied: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(GRACE_SECONDS + 1)).await;
+    refuses(&stack.call(C, &v_c).await);
+    connects(&stack.call(D, &v_n).await, N, &v_n);
+
+    // Re-assignment: D2 replaces D on N's order; D's route ends, N keeps the number.
+    stack
+        .publish(&event(
+            "e4",
+            "DriverReassigned",
+            "ord-n",
+            2,
+            Some(vec![
+                person("customer", "u-n", N),
+                person("driver", "u-d2", D2),
+            ]),
+        ))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stack.contacts("ord-n", "u-d2").await.0 != 200 {
+        assert!(Instant::now() < deadline, "re-assignment applied");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        stack.number_for("ord-n", "u-n", "driver").await,
+        v_n,
+        "N keeps the driver's number"
+    );
+    connects(&stack.call(N, &v_n).await, D2, &v_n);
+    refuses(&stack.call(D, &v_n).await);
+
+    // A shared ride: two riders and a driver; the riders cannot reach each other.
+    let (r1, r2, dr) = ("+919810000201", "+919810000202", "+919710000201");
+    stack
+        .publish(&event(
+            "e5",
+            "DriverAssigned",
+            "ride-1",
+            1,
+            Some(vec![
+                person("customer", "u-r1", r1),
+                person("customer", "u-r2", r2),
+                person("driver", "u-dr", dr),
+            ]),
+        ))
+        .await;
+    let to_r1 = stack.number_for("ride-1", "u-r1", "driver").await;
+    let to_r2 = stack.number_for("ride-1", "u-r2", "driver").await;
+    assert_ne!(to_r1, to_r2);
+    let (_, seen) = stack.contacts("ride-1", "u-r1").await;
+    assert_eq!(
+        seen["contacts"].as_array().unwrap().len(),
+        1,
+        "a rider sees only the driver"
+    );
+    connects(&stack.call(dr, &to_r2).await, r2, &to_r2);
+    refuses(&stack.call(r1, &to_r2).await);
+
+    // Lookup fallback: the order service knows an order whose event has not arrived.
+    Mock::given(method("GET"))
+        .and(path("/orders/ord-late"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "order_id": "ord-late", "market": "IN", "state": "active", "version": 5,
+            "participants": [person("customer", "u-l", "+919810000301"), person("driver", "u-ld", "+919710000301")]
+        })))
+        .mount(&orders)
+        .await;
+    let (status, body) = stack.contacts("ord-late", "u-l").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["contacts"][0]["role"], "driver");
+    let late = body["contacts"][0]["virtual_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    connects(
+        &stack.call("+919710000301", &late).await,
+        "+919810000301",
+        &late,
+    );
+
+    // A poison event goes straight to the DLQ with its reason, and no number in sight.
+    let poison = event(
+        "e6",
+        "DriverAssigned",
+        "ord-bad",
+        1,
+        Some(vec![
+            person("customer", "u-b", "+919810000401"),
+            person("driver", "u-bd", "98100"),
+        ]),
+    );
+    stack.publish(&poison).await;
+    let listed = stack.dead_letters(|rows| !rows.is_empty()).await;
+    assert_eq!(listed[0]["order_id"], "ord-bad");
+    assert!(listed[0]["reason"].is_string(), "{listed}");
+    assert!(
+        !listed.to_string().contains("98100"),
+        "no number in the DLQ listing"
+    );
+
+    // A driver with as many live orders as the pool has numbers: the next order cannot be
+    // served, SQS retries it and moves it to the DLQ. The operator adds a number and replays.
+    let pool: Value = serde_json::from_slice(
+        &stack
+            .vnctl(&[
+                "--json", "pool", "list", "--market", "IN", "--state", "active",
+            ])
+            .stdout,
+    )
+    .unwrap();
+    let size = pool.as_array().unwrap().len();
+    let busy = "+919710000501";
+    for i in 0..size {
+        let order = format!("ord-z{i}");
+        stack
+            .publish(&event(
+                &format!("ez{i}"),
+                "DriverAssigned",
+                &order,
+                1,
+                Some(vec![
+                    person("customer", &format!("u-z{i}"), &format!("+91981000060{i}")),
+                    person("driver", "u-z", busy),
+                ]),
+            ))
+            .await;
+        stack.number_for(&order, "u-z", "customer").await;
+    }
+    stack
+        .publish(&event(
+            "ez-last",
+            "DriverAssigned",
+            "ord-z-last",
+            1,
+            Some(vec![
+                person("customer", "u-zl", "+919810000699"),
+                person("driver", "u-z", busy),
+            ]),
+        ))
+        .await;
+    let listed = stack
+        .dead_letters(|rows| rows.iter().any(|r| r["order_id"] == "ord-z-last"))
+        .await;
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["order_id"] == "ord-z-last" || r["order_id"] == "ord-bad"));
+    assert_eq!(
+        stack.contacts("ord-z-last", "u-zl").await.0,
+        404,
+        "not served"
+    );
+    let added = stack.vnctl(&["pool", "add", "+911140099999", "--market", "IN"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let replay = stack.vnctl(&["--json", "dlq", "replay"]);
+    assert!(replay.status.success());
+    let replayed: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    // At least the two; SQS delivers at least once, so a dead letter may come twice.
+    assert!(
+        replayed["replayed"].as_array().unwrap().len() >= 2,
+        "{replayed}"
+    );
+    stack.number_for("ord-z-last", "u-zl", "driver").await;
+    // The permanently bad event is dead-lettered again; the served one is not.
+    let listed = stack.dead_letters(|rows| !rows.is_empty()).await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["order_id"] == "ord-bad"),
+        "{listed}"
+    );
+
+    // schemathesis: generated requests against the running lookup and webhook endpoints never
+    // get a 5xx nor a response docs/openapi.yaml does not describe.
+    for (function, paths, header) in [
+        (
+            "lookup",
+            "^/v1/orders",
+            r#"x-vnmask-local-claims: {"sub": "u-c"}"#,
+        ),
+        ("webhook", "^/v1/providers", "x-vnmask-test: schemathesis"),
+    ] {
+        let out = Command::new(root().join(".venv/bin/schemathesis"))
+            .arg("run")
+            .arg(root().join("docs/openapi.yaml"))
+            .args(["--url", &format!("{}/lambda-url/{function}", stack.base())])
+            .args(["--include-path-regex", paths, "-H", header])
+            .args(["--checks", "not_a_server_error,response_schema_conformance"])
+            .args([
+                "--max-examples",
+                "25",
+                "--max-time",
+                "120",
+                "--generation-deterministic",
+            ])
+            .output()
+            .expect("schemathesis runs");
+        assert!(
+            out.status.success(),
+            "schemathesis found problems with {function}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
