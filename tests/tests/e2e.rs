@@ -558,9 +558,9 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
             .args(["--checks", "not_a_server_error,response_schema_conformance"])
             .args([
                 "--max-examples",
-                "25",
+                "15",
                 "--max-time",
-                "120",
+                "60",
                 "--generation-deterministic",
             ])
             .output()
