@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use rand::Rng;
@@ -245,15 +247,13 @@ impl Store for DynamoStore {
                 .expression_attribute_names("#version", attrs::VERSION)
                 .expression_attribute_values(":v", n(v)),
         };
-        match put.send().await {
-            Ok(_) => Ok(version),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(PoolWriteError::NumberChanged(number.number.clone()))
-            }
-            Err(e) => Err(store_error(e).into()),
+        if written(
+            put.send().await,
+            PutItemError::is_conditional_check_failed_exception,
+        )? {
+            Ok(version)
+        } else {
+            Err(PoolWriteError::NumberChanged(number.number.clone()))
         }
     }
 
@@ -278,17 +278,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":exp", n(expires_at))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            // As high or higher already: nothing to raise.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        // Not written: as high or higher already, nothing to raise.
+        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
     }
 
     async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
@@ -334,16 +325,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":exp", n(expires_at))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        written(out, UpdateItemError::is_conditional_check_failed_exception)
     }
 
     async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
@@ -360,16 +342,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match out {
-            Err(e)
-                if !e
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(store_error(e))
-            }
-            _ => Ok(()),
-        }
+        // Not written: nothing counted this month to take back.
+        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
     }
 
     async fn take_lease(
@@ -393,16 +367,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error(e)),
-        }
+        written(out, PutItemError::is_conditional_check_failed_exception)
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
@@ -421,17 +386,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":lapsed", n(0))
             .send()
             .await;
-        match out {
-            // Taken over after it expired: no longer ours to release.
-            Err(e)
-                if !e
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(store_error(e))
-            }
-            _ => Ok(()),
-        }
+        // Not written: taken over after it expired, no longer ours to release.
+        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
     }
 
     async fn sample_routes(
@@ -587,6 +543,23 @@ where
         )));
     }
     CommitError::RoutesTaken(taken)
+}
+
+/// Whether a conditional write happened: `Ok(false)` when its condition did not hold, a store
+/// error for any other failure.
+fn written<O, E, R>(
+    out: Result<O, SdkError<E, R>>,
+    condition_failed: fn(&E) -> bool,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match out {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(condition_failed) => Ok(false),
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 /// Maps an SDK failure to what callers decide on: retry later or not. Never includes item contents.
