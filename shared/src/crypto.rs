@@ -211,7 +211,8 @@ impl Vault {
             )
             .map_err(|_| CryptoError::Tampered)?;
         let text = std::str::from_utf8(&plain).map_err(|_| CryptoError::NotANumber)?;
-        RealNumber::parse(text).map_err(|_| CryptoError::NotANumber)
+        // Sealed only after a strict parse and authenticated on the way out: the form suffices.
+        RealNumber::parse_form(text).map_err(|_| CryptoError::NotANumber)
     }
 
     pub fn current_key(&self) -> &str {

@@ -60,9 +60,6 @@ impl Webhook {
         config: WebhookConfig,
         interactions: Option<InteractionQueue>,
     ) -> Self {
-        // The numbering-plan metadata loads on first use, which takes a few hundred
-        // milliseconds: pay that here, at cold start, rather than in the first caller's wait.
-        let _ = vnmask::domain::VnNumber::parse("+14155550100");
         Webhook {
             store,
             config,

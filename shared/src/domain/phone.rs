@@ -1,7 +1,10 @@
 //! Phone numbers: E.164 parsing for real (private) and virtual (public) numbers.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use phonenumber::country;
 use serde::{Deserialize, Serialize};
@@ -58,21 +61,47 @@ impl fmt::Display for Market {
     }
 }
 
-/// A validated E.164 number and the country it belongs to.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// An E.164 number and the country it belongs to.
+#[derive(Clone)]
 pub struct E164 {
     digits: String,
-    country: Option<Market>,
+    /// Looked up in the numbering plan when first asked, for numbers that were only checked
+    /// for form ([`E164::parse_form`]).
+    country: OnceLock<Option<Market>>,
+}
+
+// A number is its digits: the country follows from them.
+impl PartialEq for E164 {
+    fn eq(&self, other: &Self) -> bool {
+        self.digits == other.digits
+    }
+}
+
+impl Eq for E164 {}
+
+impl Hash for E164 {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.digits.hash(state)
+    }
+}
+
+impl PartialOrd for E164 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for E164 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.digits.cmp(&other.digits)
+    }
 }
 
 impl E164 {
     /// Parses strictly: `+`, 8–15 digits, canonical, and valid for its country.
     pub fn parse(s: &str) -> Result<Self, PhoneError> {
-        let digits = s.strip_prefix('+').ok_or(PhoneError::NotE164)?;
-        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PhoneError::NotE164);
-        }
-        let parsed = phonenumber::parse(None, s).map_err(|_| PhoneError::Invalid)?;
+        let digits = Self::form(s)?;
+        let parsed = phonenumber::parse(None, digits).map_err(|_| PhoneError::Invalid)?;
         if !phonenumber::is_valid(&parsed) {
             return Err(PhoneError::Invalid);
         }
@@ -80,14 +109,35 @@ impl E164 {
         if canonical != s {
             return Err(PhoneError::NotE164);
         }
-        let country = parsed
-            .country()
-            .id()
-            .and_then(|id| id.as_ref().parse().ok());
         Ok(E164 {
             digits: canonical,
-            country,
+            country: OnceLock::from(country_of(&parsed)),
         })
+    }
+
+    /// Checks the E.164 form only (`+`, then 8–15 digits, the first not 0), not the numbering
+    /// plan. For numbers that are only ever matched against numbers [`E164::parse`] accepted
+    /// (a provider's caller and dialled number: one the plan would refuse has no route) and
+    /// for numbers read back from storage, which were parsed strictly when written. Loading the
+    /// plan's metadata takes tens of milliseconds, which the webhook's cold start and every
+    /// routed call need not pay.
+    pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
+        Self::form(s)?;
+        Ok(E164 {
+            digits: s.to_owned(),
+            country: OnceLock::new(),
+        })
+    }
+
+    fn form(s: &str) -> Result<&str, PhoneError> {
+        let digits = s.strip_prefix('+').ok_or(PhoneError::NotE164)?;
+        if !(8..=15).contains(&digits.len())
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.starts_with('0')
+        {
+            return Err(PhoneError::NotE164);
+        }
+        Ok(s)
     }
 
     pub fn as_str(&self) -> &str {
@@ -96,8 +146,21 @@ impl E164 {
 
     /// The number's country, when the numbering plan names one (non-geographic numbers have none).
     pub fn country(&self) -> Option<&Market> {
-        self.country.as_ref()
+        self.country
+            .get_or_init(|| {
+                phonenumber::parse(None, &self.digits)
+                    .ok()
+                    .and_then(|p| country_of(&p))
+            })
+            .as_ref()
     }
+}
+
+fn country_of(parsed: &phonenumber::PhoneNumber) -> Option<Market> {
+    parsed
+        .country()
+        .id()
+        .and_then(|id| id.as_ref().parse().ok())
 }
 
 /// A person's real number. It must never be shown, logged or put in a key:
@@ -109,6 +172,11 @@ pub struct RealNumber(E164);
 impl RealNumber {
     pub fn parse(s: &str) -> Result<Self, PhoneError> {
         E164::parse(s).map(RealNumber)
+    }
+
+    /// The E.164 form only: see [`E164::parse_form`] for when that is enough.
+    pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
+        E164::parse_form(s).map(RealNumber)
     }
 
     pub fn expose(&self) -> &str {
@@ -147,6 +215,11 @@ pub struct VnNumber(E164);
 impl VnNumber {
     pub fn parse(s: &str) -> Result<Self, PhoneError> {
         E164::parse(s).map(VnNumber)
+    }
+
+    /// The E.164 form only: see [`E164::parse_form`] for when that is enough.
+    pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
+        E164::parse_form(s).map(VnNumber)
     }
 
     pub fn as_str(&self) -> &str {
@@ -218,7 +291,23 @@ mod tests {
             "+１２３",
         ] {
             assert!(RealNumber::parse(s).is_err(), "{s:?} must be rejected");
+            assert_eq!(
+                RealNumber::parse_form(s),
+                Err(PhoneError::NotE164),
+                "{s:?} must be rejected for its form"
+            );
         }
+    }
+
+    #[test]
+    fn form_only_numbers_equal_strict_ones_and_find_their_country_when_asked() {
+        let strict = VnNumber::parse("+14155550100").unwrap();
+        let form = VnNumber::parse_form("+14155550100").unwrap();
+        assert_eq!(strict, form);
+        assert_eq!(form.country().unwrap().as_str(), "US");
+        // The plan is not consulted: a number it refuses passes the form check alone.
+        assert_eq!(RealNumber::parse("+91123456789"), Err(PhoneError::Invalid));
+        assert!(RealNumber::parse_form("+91123456789").is_ok());
     }
 
     #[test]

@@ -157,8 +157,10 @@ pub struct RouteQuery {
     pub channel: Channel,
     pub call_id: CallId,
     /// `Err` when the caller id is withheld or not E.164: such calls are refused, never guessed at.
+    /// Only the form is checked: routes exist only for numbers that passed the strict check at
+    /// assignment, so a number the numbering plan refuses finds no route.
     pub caller: Result<RealNumber, PhoneError>,
-    /// `Err` when the dialled number is not E.164 (so it cannot be one of ours).
+    /// `Err` when the dialled number is not E.164 (so it cannot be one of ours). Form only, too.
     pub dialled: Result<VnNumber, PhoneError>,
     /// The text of a message, to relay.
     pub text: Option<String>,
@@ -175,8 +177,8 @@ impl RouteQuery {
         RouteQuery {
             channel,
             call_id,
-            caller: RealNumber::parse(caller),
-            dialled: VnNumber::parse(dialled),
+            caller: RealNumber::parse_form(caller),
+            dialled: VnNumber::parse_form(dialled),
             text,
         }
     }
@@ -336,7 +338,13 @@ mod tests {
     #[test]
     fn withheld_or_national_callers_have_nothing_to_look_up() {
         let id = CallId::parse("c1", "id").unwrap();
-        for caller in ["anonymous", "+266696687", "", "09810000001", "Restricted"] {
+        for caller in [
+            "anonymous",
+            "",
+            "09810000001",
+            "Restricted",
+            "+0919810000001",
+        ] {
             let q = RouteQuery::new(Channel::Voice, id.clone(), caller, "+911140001000", None);
             assert_eq!(
                 q.lookup().unwrap_err(),
@@ -346,6 +354,16 @@ mod tests {
         }
         let q = RouteQuery::new(Channel::Voice, id, "+919810000001", "01140001000", None);
         assert_eq!(q.lookup().unwrap_err(), Refusal::NotOurNumber);
+    }
+
+    #[test]
+    fn twilio_anonymous_caller_id_is_looked_up_but_can_never_have_a_route() {
+        // Twilio's "+266696687" has the E.164 form, so it is looked up; no participant can have
+        // it (the numbering plan refuses it), so no route answers it.
+        let id = CallId::parse("c1", "id").unwrap();
+        let q = RouteQuery::new(Channel::Voice, id, "+266696687", "+911140001000", None);
+        assert!(q.lookup().is_ok());
+        assert!(RealNumber::parse("+266696687").is_err());
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Domain values to and from DynamoDB items. Real numbers leave here only sealed or HMAC'd.
+//! Numbers read back were parsed strictly before they were written: only their form is checked.
 
 use std::collections::HashMap;
 
@@ -149,7 +150,7 @@ pub fn live_contact_from_item(item: &Item) -> Result<LiveContact, StoreError> {
     let sk = get_s(item, attrs::SK)?;
     let number = sk
         .strip_prefix("VN#")
-        .and_then(|v| VnNumber::parse(v).ok())
+        .and_then(|v| VnNumber::parse_form(v).ok())
         .ok_or_else(|| corrupt(attrs::SK))?;
     Ok(LiveContact {
         number,
@@ -256,7 +257,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
                 a: parse(m, attrs::A)?,
                 b: parse(m, attrs::B)?,
                 number: parse::<String>(m, attrs::NUMBER)
-                    .and_then(|v| VnNumber::parse(&v).map_err(|_| corrupt(attrs::NUMBER)))?,
+                    .and_then(|v| VnNumber::parse_form(&v).map_err(|_| corrupt(attrs::NUMBER)))?,
                 capabilities: caps_from(m)?,
             })
         })
@@ -309,13 +310,15 @@ pub fn pool_entry_from_item(item: &Item) -> Result<PoolEntry, StoreError> {
 pub fn sampled_route_from_item(item: &Item) -> Result<SampledRoute, StoreError> {
     Ok(SampledRoute {
         market: parse(item, attrs::MARKET)?,
-        number: VnNumber::parse(get_s(item, attrs::NUMBER)?).map_err(|_| corrupt(attrs::NUMBER))?,
+        number: VnNumber::parse_form(get_s(item, attrs::NUMBER)?)
+            .map_err(|_| corrupt(attrs::NUMBER))?,
     })
 }
 
 pub fn number_from_item(item: &Item) -> Result<VirtualNumber, StoreError> {
     Ok(VirtualNumber {
-        number: VnNumber::parse(get_s(item, attrs::NUMBER)?).map_err(|_| corrupt(attrs::NUMBER))?,
+        number: VnNumber::parse_form(get_s(item, attrs::NUMBER)?)
+            .map_err(|_| corrupt(attrs::NUMBER))?,
         provider: parse(item, attrs::PROVIDER)?,
         market: parse(item, attrs::MARKET)?,
         capabilities: caps_from(item)?,
