@@ -1,13 +1,16 @@
 //! Pool efficiency: a day of a realistic order stream through the real assignment policy.
 //!
-//! Prints a Markdown section (for BENCHMARKS.md): numbers needed per market by vnmask vs the
-//! lower bound, exclusive leasing and the "2 × max sessions per person − 1" sizing, the smallest
-//! pool that never runs out over the day, and the busiest number's share of calls.
+//! Publishes the "pool-efficiency" section (see `vnmask_tests::bench`): numbers needed per
+//! market by vnmask vs the lower bound, exclusive leasing and the "2 × max sessions per person
+//! − 1" sizing, the smallest pool that never runs out over the day, and the busiest number's
+//! share of calls.
 //!
-//! Knobs (environment): `SIM_ORDERS_PER_DAY` (default 1 000 000), `SIM_SEED` (default 1).
+//! Knobs (environment): `SIM_ORDERS_PER_DAY` (default 1 100 000: the evening peak then passes
+//! 100 k concurrent orders, grace included, the scale the targets name), `SIM_SEED` (default 1).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fmt::Write;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -16,6 +19,7 @@ use vnmask::assignment::{plan_contacts, PlanRequest};
 use vnmask::domain::{
     Capabilities, ContactPolicy, Market, OrderId, Participant, RealNumber, VnNumber,
 };
+use vnmask_tests::bench::{publish, target};
 use vnmask_tests::pool;
 
 const DAY: i64 = 86_400;
@@ -225,7 +229,7 @@ fn main() {
     let orders_per_day: usize = std::env::var("SIM_ORDERS_PER_DAY")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(1_100_000);
     let seed: u64 = std::env::var("SIM_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -250,8 +254,10 @@ fn main() {
     };
     let (_, best) = runs.last().expect("at least one run");
     let two_x = 2 * need.max_sessions_per_person - 1;
-    println!("## Pool efficiency\n");
-    println!(
+    let mut md = String::new();
+    writeln!(md, "## Pool efficiency\n").unwrap();
+    writeln!(
+        md,
         "A simulated day: {} orders in one market ({} drivers holding 1–3 orders at once, {:.0} % shared rides, \
          orders of 20–60 min, {} min grace, arrivals on a daily curve peaking at 2× the mean rate), each planned by \
          the real policy (`vnmask::assignment::plan_contacts`). Seed {seed}; simulated in {:.1} s.\n",
@@ -260,31 +266,69 @@ fn main() {
         SHARED_RIDE_SHARE * 100.0,
         GRACE / 60,
         started.elapsed().as_secs_f64()
-    );
-    println!("| figure | value |\n| --- | --- |");
-    println!(
+    ).unwrap();
+    writeln!(md, "| figure | value |\n| --- | --- |").unwrap();
+    writeln!(
+        md,
         "| peak concurrent active orders | {} |",
         need.peak_active_orders
-    );
-    println!(
+    )
+    .unwrap();
+    writeln!(
+        md,
         "| lower bound: most live contacts one person holds at once (incl. grace) | {lower} |"
-    );
-    println!("| **smallest vnmask pool that never runs out over the day** | **{smallest}** ({:.2}× the lower bound) |", smallest as f64 / lower as f64);
-    println!(
+    )
+    .unwrap();
+    writeln!(md, "| **smallest vnmask pool that never runs out over the day** | **{smallest}** ({:.2}× the lower bound) |", smallest as f64 / lower as f64).unwrap();
+    writeln!(
+        md,
         "| \"2 × max sessions per person − 1\" sizing (max sessions per person: {}) | {two_x} |",
         need.max_sessions_per_person
-    );
-    println!("| exclusive leasing (one number per order until the end of grace), peak | {} ({:.0}× vnmask) |", need.peak_exclusive, need.peak_exclusive as f64 / smallest as f64);
-    println!(
+    )
+    .unwrap();
+    writeln!(md, "| exclusive leasing (one number per order until the end of grace), peak | {} ({:.0}× vnmask) |", need.peak_exclusive, need.peak_exclusive as f64 / smallest as f64).unwrap();
+    writeln!(
+        md,
         "| busiest number's share of calls at the smallest pool | {:.2} % (mean {:.2} %, {:.2}× the mean; {} numbers carried calls) |",
         best.busiest_share * 100.0,
         best.mean_share * 100.0,
         best.busiest_share / best.mean_share,
         best.numbers_used
-    );
-    println!("\nOrders the policy could not serve, by pool size:\n");
-    println!("| pool | unserved orders |\n| --- | --- |");
+    ).unwrap();
+    writeln!(md, "\nOrders the policy could not serve, by pool size:\n").unwrap();
+    writeln!(md, "| pool | unserved orders |\n| --- | --- |").unwrap();
     for (size, out) in &runs {
-        println!("| {size} | {} |", out.failures);
+        writeln!(md, "| {size} | {} |", out.failures).unwrap();
     }
+    let vs_lower = smallest as f64 / lower as f64;
+    let vs_exclusive = need.peak_exclusive as f64 / smallest as f64;
+    let busiest = best.busiest_share / best.mean_share;
+    let verdict = |met: bool| if met { "met" } else { "**missed**" };
+    let targets = [
+        (
+            "pool within 1.5× of the lower bound",
+            format!("{}: {vs_lower:.2}×", verdict(vs_lower <= 1.5)),
+        ),
+        (
+            "≥ 1,000× fewer numbers than exclusive leasing at 100 k concurrent orders",
+            format!(
+                "{}: {vs_exclusive:.0}× at a peak of {} concurrent orders (grace included)",
+                verdict(vs_exclusive >= 1000.0 && need.peak_exclusive >= 100_000),
+                need.peak_exclusive
+            ),
+        ),
+        (
+            "no number above 3× the mean share of calls",
+            format!(
+                "{}: busiest {busiest:.2}× the mean",
+                verdict(busiest <= 3.0)
+            ),
+        ),
+    ];
+    writeln!(md, "\nTargets:\n").unwrap();
+    for (what, result) in &targets {
+        writeln!(md, "- {what}: {result}").unwrap();
+        target("Pool efficiency", what, result);
+    }
+    publish("pool-efficiency", &md);
 }

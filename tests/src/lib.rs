@@ -29,7 +29,9 @@ use vnmask::store::{
     StoreError,
 };
 
+pub mod bench;
 pub mod people;
+pub mod watch;
 
 /// The SDK configuration for the local services. Panics (tests only) when `make test` did not
 /// start them, or when an endpoint is not on the loopback interface.
@@ -498,6 +500,19 @@ pub fn canonical(
         )
     }
     map(item)
+}
+
+/// A fresh table and KMS-wrapped keys, as a deployment has them: the store's environment
+/// (see [`kms_store_env`]) and the store it configures.
+pub async fn kms_store(sdk: &SdkConfig) -> (BTreeMap<String, String>, DynamoStore) {
+    let table = create_table(&aws_sdk_dynamodb::Client::new(sdk)).await;
+    let env = kms_store_env(sdk, &table).await;
+    let store = vnmask::config::StoreConfig::from_source(&env)
+        .expect("the store's environment")
+        .connect(sdk)
+        .await
+        .expect("the wrapped keys unwrap");
+    (env, store)
 }
 
 /// Creates a KMS key in moto and new wrapped key material under it; returns the store's

@@ -3,76 +3,23 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use assign::outbox::attribute;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use common::*;
-use vnmask::config::StoreConfig;
 use vnmask::store::Store;
-use vnmask_tests::{create_table, kms_store_env, local_sdk, pool, seed_pool};
+use vnmask_tests::watch::{LambdaWatch, WatchSpec};
+use vnmask_tests::{kms_store, local_sdk, pool, seed_pool};
 
 /// The first build of the binary can take minutes on a cold target directory.
 const STARTUP: Duration = Duration::from_secs(20 * 60);
-
-/// `cargo lambda watch` in its own process group, stopped with everything it started.
-struct Watch {
-    child: Child,
-    output: PathBuf,
-}
-
-impl Watch {
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.output).unwrap_or_default()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let kill = |signal: &str| {
-            let _ = Command::new("kill")
-                .args([signal, "--", &group])
-                .stderr(Stdio::null())
-                .status();
-        };
-        kill("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Whatever the group still holds (the function, cargo) goes too.
-        kill("-KILL");
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_binary_under_cargo_lambda_watch_applies_an_sqs_batch() {
     // GIVEN a table, KMS-wrapped keys, a seeded pool and the function's queues
     let sdk = local_sdk().await;
-    let table = create_table(&aws_sdk_dynamodb::Client::new(&sdk)).await;
-    let mut env = kms_store_env(&sdk, &table).await;
-    let store = StoreConfig::from_source(&env)
-        .unwrap()
-        .connect(&sdk)
-        .await
-        .expect("the wrapped keys unwrap");
+    let (mut env, store) = kms_store(&sdk).await;
     seed_pool(&store, &pool("IN", 20)).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let dead_letter_url = create_queue(&sqs, "watch-dlq", false).await;
@@ -83,44 +30,12 @@ async fn real_binary_under_cargo_lambda_watch_applies_an_sqs_batch() {
     env.insert("RUST_LOG".into(), "info".into());
 
     // AND the function running under cargo lambda watch
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv_bin = crate_dir.join("../../.venv/bin");
-    let path = format!(
-        "{}:{}",
-        venv_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let port = free_port();
-    let output =
-        std::env::temp_dir().join(format!("assign-watch-{}-{port}.log", std::process::id()));
-    let log = std::fs::File::create(&output).unwrap();
-    let child = Command::new("cargo")
-        .args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
-        .args(["--invoke-port", &port.to_string(), "--bin", "assign"])
-        .current_dir(&crate_dir)
-        .envs(&env)
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("cargo lambda is installed (make deps)");
-    let mut watch = Watch { child, output };
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            watch.child.try_wait().unwrap().is_none(),
-            "cargo lambda watch exited:\n{}",
-            watch.output()
-        );
-        assert!(
-            started.elapsed() < STARTUP,
-            "not listening:\n{}",
-            watch.output()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let watch = LambdaWatch::start(WatchSpec {
+        package: "assign",
+        profile: None,
+        binary: None,
+        env,
+    });
 
     // WHEN it is invoked with a batch of ten order events, one of them poison
     let event = fixture("batch_with_poison.json");
@@ -130,9 +45,7 @@ async fn real_binary_under_cargo_lambda_watch_applies_an_sqs_batch() {
         .timeout(STARTUP)
         .build()
         .unwrap()
-        .post(format!(
-            "http://127.0.0.1:{port}/2015-03-31/functions/assign/invocations"
-        ))
+        .post(watch.invoke_url())
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -140,7 +53,7 @@ async fn real_binary_under_cargo_lambda_watch_applies_an_sqs_batch() {
         .expect("the invocation is answered");
     let status = response.status();
     let text = response.text().await.unwrap();
-    assert!(status.is_success(), "{status}: {text}\n{}", watch.output());
+    assert!(status.is_success(), "{status}: {text}\n{}", watch.log());
 
     // THEN nothing is left for retry, nine orders have numbers, the poison is dead-lettered
     let answer: SqsBatchResponse = serde_json::from_str(&text).expect("an SqsBatchResponse");
@@ -174,10 +87,10 @@ async fn real_binary_under_cargo_lambda_watch_applies_an_sqs_batch() {
 
     // AND its log lines and metrics name outcomes, never a real number
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !watch.output().contains("HandlerLatency") && Instant::now() < deadline {
+    while !watch.log().contains("HandlerLatency") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let output = watch.output();
+    let output = watch.log();
     assert!(output.contains("dead_lettered"), "{output}");
     assert!(output.contains("\"Function\":\"assign\""), "{output}");
     for number in fixture_phone_numbers() {

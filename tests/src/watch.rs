@@ -1,0 +1,213 @@
+//! A function's real binary under `cargo lambda watch` on 127.0.0.1, for end-to-end tests and
+//! benchmarks: started in its own process group with the function's environment, and stopped,
+//! with everything it started, when dropped.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `cargo lambda watch` may take to listen (it listens before the first build).
+const LISTEN: Duration = Duration::from_secs(60);
+
+pub struct LambdaWatch {
+    child: Child,
+    /// The function, when started here rather than by the watch.
+    function: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+    /// The name the emulator serves the function under.
+    name: String,
+}
+
+/// What to run: a package the watch builds and runs (with cargo's dev profile, or `profile`),
+/// or a binary already built, which runs against the watch's Lambda APIs
+/// (`--only-lambda-apis`) so that nothing is compiled.
+pub struct WatchSpec<'a> {
+    pub package: &'a str,
+    pub profile: Option<&'a str>,
+    pub binary: Option<PathBuf>,
+    /// The function's environment; the caller's `AWS_*` variables (the local endpoints) are added.
+    pub env: BTreeMap<String, String>,
+}
+
+impl LambdaWatch {
+    /// Starts the watch and waits until it listens. Panics (tests and benchmarks only) when it
+    /// cannot start or does not listen in time, with the tail of its log.
+    pub fn start(spec: WatchSpec<'_>) -> LambdaWatch {
+        let mut env = spec.env;
+        for (k, v) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                env.entry(k).or_insert(v);
+            }
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "vnmask-watch-{}-{}-{}",
+            spec.package,
+            std::process::id(),
+            crate::now()
+        ));
+        std::fs::create_dir_all(&dir).expect("watch directory");
+        let env_file = dir.join("function.env");
+        let mut f = std::fs::File::create(&env_file).expect("env file");
+        for (k, v) in &env {
+            assert!(!v.contains('\''), "{k} cannot be single-quoted");
+            writeln!(f, "{k}='{v}'").expect("env file");
+        }
+        let out = std::fs::File::create(dir.join("watch.log")).expect("watch log");
+        let port = free_port();
+        let mut cmd = Command::new(cargo_lambda());
+        cmd.args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &port.to_string()])
+            .args(["--package", spec.package, "--ignore-changes", "--env-file"])
+            .arg(&env_file);
+        if let Some(profile) = spec.profile {
+            cmd.args(["--profile", profile]);
+        }
+        if spec.binary.is_some() {
+            cmd.arg("--only-lambda-apis");
+        }
+        let child = cmd
+            .current_dir(workspace())
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("watch log"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("cargo lambda watch starts");
+        let mut watch = LambdaWatch {
+            child,
+            function: None,
+            dir,
+            port,
+            // The only function of an `--only-lambda-apis` watch is its default one, `_`.
+            name: if spec.binary.is_some() {
+                "_".to_owned()
+            } else {
+                spec.package.to_owned()
+            },
+        };
+        let deadline = Instant::now() + LISTEN;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = watch.child.try_wait().ok().flatten().is_some();
+            assert!(
+                !exited && Instant::now() < deadline,
+                "cargo lambda watch did not listen:\n{}",
+                watch.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(binary) = spec.binary {
+            let out = std::fs::File::create(watch.dir.join("function.log")).expect("function log");
+            watch.function = Some(
+                Command::new(&binary)
+                    .envs(&env)
+                    .env(
+                        "AWS_LAMBDA_RUNTIME_API",
+                        format!("http://127.0.0.1:{port}/.rt"),
+                    )
+                    .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+                    .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+                    .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+                    .stdin(Stdio::null())
+                    .stdout(out.try_clone().expect("function log"))
+                    .stderr(out)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("{} does not start: {e}", binary.display())),
+            );
+        }
+        watch
+    }
+
+    /// Where an HTTP function is served: `http://127.0.0.1:<port>/lambda-url/<function>`.
+    pub fn function_url(&self) -> String {
+        format!("http://127.0.0.1:{}/lambda-url/{}", self.port, self.name)
+    }
+
+    /// Where any function is invoked with an event: `…/2015-03-31/functions/<function>/invocations`.
+    pub fn invoke_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
+            self.port, self.name
+        )
+    }
+
+    /// The output so far: cargo's, the watch's and the function's.
+    pub fn log(&self) -> String {
+        let mut log = std::fs::read(self.dir.join("watch.log")).unwrap_or_default();
+        log.extend(std::fs::read(self.dir.join("function.log")).unwrap_or_default());
+        String::from_utf8_lossy(&log).into_owned()
+    }
+
+    /// The last few kilobytes of the output, for failures.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let mut start = log.len().saturating_sub(4000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_owned()
+    }
+}
+
+impl Drop for LambdaWatch {
+    fn drop(&mut self) {
+        if let Some(mut function) = self.function.take() {
+            let _ = function.kill();
+            let _ = function.wait();
+        }
+        // The group holds cargo, cargo-watch and the function: signal it whole, by its id.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The workspace's root directory.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else the workspace's `target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+/// `cargo-lambda` from the Makefile's virtualenv, else from `PATH`.
+pub fn cargo_lambda() -> PathBuf {
+    let local = workspace().join(".venv/bin/cargo-lambda");
+    if local.exists() {
+        return local;
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("cargo-lambda"))
+                .find(|p| p.exists())
+        })
+        .expect("cargo-lambda is not installed: run `make deps` (it goes into .venv/bin)")
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
