@@ -1,12 +1,17 @@
 //! The decision path of each provider, as the function runs it apart from the network:
 //! read the request, verify it, decide against the in-memory store, write the answer.
 //! Inputs are the test fixtures (realistic parameter sets). Figures only; nothing asserts speed.
+//!
+//! Each request is timed on its own (criterion's `iter_custom`), so that besides criterion's
+//! estimates the run reports p50 and p99 per request, as the "routing-cpu" section of
+//! BENCHMARKS.md (see `vnmask_tests::bench`).
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Bencher, Criterion};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::domain::{RealNumber, VnNumber};
 use vnmask::providers::exotel::{self, ConnectSettings, SourceAllowList};
@@ -14,6 +19,7 @@ use vnmask::providers::twilio::{self, VoiceRefusal, VoiceSettings};
 use vnmask::providers::{generic, parse_form, parse_query, Secret};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
+use vnmask_tests::bench::{human, machine, publish, Latencies};
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{market, now, pool, seed_pool};
 use webhook::decide;
@@ -31,7 +37,26 @@ fn fixture(name: &str) -> String {
     .unwrap()
 }
 
+/// Per-request samples of each benchmark, by name.
+type Samples = BTreeMap<&'static str, Vec<Duration>>;
+
+/// Runs `request` the number of times criterion asks, timing each call on its own.
+fn per_request<R>(b: &mut Bencher, samples: &mut Vec<Duration>, mut request: impl FnMut() -> R) {
+    b.iter_custom(|iters| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let started = Instant::now();
+            black_box(request());
+            let took = started.elapsed();
+            samples.push(took);
+            total += took;
+        }
+        total
+    })
+}
+
 fn bench(c: &mut Criterion) {
+    let mut samples = Samples::new();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -91,8 +116,9 @@ fn bench(c: &mut Criterion) {
             &parse_form(body.as_bytes()).unwrap(),
         );
         let sms = name == "twilio_sms";
+        let taken = samples.entry(name).or_default();
         group.bench_function(name, |b| {
-            b.iter(|| {
+            per_request(b, taken, || {
                 let params = parse_form(black_box(body.as_bytes())).unwrap();
                 twilio::verify(
                     tokens,
@@ -128,8 +154,9 @@ fn bench(c: &mut Criterion) {
         max_ringing_duration: 30,
         max_conversation_duration: 3600,
     };
+    let taken = samples.entry("exotel").or_default();
     group.bench_function("exotel", |b| {
-        b.iter(|| {
+        per_request(b, taken, || {
             allowed.check(Some(black_box("203.0.113.10"))).unwrap();
             let params = parse_query(black_box(&query_string)).unwrap();
             let token = params
@@ -147,8 +174,9 @@ fn bench(c: &mut Criterion) {
         serde_json::from_str(&fixture("apigw-v2-generic-route.json")).unwrap();
     let body = event["body"].as_str().unwrap().to_owned();
     let secrets = [Secret::new(GENERIC_SECRET)];
+    let taken = samples.entry("generic").or_default();
     group.bench_function("generic", |b| {
-        b.iter(|| {
+        per_request(b, taken, || {
             let ts = now().to_string();
             let signature = generic::sign(GENERIC_SECRET.as_bytes(), &ts, body.as_bytes());
             generic::verify(
@@ -184,8 +212,69 @@ fn bench(c: &mut Criterion) {
     parts.bench_function("twilio_verify_rotation", |b| {
         b.iter(|| twilio::verify(&tokens, url, black_box(&params), Some(&signature)))
     });
+    let parse = samples.entry("parse_two_numbers").or_default();
+    parts.bench_function("parse_two_numbers", |b| {
+        per_request(b, parse, || {
+            (
+                RealNumber::parse(black_box("+919810000001")),
+                VnNumber::parse(black_box("+911140001000")),
+            )
+        })
+    });
     parts.finish();
+    report(&samples);
 }
 
-criterion_group!(benches, bench);
+fn report(samples: &Samples) {
+    let mut md = format!(
+        "## Call routing: CPU time of the decision path\n\n\
+         Method: `cargo bench --workspace --bench decision` (criterion, bench profile: release \
+         without LTO) on {}. One request is the webhook's whole work apart from the network: read \
+         the provider's request, verify its signature, look the route up in the in-memory store, \
+         decide, and write the provider's answer. Every request is timed on its own; the figures \
+         are over all of criterion's iterations (warm-up included).\n\n\
+         | request | requests timed | p50 | p99 | mean |\n| --- | --- | --- | --- | --- |\n",
+        machine()
+    );
+    let label = |name: &str| match name {
+        "twilio_voice" => "Twilio voice (token rotation: two tokens tried)",
+        "twilio_voice_one_token" => "Twilio voice (one token)",
+        "twilio_sms" => "Twilio SMS (two tokens)",
+        "exotel" => "Exotel connect (allow-list + token)",
+        "generic" => "generic JSON (HMAC signed)",
+        "parse_two_numbers" => "of which: strict E.164 parse of caller and dialled number",
+        _ => unreachable!("every benchmark has a label"),
+    };
+    let order = [
+        "twilio_voice",
+        "twilio_voice_one_token",
+        "twilio_sms",
+        "exotel",
+        "generic",
+        "parse_two_numbers",
+    ];
+    for name in order {
+        let Some(taken) = samples.get(name).filter(|t| !t.is_empty()) else {
+            continue;
+        };
+        let l = Latencies::new(taken.clone());
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            label(name),
+            l.len(),
+            human(l.percentile(50.0)),
+            human(l.percentile(99.0)),
+            human(l.mean()),
+        ));
+    }
+    publish("routing-cpu", &md);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench
+}
 criterion_main!(benches);
