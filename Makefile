@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # The SAM CLI must not try to phone home (there is no internet here, nor in CI).
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: deps test dev template-check services-start services-stop lambda-build clean fmt bench-assign
+.PHONY: deps test dev template-check services-start services-stop lambda-build clean fmt bench bench-assign
 
 deps: $(STAMP)/python $(STAMP)/npm
 
@@ -43,6 +43,11 @@ template-check: deps
 # The whole system on 127.0.0.1 until Ctrl-C (infra/local/dev.py).
 dev: deps
 	$(VENV)/bin/python infra/local/dev.py
+
+# Every benchmark against freshly started local services; rewrites BENCHMARKS.md from this run
+# (infra/bench/run.sh). Reports, never fails on a figure; not part of `make test`.
+bench: deps
+	infra/bench/run.sh
 
 # The assign function's throughput against freshly started local services: a report, not a test.
 bench-assign: deps
