@@ -70,10 +70,13 @@ impl Latencies {
     }
 }
 
-/// A duration in the unit that reads best for it: µs below a millisecond, else ms.
+/// A duration in the unit that reads best for it: ns below a microsecond, µs below a
+/// millisecond, else ms.
 pub fn human(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
-    if us < 1000.0 {
+    if us < 1.0 {
+        format!("{:.0} ns", us * 1000.0)
+    } else if us < 1000.0 {
         format!("{us:.1} µs")
     } else {
         format!("{:.2} ms", us / 1000.0)
