@@ -100,8 +100,8 @@ impl Ord for E164 {
 impl E164 {
     /// Parses strictly: `+`, 8–15 digits, canonical, and valid for its country.
     pub fn parse(s: &str) -> Result<Self, PhoneError> {
-        let digits = Self::form(s)?;
-        let parsed = phonenumber::parse(None, digits).map_err(|_| PhoneError::Invalid)?;
+        Self::check_form(s)?;
+        let parsed = phonenumber::parse(None, s).map_err(|_| PhoneError::Invalid)?;
         if !phonenumber::is_valid(&parsed) {
             return Err(PhoneError::Invalid);
         }
@@ -122,14 +122,14 @@ impl E164 {
     /// plan's metadata takes tens of milliseconds, which the webhook's cold start and every
     /// routed call need not pay.
     pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
-        Self::form(s)?;
+        Self::check_form(s)?;
         Ok(E164 {
             digits: s.to_owned(),
             country: OnceLock::new(),
         })
     }
 
-    fn form(s: &str) -> Result<&str, PhoneError> {
+    fn check_form(s: &str) -> Result<(), PhoneError> {
         let digits = s.strip_prefix('+').ok_or(PhoneError::NotE164)?;
         if !(8..=15).contains(&digits.len())
             || !digits.bytes().all(|b| b.is_ascii_digit())
@@ -137,7 +137,7 @@ impl E164 {
         {
             return Err(PhoneError::NotE164);
         }
-        Ok(s)
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
