@@ -258,7 +258,8 @@ fn main() {
     writeln!(md, "## Pool efficiency\n").unwrap();
     writeln!(
         md,
-        "A simulated day: {} orders in one market ({} drivers holding 1–3 orders at once, {:.0} % shared rides, \
+        "Method: `cargo bench --workspace --bench pool_efficiency` (`SIM_ORDERS_PER_DAY`, `SIM_SEED` \
+         change the day). A simulated day: {} orders in one market ({} drivers holding 1–3 orders at once, {:.0} % shared rides, \
          orders of 20–60 min, {} min grace, arrivals on a daily curve peaking at 2× the mean rate), each planned by \
          the real policy (`vnmask::assignment::plan_contacts`). Seed {seed}; simulated in {:.1} s.\n",
         orders.len(),
