@@ -10,9 +10,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// `VNMASK_BENCH_DIR`, when set to something.
+fn report_dir() -> Option<std::ffi::OsString> {
+    std::env::var_os("VNMASK_BENCH_DIR").filter(|d| !d.is_empty())
+}
+
 /// Publishes a benchmark's Markdown section.
 pub fn publish(name: &str, markdown: &str) {
-    match std::env::var_os("VNMASK_BENCH_DIR") {
+    match report_dir() {
         Some(dir) => {
             let path = std::path::Path::new(&dir).join(format!("{name}.md"));
             std::fs::create_dir_all(&dir).expect("bench report directory");
@@ -26,7 +31,7 @@ pub fn publish(name: &str, markdown: &str) {
 /// Records how a target fared, for the summary at the top of BENCHMARKS.md.
 pub fn target(section: &str, target: &str, result: &str) {
     let row = format!("| {target} | {section} | {result} |\n");
-    match std::env::var_os("VNMASK_BENCH_DIR") {
+    match report_dir() {
         Some(dir) => {
             use std::io::Write;
             std::fs::create_dir_all(&dir).expect("bench report directory");
