@@ -24,7 +24,6 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeSerializationInterceptorContextMut, FinalizerInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome};
@@ -33,7 +32,9 @@ use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::Store;
 use vnmask_tests::bench::publish;
 use vnmask_tests::people::{customer, driver, merchant};
-use vnmask_tests::{create_table, local_sdk, market, now, pool, seed_pool, test_vault};
+use vnmask_tests::{
+    create_table, local_sdk, market, now, operation_name, pool, seed_pool, test_vault,
+};
 
 /// On-demand prices, us-east-1, Standard table class (since the November 2024 price cut).
 const USD_PER_MILLION_WRU: f64 = 0.625;
@@ -138,30 +139,27 @@ impl Intercept for CapacityMeter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let operation = cfg
-            .load::<Metadata>()
-            .map(|m| m.name().to_owned())
-            .unwrap_or_else(|| "unknown".into());
+        let operation = operation_name(cfg);
         let billing = cfg.load::<Billing>().cloned().unwrap_or_default();
-        let (mut read_units_, mut reported_) = (0.0, 0.0);
+        let (mut read, mut reported_units) = (0.0, 0.0);
         match context.output_or_error() {
             Some(Ok(out)) => {
                 if let Some(o) = out.downcast_ref::<GetItemOutput>() {
-                    read_units_ = read_units(o.item().map_or(0, item_size), billing.consistent);
-                    reported_ = reported(o.consumed_capacity());
+                    read = read_units(o.item().map_or(0, item_size), billing.consistent);
+                    reported_units = reported(o.consumed_capacity());
                 } else if let Some(o) = out.downcast_ref::<QueryOutput>() {
                     // Billed on the items read: with a projection these are a lower bound.
                     let bytes = o.items().iter().map(item_size).sum();
-                    read_units_ = read_units(bytes, billing.consistent);
-                    reported_ = reported(o.consumed_capacity());
+                    read = read_units(bytes, billing.consistent);
+                    reported_units = reported(o.consumed_capacity());
                 } else if let Some(o) = out.downcast_ref::<PutItemOutput>() {
-                    reported_ = reported(o.consumed_capacity());
+                    reported_units = reported(o.consumed_capacity());
                 } else if let Some(o) = out.downcast_ref::<UpdateItemOutput>() {
-                    reported_ = reported(o.consumed_capacity());
+                    reported_units = reported(o.consumed_capacity());
                 } else if let Some(o) = out.downcast_ref::<ScanOutput>() {
-                    reported_ = reported(o.consumed_capacity());
+                    reported_units = reported(o.consumed_capacity());
                 } else if let Some(o) = out.downcast_ref::<TransactWriteItemsOutput>() {
-                    reported_ = o
+                    reported_units = o
                         .consumed_capacity()
                         .iter()
                         .map(|c| reported(Some(c)))
@@ -174,9 +172,9 @@ impl Intercept for CapacityMeter {
         }
         self.0.lock().unwrap().push(Request {
             operation,
-            read_units: read_units_,
+            read_units: read,
             write_units: billing.write_units,
-            reported: reported_,
+            reported: reported_units,
         });
         Ok(())
     }

@@ -171,6 +171,14 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
     name
 }
 
+/// The name of the SDK operation a request belongs to (`GetItem`, `TransactWriteItems`, …),
+/// for interceptors.
+pub fn operation_name(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>()
+        .map(|m| m.name().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Counts DynamoDB round trips (every attempt, retries included) by operation name.
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
@@ -200,11 +208,12 @@ impl Intercept for CallCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let op = cfg
-            .load::<Metadata>()
-            .map(|m| m.name().to_owned())
-            .unwrap_or_else(|| "unknown".into());
-        *self.0.lock().unwrap().entry(op).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(operation_name(cfg))
+            .or_default() += 1;
         Ok(())
     }
 }

@@ -23,12 +23,11 @@ pub struct LambdaWatch {
     name: String,
 }
 
-/// What to run: a package the watch builds and runs (with cargo's dev profile, or `profile`),
-/// or a binary already built, which runs against the watch's Lambda APIs
+/// What to run: a package the watch builds and runs (with cargo's dev profile), or a binary
+/// already built, which runs against the watch's Lambda APIs
 /// (`--only-lambda-apis`) so that nothing is compiled.
 pub struct WatchSpec<'a> {
     pub package: &'a str,
-    pub profile: Option<&'a str>,
     pub binary: Option<PathBuf>,
     /// The function's environment; the caller's `AWS_*` variables (the local endpoints) are added.
     pub env: BTreeMap<String, String>,
@@ -64,9 +63,6 @@ impl LambdaWatch {
             .args(["--invoke-port", &port.to_string()])
             .args(["--package", spec.package, "--ignore-changes", "--env-file"])
             .arg(&env_file);
-        if let Some(profile) = spec.profile {
-            cmd.args(["--profile", profile]);
-        }
         if spec.binary.is_some() {
             cmd.arg("--only-lambda-apis");
         }

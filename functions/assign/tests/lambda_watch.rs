@@ -32,7 +32,6 @@ async fn real_binary_under_cargo_lambda_watch_applies_an_sqs_batch() {
     // AND the function running under cargo lambda watch
     let watch = LambdaWatch::start(WatchSpec {
         package: "assign",
-        profile: None,
         binary: None,
         env,
     });

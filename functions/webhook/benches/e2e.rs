@@ -132,7 +132,6 @@ async fn main() {
     // The binary `make bench` built, under the watch's Lambda APIs: nothing to compile here.
     let watch = LambdaWatch::start(WatchSpec {
         package: "webhook",
-        profile: None,
         binary: Some(target_dir().join("release/webhook")),
         env,
     });

@@ -32,7 +32,6 @@ async fn real_binary_under_cargo_lambda_watch_answers_a_signed_twilio_call() {
     // WHEN the real binary runs under cargo lambda watch
     let watch = LambdaWatch::start(WatchSpec {
         package: "webhook",
-        profile: None,
         binary: None,
         env,
     });
