@@ -2,63 +2,15 @@
 //! customers C and N each have an order with driver D; each caller reaches the right person,
 //! shown the right virtual number; strangers and expired routes are refused.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vnmask::domain::{NumberState, Participant, VnNumber};
-use vnmask::store::memory::MemoryStore;
-use vnmask::store::Store;
+use vnmask::domain::NumberState;
 use vnmask_tests::people::{customer, driver};
-use vnmask_tests::{local_dynamo, local_sdk, now, pool, seed_pool, CallCounter};
+use vnmask_tests::{local_sdk, now, pool};
 use webhook::InteractionQueue;
 
 mod common;
 use common::*;
-
-struct Seeds {
-    store: Arc<dyn Store>,
-    calls: Option<CallCounter>,
-    c: Participant,
-    n: Participant,
-    d: Participant,
-    /// What C and D dial to reach each other, and what N and D dial.
-    vn_cd: VnNumber,
-    vn_nd: VnNumber,
-}
-
-/// C and N order at once; D takes both. A pool of two numbers.
-async fn seeds(store: Arc<dyn Store>, calls: Option<CallCounter>) -> Seeds {
-    seed_pool(store.as_ref(), &pool("IN", 2)).await;
-    let (c, n, d) = (customer(1), customer(2), driver(1));
-    apply(&store, "ord-c", &[c.clone(), d.clone()], now()).await;
-    apply(&store, "ord-n", &[n.clone(), d.clone()], now()).await;
-    let vn_cd = number_between(&store, "ord-c", &c, &d).await;
-    let vn_nd = number_between(&store, "ord-n", &n, &d).await;
-    assert_ne!(vn_cd, vn_nd);
-    Seeds {
-        store,
-        calls,
-        c,
-        n,
-        d,
-        vn_cd,
-        vn_nd,
-    }
-}
-
-async fn memory() -> Seeds {
-    seeds(Arc::new(MemoryStore::new()), None).await
-}
-
-async fn dynamo() -> Seeds {
-    let d = local_dynamo().await;
-    seeds(d.store.clone(), Some(d.calls.clone())).await
-}
-
-fn phone(p: &Participant) -> &str {
-    p.phone.expose()
-}
 
 async fn each_caller_reaches_the_right_person_with_the_right_caller_id(s: Seeds) {
     let app = app(s.store.clone());
@@ -266,110 +218,6 @@ async fn a_call_costs_exactly_one_dynamodb_read() {
     let answer = send(&app, twilio_call("anonymous", s.vn_cd.as_str())).await;
     assert!(answer.is_twiml_refusal());
     assert_eq!(calls.total(), 0);
-}
-
-/// Collects what `tracing` writes during a test.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn interactions_are_logged_and_published_without_real_numbers() {
-    let s = memory().await;
-    let sdk = local_sdk().await;
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("vnmask-interactions-{}", std::process::id()))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let queue = InteractionQueue::new(sqs.clone(), queue_url.clone(), Duration::from_secs(2));
-    let app = app_with(s.store.clone(), config(), Some(queue));
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    // WHEN C calls D, and a stranger calls the same number
-    let connected = send(&app, twilio_call(phone(&s.c), s.vn_cd.as_str())).await;
-    assert!(connected.dial().is_some());
-    let refused = send(&app, twilio_call(phone(&customer(9)), s.vn_cd.as_str())).await;
-    assert!(refused.is_twiml_refusal());
-
-    // THEN both are logged, by role and order, with no real number anywhere
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|l: &serde_json::Value| l["fields"]["message"] == "interaction")
-        .collect();
-    assert_eq!(lines.len(), 2, "{logs}");
-    let f = &lines[0]["fields"];
-    assert_eq!(f["provider"], "twilio");
-    assert_eq!(f["order_id"], "ord-c");
-    assert_eq!(f["direction"], "customer->driver");
-    assert_eq!(f["outcome"], "connected");
-    assert_eq!(f["call_id"], "CAfedcba9876543210fedcba9876543210");
-    assert_eq!(lines[1]["fields"]["outcome"], "refused");
-    assert_eq!(lines[1]["fields"]["reason"], "no_route");
-
-    // AND both are on the queue
-    let mut bodies = Vec::new();
-    for _ in 0..10 {
-        let out = sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        bodies.extend(
-            out.messages
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|m| m.body),
-        );
-        if bodies.len() >= 2 {
-            break;
-        }
-    }
-    assert_eq!(bodies.len(), 2, "{bodies:?}");
-    let events: Vec<serde_json::Value> = bodies
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
-    let connected = events
-        .iter()
-        .find(|e| e["outcome"] == "connected")
-        .expect("a connected event");
-    assert_eq!(connected["order_id"], "ord-c");
-    assert_eq!(connected["direction"], "customer->driver");
-    assert_eq!(connected["number"], s.vn_cd.as_str());
-    assert_eq!(connected["provider"], "twilio");
-    assert_eq!(connected["channel"], "voice");
-    for person in [&s.c, &s.d, &customer(9)] {
-        let digits = &phone(person)[3..];
-        assert!(!logs.contains(digits), "a real number was logged");
-        assert!(
-            !bodies.concat().contains(digits),
-            "a real number was published"
-        );
-    }
 }
 
 #[tokio::test]

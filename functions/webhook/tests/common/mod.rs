@@ -12,7 +12,10 @@ use tower::ServiceExt;
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::domain::{Participant, UnixTime, VnNumber};
 use vnmask::providers::{exotel, generic, twilio};
+use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
+use vnmask_tests::people::{customer, driver};
+use vnmask_tests::{local_dynamo, now, pool, seed_pool, CallCounter};
 use webhook::{router, InteractionQueue, Webhook, WebhookConfig};
 
 pub const BASE_URL: &str = "https://hooks.vnmask.test";
@@ -343,4 +346,49 @@ pub fn lambda_request(event: &str) -> Request<lambda_http::Body> {
     let parsed: lambda_http::request::LambdaRequest =
         serde_json::from_str(event).expect("an API Gateway v2 event");
     Request::from(parsed)
+}
+
+/// The seeds' two orders, C–D and N–D, with the numbers each pair dials.
+pub struct Seeds {
+    pub store: Arc<dyn Store>,
+    pub calls: Option<CallCounter>,
+    pub c: Participant,
+    pub n: Participant,
+    pub d: Participant,
+    /// What C and D dial to reach each other, and what N and D dial.
+    pub vn_cd: VnNumber,
+    pub vn_nd: VnNumber,
+}
+
+/// C and N order at once; D takes both. A pool of two numbers.
+pub async fn seeds(store: Arc<dyn Store>, calls: Option<CallCounter>) -> Seeds {
+    seed_pool(store.as_ref(), &pool("IN", 2)).await;
+    let (c, n, d) = (customer(1), customer(2), driver(1));
+    apply(&store, "ord-c", &[c.clone(), d.clone()], now()).await;
+    apply(&store, "ord-n", &[n.clone(), d.clone()], now()).await;
+    let vn_cd = number_between(&store, "ord-c", &c, &d).await;
+    let vn_nd = number_between(&store, "ord-n", &n, &d).await;
+    assert_ne!(vn_cd, vn_nd);
+    Seeds {
+        store,
+        calls,
+        c,
+        n,
+        d,
+        vn_cd,
+        vn_nd,
+    }
+}
+
+pub async fn memory() -> Seeds {
+    seeds(Arc::new(MemoryStore::new()), None).await
+}
+
+pub async fn dynamo() -> Seeds {
+    let d = local_dynamo().await;
+    seeds(d.store.clone(), Some(d.calls.clone())).await
+}
+
+pub fn phone(p: &Participant) -> &str {
+    p.phone.expose()
 }
