@@ -3,7 +3,6 @@
 //! with everything it started, when dropped.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -50,23 +49,18 @@ impl LambdaWatch {
             crate::now()
         ));
         std::fs::create_dir_all(&dir).expect("watch directory");
-        let env_file = dir.join("function.env");
-        let mut f = std::fs::File::create(&env_file).expect("env file");
-        for (k, v) in &env {
-            assert!(!v.contains('\''), "{k} cannot be single-quoted");
-            writeln!(f, "{k}='{v}'").expect("env file");
-        }
         let out = std::fs::File::create(dir.join("watch.log")).expect("watch log");
         let port = free_port();
         let mut cmd = Command::new(cargo_lambda());
         cmd.args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
             .args(["--invoke-port", &port.to_string()])
-            .args(["--package", spec.package, "--ignore-changes", "--env-file"])
-            .arg(&env_file);
+            .args(["--package", spec.package, "--ignore-changes"]);
         if spec.binary.is_some() {
             cmd.arg("--only-lambda-apis");
         }
-        let child = cmd
+        // The function inherits the watch's environment. Not through `--env-file`: the watch
+        // logs those variables, secrets included, at INFO.
+        let child = without_cargo_test_env(&mut cmd)
             .current_dir(workspace())
             .envs(&env)
             .stdin(Stdio::null())
@@ -171,6 +165,30 @@ impl Drop for LambdaWatch {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes the variables cargo sets for the test being run (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`,
+/// …) from a command that runs cargo. Build scripts such as ring's rerun when they change, so a
+/// nested build that saw the test's values would rebuild ring and everything above it (rustls,
+/// the AWS SDK) in the shared target directory, and again for the next test crate.
+pub fn without_cargo_test_env(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let per_crate = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if per_crate {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
 }
 
 /// The workspace's root directory.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vnmask::providers::twilio;
+use vnmask_tests::watch::without_cargo_test_env;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -49,7 +50,8 @@ impl DevStack {
         let _ = std::fs::remove_dir_all(&state);
         std::fs::create_dir_all(&state).unwrap();
         let python = root().join(".venv/bin/python");
-        let child = Command::new(python)
+        // dev.py builds the functions with cargo: as a developer would, not as this test.
+        let child = without_cargo_test_env(&mut Command::new(python))
             .arg(root().join("infra/local/dev.py"))
             .args([
                 "--state-dir",

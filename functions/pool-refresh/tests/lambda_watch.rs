@@ -4,61 +4,17 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use vnmask::config::StoreConfig;
 use vnmask::domain::{Capabilities, NumberState, VirtualNumber, VnNumber};
 use vnmask::store::Store;
-use vnmask_tests::{create_table, kms_store_env, local_sdk};
+use vnmask_tests::watch::{LambdaWatch, WatchSpec};
+use vnmask_tests::{kms_store, local_sdk};
 use wiremock::MockServer;
 
 /// A cold target directory can take many minutes to build the binary on 2 cores.
 const BUILD_AND_START: Duration = Duration::from_secs(20 * 60);
-
-/// `cargo lambda watch`, started in a process group of its own so that stopping it also stops
-/// the cargo build and the function it started.
-struct Watch {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Watch {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal_group(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.signal_group("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.signal_group("-KILL");
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-fn unused_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
 
 fn twilio_number(n: &str) -> VirtualNumber {
     VirtualNumber {
@@ -74,13 +30,7 @@ fn twilio_number(n: &str) -> VirtualNumber {
 async fn real_binary_under_cargo_lambda_watch_refreshes_the_pool() {
     // GIVEN a table with KMS-wrapped keys and a US pool of two Twilio numbers
     let sdk = local_sdk().await;
-    let table = create_table(&aws_sdk_dynamodb::Client::new(&sdk)).await;
-    let mut env = kms_store_env(&sdk, &table).await;
-    let store = StoreConfig::from_source(&env)
-        .unwrap()
-        .connect(&sdk)
-        .await
-        .expect("the wrapped keys unwrap");
+    let (mut env, store) = kms_store(&sdk).await;
     for n in ["+14155551000", "+14155551001"] {
         store.put_number(&twilio_number(n)).await.unwrap();
     }
@@ -104,54 +54,18 @@ async fn real_binary_under_cargo_lambda_watch_refreshes_the_pool() {
     );
 
     // AND the function running under cargo lambda watch
-    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = format!(
-        "{}:{}",
-        crate_dir.join("../../.venv/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let port = unused_port();
-    let log = std::env::temp_dir().join(format!(
-        "pool-refresh-watch-{}-{port}.log",
-        std::process::id()
-    ));
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new("cargo")
-        .args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
-        .args(["--invoke-port", &port.to_string(), "--bin", "pool-refresh"])
-        .current_dir(&crate_dir)
-        .envs(&env)
-        .env("PATH", path)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .process_group(0)
-        .spawn()
-        .expect("cargo lambda is installed (make deps)");
-    let mut watch = Watch { child, log };
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            watch.child.try_wait().unwrap().is_none(),
-            "cargo lambda watch exited:\n{}",
-            watch.log()
-        );
-        assert!(
-            started.elapsed() < BUILD_AND_START,
-            "not listening:\n{}",
-            watch.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let watch = LambdaWatch::start(WatchSpec {
+        package: "pool-refresh",
+        binary: None,
+        env,
+    });
 
     // WHEN the scheduler invokes it
     let response = reqwest::Client::builder()
         .timeout(BUILD_AND_START)
         .build()
         .unwrap()
-        .post(format!(
-            "http://127.0.0.1:{port}/2015-03-31/functions/pool-refresh/invocations"
-        ))
+        .post(watch.invoke_url())
         .header("content-type", "application/json")
         .body(fixture("scheduler/scheduled_event.json"))
         .send()
