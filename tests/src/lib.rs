@@ -546,3 +546,25 @@ pub async fn kms_store_env(sdk: &SdkConfig, table: &str) -> BTreeMap<String, Str
         ("VNMASK_DATA_KEYS".to_owned(), format!("k1={}", b64(&data))),
     ])
 }
+
+/// What a test's `tracing` subscriber writes, kept for assertions:
+/// `tracing_subscriber::fmt().with_writer(move || captured.clone())`.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -4,27 +4,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-
-/// Captures this thread's log lines (a current-thread runtime polls every task here).
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use vnmask_tests::CapturedLogs;
 
 #[tokio::test(flavor = "current_thread")]
 async fn no_real_number_reaches_logs_metrics_or_dead_letter_attributes() {
-    let captured = Captured::default();
+    // A current-thread runtime polls every task here, where the subscriber is.
+    let captured = CapturedLogs::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -58,7 +44,7 @@ async fn no_real_number_reaches_logs_metrics_or_dead_letter_attributes() {
         })
         .filter_map(|v| v.string_value().map(str::to_owned))
         .collect();
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
 
     // The capture works: it holds the handler's lines.
     assert!(logs.contains("ord-1001") && logs.contains("dead_lettered"));

@@ -2,30 +2,14 @@
 //! it captures log lines with a thread-scoped subscriber, which other tests running at the same
 //! time in the same process would race (tracing caches each callsite's interest process-wide).
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vnmask_tests::local_sdk;
 use vnmask_tests::people::customer;
+use vnmask_tests::{local_sdk, CapturedLogs};
 use webhook::InteractionQueue;
 
 mod common;
 use common::*;
-
-/// Collects what `tracing` writes on this thread (a current-thread runtime polls every task here).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn interactions_are_logged_and_published_without_real_numbers() {
@@ -42,7 +26,8 @@ async fn interactions_are_logged_and_published_without_real_numbers() {
         .unwrap();
     let queue = InteractionQueue::new(sqs.clone(), queue_url.clone(), Duration::from_secs(2));
     let app = app_with(s.store.clone(), config(), Some(queue));
-    let logs = Logs::default();
+    // A current-thread runtime polls every task here, where the subscriber is.
+    let logs = CapturedLogs::default();
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -57,7 +42,7 @@ async fn interactions_are_logged_and_published_without_real_numbers() {
     assert!(refused.is_twiml_refusal());
 
     // THEN both are logged, by role and order, with no real number anywhere
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
