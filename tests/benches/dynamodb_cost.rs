@@ -142,33 +142,30 @@ impl Intercept for CapacityMeter {
         let operation = operation_name(cfg);
         let billing = cfg.load::<Billing>().cloned().unwrap_or_default();
         let (mut read, mut reported_units) = (0.0, 0.0);
-        match context.output_or_error() {
-            Some(Ok(out)) => {
-                if let Some(o) = out.downcast_ref::<GetItemOutput>() {
-                    read = read_units(o.item().map_or(0, item_size), billing.consistent);
-                    reported_units = reported(o.consumed_capacity());
-                } else if let Some(o) = out.downcast_ref::<QueryOutput>() {
-                    // Billed on the items read: with a projection these are a lower bound.
-                    let bytes = o.items().iter().map(item_size).sum();
-                    read = read_units(bytes, billing.consistent);
-                    reported_units = reported(o.consumed_capacity());
-                } else if let Some(o) = out.downcast_ref::<PutItemOutput>() {
-                    reported_units = reported(o.consumed_capacity());
-                } else if let Some(o) = out.downcast_ref::<UpdateItemOutput>() {
-                    reported_units = reported(o.consumed_capacity());
-                } else if let Some(o) = out.downcast_ref::<ScanOutput>() {
-                    reported_units = reported(o.consumed_capacity());
-                } else if let Some(o) = out.downcast_ref::<TransactWriteItemsOutput>() {
-                    reported_units = o
-                        .consumed_capacity()
-                        .iter()
-                        .map(|c| reported(Some(c)))
-                        .sum();
-                }
+        // A refused conditional write still costs its write units; this benchmark has no
+        // contention, so none is expected.
+        if let Some(Ok(out)) = context.output_or_error() {
+            if let Some(o) = out.downcast_ref::<GetItemOutput>() {
+                read = read_units(o.item().map_or(0, item_size), billing.consistent);
+                reported_units = reported(o.consumed_capacity());
+            } else if let Some(o) = out.downcast_ref::<QueryOutput>() {
+                // Billed on the items read: with a projection these are a lower bound.
+                let bytes = o.items().iter().map(item_size).sum();
+                read = read_units(bytes, billing.consistent);
+                reported_units = reported(o.consumed_capacity());
+            } else if let Some(o) = out.downcast_ref::<PutItemOutput>() {
+                reported_units = reported(o.consumed_capacity());
+            } else if let Some(o) = out.downcast_ref::<UpdateItemOutput>() {
+                reported_units = reported(o.consumed_capacity());
+            } else if let Some(o) = out.downcast_ref::<ScanOutput>() {
+                reported_units = reported(o.consumed_capacity());
+            } else if let Some(o) = out.downcast_ref::<TransactWriteItemsOutput>() {
+                reported_units = o
+                    .consumed_capacity()
+                    .iter()
+                    .map(|c| reported(Some(c)))
+                    .sum();
             }
-            // A refused conditional write still costs its write units; this benchmark has no
-            // contention, so none is expected.
-            _ => {}
         }
         self.0.lock().unwrap().push(Request {
             operation,
