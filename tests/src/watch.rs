@@ -135,13 +135,38 @@ impl LambdaWatch {
 
     /// The last few kilobytes of the output, for failures.
     pub fn log_tail(&self) -> String {
-        let log = self.log();
-        let mut start = log.len().saturating_sub(4000);
-        while !log.is_char_boundary(start) {
-            start += 1;
-        }
-        log[start..].to_owned()
+        tail(&self.log(), 4000)
     }
+}
+
+/// The last `bytes` bytes of `text` (or a little fewer, to end on a character boundary).
+pub fn tail(text: &str, bytes: usize) -> String {
+    let mut start = text.len().saturating_sub(bytes);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
+}
+
+/// The tails of each log file in `dir`, headed by their names: what a failed test prints, since
+/// CI keeps nothing but the test's output.
+pub fn log_tails(dir: &Path, bytes_each: usize) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    logs.retain(|p| {
+        matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("log" | "out" | "err")
+        )
+    });
+    logs.sort();
+    logs.iter()
+        .map(|p| {
+            let text = String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+            format!("==> {} <==\n{}\n", p.display(), tail(&text, bytes_each))
+        })
+        .collect()
 }
 
 impl Drop for LambdaWatch {

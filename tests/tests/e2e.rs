@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vnmask::providers::twilio;
-use vnmask_tests::watch::without_cargo_test_env;
+use vnmask_tests::watch::{log_tails, without_cargo_test_env};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -22,12 +22,24 @@ fn root() -> PathBuf {
 /// The running dev stack; dropping it stops everything it started.
 struct DevStack {
     child: Child,
+    state: PathBuf,
     env: BTreeMap<String, String>,
     http: reqwest::Client,
 }
 
 impl Drop for DevStack {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // CI keeps only the test's output: show what the stack logged.
+            eprintln!(
+                "the dev stack's logs, from {}:\n{}",
+                self.state.display(),
+                log_tails(&self.state, 3000)
+            );
+        }
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // dev.py stops its services and cargo lambda watch on SIGTERM.
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -78,13 +90,14 @@ impl DevStack {
             .expect("dev.py starts");
         let mut stack = DevStack {
             child,
+            state: state.clone(),
             env: BTreeMap::new(),
             http: reqwest::Client::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(900);
         while !state.join("ready").exists() {
             if let Ok(Some(status)) = stack.child.try_wait() {
-                panic!("dev.py exited with {status}; see {}", state.display());
+                panic!("dev.py exited with {status}");
             }
             assert!(
                 Instant::now() < deadline,
