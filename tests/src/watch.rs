@@ -250,3 +250,27 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tails_show_the_end_of_each_log_and_skip_other_files() {
+        let dir = std::env::temp_dir().join(format!("vnmask-log-tails-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("dev.err"), "an early line, cut off\nthe cause\n").unwrap();
+        std::fs::write(dir.join("functions.log"), "é".repeat(10)).unwrap();
+        std::fs::write(dir.join("dev.env"), "export SECRET=x\n").unwrap();
+
+        let tails = log_tails(&dir, 20);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert!(tails.contains("the cause\n"), "{tails}");
+        assert!(!tails.contains("early line"), "{tails}");
+        // 20 bytes back lands inside a two-byte character: the tail starts after it.
+        assert!(tails.contains("functions.log <==\néééééééééé\n"), "{tails}");
+        assert!(!tails.contains("SECRET"), "{tails}");
+        assert!(tails.find("dev.err").unwrap() < tails.find("functions.log").unwrap());
+    }
+}
