@@ -260,7 +260,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vnmask-log-tails-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dev.err"), "an early line, cut off\nthe cause\n").unwrap();
-        std::fs::write(dir.join("functions.log"), "é".repeat(10)).unwrap();
+        std::fs::write(dir.join("functions.log"), "é".repeat(10) + "x").unwrap();
         std::fs::write(dir.join("dev.env"), "export SECRET=x\n").unwrap();
 
         let tails = log_tails(&dir, 20);
@@ -268,8 +268,9 @@ mod tests {
 
         assert!(tails.contains("the cause\n"), "{tails}");
         assert!(!tails.contains("early line"), "{tails}");
-        // 20 bytes back lands inside a two-byte character: the tail starts after it.
-        assert!(tails.contains("functions.log <==\néééééééééé\n"), "{tails}");
+        // 20 bytes back from the end of 21 lands inside the first two-byte character: the tail
+        // starts after it.
+        assert!(tails.contains("functions.log <==\néééééééééx\n"), "{tails}");
         assert!(!tails.contains("SECRET"), "{tails}");
         assert!(tails.find("dev.err").unwrap() < tails.find("functions.log").unwrap());
     }
