@@ -19,14 +19,15 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::crypto::Vault;
+use vnmask::domain::invariant::{RouteAt, StoredRoute, StoredSession};
 use vnmask::domain::{
     Capabilities, Market, OrderId, Participant, RealNumber, Route, Session, UnixTime,
     VirtualNumber, VnNumber,
 };
 use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::{
-    CommitError, LiveContact, PoolEntry, PoolWriteError, SampledRoute, SessionCommit, Store,
-    StoreError,
+    AuditPage, CommitError, LiveContact, PoolEntry, PoolWriteError, SampledRoute, SessionCommit,
+    Store, StoreError, WalkCursor,
 };
 
 pub mod bench;
@@ -460,6 +461,23 @@ impl Store for FaultyStore {
             return Err(CommitError::Conflict);
         }
         self.inner.commit(commit).await
+    }
+
+    async fn audit_page(
+        &self,
+        from: Option<WalkCursor>,
+        limit: u32,
+        live_at: UnixTime,
+    ) -> Result<AuditPage, StoreError> {
+        self.inner.audit_page(from, limit, live_at).await
+    }
+
+    async fn audit_items(
+        &self,
+        routes: &[RouteAt],
+        orders: &[OrderId],
+    ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError> {
+        self.inner.audit_items(routes, orders).await
     }
 
     async fn route(

@@ -244,10 +244,8 @@ async fn completed_order_routes_work_for_the_grace_period_only(fx: Fx) {
         panic!("end applies")
     };
     assert_eq!(
-        session.state,
-        SessionState::Ended {
-            grace_until: t + 1800
-        }
+        (session.state, session.routes_until),
+        (SessionState::Ended, t + 1800)
     );
     assert!(
         fx.store

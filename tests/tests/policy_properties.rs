@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use vnmask::assignment::{
     AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
 };
-use vnmask::domain::{ContactPolicy, NumberState, Participant, SessionState, VirtualNumber};
+use vnmask::domain::{ContactPolicy, NumberState, Participant, VirtualNumber};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
 use vnmask_tests::people::{customer, driver, merchant};
@@ -103,10 +103,7 @@ impl World {
             let Some(session) = self.store.session(&id.parse().unwrap()).await.unwrap() else {
                 continue;
             };
-            let live = match session.state {
-                SessionState::Active => true,
-                SessionState::Ended { grace_until } => grace_until > self.now,
-            };
+            let live = session.is_live(self.now);
             for c in &session.contacts {
                 let vn = self
                     .pool

@@ -3,7 +3,6 @@
 //! [`Assigner`] the assign function runs.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -197,8 +196,7 @@ impl ContactDirectory {
         user: &UserId,
         now: UnixTime,
     ) -> Result<ContactList, LookupError> {
-        contact_list(session, user, now, self.assigner.settings().session_ttl)
-            .ok_or(LookupError::NotFound(NotFound::NotParticipant))
+        contact_list(session, user, now).ok_or(LookupError::NotFound(NotFound::NotParticipant))
     }
 }
 
@@ -206,22 +204,14 @@ impl ContactDirectory {
 ///
 /// Contacts carry `valid_until: None` while the order is active; after it ends, the end of the
 /// grace period; after that (or once an active session's routes lapsed for want of any newer
-/// event, `session_ttl` after its last one) the list is empty: the numbers no longer connect.
-pub fn contact_list(
-    session: &Session,
-    user: &UserId,
-    now: UnixTime,
-    session_ttl: Duration,
-) -> Option<ContactList> {
+/// event) the list is empty: the numbers no longer connect.
+pub fn contact_list(session: &Session, user: &UserId, now: UnixTime) -> Option<ContactList> {
     session.participant(user)?;
-    let (live, valid_until) = match session.state {
-        SessionState::Active => {
-            let ttl = i64::try_from(session_ttl.as_secs()).unwrap_or(i64::MAX / 4);
-            (session.updated_at.saturating_add(ttl) > now, None)
-        }
-        SessionState::Ended { grace_until } => (grace_until > now, Some(grace_until)),
+    let valid_until = match session.state {
+        SessionState::Active => None,
+        SessionState::Ended => Some(session.routes_until),
     };
-    let contacts = if live {
+    let contacts = if session.is_live(now) {
         session
             .contacts
             .iter()
@@ -270,7 +260,7 @@ mod tests {
     }
 
     /// A shared ride: two customers (who may not reach each other) and a driver.
-    fn shared_ride(state: SessionState) -> Session {
+    fn shared_ride(state: SessionState, routes_until: UnixTime) -> Session {
         Session {
             order_id: "ord-1".parse().unwrap(),
             market: "IN".parse().unwrap(),
@@ -286,16 +276,17 @@ mod tests {
                 contact("d1", "c2", "+911140001001"),
             ],
             updated_at: 1_000,
+            routes_until,
         }
     }
 
-    const DAY: Duration = Duration::from_secs(86_400);
+    const DAY: UnixTime = 86_400;
 
     #[test]
     fn each_participant_sees_only_their_own_contacts() {
-        let s = shared_ride(SessionState::Active);
+        let s = shared_ride(SessionState::Active, 1_000 + DAY);
         let uid = |u: &str| u.parse::<UserId>().unwrap();
-        let driver = contact_list(&s, &uid("d1"), 2_000, DAY).unwrap();
+        let driver = contact_list(&s, &uid("d1"), 2_000).unwrap();
         let seen: Vec<_> = driver
             .contacts
             .iter()
@@ -314,38 +305,31 @@ mod tests {
                 ("c2", "+911140001001", "customer")
             ]
         );
-        let c2 = contact_list(&s, &uid("c2"), 2_000, DAY).unwrap();
+        let c2 = contact_list(&s, &uid("c2"), 2_000).unwrap();
         assert_eq!(c2.contacts.len(), 1);
         assert_eq!(c2.contacts[0].user_id.as_str(), "d1");
         assert_eq!(c2.contacts[0].virtual_number.as_str(), "+911140001001");
         assert_eq!(c2.contacts[0].valid_until, None);
-        assert!(contact_list(&s, &uid("stranger"), 2_000, DAY).is_none());
+        assert!(contact_list(&s, &uid("stranger"), 2_000).is_none());
     }
 
     #[test]
     fn ended_order_shows_grace_end_then_nothing() {
-        let s = shared_ride(SessionState::Ended { grace_until: 3_000 });
+        let s = shared_ride(SessionState::Ended, 3_000);
         let d1 = "d1".parse().unwrap();
-        let during = contact_list(&s, &d1, 2_999, DAY).unwrap();
+        let during = contact_list(&s, &d1, 2_999).unwrap();
         assert_eq!(during.contacts.len(), 2);
         assert!(during.contacts.iter().all(|c| c.valid_until == Some(3_000)));
         let json = serde_json::to_value(&during).unwrap();
         assert_eq!(json["contacts"][0]["valid_until"], "1970-01-01T00:50:00Z");
-        assert!(contact_list(&s, &d1, 3_000, DAY)
-            .unwrap()
-            .contacts
-            .is_empty());
+        assert!(contact_list(&s, &d1, 3_000).unwrap().contacts.is_empty());
     }
 
     #[test]
     fn active_session_without_news_for_a_ttl_shows_nothing() {
-        let s = shared_ride(SessionState::Active);
+        let s = shared_ride(SessionState::Active, 1_500);
         let d1 = "d1".parse().unwrap();
-        let ttl = Duration::from_secs(500);
-        assert_eq!(contact_list(&s, &d1, 1_499, ttl).unwrap().contacts.len(), 2);
-        assert!(contact_list(&s, &d1, 1_500, ttl)
-            .unwrap()
-            .contacts
-            .is_empty());
+        assert_eq!(contact_list(&s, &d1, 1_499).unwrap().contacts.len(), 2);
+        assert!(contact_list(&s, &d1, 1_500).unwrap().contacts.is_empty());
     }
 }

@@ -805,6 +805,29 @@ impl Store for Lockstep {
         self.inner.commit(commit).await
     }
 
+    async fn audit_page(
+        &self,
+        from: Option<vnmask::store::WalkCursor>,
+        limit: u32,
+        live_at: i64,
+    ) -> Result<vnmask::store::AuditPage, vnmask::store::StoreError> {
+        self.inner.audit_page(from, limit, live_at).await
+    }
+
+    async fn audit_items(
+        &self,
+        routes: &[vnmask::domain::invariant::RouteAt],
+        orders: &[vnmask::domain::OrderId],
+    ) -> Result<
+        (
+            Vec<vnmask::domain::invariant::StoredRoute>,
+            Vec<vnmask::domain::invariant::StoredSession>,
+        ),
+        vnmask::store::StoreError,
+    > {
+        self.inner.audit_items(routes, orders).await
+    }
+
     async fn route(
         &self,
         caller: &vnmask::domain::RealNumber,

@@ -328,16 +328,16 @@ fn phone(n: &RealNumber, reveal: bool) -> String {
 }
 
 fn session_json(s: &Session, reveal: bool) -> Value {
-    let (state, grace_until) = match s.state {
-        SessionState::Active => ("active", None),
-        SessionState::Ended { grace_until } => ("ended", Some(grace_until)),
+    let state = match s.state {
+        SessionState::Active => "active",
+        SessionState::Ended => "ended",
     };
     json!({
         "order_id": s.order_id.as_str(),
         "market": s.market.as_str(),
         "version": s.version,
         "state": state,
-        "grace_until": grace_until,
+        "routes_until": s.routes_until,
         "participants": s.participants.iter().map(|p| json!({
             "role": p.role.as_str(), "user_id": p.user_id.as_str(), "phone": phone(&p.phone, reveal),
         })).collect::<Vec<_>>(),

@@ -10,10 +10,10 @@ use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::domain::{
-    validate_participants, Capabilities, ContactPolicy, Market, OrderId, Participant, RouteKey,
-    Session, SessionError, SessionState, UnixTime, VirtualNumber,
+    validate_participants, Capabilities, Contact, ContactPolicy, Market, OrderId, Participant,
+    RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, VirtualNumber,
 };
-use crate::store::{CommitError, SessionCommit, Store, StoreError};
+use crate::store::{CommitError, PairWrite, SessionCommit, Store, StoreError};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
 
 /// What an order event asks of its session.
@@ -143,14 +143,16 @@ impl Assigner {
         if !self.settings.markets.contains(&update.market) {
             return Err(AssignError::UnknownMarket(update.market.clone()));
         }
-        let mut skip: HashSet<RouteKey> = HashSet::new();
+        // Route keys a commit was refused: held by another live order or, for an end, no longer
+        // this order's live route. Never deleted; on an end, their pairs are dropped whole.
+        let mut refused: HashSet<RouteKey> = HashSet::new();
         let mut refreshed_pool = false;
         for attempt in 1..=self.settings.max_attempts {
             let mut live_peak = None;
             let commit = match &update.change {
                 OrderChange::Participants(people) => {
                     match self
-                        .plan_participants(update, people, now, refreshed_pool, &skip)
+                        .plan_participants(update, people, now, refreshed_pool, &refused)
                         .await?
                     {
                         Planned::Commit(c, peak) => {
@@ -167,7 +169,7 @@ impl Assigner {
                         Planned::Exhausted(e) => return Err(e.into()),
                     }
                 }
-                OrderChange::End => match self.plan_end(update, now, &skip).await? {
+                OrderChange::End => match self.plan_end(update, now, &refused).await? {
                     Planned::Commit(c, _) => c,
                     Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
                     Planned::Exhausted(e) => return Err(e.into()),
@@ -188,10 +190,10 @@ impl Assigner {
                     tracing::debug!(order_id = %update.order_id, attempt, "session changed underneath, re-reading");
                 }
                 Err(CommitError::RoutesTaken(keys)) => {
-                    tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "lost a race for numbers, re-planning");
-                    // Routes of this order that expired and now serve other orders are left alone
-                    // (not extended, not deleted); numbers we wanted are re-planned from fresh reads.
-                    skip.extend(keys);
+                    tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "routes refused, re-planning");
+                    // Routes of this order that lapsed and now serve other orders are left alone;
+                    // an active order re-plans their pairs from fresh reads, an end drops them.
+                    refused.extend(keys);
                 }
                 Err(CommitError::Conflict) => {
                     tracing::debug!(order_id = %update.order_id, attempt, "transaction conflict, retrying");
@@ -213,7 +215,7 @@ impl Assigner {
         people: &[Participant],
         now: UnixTime,
         fresh_pool: bool,
-        skip: &HashSet<RouteKey>,
+        refused: &HashSet<RouteKey>,
     ) -> Result<Planned, AssignError> {
         // One parallel set of reads: the session, each participant's live contacts, and the pool
         // unless cached.
@@ -250,6 +252,7 @@ impl Assigner {
             Ok(c) => c,
             Err(e) => return Ok(Planned::Exhausted(e)),
         };
+        let routes_until = now + secs(self.settings.session_ttl);
         let session = Session {
             order_id: update.order_id.clone(),
             market: update.market.clone(),
@@ -258,6 +261,7 @@ impl Assigner {
             participants: people.to_vec(),
             contacts,
             updated_at: now,
+            routes_until,
         };
         // What each participant holds once this commits: their other orders' contacts and this
         // order's. The most of it is the policy's bound on the pool, recorded for pool-refresh.
@@ -273,67 +277,78 @@ impl Assigner {
                 u32::try_from(other.len() + here).unwrap_or(u32::MAX)
             })
             .max();
-        let routes_until = now + secs(self.settings.session_ttl);
-        let put_routes = session.routes(routes_until);
-        let kept: HashSet<RouteKey> = put_routes.iter().map(|r| r.key()).collect();
+        // Every pair is claimed whole in one transaction: if either direction is taken, nothing
+        // is written and the pair is re-planned on a number both can take.
+        let pairs = session.route_pairs(routes_until);
+        let kept: HashSet<RouteKey> = pairs.iter().flat_map(RoutePair::keys).collect();
         let delete_routes = previous
             .map(|prev| {
-                prev.routes(0)
-                    .into_iter()
-                    .map(|r| r.key())
-                    .filter(|k| !kept.contains(k) && !skip.contains(k))
+                prev.route_pairs(0)
+                    .iter()
+                    .flat_map(RoutePair::keys)
+                    .filter(|k| !kept.contains(k) && !refused.contains(k))
                     .collect()
             })
             .unwrap_or_default();
         let commit = SessionCommit {
             session,
             session_expires_at: routes_until + secs(self.settings.retention),
-            put_routes,
+            pairs,
+            pair_write: PairWrite::Claim,
             delete_routes,
             now,
         };
         Ok(Planned::Commit(commit, live_peak))
     }
 
+    /// Ends the order. Only routes still live and this order's are extended, for the grace
+    /// period and a pair at a time: an end never revives what time has ended, and a pair
+    /// either direction of which was refused ends at once, both ways.
     async fn plan_end(
         &self,
         update: &OrderUpdate,
         now: UnixTime,
-        skip: &HashSet<RouteKey>,
+        refused: &HashSet<RouteKey>,
     ) -> Result<Planned, AssignError> {
         let previous = self.store.session(&update.order_id).await?;
-        let (session, put_routes) = match previous {
+        let (session, pairs, delete_routes) = match previous {
             Some(prev) if prev.version >= update.version => {
                 return Ok(Planned::Stale(prev.version))
             }
-            // Already ended (say, cancelled after completed): keep the first grace period.
-            Some(
-                prev @ Session {
-                    state: SessionState::Ended { .. },
-                    ..
-                },
-            ) => (
+            // Already ended (say, cancelled after completed) or lapsed for want of any newer
+            // event: it stays as it is, ended, and nothing of it comes back.
+            Some(prev) if prev.state == SessionState::Ended || !prev.is_live(now) => (
                 Session {
                     version: update.version,
                     updated_at: now,
+                    state: SessionState::Ended,
                     ..prev
                 },
                 Vec::new(),
+                Vec::new(),
             ),
             Some(prev) => {
-                let grace_until = now + secs(self.settings.grace);
+                let routes_until = now + secs(self.settings.grace);
+                let (kept, dropped): (Vec<(Contact, RoutePair)>, Vec<_>) = prev
+                    .contacts
+                    .iter()
+                    .filter_map(|c| Some((c.clone(), prev.route_pair(c, routes_until)?)))
+                    .partition(|(_, pair)| !pair.keys().iter().any(|k| refused.contains(k)));
+                let delete_routes = dropped
+                    .iter()
+                    .flat_map(|(_, pair)| pair.keys())
+                    .filter(|k| !refused.contains(k))
+                    .collect();
+                let (contacts, pairs) = kept.into_iter().unzip();
                 let session = Session {
                     version: update.version,
                     updated_at: now,
-                    state: SessionState::Ended { grace_until },
+                    state: SessionState::Ended,
+                    routes_until,
+                    contacts,
                     ..prev
                 };
-                let routes = session
-                    .routes(grace_until)
-                    .into_iter()
-                    .filter(|r| !skip.contains(&r.key()))
-                    .collect();
-                (session, routes)
+                (session, pairs, delete_routes)
             }
             // The end arrived before the assignment: a tombstone makes the late assignment stale.
             None => (
@@ -341,23 +356,22 @@ impl Assigner {
                     order_id: update.order_id.clone(),
                     market: update.market.clone(),
                     version: update.version,
-                    state: SessionState::Ended { grace_until: now },
+                    state: SessionState::Ended,
                     participants: Vec::new(),
                     contacts: Vec::new(),
                     updated_at: now,
+                    routes_until: now,
                 },
+                Vec::new(),
                 Vec::new(),
             ),
         };
-        let grace_until = match session.state {
-            SessionState::Ended { grace_until } => grace_until,
-            SessionState::Active => now,
-        };
         let commit = SessionCommit {
+            session_expires_at: session.routes_until.max(now) + secs(self.settings.retention),
             session,
-            session_expires_at: grace_until + secs(self.settings.retention),
-            put_routes,
-            delete_routes: Vec::new(),
+            pairs,
+            pair_write: PairWrite::Renew,
+            delete_routes,
             now,
         };
         Ok(Planned::Commit(commit, None))

@@ -1,5 +1,6 @@
 //! The masking domain: pure values and rules, nothing of AWS.
 
+pub mod invariant;
 mod number;
 mod phone;
 mod session;
@@ -8,5 +9,5 @@ pub use number::{Capabilities, Capability, NumberError, NumberState, Provider, V
 pub use phone::{Market, PhoneError, RealNumber, VnNumber, E164};
 pub use session::{
     validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route, RouteKey,
-    Session, SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
+    RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
 };

@@ -259,10 +259,9 @@ impl Contact {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
     Active,
-    /// The order ended; its routes keep working until `grace_until`.
-    Ended {
-        grace_until: UnixTime,
-    },
+    /// The order ended; its routes keep working until the session's `routes_until` (the end of
+    /// the grace period, or earlier if they had already lapsed).
+    Ended,
 }
 
 /// The masking state of one order.
@@ -274,8 +273,12 @@ pub struct Session {
     pub version: u64,
     pub state: SessionState,
     pub participants: Vec<Participant>,
+    /// Every contact whose routes this session holds until `routes_until`, and only those.
     pub contacts: Vec<Contact>,
     pub updated_at: UnixTime,
+    /// When this session's routes end: every route it holds expires at this instant, so that
+    /// the session and its routes are live together (docs/data-model.md, the pair invariant).
+    pub routes_until: UnixTime,
 }
 
 impl Session {
@@ -283,27 +286,48 @@ impl Session {
         self.participants.iter().find(|p| &p.user_id == user)
     }
 
-    /// Every route this session implies: for each contact, one in each direction.
-    pub fn routes(&self, expires_at: UnixTime) -> Vec<Route> {
-        let mut routes = Vec::with_capacity(self.contacts.len() * 2);
-        for c in &self.contacts {
-            let (Some(a), Some(b)) = (self.participant(&c.a), self.participant(&c.b)) else {
-                continue;
-            };
-            for (from, to) in [(a, b), (b, a)] {
-                routes.push(Route {
-                    caller: from.phone.clone(),
-                    number: c.number.clone(),
-                    order_id: self.order_id.clone(),
-                    market: self.market.clone(),
-                    caller_role: from.role.clone(),
-                    callee_role: to.role.clone(),
-                    callee: to.phone.clone(),
-                    expires_at,
-                });
-            }
-        }
-        routes
+    /// Whether the session's routes still connect at `now`.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.routes_until > now
+    }
+
+    /// Both directions of every contact, expiring at `expires_at`, in contact order.
+    pub fn route_pairs(&self, expires_at: UnixTime) -> Vec<RoutePair> {
+        self.contacts
+            .iter()
+            .filter_map(|c| self.route_pair(c, expires_at))
+            .collect()
+    }
+
+    /// Both directions of contact `c`, or `None` if it names someone who is not a participant.
+    pub fn route_pair(&self, c: &Contact, expires_at: UnixTime) -> Option<RoutePair> {
+        let (a, b) = (self.participant(&c.a)?, self.participant(&c.b)?);
+        let route = |from: &Participant, to: &Participant| Route {
+            caller: from.phone.clone(),
+            number: c.number.clone(),
+            order_id: self.order_id.clone(),
+            market: self.market.clone(),
+            caller_role: from.role.clone(),
+            callee_role: to.role.clone(),
+            callee: to.phone.clone(),
+            expires_at,
+        };
+        Some(RoutePair([route(a, b), route(b, a)]))
+    }
+}
+
+/// Both directions of one contact on its number. Routes are only ever written, extended or
+/// revived a pair at a time, so that nobody reaches a person who cannot call them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePair(pub [Route; 2]);
+
+impl RoutePair {
+    pub fn routes(&self) -> &[Route; 2] {
+        &self.0
+    }
+
+    pub fn keys(&self) -> [RouteKey; 2] {
+        [self.0[0].key(), self.0[1].key()]
     }
 }
 

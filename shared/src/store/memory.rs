@@ -6,12 +6,13 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::domain::invariant::{PersonKey, RouteAt, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
     Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
 };
 use crate::store::{
-    CommitError, LiveContact, PoolEntry, PoolWriteError, SampledRoute, SessionCommit, Store,
-    StoreError,
+    AuditPage, CommitError, LiveContact, PairWrite, PoolEntry, PoolWriteError, SampledRoute,
+    SessionCommit, Store, StoreError, WalkCursor,
 };
 
 #[derive(Default)]
@@ -232,11 +233,14 @@ impl Store for MemoryStore {
                 .get(&key.caller)
                 .and_then(|r| r.get(&key.number))
         };
+        let refused = |r: Option<&Route>| match commit.pair_write {
+            PairWrite::Claim => r.is_some_and(|r| r.is_live(commit.now) && &r.order_id != order),
+            PairWrite::Renew => !r.is_some_and(|r| r.is_live(commit.now) && &r.order_id == order),
+        };
         let mut taken: Vec<RouteKey> = commit
-            .put_routes
-            .iter()
+            .put_routes()
             .map(Route::key)
-            .filter(|k| held(k).is_some_and(|r| r.expires_at >= commit.now && &r.order_id != order))
+            .filter(|k| refused(held(k)))
             .collect();
         taken.extend(
             commit
@@ -253,7 +257,7 @@ impl Store for MemoryStore {
                 routes.remove(&key.number);
             }
         }
-        for route in &commit.put_routes {
+        for route in commit.put_routes() {
             tables
                 .routes
                 .entry(route.caller.clone())
@@ -264,6 +268,60 @@ impl Store for MemoryStore {
             .sessions
             .insert(order.clone(), commit.session.clone());
         Ok(())
+    }
+
+    /// The whole store in one page: a memory store is small.
+    async fn audit_page(
+        &self,
+        _from: Option<WalkCursor>,
+        _limit: u32,
+        live_at: UnixTime,
+    ) -> Result<AuditPage, StoreError> {
+        let tables = self.lock()?;
+        let all_routes = tables.routes.values().flat_map(|routes| routes.values());
+        let scanned = (all_routes.clone().count() + tables.sessions.len()) as u64;
+        let routes: Vec<StoredRoute> = all_routes
+            .filter(|r| r.is_live(live_at))
+            .map(stored_route)
+            .collect();
+        let sessions: Vec<StoredSession> = tables
+            .sessions
+            .values()
+            .filter(|s| s.is_live(live_at))
+            .map(stored_session)
+            .collect();
+        Ok(AuditPage {
+            scanned,
+            routes,
+            sessions,
+            read_units: 0.0,
+            next: None,
+        })
+    }
+
+    async fn audit_items(
+        &self,
+        routes: &[RouteAt],
+        orders: &[OrderId],
+    ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError> {
+        let tables = self.lock()?;
+        let found = tables
+            .routes
+            .iter()
+            .flat_map(|(caller, routes)| routes.iter().map(move |(n, r)| (caller, n, r)))
+            .filter(|(caller, n, _)| {
+                routes
+                    .iter()
+                    .any(|at| at.caller == person(caller) && &&at.number == n)
+            })
+            .map(|(_, _, r)| stored_route(r))
+            .collect();
+        let sessions = orders
+            .iter()
+            .filter_map(|o| tables.sessions.get(o))
+            .map(stored_session)
+            .collect();
+        Ok((found, sessions))
     }
 
     async fn route(
@@ -279,5 +337,38 @@ impl Store for MemoryStore {
             .and_then(|r| r.get(dialled))
             .filter(|r| r.is_live(now))
             .cloned())
+    }
+}
+
+/// The memory store knows people by their number: never shown, like any [`PersonKey`].
+fn person(phone: &RealNumber) -> PersonKey {
+    PersonKey::new(phone.expose())
+}
+
+fn stored_route(r: &Route) -> StoredRoute {
+    StoredRoute {
+        caller: person(&r.caller),
+        number: r.number.clone(),
+        order_id: r.order_id.clone(),
+        callee: person(&r.callee),
+        expires_at: r.expires_at,
+    }
+}
+
+fn stored_session(s: &Session) -> StoredSession {
+    StoredSession {
+        order_id: s.order_id.clone(),
+        routes_until: s.routes_until,
+        pairs: s
+            .contacts
+            .iter()
+            .filter_map(|c| {
+                Some(StoredPair {
+                    a: person(&s.participant(&c.a)?.phone),
+                    b: person(&s.participant(&c.b)?.phone),
+                    number: c.number.clone(),
+                })
+            })
+            .collect(),
     }
 }

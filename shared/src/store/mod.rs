@@ -5,8 +5,10 @@ pub mod memory;
 
 use async_trait::async_trait;
 
+use crate::domain::invariant::{Audit, Breach, RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
+    Market, OrderId, RealNumber, Route, RouteKey, RoutePair, Session, UnixTime, VirtualNumber,
+    VnNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,17 @@ pub struct SampledRoute {
     pub number: VnNumber,
 }
 
+/// How a commit writes its route pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairWrite {
+    /// Create, keep or revive: each route is written if it is free (absent, or lapsed at
+    /// `now`) or already this order's. An active order's change.
+    Claim,
+    /// Extend only: each route is written if it is still this order's and live at `now`, so
+    /// that the write can never revive a route time has ended. An order's end.
+    Renew,
+}
+
 /// One atomic change to an order: the new session and its routes, all or nothing.
 #[derive(Debug, Clone)]
 pub struct SessionCommit {
@@ -91,11 +104,39 @@ pub struct SessionCommit {
     pub session: Session,
     /// When the session item itself may be deleted (it must outlive redeliveries of old events).
     pub session_expires_at: UnixTime,
-    /// Written if the route is free: absent, expired at `now`, or already this order's.
-    pub put_routes: Vec<Route>,
+    /// Both directions of each contact the session holds, written under `pair_write`'s condition.
+    pub pairs: Vec<RoutePair>,
+    pub pair_write: PairWrite,
     /// Deleted if still this order's.
     pub delete_routes: Vec<RouteKey>,
     pub now: UnixTime,
+}
+
+impl SessionCommit {
+    /// Every route written, pair by pair, in order.
+    pub fn put_routes(&self) -> impl Iterator<Item = &Route> {
+        self.pairs.iter().flat_map(|p| p.routes().iter())
+    }
+}
+
+/// Where a walk over the store's routes and sessions goes on from: opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkCursor {
+    pub(crate) pk: String,
+    pub(crate) sk: String,
+}
+
+/// One page of a walk over every route and session item.
+#[derive(Debug, Default)]
+pub struct AuditPage {
+    pub routes: Vec<StoredRoute>,
+    pub sessions: Vec<StoredSession>,
+    /// Items read, of any kind.
+    pub scanned: u64,
+    /// Read capacity units the page consumed (0 where the store does not count them).
+    pub read_units: f64,
+    /// Where the next page starts; `None` after the last one.
+    pub next: Option<WalkCursor>,
 }
 
 #[async_trait]
@@ -177,6 +218,24 @@ pub trait Store: Send + Sync {
     /// Writes the session and its routes atomically.
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError>;
 
+    /// One page of at most `limit` items read from a walk over the whole store, for audits of
+    /// the pair invariant (operators' tools and tests): a `Scan`, never on a request path.
+    /// Returns the routes and sessions among them that are live at `live_at`.
+    async fn audit_page(
+        &self,
+        from: Option<WalkCursor>,
+        limit: u32,
+        live_at: UnixTime,
+    ) -> Result<AuditPage, StoreError>;
+
+    /// The routes at `routes` and the sessions of `orders` (those that exist), read again,
+    /// strongly consistent: what decides whether an audit's suspect is a real breach.
+    async fn audit_items(
+        &self,
+        routes: &[RouteAt],
+        orders: &[OrderId],
+    ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError>;
+
     /// The route for a call from `caller` to `dialled`, if one is live at `now`. One read.
     async fn route(
         &self,
@@ -184,4 +243,70 @@ pub trait Store: Send + Sync {
         dialled: &VnNumber,
         now: UnixTime,
     ) -> Result<Option<Route>, StoreError>;
+}
+
+/// Walks the whole store and checks the pair invariant at `now`: every breach, each re-read
+/// once before it is reported. For tests and small tables; `vnctl audit` paces its walk.
+pub async fn audit(store: &dyn Store, now: UnixTime) -> Result<Vec<Breach>, StoreError> {
+    let mut walk = Audit::new(now);
+    let mut from = None;
+    loop {
+        let page = store.audit_page(from, 1000, now).await?;
+        page.routes.into_iter().for_each(|r| walk.add_route(r));
+        page.sessions.into_iter().for_each(|s| walk.add_session(s));
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    confirm(store, &walk.breaches(), now).await
+}
+
+/// The suspects of a walk that a fresh, strongly consistent read of their items still shows.
+pub async fn confirm(
+    store: &dyn Store,
+    suspects: &[Breach],
+    now: UnixTime,
+) -> Result<Vec<Breach>, StoreError> {
+    if suspects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys: Vec<RouteAt> = Vec::new();
+    let mut orders: Vec<OrderId> = Vec::new();
+    for b in suspects {
+        keys.extend(b.routes().into_iter().cloned());
+        orders.extend(b.orders().into_iter().cloned());
+    }
+    keys.sort();
+    keys.dedup();
+    orders.sort();
+    orders.dedup();
+    let (routes, sessions) = store.audit_items(&keys, &orders).await?;
+    let mut fresh = Audit::new(now);
+    // A route's way back and a session's pairs decide too: read them in the same pass.
+    let mut more: Vec<RouteAt> = routes
+        .iter()
+        .map(|r| RouteAt {
+            caller: r.callee.clone(),
+            number: r.number.clone(),
+        })
+        .chain(sessions.iter().flat_map(|s| {
+            s.pairs.iter().flat_map(|p| {
+                [&p.a, &p.b].map(|who| RouteAt {
+                    caller: who.clone(),
+                    number: p.number.clone(),
+                })
+            })
+        }))
+        .filter(|k| !keys.contains(k))
+        .collect();
+    more.sort();
+    more.dedup();
+    let (back, _) = store.audit_items(&more, &[]).await?;
+    routes
+        .into_iter()
+        .chain(back)
+        .for_each(|r| fresh.add_route(r));
+    sessions.into_iter().for_each(|s| fresh.add_session(s));
+    Ok(Audit::confirmed(suspects, &fresh))
 }

@@ -9,7 +9,8 @@ pub const ORDER_ID: &str = "order_id";
 pub const MARKET: &str = "market";
 pub const VERSION: &str = "version";
 pub const STATE: &str = "state";
-pub const GRACE_UNTIL: &str = "grace_until";
+/// When a session's routes end (the pair invariant: they end together).
+pub const ROUTES_UNTIL: &str = "routes_until";
 pub const UPDATED_AT: &str = "updated_at";
 pub const PARTICIPANTS: &str = "participants";
 pub const CONTACTS: &str = "contacts";

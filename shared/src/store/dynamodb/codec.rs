@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::attrs;
 use crate::crypto::{Sealed, Vault};
+use crate::domain::invariant::{PersonKey, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
     Capabilities, Capability, Contact, Participant, RealNumber, Route, Session, SessionState,
     UnixTime, VirtualNumber, VnNumber,
@@ -116,24 +117,29 @@ pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
     Ok(item)
 }
 
+/// The route item's callee, opened: its context is the item's own key.
+fn open_callee(vault: &Vault, item: &Item) -> Result<RealNumber, StoreError> {
+    let context = attrs::seal_context(
+        get_s(item, attrs::PK)?,
+        get_s(item, attrs::SK)?,
+        attrs::CALLEE,
+    );
+    Ok(vault.open(
+        &Sealed {
+            key: get_s(item, attrs::KEY)?.to_owned(),
+            blob: get_b(item, attrs::CALLEE)?.to_vec(),
+        },
+        &context,
+    )?)
+}
+
 pub fn route_from_item(
     vault: &Vault,
     caller: &RealNumber,
     number: &VnNumber,
     item: &Item,
 ) -> Result<Route, StoreError> {
-    let context = attrs::seal_context(
-        get_s(item, attrs::PK)?,
-        get_s(item, attrs::SK)?,
-        attrs::CALLEE,
-    );
-    let callee = vault.open(
-        &Sealed {
-            key: get_s(item, attrs::KEY)?.to_owned(),
-            blob: get_b(item, attrs::CALLEE)?.to_vec(),
-        },
-        &context,
-    )?;
+    let callee = open_callee(vault, item)?;
     Ok(Route {
         caller: caller.clone(),
         number: number.clone(),
@@ -146,14 +152,17 @@ pub fn route_from_item(
     })
 }
 
-pub fn live_contact_from_item(item: &Item) -> Result<LiveContact, StoreError> {
-    let sk = get_s(item, attrs::SK)?;
-    let number = sk
+/// The virtual number in a route's sort key.
+fn route_number(item: &Item) -> Result<VnNumber, StoreError> {
+    get_s(item, attrs::SK)?
         .strip_prefix("VN#")
         .and_then(|v| VnNumber::parse_form(v).ok())
-        .ok_or_else(|| corrupt(attrs::SK))?;
+        .ok_or_else(|| corrupt(attrs::SK))
+}
+
+pub fn live_contact_from_item(item: &Item) -> Result<LiveContact, StoreError> {
     Ok(LiveContact {
-        number,
+        number: route_number(item)?,
         order_id: parse(item, attrs::ORDER_ID)?,
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
@@ -202,6 +211,7 @@ pub fn session_item(
         (attrs::MARKET.to_owned(), s(session.market.as_str())),
         (attrs::VERSION.to_owned(), n(session.version)),
         (attrs::UPDATED_AT.to_owned(), n(session.updated_at)),
+        (attrs::ROUTES_UNTIL.to_owned(), n(session.routes_until)),
         (
             attrs::PARTICIPANTS.to_owned(),
             AttributeValue::L(participants),
@@ -210,15 +220,11 @@ pub fn session_item(
         (attrs::KEY.to_owned(), s(vault.current_key())),
         (attrs::EXPIRES_AT.to_owned(), n(expires_at)),
     ]);
-    match session.state {
-        SessionState::Active => {
-            item.insert(attrs::STATE.to_owned(), s("active"));
-        }
-        SessionState::Ended { grace_until } => {
-            item.insert(attrs::STATE.to_owned(), s("ended"));
-            item.insert(attrs::GRACE_UNTIL.to_owned(), n(grace_until));
-        }
-    }
+    let state = match session.state {
+        SessionState::Active => "active",
+        SessionState::Ended => "ended",
+    };
+    item.insert(attrs::STATE.to_owned(), s(state));
     Ok(item)
 }
 
@@ -264,9 +270,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         .collect::<Result<Vec<_>, StoreError>>()?;
     let state = match get_s(item, attrs::STATE)? {
         "active" => SessionState::Active,
-        "ended" => SessionState::Ended {
-            grace_until: get_n(item, attrs::GRACE_UNTIL)?,
-        },
+        "ended" => SessionState::Ended,
         _ => return Err(corrupt(attrs::STATE)),
     };
     Ok(Session {
@@ -277,6 +281,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         participants,
         contacts,
         updated_at: get_n(item, attrs::UPDATED_AT)?,
+        routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
     })
 }
 
@@ -323,5 +328,57 @@ pub fn number_from_item(item: &Item) -> Result<VirtualNumber, StoreError> {
         market: parse(item, attrs::MARKET)?,
         capabilities: caps_from(item)?,
         state: parse(item, attrs::STATE)?,
+    })
+}
+
+/// A route item as the pair invariant sees it: people by person key (the callee's is made
+/// from its sealed number), never by number.
+pub fn stored_route_from_item(vault: &Vault, item: &Item) -> Result<StoredRoute, StoreError> {
+    let caller = get_s(item, attrs::PK)?
+        .strip_prefix(attrs::ROUTE_PK_PREFIX)
+        .ok_or_else(|| corrupt(attrs::PK))?;
+    Ok(StoredRoute {
+        caller: PersonKey::new(caller),
+        number: route_number(item)?,
+        order_id: parse(item, attrs::ORDER_ID)?,
+        callee: PersonKey::new(vault.person_key(&open_callee(vault, item)?)),
+        expires_at: get_n(item, attrs::EXPIRES_AT)?,
+    })
+}
+
+/// A session item as the pair invariant sees it: its pairs by person key, nothing opened.
+pub fn stored_session_from_item(item: &Item) -> Result<StoredSession, StoreError> {
+    let people: HashMap<String, PersonKey> = get_l(item, attrs::PARTICIPANTS)?
+        .iter()
+        .map(|v| {
+            let m = v.as_m().map_err(|_| corrupt(attrs::PARTICIPANTS))?;
+            Ok((
+                get_s(m, attrs::USER_ID)?.to_owned(),
+                PersonKey::new(get_s(m, attrs::PERSON)?),
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let pairs = get_l(item, attrs::CONTACTS)?
+        .iter()
+        .map(|v| {
+            let m = v.as_m().map_err(|_| corrupt(attrs::CONTACTS))?;
+            let person = |name| {
+                people
+                    .get(get_s(m, name)?)
+                    .cloned()
+                    .ok_or_else(|| corrupt(attrs::CONTACTS))
+            };
+            Ok(StoredPair {
+                a: person(attrs::A)?,
+                b: person(attrs::B)?,
+                number: VnNumber::parse_form(get_s(m, attrs::NUMBER)?)
+                    .map_err(|_| corrupt(attrs::NUMBER))?,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(StoredSession {
+        order_id: parse(item, attrs::ORDER_ID)?,
+        routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
+        pairs,
     })
 }

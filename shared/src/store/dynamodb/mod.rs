@@ -11,17 +11,21 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnConsumedCapacity, TransactWriteItem,
+};
 use aws_sdk_dynamodb::Client;
+use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::crypto::Vault;
+use crate::domain::invariant::{RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
     Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
 };
 use crate::store::{
-    CommitError, LiveContact, PoolEntry, PoolWriteError, SampledRoute, SessionCommit, Store,
-    StoreError,
+    AuditPage, CommitError, LiveContact, PairWrite, PoolEntry, PoolWriteError, SampledRoute,
+    SessionCommit, Store, StoreError, WalkCursor,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -36,6 +40,12 @@ fn n(v: impl ToString) -> AttributeValue {
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 pub struct DynamoStore {
@@ -102,12 +112,22 @@ impl DynamoStore {
         }
     }
 
-    fn route_put(&self, route: &Route, now: UnixTime) -> Result<TransactWriteItem, StoreError> {
+    fn route_put(
+        &self,
+        route: &Route,
+        write: PairWrite,
+        now: UnixTime,
+    ) -> Result<TransactWriteItem, StoreError> {
         let item = codec::route_item(&self.vault, route)?;
+        // Live means `expires_at > now`, here as everywhere.
+        let condition = match write {
+            PairWrite::Claim => "attribute_not_exists(#pk) OR #exp <= :now OR #order = :order",
+            PairWrite::Renew => "attribute_exists(#pk) AND #exp > :now AND #order = :order",
+        };
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #exp < :now OR #order = :order")
+            .condition_expression(condition)
             .expression_attribute_names("#pk", attrs::PK)
             .expression_attribute_names("#exp", attrs::EXPIRES_AT)
             .expression_attribute_names("#order", attrs::ORDER_ID)
@@ -458,9 +478,9 @@ impl Store for DynamoStore {
         // Item order matters: cancellation reasons come back in the same order.
         let mut items = vec![TransactWriteItem::builder().put(session_put).build()];
         let mut keys: Vec<RouteKey> =
-            Vec::with_capacity(commit.put_routes.len() + commit.delete_routes.len());
-        for route in &commit.put_routes {
-            items.push(self.route_put(route, commit.now)?);
+            Vec::with_capacity(commit.pairs.len() * 2 + commit.delete_routes.len());
+        for route in commit.put_routes() {
+            items.push(self.route_put(route, commit.pair_write, commit.now)?);
             keys.push(route.key());
         }
         for key in &commit.delete_routes {
@@ -477,6 +497,106 @@ impl Store for DynamoStore {
             Ok(_) => Ok(()),
             Err(err) => Err(commit_error(err, &keys)),
         }
+    }
+
+    async fn audit_page(
+        &self,
+        from: Option<WalkCursor>,
+        limit: u32,
+        live_at: UnixTime,
+    ) -> Result<AuditPage, StoreError> {
+        let start = from.map(|c| {
+            HashMap::from([
+                (attrs::PK.to_owned(), s(c.pk)),
+                (attrs::SK.to_owned(), s(c.sk)),
+            ])
+        });
+        let out = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .filter_expression(
+                "(begins_with(#pk, :route) AND #exp > :now) OR (#sk = :session AND #until > :now)",
+            )
+            .expression_attribute_names("#pk", attrs::PK)
+            .expression_attribute_names("#sk", attrs::SK)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_names("#until", attrs::ROUTES_UNTIL)
+            .expression_attribute_values(":route", s(attrs::ROUTE_PK_PREFIX))
+            .expression_attribute_values(":session", s(attrs::SESSION_SK))
+            .expression_attribute_values(":now", n(live_at))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let mut page = AuditPage {
+            scanned: u64::try_from(out.scanned_count).unwrap_or(0),
+            read_units: out
+                .consumed_capacity
+                .and_then(|c| c.capacity_units)
+                .unwrap_or(0.0),
+            ..AuditPage::default()
+        };
+        for item in out.items.unwrap_or_default() {
+            if get_s(&item, attrs::SK) == Some(attrs::SESSION_SK) {
+                page.sessions.push(codec::stored_session_from_item(&item)?);
+            } else {
+                page.routes
+                    .push(codec::stored_route_from_item(&self.vault, &item)?);
+            }
+        }
+        page.next = out.last_evaluated_key.and_then(|key| {
+            Some(WalkCursor {
+                pk: get_s(&key, attrs::PK)?.to_owned(),
+                sk: get_s(&key, attrs::SK)?.to_owned(),
+            })
+        });
+        Ok(page)
+    }
+
+    async fn audit_items(
+        &self,
+        routes: &[RouteAt],
+        orders: &[OrderId],
+    ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError> {
+        let read = |pk: String, sk: String| async move {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key(attrs::PK, s(pk))
+                .key(attrs::SK, s(sk))
+                .consistent_read(true)
+                .send()
+                .await
+                .map(|out| out.item)
+                .map_err(store_error)
+        };
+        let route_items = try_join_all(routes.iter().map(|at| {
+            read(
+                attrs::route_pk(at.caller.as_str()),
+                attrs::number_sk(at.number.as_str()),
+            )
+        }))
+        .await?;
+        let session_items = try_join_all(
+            orders
+                .iter()
+                .map(|o| read(attrs::session_pk(o.as_str()), attrs::SESSION_SK.to_owned())),
+        )
+        .await?;
+        let routes = route_items
+            .into_iter()
+            .flatten()
+            .map(|item| codec::stored_route_from_item(&self.vault, &item))
+            .collect::<Result<_, _>>()?;
+        let sessions = session_items
+            .into_iter()
+            .flatten()
+            .map(|item| codec::stored_session_from_item(&item))
+            .collect::<Result<_, _>>()?;
+        Ok((routes, sessions))
     }
 
     async fn route(

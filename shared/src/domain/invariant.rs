@@ -1,0 +1,469 @@
+//! The pair invariant (docs/data-model.md) and a checker for stored state.
+//!
+//! At every instant, for every virtual number v and every pair of people (p, q):
+//! 1. the route (p, v) → q is live if and only if (q, v) → p is live, and both name one order;
+//! 2. every live route belongs to a live session that lists the pair on that number, and every
+//!    pair a live session lists has both its routes;
+//! 3. nobody dials one number in two live orders.
+//!
+//! [`Audit`] collects what a walk over the store saw and names every breach by order and
+//! virtual number (ours, public), never by person.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use super::phone::VnNumber;
+use super::session::{OrderId, UnixTime};
+
+/// A person as a store identifies them (the HMAC person key in DynamoDB): opaque, and never
+/// shown, so that neither a number nor its key reaches an audit's output.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PersonKey(String);
+
+impl PersonKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        PersonKey(key.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PersonKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PersonKey(..)")
+    }
+}
+
+/// A route item as stored: who dials which number, for which order, and whom it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRoute {
+    pub caller: PersonKey,
+    pub number: VnNumber,
+    pub order_id: OrderId,
+    pub callee: PersonKey,
+    pub expires_at: UnixTime,
+}
+
+impl StoredRoute {
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// One contact of a stored session: two people and their number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPair {
+    pub a: PersonKey,
+    pub b: PersonKey,
+    pub number: VnNumber,
+}
+
+/// A session item as stored, reduced to what the invariant speaks of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    pub order_id: OrderId,
+    pub routes_until: UnixTime,
+    pub pairs: Vec<StoredPair>,
+}
+
+impl StoredSession {
+    fn lists(&self, p: &PersonKey, q: &PersonKey, number: &VnNumber) -> bool {
+        self.pairs
+            .iter()
+            .any(|c| &c.number == number && ((&c.a == p && &c.b == q) || (&c.a == q && &c.b == p)))
+    }
+}
+
+/// One breach of the invariant. Shown by kind, order and number only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Breach {
+    /// A live route whose way back is not live: its callee cannot call back on that number.
+    HalfPair {
+        order_id: OrderId,
+        number: VnNumber,
+        route: RouteAt,
+    },
+    /// A live route whose way back is live but names another order or leads to someone else.
+    CrossedPair {
+        order_id: OrderId,
+        other_order: OrderId,
+        number: VnNumber,
+        route: RouteAt,
+    },
+    /// A live route of an order that has no live session.
+    NoLiveSession {
+        order_id: OrderId,
+        number: VnNumber,
+        route: RouteAt,
+    },
+    /// A live route that its order's live session does not list on that number.
+    NotInSession {
+        order_id: OrderId,
+        number: VnNumber,
+        route: RouteAt,
+    },
+    /// A pair that a live session lists whose two routes are not both live and its own.
+    MissingRoute {
+        order_id: OrderId,
+        number: VnNumber,
+        pair: [RouteAt; 2],
+    },
+    /// One person dials the same number in two live orders.
+    DialledTwice {
+        number: VnNumber,
+        orders: [OrderId; 2],
+        route: RouteAt,
+    },
+}
+
+/// Where a breach was seen: a route's key (person and number), kept so that it can be read
+/// again; its Debug hides the person.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteAt {
+    pub caller: PersonKey,
+    pub number: VnNumber,
+}
+
+impl Breach {
+    /// A stable name for reports and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Breach::HalfPair { .. } => "half_pair",
+            Breach::CrossedPair { .. } => "crossed_pair",
+            Breach::NoLiveSession { .. } => "no_live_session",
+            Breach::NotInSession { .. } => "not_in_session",
+            Breach::MissingRoute { .. } => "missing_route",
+            Breach::DialledTwice { .. } => "dialled_twice",
+        }
+    }
+
+    /// The orders the breach names.
+    pub fn orders(&self) -> Vec<&OrderId> {
+        match self {
+            Breach::HalfPair { order_id, .. }
+            | Breach::NoLiveSession { order_id, .. }
+            | Breach::NotInSession { order_id, .. }
+            | Breach::MissingRoute { order_id, .. } => vec![order_id],
+            Breach::CrossedPair {
+                order_id,
+                other_order,
+                ..
+            } => vec![order_id, other_order],
+            Breach::DialledTwice { orders, .. } => orders.iter().collect(),
+        }
+    }
+
+    pub fn number(&self) -> &VnNumber {
+        match self {
+            Breach::HalfPair { number, .. }
+            | Breach::CrossedPair { number, .. }
+            | Breach::NoLiveSession { number, .. }
+            | Breach::NotInSession { number, .. }
+            | Breach::MissingRoute { number, .. }
+            | Breach::DialledTwice { number, .. } => number,
+        }
+    }
+
+    /// The route keys whose items decide the breach: read them (and [`Breach::orders`]' sessions)
+    /// again to tell a real breach from a walk that raced a write.
+    pub fn routes(&self) -> Vec<&RouteAt> {
+        match self {
+            Breach::MissingRoute { pair, .. } => pair.iter().collect(),
+            Breach::HalfPair { route, .. }
+            | Breach::CrossedPair { route, .. }
+            | Breach::NoLiveSession { route, .. }
+            | Breach::NotInSession { route, .. }
+            | Breach::DialledTwice { route, .. } => vec![route],
+        }
+    }
+}
+
+impl fmt::Display for Breach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let orders: Vec<&str> = self.orders().iter().map(|o| o.as_str()).collect();
+        write!(
+            f,
+            "{}: order {} on {}",
+            self.kind(),
+            orders.join(" and "),
+            self.number()
+        )
+    }
+}
+
+/// What a walk over the store saw, checked against the invariant at one instant.
+#[derive(Debug, Default)]
+pub struct Audit {
+    now: UnixTime,
+    routes: HashMap<RouteAt, StoredRoute>,
+    sessions: HashMap<OrderId, StoredSession>,
+}
+
+impl Audit {
+    pub fn new(now: UnixTime) -> Self {
+        Audit {
+            now,
+            ..Audit::default()
+        }
+    }
+
+    /// Takes in a route; lapsed ones are dropped, since the invariant speaks of live ones.
+    pub fn add_route(&mut self, route: StoredRoute) {
+        if route.is_live(self.now) {
+            let at = RouteAt {
+                caller: route.caller.clone(),
+                number: route.number.clone(),
+            };
+            self.routes.insert(at, route);
+        }
+    }
+
+    /// Takes in a session; lapsed ones are dropped.
+    pub fn add_session(&mut self, session: StoredSession) {
+        if session.routes_until > self.now {
+            self.sessions.insert(session.order_id.clone(), session);
+        }
+    }
+
+    pub fn live_routes(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn live_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn live_route(&self, caller: &PersonKey, number: &VnNumber) -> Option<&StoredRoute> {
+        self.routes.get(&RouteAt {
+            caller: caller.clone(),
+            number: number.clone(),
+        })
+    }
+
+    /// Every breach, sorted, each once.
+    pub fn breaches(&self) -> Vec<Breach> {
+        let mut found = BTreeSet::new();
+        for (at, r) in &self.routes {
+            match self.live_route(&r.callee, &r.number) {
+                None => {
+                    found.insert(Breach::HalfPair {
+                        order_id: r.order_id.clone(),
+                        number: r.number.clone(),
+                        route: at.clone(),
+                    });
+                }
+                Some(back) if back.order_id != r.order_id || back.callee != r.caller => {
+                    found.insert(Breach::CrossedPair {
+                        order_id: r.order_id.clone(),
+                        other_order: back.order_id.clone(),
+                        number: r.number.clone(),
+                        route: at.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+            match self.sessions.get(&r.order_id) {
+                None => {
+                    found.insert(Breach::NoLiveSession {
+                        order_id: r.order_id.clone(),
+                        number: r.number.clone(),
+                        route: at.clone(),
+                    });
+                }
+                Some(s) if !s.lists(&r.caller, &r.callee, &r.number) => {
+                    found.insert(Breach::NotInSession {
+                        order_id: r.order_id.clone(),
+                        number: r.number.clone(),
+                        route: at.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let mut dialled: HashMap<RouteAt, &OrderId> = HashMap::new();
+        for s in self.sessions.values() {
+            for c in &s.pairs {
+                let holds = |from: &PersonKey, to: &PersonKey| {
+                    self.live_route(from, &c.number)
+                        .is_some_and(|r| r.order_id == s.order_id && &r.callee == to)
+                };
+                let at = |p: &PersonKey| RouteAt {
+                    caller: p.clone(),
+                    number: c.number.clone(),
+                };
+                if !holds(&c.a, &c.b) || !holds(&c.b, &c.a) {
+                    found.insert(Breach::MissingRoute {
+                        order_id: s.order_id.clone(),
+                        number: c.number.clone(),
+                        pair: [at(&c.a), at(&c.b)],
+                    });
+                }
+                for p in [&c.a, &c.b] {
+                    match dialled.insert(at(p), &s.order_id) {
+                        Some(other) if other != &s.order_id => {
+                            let mut orders = [other.clone(), s.order_id.clone()];
+                            orders.sort();
+                            found.insert(Breach::DialledTwice {
+                                number: c.number.clone(),
+                                orders,
+                                route: at(p),
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        found.into_iter().collect()
+    }
+
+    /// The breaches of `suspects` that a fresh read still shows: `fresh` holds the items that
+    /// decide them, read again after the walk (a walk over a table in use can see one item
+    /// before a commit and its partner after it).
+    pub fn confirmed(suspects: &[Breach], fresh: &Audit) -> Vec<Breach> {
+        let still: BTreeSet<Breach> = fresh.breaches().into_iter().collect();
+        suspects
+            .iter()
+            .filter(|b| still.contains(b))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixTime = 1_000;
+
+    fn key(p: &str) -> PersonKey {
+        PersonKey::new(p)
+    }
+
+    fn vn(n: &str) -> VnNumber {
+        VnNumber::parse_form(n).unwrap()
+    }
+
+    fn route(from: &str, to: &str, number: &str, order: &str, expires_at: UnixTime) -> StoredRoute {
+        StoredRoute {
+            caller: key(from),
+            number: vn(number),
+            order_id: order.parse().unwrap(),
+            callee: key(to),
+            expires_at,
+        }
+    }
+
+    fn session(order: &str, until: UnixTime, pairs: &[(&str, &str, &str)]) -> StoredSession {
+        StoredSession {
+            order_id: order.parse().unwrap(),
+            routes_until: until,
+            pairs: pairs
+                .iter()
+                .map(|(a, b, n)| StoredPair {
+                    a: key(a),
+                    b: key(b),
+                    number: vn(n),
+                })
+                .collect(),
+        }
+    }
+
+    const V: &str = "+911140000010";
+
+    fn kinds(audit: &Audit) -> Vec<&'static str> {
+        audit.breaches().iter().map(Breach::kind).collect()
+    }
+
+    #[test]
+    fn a_whole_pair_with_its_session_is_clean() {
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(route("d", "c", V, "o1", 2_000));
+        assert!(a.breaches().is_empty());
+        assert_eq!((a.live_routes(), a.live_sessions()), (2, 1));
+    }
+
+    #[test]
+    fn lapsed_pairs_and_sessions_are_not_checked() {
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", NOW, &[("c", "d", V)]));
+        a.add_route(route("c", "d", V, "o1", NOW));
+        assert!(a.breaches().is_empty());
+    }
+
+    #[test]
+    fn the_crossed_history_of_issue_14_is_found() {
+        // o1 (C, D) lapsed; o2 took (C, v) for C and E; a late end revived (D, v) → C alone.
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", 2_000, &[]));
+        a.add_session(session("o2", 3_000, &[("c", "e", V)]));
+        a.add_route(route("c", "e", V, "o2", 3_000));
+        a.add_route(route("e", "c", V, "o2", 3_000));
+        a.add_route(route("d", "c", V, "o1", 2_000));
+        assert_eq!(kinds(&a), ["crossed_pair", "not_in_session"]);
+        let shown = a.breaches()[0].to_string();
+        assert_eq!(shown, format!("crossed_pair: order o1 and o2 on {V}"));
+    }
+
+    #[test]
+    fn a_route_without_its_way_back_is_a_half_pair() {
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(route("d", "c", V, "o1", NOW));
+        assert_eq!(kinds(&a), ["half_pair", "missing_route"]);
+    }
+
+    #[test]
+    fn a_live_route_of_an_ended_or_unknown_order_has_no_live_session() {
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", NOW - 1, &[("c", "d", V)]));
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(route("d", "c", V, "o1", 2_000));
+        assert_eq!(kinds(&a), ["no_live_session", "no_live_session"]);
+    }
+
+    #[test]
+    fn one_person_on_one_number_in_two_live_orders_is_found() {
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        a.add_session(session("o2", 2_000, &[("c", "e", V)]));
+        for (from, to) in [("c", "d"), ("d", "c")] {
+            a.add_route(route(from, to, V, "o1", 2_000));
+        }
+        a.add_route(route("e", "c", V, "o2", 2_000));
+        let found = a.breaches();
+        assert!(found.iter().any(|b| b.kind() == "dialled_twice"));
+        assert!(found.iter().any(|b| b.kind() == "crossed_pair"));
+    }
+
+    #[test]
+    fn breaches_never_show_a_person() {
+        let mut a = Audit::new(NOW);
+        a.add_route(route("secret-person-key", "other-key", V, "o1", 2_000));
+        for b in a.breaches() {
+            let shown = format!("{b} {b:?}");
+            assert!(!shown.contains("secret-person-key"), "{shown}");
+            assert!(!shown.contains("other-key"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_breach_that_a_fresh_read_no_longer_shows_is_not_confirmed() {
+        let mut walk = Audit::new(NOW);
+        walk.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        walk.add_route(route("c", "d", V, "o1", 2_000));
+        let suspects = walk.breaches();
+        assert!(!suspects.is_empty());
+        let mut fresh = Audit::new(NOW);
+        fresh.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        fresh.add_route(route("c", "d", V, "o1", 2_000));
+        fresh.add_route(route("d", "c", V, "o1", 2_000));
+        assert!(Audit::confirmed(&suspects, &fresh).is_empty());
+        assert_eq!(Audit::confirmed(&suspects, &walk), suspects);
+    }
+}
