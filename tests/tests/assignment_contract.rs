@@ -7,9 +7,9 @@ use std::time::Duration;
 use vnmask::assignment::{
     AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
 };
-use vnmask::domain::{NumberState, Participant, SessionState, VnNumber};
+use vnmask::domain::{NumberState, Participant, RouteKey, Session, SessionState, VnNumber};
 use vnmask::store::memory::MemoryStore;
-use vnmask::store::Store;
+use vnmask::store::{audit, PairWrite, SessionCommit, Store};
 use vnmask_tests::people::{customer, driver, merchant};
 use vnmask_tests::{local_dynamo, market, now, pool, seed_pool, FaultyStore, LocalDynamo};
 
@@ -482,6 +482,142 @@ async fn bad_input_is_refused_and_writes_nothing(fx: Fx) {
     assert_eq!(fx.picture(&["ord-1"], &[customer(1)], t).await, before);
 }
 
+/// Issue 14's history: o1's routes lapse, o2 takes the customer's number, then o1's completion
+/// arrives late. It ends o1 and revives nothing: the driver of o1 reaches nobody on that number.
+async fn late_completion_after_the_routes_lapsed_revives_nothing(fx: Fx) {
+    let (c, d, e) = (customer(1), driver(1), driver(2));
+    let t = now();
+    let ttl = settings().session_ttl.as_secs() as i64;
+    // GIVEN o1 pairs C and D on the market's only number v
+    fx.apply(&assign("o1", 1, &[c.clone(), d.clone()]), t).await;
+    let v = fx.number_between("o1", &c, &d, t).await;
+    // AND o1 hears nothing for longer than the session TTL, so o2 pairs C with E on v
+    let later = t + ttl + 1;
+    fx.apply(&assign("o2", 1, &[c.clone(), e.clone()]), later)
+        .await;
+    assert_eq!(fx.number_between("o2", &c, &e, later).await, v);
+    // WHEN o1's completion arrives late
+    let at = later + 10;
+    let Outcome::Applied { session, .. } = fx.apply(&end("o1", 2), at).await else {
+        panic!("the late end applies")
+    };
+    // THEN o1 is ended and not live, D reaches nobody on v, and C still reaches E
+    assert_eq!(session.state, SessionState::Ended);
+    assert!(!session.is_live(at));
+    assert!(fx.store.route(&d.phone, &v, at).await.unwrap().is_none());
+    let c_route = fx.store.route(&c.phone, &v, at).await.unwrap().unwrap();
+    assert_eq!(
+        (c_route.order_id.as_str(), &c_route.callee),
+        ("o2", &e.phone)
+    );
+    assert_eq!(fx.number_between("o2", &c, &e, at).await, v);
+    assert_eq!(audit(fx.store.as_ref(), at).await.unwrap(), vec![]);
+    // AND replays of o1's events, from the DLQ or a late redelivery, change nothing
+    let before = fx
+        .picture(&["o1", "o2"], &[c.clone(), d.clone(), e.clone()], at)
+        .await;
+    for replay in [end("o1", 2), assign("o1", 1, &[c.clone(), d.clone()])] {
+        assert!(matches!(
+            fx.apply(&replay, at + 1).await,
+            Outcome::Stale { stored_version: 2 }
+        ));
+    }
+    let after = fx.picture(&["o1", "o2"], &[c, d, e], at).await;
+    assert_eq!(after, before);
+}
+
+/// A second end (cancelled after completed) keeps the first grace period: it never extends.
+async fn a_second_end_keeps_the_first_grace(fx: Fx) {
+    let (c, d) = (customer(1), driver(1));
+    let t = now();
+    fx.apply(&assign("o1", 1, &[c.clone(), d.clone()]), t).await;
+    let v = fx.number_between("o1", &c, &d, t).await;
+    fx.apply(&end("o1", 2), t).await;
+    let Outcome::Applied { session, .. } = fx.apply(&end("o1", 3), t + 1000).await else {
+        panic!("the second end applies")
+    };
+    assert_eq!(session.routes_until, t + 1800);
+    assert!(fx
+        .store
+        .route(&d.phone, &v, t + 1800)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(audit(fx.store.as_ref(), t + 1000).await.unwrap(), vec![]);
+}
+
+/// An order reassigned after its routes lapsed and its number went to another order of the
+/// same customer: the pair moves whole to another number, and the other order is untouched.
+async fn reassignment_after_the_routes_lapsed_moves_the_pair_whole(fx: Fx) {
+    let (c, d1, d2, e) = (customer(1), driver(1), driver(2), driver(3));
+    let t = now();
+    let ttl = settings().session_ttl.as_secs() as i64;
+    fx.apply(&assign("o1", 1, &[c.clone(), d1.clone()]), t)
+        .await;
+    let v = fx.number_between("o1", &c, &d1, t).await;
+    let later = t + ttl + 1;
+    fx.apply(&assign("o2", 1, &[c.clone(), e.clone()]), later)
+        .await;
+    assert_eq!(fx.number_between("o2", &c, &e, later).await, v);
+    // A second number joins the pool; o1's new driver arrives.
+    let w = vnmask_tests::pool("IN", 2).pop().unwrap();
+    fx.store.put_number(&w).await.unwrap();
+    let at = later + 10;
+    fx.apply(&assign("o1", 2, &[c.clone(), d2.clone()]), at)
+        .await;
+    assert_eq!(fx.number_between("o1", &c, &d2, at).await, w.number);
+    assert_eq!(fx.number_between("o2", &c, &e, at).await, v);
+    assert!(fx.store.route(&d1.phone, &v, at).await.unwrap().is_none());
+    assert_eq!(audit(fx.store.as_ref(), at).await.unwrap(), vec![]);
+}
+
+/// A stored half pair (as an older release could leave) is found by the audit, and the
+/// order's end ends that pair both ways instead of extending its surviving direction.
+async fn an_end_ends_a_half_pair_both_ways(fx: Fx) {
+    let (c, d) = (customer(1), driver(1));
+    let t = now();
+    let Outcome::Applied { session, .. } =
+        fx.apply(&assign("o1", 1, &[c.clone(), d.clone()]), t).await
+    else {
+        panic!("assignment applies")
+    };
+    let v = fx.number_between("o1", &c, &d, t).await;
+    // GIVEN D's direction is gone while C's still leads to D
+    fx.store
+        .commit(&SessionCommit {
+            session: Session {
+                version: 2,
+                ..session
+            },
+            session_expires_at: t + 100_000,
+            pairs: vec![],
+            pair_write: PairWrite::Claim,
+            delete_routes: vec![RouteKey {
+                caller: d.phone.clone(),
+                number: v.clone(),
+            }],
+            now: t,
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<_> = audit(fx.store.as_ref(), t)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.kind())
+        .collect();
+    assert_eq!(kinds, ["half_pair", "missing_route"]);
+    // WHEN the order ends
+    let Outcome::Applied { session, .. } = fx.apply(&end("o1", 3), t + 1).await else {
+        panic!("end applies")
+    };
+    // THEN the pair is dropped whole: neither direction connects, and nothing is left broken
+    assert!(session.contacts.is_empty());
+    assert!(fx.store.route(&c.phone, &v, t + 1).await.unwrap().is_none());
+    assert!(fx.store.route(&d.phone, &v, t + 1).await.unwrap().is_none());
+    assert_eq!(audit(fx.store.as_ref(), t + 1).await.unwrap(), vec![]);
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -508,6 +644,10 @@ contract! {
     draining_numbers_keep_live_routes_but_get_no_new_ones: 3,
     exhausted_pool_is_a_typed_error_and_writes_nothing: 2,
     bad_input_is_refused_and_writes_nothing: 3,
+    late_completion_after_the_routes_lapsed_revives_nothing: 1,
+    a_second_end_keeps_the_first_grace: 3,
+    reassignment_after_the_routes_lapsed_moves_the_pair_whole: 1,
+    an_end_ends_a_half_pair_both_ways: 3,
 }
 
 #[tokio::test]
