@@ -618,6 +618,49 @@ async fn an_end_ends_a_half_pair_both_ways(fx: Fx) {
     assert_eq!(audit(fx.store.as_ref(), t + 1).await.unwrap(), vec![]);
 }
 
+/// Lookup's fallback assigns from the Orders API while the same event is being applied: the
+/// change is written once, whole, and the loser is stale.
+async fn fallback_racing_its_event_applies_once(fx: Fx) {
+    let (c, d) = (customer(1), driver(1));
+    let t = now();
+    let fallback = Assigner::new(fx.store.clone(), settings());
+    let update = assign("o1", 1, &[c.clone(), d.clone()]);
+    let (event, looked_up) =
+        tokio::join!(fx.assigner.apply(&update, t), fallback.apply(&update, t));
+    let outcomes = [event.unwrap(), looked_up.unwrap()];
+    let applied = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Applied { .. }))
+        .count();
+    assert_eq!(applied, 1, "{outcomes:?}");
+    fx.number_between("o1", &c, &d, t).await;
+    assert_eq!(audit(fx.store.as_ref(), t).await.unwrap(), vec![]);
+}
+
+/// A retired number keeps its live pairs whole until the order changes; the change moves each
+/// pair whole to an eligible number.
+async fn a_retired_number_hands_its_pairs_over_whole(fx: Fx) {
+    let (c, d1, d2) = (customer(1), driver(1), driver(2));
+    let t = now();
+    fx.apply(&assign("o1", 1, &[c.clone(), d1.clone()]), t)
+        .await;
+    let v = fx.number_between("o1", &c, &d1, t).await;
+    let mut retired = pool("IN", 3).into_iter().find(|n| n.number == v).unwrap();
+    retired.state = NumberState::Retired;
+    fx.store.put_number(&retired).await.unwrap();
+    assert_eq!(audit(fx.store.as_ref(), t).await.unwrap(), vec![]);
+    let fresh = Assigner::new(fx.store.clone(), settings());
+    fresh
+        .apply(&assign("o1", 2, &[c.clone(), d2.clone()]), t + 5)
+        .await
+        .unwrap();
+    assert_ne!(fx.number_between("o1", &c, &d2, t + 5).await, v);
+    for p in [&c, &d1, &d2] {
+        assert!(fx.store.route(&p.phone, &v, t + 5).await.unwrap().is_none());
+    }
+    assert_eq!(audit(fx.store.as_ref(), t + 5).await.unwrap(), vec![]);
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -648,6 +691,8 @@ contract! {
     a_second_end_keeps_the_first_grace: 3,
     reassignment_after_the_routes_lapsed_moves_the_pair_whole: 1,
     an_end_ends_a_half_pair_both_ways: 3,
+    fallback_racing_its_event_applies_once: 3,
+    a_retired_number_hands_its_pairs_over_whole: 3,
 }
 
 #[tokio::test]
