@@ -2,11 +2,12 @@
 //!
 //! - [`domain`]: numbers, sessions, routes (pure)
 //! - [`assignment`]: the assignment policy (pure) and the service that applies order changes
+//! - [`routing`]: where a call or text to a virtual number goes, decided from one route read
 //! - [`events`]: the order-event contract: what producers publish, parsed and validated
 //! - [`pool`]: keeping the pool in step with the providers, and its headroom (pure)
 //! - [`store`]: the `Store` trait with DynamoDB and in-memory implementations
 //! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
-//! - [`providers`]: the telecom providers' requests, signatures and responses (pure)
+//! - [`providers`]: each telecom provider's request format, signature and answer (pure)
 //! - [`aws`]: SDK configuration shared by the functions
 //! - [`config`]: typed configuration from the environment
 //! - [`telemetry`]: CloudWatch embedded-metric-format (EMF) metrics
@@ -19,5 +20,6 @@ pub mod domain;
 pub mod events;
 pub mod pool;
 pub mod providers;
+pub mod routing;
 pub mod store;
 pub mod telemetry;

@@ -240,7 +240,8 @@ fn closing_the_schema_catches_an_undocumented_field() {
 fn webhook_json_answers_match_the_document() {
     use vnmask::domain::{RealNumber, Route, VnNumber};
     use vnmask::providers::exotel::{self, ConnectSettings};
-    use vnmask::providers::{generic, Decision, Refusal};
+    use vnmask::providers::generic;
+    use vnmask::routing::{Decision, Refusal};
 
     let doc = openapi();
     let route = Route {

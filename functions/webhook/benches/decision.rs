@@ -17,12 +17,12 @@ use vnmask::domain::{RealNumber, VnNumber};
 use vnmask::providers::exotel::{self, ConnectSettings, SourceAllowList};
 use vnmask::providers::twilio::{self, VoiceRefusal, VoiceSettings};
 use vnmask::providers::{generic, parse_form, parse_query, Secret};
+use vnmask::routing::decide;
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
 use vnmask_tests::bench::{human, machine, publish, Latencies};
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{market, now, pool, seed_pool};
-use webhook::decide;
 
 const TWILIO_TOKEN: &str = "8f3c1a9e5b7d2046c1e9a3f5b7d90e12";
 const TWILIO_NEXT_TOKEN: &str = "2b4d6f8091a3c5e7f9b1d3f5a7c9e1f3";

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use vnmask::domain::{CallId, Channel};
 use vnmask::domain::{OrderId, UnixTime, VnNumber};
-use vnmask::providers::{CallId, Channel, Decision, Refusal, RouteQuery};
+use vnmask::routing::{Decision, Refusal, RouteQuery};
 
 /// The provider that asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -19,7 +19,7 @@ pub mod interactions;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
@@ -30,12 +30,12 @@ use http::request::Parts;
 use http::{header, HeaderMap, StatusCode, Uri};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
-use vnmask::domain::UnixTime;
+use vnmask::domain::{Channel, UnixTime};
 use vnmask::providers::{
-    exotel, generic, parse_form, parse_query, twilio, AuthError, Channel, Decision, Refusal,
-    RequestError, RouteQuery,
+    exotel, generic, parse_form, parse_query, twilio, AuthError, RequestError,
 };
-use vnmask::store::{Store, StoreError};
+use vnmask::routing::{decide, Decision, RouteQuery};
+use vnmask::store::Store;
 use vnmask::telemetry::{MetricSet, Unit};
 
 pub use config::WebhookConfig;
@@ -81,31 +81,6 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
         .route("/v1/providers/generic/route", post(generic_route))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(webhook)
-}
-
-/// Looks the route up and decides. At most one store read, bounded by `budget`; any error or
-/// timeout refuses.
-pub async fn decide(
-    store: &dyn Store,
-    query: &RouteQuery,
-    now: UnixTime,
-    budget: Duration,
-) -> Decision {
-    let (caller, dialled) = match query.lookup() {
-        Ok(key) => key,
-        Err(refusal) => return Decision::Refuse(refusal),
-    };
-    match tokio::time::timeout(budget, store.route(caller, dialled, now)).await {
-        Ok(Ok(route)) => Decision::from_lookup(route, now),
-        Ok(Err(StoreError::Timeout)) | Err(_) => {
-            tracing::warn!(call_id = %query.call_id, number = %dialled, "route lookup timed out; refusing");
-            Decision::Refuse(Refusal::StoreTimeout)
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(call_id = %query.call_id, number = %dialled, %error, "route lookup failed; refusing");
-            Decision::Refuse(Refusal::StoreError)
-        }
-    }
 }
 
 /// Why a request was turned away before any decision.

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use vnmask::providers::{parse_form, twilio, Channel};
+use vnmask::domain::Channel;
+use vnmask::providers::{parse_form, twilio};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
 use vnmask_tests::people::{customer, driver};

@@ -1,10 +1,12 @@
 //! The masking domain: pure values and rules, nothing of AWS.
 
+mod call;
 pub mod invariant;
 mod number;
 mod phone;
 mod session;
 
+pub use call::{CallId, CallIdError, Channel};
 pub use number::{Capabilities, Capability, NumberError, NumberState, Provider, VirtualNumber};
 pub use phone::{Market, PhoneError, RealNumber, VnNumber, E164};
 pub use session::{

@@ -9,7 +9,9 @@ use std::str::FromStr;
 
 use serde_json::json;
 
-use super::{same_bytes, AuthError, CallId, Channel, Decision, RequestError, RouteQuery, Secret};
+use super::{same_bytes, AuthError, RequestError, Secret};
+use crate::domain::{CallId, Channel};
+use crate::routing::{Decision, RouteQuery};
 
 /// The query parameter that may carry the token (the other place is the last path segment).
 pub const TOKEN_PARAM: &str = "vnmask_token";
@@ -24,7 +26,7 @@ pub fn connect_query(params: &[(String, String)]) -> Result<RouteQuery, RequestE
             .map(|(_, v)| v.as_str())
             .ok_or(RequestError::Missing(name))
     };
-    let id = CallId::parse(get("CallSid")?, "CallSid")?;
+    let id = CallId::parse(get("CallSid")?).map_err(|_| RequestError::Malformed("CallSid"))?;
     Ok(RouteQuery::new(
         Channel::Voice,
         id,

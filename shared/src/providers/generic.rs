@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{same_bytes, AuthError, CallId, Channel, Decision, RequestError, RouteQuery, Secret};
+use super::{same_bytes, AuthError, RequestError, Secret};
 use crate::domain::UnixTime;
+use crate::domain::{CallId, Channel};
+use crate::routing::{Decision, RouteQuery};
 
 pub const TIMESTAMP_HEADER: &str = "x-vnmask-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-vnmask-signature";
@@ -81,7 +83,7 @@ pub fn route_query(body: &[u8]) -> Result<RouteQuery, RequestError> {
     })?;
     Ok(RouteQuery::new(
         req.channel,
-        CallId::parse(&req.call_id, "call_id")?,
+        CallId::parse(&req.call_id).map_err(|_| RequestError::Malformed("call_id"))?,
         &req.caller,
         &req.dialled,
         None,

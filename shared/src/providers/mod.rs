@@ -1,6 +1,7 @@
-//! The telecom providers' side of routing, as pure code: what each provider asks (request
-//! parsing), how it proves it is that provider (signatures and tokens), and the answer it
-//! expects (responses). The route lookup between asking and answering is the caller's business.
+//! Each telecom provider's format, as pure code: what it asks (request parsing into a
+//! [`RouteQuery`](crate::routing::RouteQuery)), how it proves it is that provider (signatures
+//! and tokens), and the answer it expects (rendering a [`Decision`](crate::routing::Decision)).
+//! Where a call goes is decided in [`crate::routing`].
 //!
 //! - [`twilio`]: form-encoded webhooks signed with `X-Twilio-Signature`, answered with TwiML
 //! - [`exotel`]: the Connect applet's dynamic URL (a secret token, optionally a source-IP list), answered with JSON
@@ -14,10 +15,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
-
-use crate::domain::{PhoneError, RealNumber, Route, UnixTime, VnNumber};
 
 /// Why a provider request cannot be read. Messages never echo a value from the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,155 +92,6 @@ impl fmt::Debug for Secret {
 /// Equality whose time does not depend on where the inputs differ.
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
-}
-
-/// What the person is doing: calling, or sending a text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Voice,
-    Sms,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Voice => "voice",
-            Channel::Sms => "sms",
-        }
-    }
-}
-
-/// The provider's id of a call or message. It is logged, so it is held to a safe alphabet.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(into = "String")]
-pub struct CallId(String);
-
-impl CallId {
-    pub const MAX_LEN: usize = 64;
-
-    /// Accepts 1–64 characters of `A-Z a-z 0-9 . _ : -`.
-    pub fn parse(s: &str, parameter: &'static str) -> Result<Self, RequestError> {
-        let ok = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        if ok {
-            Ok(CallId(s.to_owned()))
-        } else {
-            Err(RequestError::Malformed(parameter))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<CallId> for String {
-    fn from(c: CallId) -> String {
-        c.0
-    }
-}
-
-impl fmt::Display for CallId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// What a provider asks: where does this call (or text) from `caller` to the dialled number go?
-#[derive(Debug, Clone)]
-pub struct RouteQuery {
-    pub channel: Channel,
-    pub call_id: CallId,
-    /// `Err` when the caller id is withheld or not E.164: such calls are refused, never guessed at.
-    /// Only the form is checked: routes exist only for numbers that passed the strict check at
-    /// assignment, so a number the numbering plan refuses finds no route.
-    pub caller: Result<RealNumber, PhoneError>,
-    /// `Err` when the dialled number is not E.164 (so it cannot be one of ours). Form only, too.
-    pub dialled: Result<VnNumber, PhoneError>,
-    /// The text of a message, to relay.
-    pub text: Option<String>,
-}
-
-impl RouteQuery {
-    pub fn new(
-        channel: Channel,
-        call_id: CallId,
-        caller: &str,
-        dialled: &str,
-        text: Option<String>,
-    ) -> Self {
-        RouteQuery {
-            channel,
-            call_id,
-            caller: RealNumber::parse_form(caller),
-            dialled: VnNumber::parse_form(dialled),
-            text,
-        }
-    }
-
-    /// The route key to look up, or why there is nothing worth looking up.
-    pub fn lookup(&self) -> Result<(&RealNumber, &VnNumber), Refusal> {
-        let caller = self.caller.as_ref().map_err(|_| Refusal::CallerUnknown)?;
-        let dialled = self.dialled.as_ref().map_err(|_| Refusal::NotOurNumber)?;
-        Ok((caller, dialled))
-    }
-}
-
-/// Why a call or message is not connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(into = "&'static str")]
-pub enum Refusal {
-    /// The caller id is withheld, anonymous or not an E.164 number.
-    CallerUnknown,
-    /// The dialled number is not an E.164 number.
-    NotOurNumber,
-    /// No live route links this caller to this number: a stranger, or an ended order.
-    NoRoute,
-    /// The route could not be read: fail closed.
-    StoreError,
-    /// The route could not be read in time: fail closed.
-    StoreTimeout,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::CallerUnknown => "caller_unknown",
-            Refusal::NotOurNumber => "not_our_number",
-            Refusal::NoRoute => "no_route",
-            Refusal::StoreError => "store_error",
-            Refusal::StoreTimeout => "store_timeout",
-        }
-    }
-}
-
-impl From<Refusal> for &'static str {
-    fn from(r: Refusal) -> &'static str {
-        r.as_str()
-    }
-}
-
-/// The answer to a [`RouteQuery`]. One is made per request and moved, never stored in bulk,
-/// so the size difference of its variants does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Connect to `route.callee`, presenting `route.caller_id()`.
-    Connect(Route),
-    Refuse(Refusal),
-}
-
-impl Decision {
-    /// Decides from the lookup's result: only a route live at `now` connects.
-    pub fn from_lookup(route: Option<Route>, now: UnixTime) -> Self {
-        match route {
-            Some(route) if route.is_live(now) => Decision::Connect(route),
-            _ => Decision::Refuse(Refusal::NoRoute),
-        }
-    }
 }
 
 /// Decodes `application/x-www-form-urlencoded` pairs in order, strictly: the input and every
@@ -322,48 +171,6 @@ mod tests {
     fn form_with_invalid_utf8_is_an_error() {
         assert_eq!(parse_form(b"Body=%FF%FE"), Err(RequestError::NotUtf8));
         assert_eq!(parse_form(b"Body=\xff"), Err(RequestError::NotUtf8));
-    }
-
-    #[test]
-    fn call_id_rejects_markup_and_length() {
-        assert!(CallId::parse("CA0123456789abcdef0123456789abcdef", "CallSid").is_ok());
-        for bad in ["", "CA<script>", "a b", "x\n", &"x".repeat(65)] {
-            assert_eq!(
-                CallId::parse(bad, "CallSid"),
-                Err(RequestError::Malformed("CallSid"))
-            );
-        }
-    }
-
-    #[test]
-    fn withheld_or_national_callers_have_nothing_to_look_up() {
-        let id = CallId::parse("c1", "id").unwrap();
-        for caller in [
-            "anonymous",
-            "",
-            "09810000001",
-            "Restricted",
-            "+0919810000001",
-        ] {
-            let q = RouteQuery::new(Channel::Voice, id.clone(), caller, "+911140001000", None);
-            assert_eq!(
-                q.lookup().unwrap_err(),
-                Refusal::CallerUnknown,
-                "{caller:?}"
-            );
-        }
-        let q = RouteQuery::new(Channel::Voice, id, "+919810000001", "01140001000", None);
-        assert_eq!(q.lookup().unwrap_err(), Refusal::NotOurNumber);
-    }
-
-    #[test]
-    fn twilio_anonymous_caller_id_is_looked_up_but_can_never_have_a_route() {
-        // Twilio's "+266696687" has the E.164 form, so it is looked up; no participant can have
-        // it (the numbering plan refuses it), so no route answers it.
-        let id = CallId::parse("c1", "id").unwrap();
-        let q = RouteQuery::new(Channel::Voice, id, "+266696687", "+911140001000", None);
-        assert!(q.lookup().is_ok());
-        assert!(RealNumber::parse("+266696687").is_err());
     }
 
     #[test]

@@ -13,9 +13,9 @@ use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 use sha1::Sha1;
 
-use super::{
-    param, same_bytes, AuthError, CallId, Channel, Decision, RequestError, RouteQuery, Secret,
-};
+use super::{param, same_bytes, AuthError, RequestError, Secret};
+use crate::domain::{CallId, Channel};
+use crate::routing::{Decision, RouteQuery};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
 
@@ -130,7 +130,7 @@ fn query(
     let id = param(params, id_param).ok_or(RequestError::Missing(id_param))?;
     Ok(RouteQuery::new(
         channel,
-        CallId::parse(id, id_param)?,
+        CallId::parse(id).map_err(|_| RequestError::Malformed(id_param))?,
         from,
         to,
         text,
