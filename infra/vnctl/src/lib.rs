@@ -1,18 +1,21 @@
 //! vnctl, the operator's CLI. Works against the local stack (`source .local/dev/dev.env`) or a
 //! deployed one (`--profile`, `--region`, and the stack's outputs as options or environment).
 
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use vnmask::config::{ConfigError, Env, StoreConfig};
 use vnmask::crypto::{CryptoError, Vault};
+use vnmask::domain::invariant::{Audit, Breach};
 use vnmask::domain::{
     Capabilities, Capability, Market, NumberState, OrderId, PhoneError, Provider, RealNumber,
-    Session, SessionState, VirtualNumber, VnNumber,
+    Session, SessionState, UnixTime, VirtualNumber, VnNumber,
 };
 use vnmask::events::OrderEvent;
 use vnmask::providers::twilio;
@@ -30,11 +33,18 @@ Examples:
   vnctl dlq list
   vnctl dlq replay --max 10
   vnctl keys generate --kms-key alias/vnmask-data
+  vnctl audit --read-units-per-second 20 --max-read-units 50000
 
-Exit codes: 0 done, 1 an AWS or HTTP call failed, 2 bad usage or input, 3 not found.";
+Exit codes: 0 done (audit: no breach), 1 an AWS or HTTP call failed, 2 bad usage or input,
+3 not found, 4 audit found breaches, 5 audit stopped at --max-read-units (incomplete).";
+
+/// `vnctl audit` found breaches of the pair invariant.
+const EXIT_BREACHES: u8 = 4;
+/// `vnctl audit` stopped at its read-unit cap before the end of the table.
+const EXIT_INCOMPLETE: u8 = 5;
 
 #[derive(Debug, Parser)]
-#[command(name = "vnctl", version, about = "Operate vnmask: events, sessions, calls, the pool, the DLQ, keys.", after_help = EXAMPLES)]
+#[command(name = "vnctl", version, about = "Operate vnmask: events, sessions, calls, the pool, the DLQ, keys, audits.", after_help = EXAMPLES)]
 pub struct Cli {
     /// Send every AWS call to this endpoint (e.g. a local stand-in on 127.0.0.1).
     #[arg(long, global = true, env = "VNCTL_ENDPOINT_URL")]
@@ -76,6 +86,23 @@ enum Command {
     /// Key material for the functions' configuration.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check the pair invariant over the whole table (routes live both ways, in their live
+    /// session): read-only, a paced Scan.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// Pace the walk so that it consumes at most this many read units per second on average.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    read_units_per_second: u32,
+    /// Items read per Scan page (a page also stops at 1 MB).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    page_size: u32,
+    /// Stop once the walk has consumed this many read units (it may pass it by one page): the
+    /// audit is then incomplete, checks nothing and exits 5.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_read_units: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,6 +266,8 @@ fn sdk_error(e: impl std::error::Error + 'static) -> CliError {
 pub struct Output {
     pub text: String,
     pub json: Value,
+    /// The exit code: 0, or what the command found (`vnctl audit`: breaches, incomplete).
+    pub code: u8,
 }
 
 pub async fn run(cli: Cli) -> Result<Output, CliError> {
@@ -260,6 +289,7 @@ pub async fn run(cli: Cli) -> Result<Output, CliError> {
             max,
         }) => dlq_replay(&sdk, &dlq_url, &queue_url, max).await,
         Command::Keys(KeysCommand::Generate { kms_key, name }) => keys(&sdk, &kms_key, &name).await,
+        Command::Audit(args) => audit(&sdk, &args).await,
     }
 }
 
@@ -316,6 +346,7 @@ async fn publish(
             event.version
         ),
         json: json!({"message_id": id, "order_id": event.order_id.as_str(), "type": event.event_type.as_str(), "version": event.version}),
+        code: 0,
     })
 }
 
@@ -379,7 +410,11 @@ async fn show_session(
     for c in &session.contacts {
         text += &format!("  {} <-> {} via {}\n", c.a, c.b, c.number);
     }
-    Ok(Output { text, json })
+    Ok(Output {
+        text,
+        json,
+        code: 0,
+    })
 }
 
 async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliError> {
@@ -439,6 +474,7 @@ async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliErro
     Ok(Output {
         text: format!("HTTP {status}: {decision}\n{twiml}"),
         json: json!({"status": status, "decision": decision, "twiml": twiml}),
+        code: 0,
     })
 }
 
@@ -481,7 +517,11 @@ async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, C
                 })
                 .collect();
             let json = numbers.iter().map(number_json).collect::<Vec<_>>().into();
-            Ok(Output { text, json })
+            Ok(Output {
+                text,
+                json,
+                code: 0,
+            })
         }
         PoolCommand::Drain { number, market: m } => {
             set_state(&store, &market(&m)?, &number, NumberState::Draining).await
@@ -551,6 +591,7 @@ async fn write_number(
         Ok(_) => Ok(Output {
             text: format!("{} is {}\n", vn.number, vn.state),
             json: number_json(vn),
+            code: 0,
         }),
         Err(PoolWriteError::NumberChanged(n)) => Err(CliError::Failed(format!(
             "{n} changed while we wrote it (a pool refresh ran?): try again"
@@ -641,6 +682,7 @@ async fn dlq_list(
             text
         },
         json: rows.into(),
+        code: 0,
     })
 }
 
@@ -694,6 +736,7 @@ async fn dlq_replay(
             replayed.len()
         ),
         json: json!({"replayed": replayed}),
+        code: 0,
     })
 }
 
@@ -708,7 +751,126 @@ async fn keys(sdk: &aws_config::SdkConfig, kms_key: &str, name: &str) -> Result<
              sam deploy --parameter-overrides HmacKeyCiphertext={hmac} DataKeysCiphertext={data}\n"
         ),
         json: json!({"VNMASK_HMAC_KEY": hmac, "VNMASK_DATA_KEYS": data}),
+        code: 0,
     })
+}
+
+/// Walks the whole table page by page within the read-unit budget, checks the pair invariant
+/// at the instant the walk began, and reports the breaches that a fresh read still shows.
+async fn audit(sdk: &aws_config::SdkConfig, args: &AuditArgs) -> Result<Output, CliError> {
+    let store = store(sdk).await?;
+    let began = unix_now()?;
+    let mut walk = Audit::new(began);
+    let progress = std::io::stderr().is_terminal();
+    let clock = Instant::now();
+    let (mut pages, mut scanned, mut read_units) = (0u64, 0u64, 0f64);
+    let mut from = None;
+    let complete = loop {
+        let page = store.audit_page(from, args.page_size, began).await?;
+        pages += 1;
+        scanned += page.scanned;
+        read_units += page.read_units;
+        page.routes.into_iter().for_each(|r| walk.add_route(r));
+        page.sessions.into_iter().for_each(|s| walk.add_session(s));
+        if progress {
+            eprint!("\raudit: {pages} pages, {scanned} items, {read_units:.1} read units");
+        }
+        let Some(next) = page.next else {
+            break true;
+        };
+        if args
+            .max_read_units
+            .is_some_and(|cap| read_units >= cap as f64)
+        {
+            break false;
+        }
+        from = Some(next);
+        tokio::time::sleep(pause(
+            read_units,
+            args.read_units_per_second,
+            clock.elapsed(),
+        ))
+        .await;
+    };
+    if progress {
+        eprintln!();
+    }
+    let mut json = json!({
+        "complete": complete,
+        "pages": pages,
+        "scanned": scanned,
+        "read_units": read_units,
+        "live_routes": walk.live_routes(),
+        "live_sessions": walk.live_sessions(),
+    });
+    let mut text = format!(
+        "scanned {scanned} items in {pages} page(s), {read_units:.1} read units\n\
+         live routes {}, live sessions {}\n",
+        walk.live_routes(),
+        walk.live_sessions()
+    );
+    if !complete {
+        // A partial walk sees routes without their partners: its suspects mean nothing.
+        json["breaches"] = Value::Null;
+        text += &format!(
+            "incomplete: stopped at --max-read-units {}; the invariant was not checked\n",
+            args.max_read_units.unwrap_or_default()
+        );
+        return Ok(Output {
+            text,
+            json,
+            code: EXIT_INCOMPLETE,
+        });
+    }
+    let suspects = walk.breaches();
+    let breaches = vnmask::store::confirm(&store, &suspects, unix_now()?).await?;
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in &breaches {
+        *by_kind.entry(b.kind()).or_default() += 1;
+    }
+    json["suspects"] = json!(suspects.len());
+    json["breaches_by_kind"] = json!(by_kind);
+    json["breaches"] = breaches.iter().map(breach_json).collect::<Vec<_>>().into();
+    if breaches.is_empty() {
+        text += "breaches: none\n";
+    } else {
+        let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        text += &format!("breaches: {} ({})\n", breaches.len(), kinds.join(", "));
+        for b in &breaches {
+            text += &format!("  {b}\n");
+        }
+    }
+    let code = if breaches.is_empty() {
+        0
+    } else {
+        EXIT_BREACHES
+    };
+    Ok(Output { text, json, code })
+}
+
+/// A breach by kind, orders and virtual number: never a person.
+fn breach_json(b: &Breach) -> Value {
+    json!({
+        "kind": b.kind(),
+        "orders": b.orders().iter().map(|o| o.as_str()).collect::<Vec<_>>(),
+        "virtual_number": b.number().as_str(),
+    })
+}
+
+/// How long to wait so that `used` read units over the walk so far average at most
+/// `per_second`, given that `elapsed` has passed since it began.
+fn pause(used: f64, per_second: u32, elapsed: Duration) -> Duration {
+    Duration::try_from_secs_f64(used / f64::from(per_second))
+        .unwrap_or_default()
+        .saturating_sub(elapsed)
+}
+
+fn unix_now() -> Result<UnixTime, CliError> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| UnixTime::try_from(d.as_secs()).ok())
+        .ok_or_else(|| CliError::Failed("the system clock is before 1970".into()))
 }
 
 /// Runs the CLI: prints the output (text or JSON) or the error, and returns the exit code.
@@ -717,11 +879,11 @@ pub async fn main_with(cli: Cli) -> ExitCode {
     match run(cli).await {
         Ok(out) if json => {
             println!("{}", out.json);
-            ExitCode::SUCCESS
+            ExitCode::from(out.code)
         }
         Ok(out) => {
             print!("{}", out.text);
-            ExitCode::SUCCESS
+            ExitCode::from(out.code)
         }
         Err(e) => {
             if json {
@@ -730,5 +892,19 @@ pub async fn main_with(cli: Cli) -> ExitCode {
             eprintln!("vnctl: {e}");
             e.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_waits_until_its_reads_average_the_budget() {
+        let s = Duration::from_secs;
+        assert_eq!(pause(100.0, 50, s(0)), s(2));
+        assert_eq!(pause(100.0, 50, s(1)), s(1));
+        assert_eq!(pause(100.0, 50, s(3)), s(0), "behind the budget: no wait");
+        assert_eq!(pause(0.0, 50, s(0)), s(0), "a store that counts no units");
     }
 }

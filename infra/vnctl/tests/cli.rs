@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::config::StoreConfig;
@@ -122,6 +123,165 @@ async fn session_show_redacts_real_numbers_unless_revealed() {
         cli.run(&["session", "show", "ord-404"]).status.code(),
         Some(3)
     );
+}
+
+/// A vnctl on a fresh table with one pool number and order `order` served for a customer and
+/// a driver: a session and its two routes. Returns the vnctl, the SDK and the two real numbers.
+async fn one_served_order(order: &str) -> (Vnctl, aws_config::SdkConfig, [String; 2]) {
+    let (cli, sdk) = vnctl().await;
+    cli.json(&["pool", "add", "+911140000010", "--market", "IN"]);
+    let store = std::sync::Arc::new(
+        StoreConfig::from_source(&cli.env)
+            .unwrap()
+            .connect(&sdk)
+            .await
+            .unwrap(),
+    );
+    let assigner = Assigner::new(store, AssignSettings::for_markets([market("IN")]));
+    let (c, d) = (customer(1), driver(1));
+    let phones = [c.phone.expose().to_owned(), d.phone.expose().to_owned()];
+    assigner
+        .apply(
+            &OrderUpdate {
+                order_id: order.parse().unwrap(),
+                market: market("IN"),
+                version: 1,
+                change: OrderChange::Participants(vec![c, d]),
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    (cli, sdk, phones)
+}
+
+#[tokio::test]
+async fn a_served_order_audits_clean() {
+    let (cli, _, _) = one_served_order("ord-5").await;
+    let out = cli.json(&["audit"]);
+    assert_eq!(out["complete"], true, "{out}");
+    assert_eq!(
+        out["scanned"], 5,
+        "pool number, daily peak, session, two routes: {out}"
+    );
+    assert_eq!(
+        (&out["live_routes"], &out["live_sessions"]),
+        (&2.into(), &1.into())
+    );
+    assert_eq!(out["breaches"], serde_json::json!([]));
+    assert!(out["read_units"].as_f64().unwrap() > 0.0, "{out}");
+    let text = cli.run(&["audit", "--page-size", "1"]);
+    assert!(text.status.success());
+    assert!(
+        text.stderr.is_empty(),
+        "no progress when stderr is not a terminal"
+    );
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        shown.contains("5 items in 6 page(s)") && shown.contains("breaches: none"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn a_half_pair_is_named_by_order_and_number_only_and_exits_4() {
+    // GIVEN a served order whose driver's route was lost: the customer reaches a driver who
+    // cannot call back.
+    let (cli, sdk, phones) = one_served_order("ord-6").await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = &cli.env["VNMASK_TABLE"];
+    let items = dynamo
+        .scan()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let pk =
+        |i: &std::collections::HashMap<String, AttributeValue>| i["pk"].as_s().unwrap().clone();
+    let routes: Vec<_> = items
+        .iter()
+        .filter(|i| pk(i).starts_with("ROUTE#"))
+        .collect();
+    assert_eq!(routes.len(), 2);
+    let person_keys: Vec<String> = routes
+        .iter()
+        .map(|i| pk(i).trim_start_matches("ROUTE#").to_owned())
+        .collect();
+    dynamo
+        .delete_item()
+        .table_name(table)
+        .key("pk", routes[1]["pk"].clone())
+        .key("sk", routes[1]["sk"].clone())
+        .send()
+        .await
+        .unwrap();
+
+    // WHEN the operator audits, in text and in JSON
+    let text = cli.run(&["audit"]);
+    let json = cli.run(&["--json", "audit"]);
+
+    // THEN both exit 4 and name the order and the number, and nothing shows a person.
+    assert_eq!(text.status.code(), Some(4));
+    assert_eq!(json.status.code(), Some(4));
+    let shown = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        shown.contains("half_pair: order ord-6 on +911140000010"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("missing_route: order ord-6 on +911140000010"),
+        "{shown}"
+    );
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["breaches_by_kind"]["half_pair"], 1, "{report}");
+    assert_eq!(report["breaches_by_kind"]["missing_route"], 1, "{report}");
+    assert_eq!(report["live_routes"], 1);
+    let half = report["breaches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["kind"] == "half_pair")
+        .unwrap();
+    assert_eq!(half["orders"], serde_json::json!(["ord-6"]));
+    assert_eq!(half["virtual_number"], "+911140000010");
+    for out in [&text, &json] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let national = phones.iter().map(|p| &p[3..]);
+        for secret in national.chain(person_keys.iter().map(String::as_str)) {
+            assert!(!all.contains(secret), "a person in {all}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_audit_stopped_by_its_read_unit_cap_is_incomplete_and_exits_5() {
+    let (cli, _, _) = one_served_order("ord-7").await;
+    // DynamoDB Local counts half a unit per page of small items: the cap stops it after two.
+    let out = cli.run(&[
+        "--json",
+        "audit",
+        "--page-size",
+        "1",
+        "--max-read-units",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["complete"], false, "{report}");
+    assert_eq!(report["pages"], 2, "{report}");
+    assert_eq!(
+        report["breaches"],
+        Value::Null,
+        "a partial walk judges nothing"
+    );
+    let bad = cli.run(&["audit", "--read-units-per-second", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "bad usage");
 }
 
 #[tokio::test]
