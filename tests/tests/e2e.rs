@@ -587,4 +587,17 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // After all of it, every live route has its way back and its session: the audit is clean.
+    let audit = stack.vnctl(&["--json", "audit"]);
+    let report: Value = serde_json::from_slice(&audit.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        audit.status.code(),
+        Some(0),
+        "vnctl audit: {report} {}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert_eq!(report["complete"], true, "{report}");
+    assert_eq!(report["breaches"], json!([]), "{report}");
+    assert!(report["live_routes"].as_u64() > Some(0), "{report}");
 }
