@@ -5,7 +5,7 @@
 //! - [`routing`]: where a call or text to a virtual number goes, decided from one route read
 //! - [`events`]: the order-event contract: what producers publish, parsed and validated
 //! - [`pool`]: keeping the pool in step with the providers, and its headroom (pure)
-//! - [`store`]: the `Store` trait with DynamoDB and in-memory implementations
+//! - [`store`]: role traits (one per kind of user) with DynamoDB and in-memory implementations
 //! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
 //! - [`providers`]: each telecom provider's request format, signature and answer (pure)
 //! - [`aws`]: SDK configuration shared by the functions

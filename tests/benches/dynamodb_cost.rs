@@ -28,8 +28,9 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome};
 use vnmask::domain::{Participant, Session, VnNumber};
+use vnmask::routing::live_route;
 use vnmask::store::dynamodb::DynamoStore;
-use vnmask::store::Store;
+use vnmask::store::AssignmentStore;
 use vnmask_tests::bench::publish;
 use vnmask_tests::people::{customer, driver, merchant};
 use vnmask_tests::{
@@ -315,8 +316,7 @@ async fn main() {
     .await;
     measure("re-assign the driver of the three-party order");
     let vn = number_between(&two, &customer(1), &driver(1));
-    let route = store
-        .route(&customer(1).phone, &vn, t)
+    let route = live_route(store.as_ref(), &customer(1).phone, &vn, t)
         .await
         .unwrap()
         .expect("a live route");

@@ -19,15 +19,14 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::crypto::Vault;
-use vnmask::domain::invariant::{RouteAt, StoredRoute, StoredSession};
 use vnmask::domain::{
-    Capabilities, Market, OrderId, Participant, RealNumber, Route, Session, UnixTime,
-    VirtualNumber, VnNumber,
+    Capabilities, Market, OrderId, Participant, RealNumber, Session, UnixTime, VirtualNumber,
+    VnNumber,
 };
 use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::{
-    AuditPage, CommitError, LiveContact, PoolEntry, PoolWriteError, SampledRoute, SessionCommit,
-    Store, StoreError, WalkCursor,
+    AssignmentStore, CommitError, LeaseTake, LiveContact, Outage, PeakWrite, PoolEntry, PoolStore,
+    PoolWriteError, PurchaseCount, PurchaseLedger, SampledRoute, SessionCommit, Store, StoreError,
 };
 
 pub mod bench;
@@ -349,7 +348,7 @@ impl FaultyStore {
         let panics = self.faults.panicking_orders.lock().unwrap().contains(order);
         assert!(!panics, "injected panic for order {order}");
         if self.faults.broken_orders.lock().unwrap().contains(order) {
-            Err(StoreError::Unavailable("injected fault".into()))
+            Err(StoreError::Unavailable(Outage::ServiceError))
         } else {
             Ok(())
         }
@@ -357,7 +356,7 @@ impl FaultyStore {
 }
 
 #[async_trait]
-impl Store for FaultyStore {
+impl AssignmentStore for FaultyStore {
     async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError> {
         self.broken(order)?;
         self.inner.session(order).await
@@ -375,12 +374,40 @@ impl Store for FaultyStore {
         self.inner.pool(market).await
     }
 
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
-        self.inner.put_number(number).await
+    async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
+        self.broken(&commit.session.order_id)?;
+        let conflict = self
+            .faults
+            .conflicts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if conflict {
+            return Err(CommitError::Conflict);
+        }
+        self.inner.commit(commit).await
     }
 
+    async fn raise_live_peak(
+        &self,
+        market: &Market,
+        day: &str,
+        peak: u32,
+        expires_at: UnixTime,
+    ) -> Result<PeakWrite, StoreError> {
+        self.inner
+            .raise_live_peak(market, day, peak, expires_at)
+            .await
+    }
+}
+
+#[async_trait]
+impl PoolStore for FaultyStore {
     async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError> {
         self.inner.pool_entries(market).await
+    }
+
+    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
+        self.inner.put_number(number).await
     }
 
     async fn put_number_if(
@@ -399,28 +426,27 @@ impl Store for FaultyStore {
         self.inner.put_number_if(number, expected).await
     }
 
-    async fn raise_live_peak(
-        &self,
-        market: &Market,
-        day: &str,
-        peak: u32,
-        expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .raise_live_peak(market, day, peak, expires_at)
-            .await
-    }
-
     async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
         self.inner.live_peak(market, day).await
     }
 
+    async fn sample_routes(
+        &self,
+        now: UnixTime,
+        budget: usize,
+    ) -> Result<Vec<SampledRoute>, StoreError> {
+        self.inner.sample_routes(now, budget).await
+    }
+}
+
+#[async_trait]
+impl PurchaseLedger for FaultyStore {
     async fn count_purchase(
         &self,
         month: &str,
         cap: u32,
         expires_at: UnixTime,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<PurchaseCount, StoreError> {
         self.inner.count_purchase(month, cap, expires_at).await
     }
 
@@ -434,59 +460,12 @@ impl Store for FaultyStore {
         holder: &str,
         now: UnixTime,
         until: UnixTime,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<LeaseTake, StoreError> {
         self.inner.take_lease(name, holder, now, until).await
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.inner.release_lease(name, holder).await
-    }
-
-    async fn sample_routes(
-        &self,
-        now: UnixTime,
-        budget: usize,
-    ) -> Result<Vec<SampledRoute>, StoreError> {
-        self.inner.sample_routes(now, budget).await
-    }
-
-    async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
-        self.broken(&commit.session.order_id)?;
-        let conflict = self
-            .faults
-            .conflicts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if conflict {
-            return Err(CommitError::Conflict);
-        }
-        self.inner.commit(commit).await
-    }
-
-    async fn audit_page(
-        &self,
-        from: Option<WalkCursor>,
-        limit: u32,
-        live_at: UnixTime,
-    ) -> Result<AuditPage, StoreError> {
-        self.inner.audit_page(from, limit, live_at).await
-    }
-
-    async fn audit_items(
-        &self,
-        routes: &[RouteAt],
-        orders: &[OrderId],
-    ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError> {
-        self.inner.audit_items(routes, orders).await
-    }
-
-    async fn route(
-        &self,
-        caller: &RealNumber,
-        dialled: &VnNumber,
-        now: UnixTime,
-    ) -> Result<Option<Route>, StoreError> {
-        self.inner.route(caller, dialled, now).await
     }
 }
 

@@ -8,7 +8,9 @@ use vnmask::assignment::{
     AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
 };
 use vnmask::domain::{NumberState, Participant, RouteKey, Session, SessionState, VnNumber};
+use vnmask::routing::live_route;
 use vnmask::store::memory::MemoryStore;
+use vnmask::store::AssignmentStore;
 use vnmask::store::{audit, PairWrite, SessionCommit, Store};
 use vnmask_tests::people::{customer, driver, merchant};
 use vnmask_tests::{local_dynamo, market, now, pool, seed_pool, FaultyStore, LocalDynamo};
@@ -90,9 +92,7 @@ impl Fx {
             .find(|c| c.joins(&from.user_id, &to.user_id))
             .expect("a contact joins them");
         for (caller, callee) in [(from, to), (to, from)] {
-            let route = self
-                .store
-                .route(&caller.phone, &contact.number, at)
+            let route = live_route(self.store.as_ref(), &caller.phone, &contact.number, at)
                 .await
                 .unwrap()
                 .expect("route is live");
@@ -248,16 +248,14 @@ async fn completed_order_routes_work_for_the_grace_period_only(fx: Fx) {
         (SessionState::Ended, t + 1800)
     );
     assert!(
-        fx.store
-            .route(&c.phone, &vn, t + 1799)
+        live_route(fx.store.as_ref(), &c.phone, &vn, t + 1799)
             .await
             .unwrap()
             .is_some(),
         "still reachable in grace"
     );
     assert!(
-        fx.store
-            .route(&c.phone, &vn, t + 1800)
+        live_route(fx.store.as_ref(), &c.phone, &vn, t + 1800)
             .await
             .unwrap()
             .is_none(),
@@ -286,8 +284,7 @@ async fn reassigned_driver_loses_routes_and_customer_keeps_number(fx: Fx) {
         "the customer keeps the number for the driver role"
     );
     assert!(
-        fx.store
-            .route(&d1.phone, &before, t)
+        live_route(fx.store.as_ref(), &d1.phone, &before, t)
             .await
             .unwrap()
             .is_none(),
@@ -315,7 +312,11 @@ async fn reassigned_driver_gets_another_number_when_the_old_one_clashes(fx: Fx) 
             t,
         )
         .await;
-        if fx.store.route(&d2.phone, &old, t).await.unwrap().is_some() {
+        if live_route(fx.store.as_ref(), &d2.phone, &old, t)
+            .await
+            .unwrap()
+            .is_some()
+        {
             busy = Some(i);
             break;
         }
@@ -349,7 +350,10 @@ async fn shared_ride_pairs_the_driver_with_each_customer_only(fx: Fx) {
     let b = fx.number_between("ride-1", &d, &c2, t).await;
     assert_ne!(a, b);
     assert!(
-        fx.store.route(&c1.phone, &b, t).await.unwrap().is_none(),
+        live_route(fx.store.as_ref(), &c1.phone, &b, t)
+            .await
+            .unwrap()
+            .is_none(),
         "a rider cannot reach the other rider"
     );
 }
@@ -504,8 +508,14 @@ async fn late_completion_after_the_routes_lapsed_revives_nothing(fx: Fx) {
     // THEN o1 is ended and not live, D reaches nobody on v, and C still reaches E
     assert_eq!(session.state, SessionState::Ended);
     assert!(!session.is_live(at));
-    assert!(fx.store.route(&d.phone, &v, at).await.unwrap().is_none());
-    let c_route = fx.store.route(&c.phone, &v, at).await.unwrap().unwrap();
+    assert!(live_route(fx.store.as_ref(), &d.phone, &v, at)
+        .await
+        .unwrap()
+        .is_none());
+    let c_route = live_route(fx.store.as_ref(), &c.phone, &v, at)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (c_route.order_id.as_str(), &c_route.callee),
         ("o2", &e.phone)
@@ -537,9 +547,7 @@ async fn a_second_end_keeps_the_first_grace(fx: Fx) {
         panic!("the second end applies")
     };
     assert_eq!(session.routes_until, t + 1800);
-    assert!(fx
-        .store
-        .route(&d.phone, &v, t + 1800)
+    assert!(live_route(fx.store.as_ref(), &d.phone, &v, t + 1800)
         .await
         .unwrap()
         .is_none());
@@ -567,7 +575,10 @@ async fn reassignment_after_the_routes_lapsed_moves_the_pair_whole(fx: Fx) {
         .await;
     assert_eq!(fx.number_between("o1", &c, &d2, at).await, w.number);
     assert_eq!(fx.number_between("o2", &c, &e, at).await, v);
-    assert!(fx.store.route(&d1.phone, &v, at).await.unwrap().is_none());
+    assert!(live_route(fx.store.as_ref(), &d1.phone, &v, at)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(audit(fx.store.as_ref(), at).await.unwrap(), vec![]);
 }
 
@@ -613,8 +624,14 @@ async fn an_end_ends_a_half_pair_both_ways(fx: Fx) {
     };
     // THEN the pair is dropped whole: neither direction connects, and nothing is left broken
     assert!(session.contacts.is_empty());
-    assert!(fx.store.route(&c.phone, &v, t + 1).await.unwrap().is_none());
-    assert!(fx.store.route(&d.phone, &v, t + 1).await.unwrap().is_none());
+    assert!(live_route(fx.store.as_ref(), &c.phone, &v, t + 1)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(live_route(fx.store.as_ref(), &d.phone, &v, t + 1)
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(audit(fx.store.as_ref(), t + 1).await.unwrap(), vec![]);
 }
 
@@ -656,7 +673,10 @@ async fn a_retired_number_hands_its_pairs_over_whole(fx: Fx) {
         .unwrap();
     assert_ne!(fx.number_between("o1", &c, &d2, t + 5).await, v);
     for p in [&c, &d1, &d2] {
-        assert!(fx.store.route(&p.phone, &v, t + 5).await.unwrap().is_none());
+        assert!(live_route(fx.store.as_ref(), &p.phone, &v, t + 5)
+            .await
+            .unwrap()
+            .is_none());
     }
     assert_eq!(audit(fx.store.as_ref(), t + 5).await.unwrap(), vec![]);
 }

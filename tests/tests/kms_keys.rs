@@ -2,7 +2,7 @@
 
 use vnmask::config::StoreConfig;
 use vnmask::domain::RealNumber;
-use vnmask::store::Store;
+use vnmask::store::AssignmentStore;
 use vnmask_tests::{create_table, kms_store_env, local_sdk, market, now, pool, seed_pool};
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use assign::{reason, RecordOutcome};
 use common::*;
 use serde_json::{json, Value};
 use vnmask::domain::VnNumber;
+use vnmask::routing::live_route;
 use vnmask_tests::{now, participant, FaultyStore};
 
 fn c() -> vnmask::domain::Participant {
@@ -50,18 +51,20 @@ async fn driver_taking_two_orders_reaches_each_customer_on_its_own_number_until_
 
     // THEN the routes work through the grace period and are gone after it
     for (caller, vn) in [(d(), &to_c), (c(), &to_c), (d(), &to_n), (n(), &to_n)] {
-        assert!(fx
-            .store
-            .route(&caller.phone, vn, ended + 60)
+        assert!(live_route(fx.store.as_ref(), &caller.phone, vn, ended + 60)
             .await
             .unwrap()
             .is_some());
         assert!(
-            fx.store
-                .route(&caller.phone, vn, ended + GRACE_SECONDS + 1)
-                .await
-                .unwrap()
-                .is_none(),
+            live_route(
+                fx.store.as_ref(),
+                &caller.phone,
+                vn,
+                ended + GRACE_SECONDS + 1
+            )
+            .await
+            .unwrap()
+            .is_none(),
             "{} can still call {vn} after the grace period",
             caller.user_id
         );
@@ -86,7 +89,10 @@ async fn reassigned_driver_loses_routes_at_once_and_customer_keeps_the_number() 
         new, old,
         "the customer keeps the number for the driver role"
     );
-    assert!(fx.store.route(&d().phone, &old, t).await.unwrap().is_none());
+    assert!(live_route(fx.store.as_ref(), &d().phone, &old, t)
+        .await
+        .unwrap()
+        .is_none());
     assert!(fx
         .store
         .live_contacts(&d().phone, t)

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use assign::outbox::attribute;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use common::*;
-use vnmask::store::Store;
+use vnmask::routing::live_route;
+use vnmask::store::AssignmentStore;
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
 use vnmask_tests::{kms_store, local_sdk, pool, seed_pool};
 
@@ -61,15 +62,15 @@ async fn real_binary_under_cargo_lambda_watch_applies_an_sqs_batch() {
         let order = format!("ord-2{k:03}").parse().unwrap();
         let session = store.session(&order).await.unwrap().expect("applied");
         assert_eq!(session.contacts.len(), 1);
-        let route = store
-            .route(
-                &session.participants[1].phone,
-                &session.contacts[0].number,
-                vnmask_tests::now(),
-            )
-            .await
-            .unwrap()
-            .expect("the driver reaches the customer");
+        let route = live_route(
+            &store,
+            &session.participants[1].phone,
+            &session.contacts[0].number,
+            vnmask_tests::now(),
+        )
+        .await
+        .unwrap()
+        .expect("the driver reaches the customer");
         assert_eq!(route.callee, session.participants[0].phone);
     }
     let letters = drain(&sqs, &dead_letter_url).await;

@@ -11,7 +11,7 @@ use vnmask::assignment::{AssignError, Assigner, OrderChange, OrderUpdate, Outcom
 use vnmask::domain::{
     Capability, OrderId, Role, Session, SessionState, UnixTime, UserId, VnNumber,
 };
-use vnmask::store::StoreError;
+use vnmask::store::{Outage, StoreError};
 
 use crate::orders::{OrdersApi, OrdersError};
 
@@ -172,14 +172,12 @@ impl ContactDirectory {
             }
             Ok(Outcome::Stale { .. }) => {
                 // An order event got there first (or the order moved on): its session is the answer.
-                let session =
-                    self.assigner
-                        .store()
-                        .session(order)
-                        .await?
-                        .ok_or(StoreError::Unavailable(
-                            "session vanished after a stale fallback".into(),
-                        ))?;
+                let session = self
+                    .assigner
+                    .store()
+                    .session(order)
+                    .await?
+                    .ok_or(StoreError::Unavailable(Outage::Vanished))?;
                 Ok((self.answer(&session, user, now)?, Path::FallbackStale))
             }
             Err(AssignError::UnknownMarket(market)) => {

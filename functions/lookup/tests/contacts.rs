@@ -9,6 +9,7 @@ use common::{
 use http::StatusCode;
 use serde_json::json;
 use vnmask::domain::{Participant, VnNumber};
+use vnmask::routing::live_route;
 use vnmask_tests::people::{customer, driver, merchant};
 use vnmask_tests::{now, participant};
 
@@ -29,9 +30,7 @@ async fn stored_number(fx: &Fx, order: &str, from: &Participant, to: &Participan
         .iter()
         .find(|c| c.joins(&from.user_id, &to.user_id))
         .expect("contact");
-    let route = fx
-        .store
-        .route(&from.phone, &contact.number, now())
+    let route = live_route(fx.store.as_ref(), &from.phone, &contact.number, now())
         .await
         .unwrap()
         .expect("live route");

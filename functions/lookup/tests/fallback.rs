@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use vnmask::assignment::Outcome;
 use vnmask::domain::Participant;
+use vnmask::routing::live_route;
 use vnmask_tests::now;
 use vnmask_tests::people::{customer, driver, merchant};
 use wiremock::matchers::{header, method, path, path_regex};
@@ -82,12 +83,15 @@ async fn late_event_order_is_assigned_and_answered() {
     assert_eq!(session.version, 7);
     let number = session.contacts[0].number.as_str().to_owned();
     assert_eq!(answer.numbers(), vec![("d1".to_owned(), number.clone())]);
-    let route = fx
-        .store
-        .route(&c.phone, &session.contacts[0].number, now())
-        .await
-        .unwrap()
-        .expect("route");
+    let route = live_route(
+        fx.store.as_ref(),
+        &c.phone,
+        &session.contacts[0].number,
+        now(),
+    )
+    .await
+    .unwrap()
+    .expect("route");
     assert_eq!(route.callee, d.phone);
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
 
@@ -418,9 +422,7 @@ async fn fallback_racing_the_event_ends_in_one_assignment() {
             let a = people.iter().find(|p| p.user_id == contact.a).unwrap();
             let b = people.iter().find(|p| p.user_id == contact.b).unwrap();
             for (from, to) in [(a, b), (b, a)] {
-                let route = fx
-                    .store
-                    .route(&from.phone, &contact.number, now())
+                let route = live_route(fx.store.as_ref(), &from.phone, &contact.number, now())
                     .await
                     .unwrap()
                     .expect("route");

@@ -22,7 +22,9 @@ use vnmask::domain::{
     Capabilities, Market, NumberState, Provider, UnixTime, VirtualNumber, VnNumber,
 };
 use vnmask::pool::{self, ChangeKind, OwnedNumber, PoolHealth, Reconcile};
-use vnmask::store::{PoolWriteError, SampledRoute, Store, StoreError};
+use vnmask::store::{
+    LeaseTake, PoolUpkeep, PoolWriteError, PurchaseCount, SampledRoute, StoreError,
+};
 use vnmask::telemetry::{MetricSet, Unit};
 
 use providers::{Inventory, Listing, ProviderError, Vendor, Webhooks};
@@ -124,7 +126,7 @@ impl From<RefreshError> for lambda_runtime::Diagnostic {
 }
 
 pub struct Refresher {
-    store: Arc<dyn Store>,
+    store: Arc<dyn PoolUpkeep>,
     inventories: Vec<Arc<dyn Inventory>>,
     vendor: Option<Arc<dyn Vendor>>,
     settings: RefreshSettings,
@@ -132,7 +134,7 @@ pub struct Refresher {
 
 impl Refresher {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn PoolUpkeep>,
         inventories: Vec<Arc<dyn Inventory>>,
         vendor: Option<Arc<dyn Vendor>>,
         settings: RefreshSettings,
@@ -373,10 +375,11 @@ impl Refresher {
         }
         let lease = format!("pool-buy-{market}");
         let until = run.now + i64::try_from(buying.lease.as_secs()).unwrap_or(DAY);
-        if !self
+        if self
             .store
             .take_lease(&lease, &run.id, run.now, until)
             .await?
+            == LeaseTake::Held
         {
             tracing::info!(market = %market, "another run is buying for this market");
             summary.buying_stopped = Some("another run is buying".into());
@@ -430,10 +433,11 @@ impl Refresher {
             if summary.bought == want {
                 break;
             }
-            if !self
+            if self
                 .store
                 .count_purchase(&month, buying.per_month, now + PURCHASE_COUNT_RETENTION)
                 .await?
+                == PurchaseCount::AtCap
             {
                 tracing::warn!(market = %market, per_month = buying.per_month, "monthly purchase cap reached");
                 summary.buying_stopped = Some("monthly cap reached".into());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use vnmask::domain::{Capabilities, NumberState, VirtualNumber, VnNumber};
-use vnmask::store::Store;
+use vnmask::store::{AssignmentStore, PoolStore};
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
 use vnmask_tests::{kms_store, local_sdk};
 use wiremock::MockServer;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::domain::Participant;
 use vnmask::store::memory::MemoryStore;
+use vnmask::store::PoolStore;
 use vnmask::store::Store;
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, market, now, pool, seed_pool};

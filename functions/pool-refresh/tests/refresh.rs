@@ -10,8 +10,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
 use pool_refresh::providers::{Inventory, StaticList, Vendor};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
+use vnmask::domain::Market;
 use vnmask::domain::{Capabilities, NumberState, VirtualNumber, VnNumber};
-use vnmask::store::{PoolEntry, Store};
+use vnmask::store::{
+    AssignmentStore, LeaseTake, PoolEntry, PoolStore, PoolUpkeep, PoolWriteError, PurchaseCount,
+    PurchaseLedger, SampledRoute, Store, StoreError,
+};
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, now, pool, seed_pool, FaultyStore, LocalDynamo};
 use wiremock::matchers::{method, path};
@@ -297,7 +301,7 @@ async fn two_overlapping_runs_write_each_change_once() {
         listed.iter().map(|n| (n.as_str(), true, true)).collect();
     twilio_lists(&server, &entries).await;
     // Both runs read the pool before either writes: the worst overlap, every time.
-    let lockstep: Arc<dyn Store> = Arc::new(Lockstep::new(dynamo.store.clone(), 2));
+    let lockstep: Arc<dyn PoolUpkeep> = Arc::new(Lockstep::new(dynamo.store.clone(), 2));
     let a = refresher(
         lockstep.clone(),
         vec![twilio(&server)],
@@ -485,7 +489,8 @@ async fn low_headroom_buys_up_to_the_per_run_cap_with_our_webhooks() {
             .store
             .take_lease("pool-buy-US", "next-run", now(), now() + 60)
             .await
-            .unwrap(),
+            .unwrap()
+            == LeaseTake::Taken,
         "the buying lease is given back"
     );
 }
@@ -495,11 +500,14 @@ async fn buying_stops_at_the_monthly_cap() {
     let server = MockServer::start().await;
     let dynamo = dry_us_pool(&server).await;
     let month = vnmask::pool::month_key(now());
-    assert!(dynamo
-        .store
-        .count_purchase(&month, 2, now() + 3600)
-        .await
-        .unwrap());
+    assert!(
+        dynamo
+            .store
+            .count_purchase(&month, 2, now() + 3600)
+            .await
+            .unwrap()
+            == PurchaseCount::Counted
+    );
     twilio_offers(&server).await;
     Mock::given(method("POST"))
         .respond_with(TwilioCreates)
@@ -548,11 +556,14 @@ async fn a_refused_purchase_is_not_counted() {
 async fn while_another_run_buys_this_one_does_not() {
     let server = MockServer::start().await;
     let dynamo = dry_us_pool(&server).await;
-    assert!(dynamo
-        .store
-        .take_lease("pool-buy-US", "another-run", now(), now() + 600)
-        .await
-        .unwrap());
+    assert!(
+        dynamo
+            .store
+            .take_lease("pool-buy-US", "another-run", now(), now() + 600)
+            .await
+            .unwrap()
+            == LeaseTake::Taken
+    );
     Mock::given(method("POST"))
         .respond_with(TwilioCreates)
         .expect(0)
@@ -675,14 +686,14 @@ async fn handler_accepts_what_the_scheduler_sends() {
 
 /// Delegates to a store, but holds the first `n` pool reads until all `n` have happened.
 struct Lockstep {
-    inner: Arc<dyn Store>,
+    inner: Arc<dyn PoolUpkeep>,
     reads: std::sync::atomic::AtomicUsize,
     barrier: tokio::sync::Barrier,
     n: usize,
 }
 
 impl Lockstep {
-    fn new(inner: Arc<dyn Store>, n: usize) -> Self {
+    fn new(inner: Arc<dyn PoolUpkeep>, n: usize) -> Self {
         Lockstep {
             inner,
             reads: std::sync::atomic::AtomicUsize::new(0),
@@ -693,7 +704,7 @@ impl Lockstep {
 }
 
 #[async_trait::async_trait]
-impl Store for Lockstep {
+impl PoolStore for Lockstep {
     async fn pool_entries(
         &self,
         market: &vnmask::domain::Market,
@@ -705,29 +716,7 @@ impl Store for Lockstep {
         entries
     }
 
-    async fn session(
-        &self,
-        order: &vnmask::domain::OrderId,
-    ) -> Result<Option<vnmask::domain::Session>, vnmask::store::StoreError> {
-        self.inner.session(order).await
-    }
-
-    async fn live_contacts(
-        &self,
-        person: &vnmask::domain::RealNumber,
-        now: i64,
-    ) -> Result<Vec<vnmask::store::LiveContact>, vnmask::store::StoreError> {
-        self.inner.live_contacts(person, now).await
-    }
-
-    async fn pool(
-        &self,
-        market: &vnmask::domain::Market,
-    ) -> Result<Vec<VirtualNumber>, vnmask::store::StoreError> {
-        self.inner.pool(market).await
-    }
-
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), vnmask::store::StoreError> {
+    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
         self.inner.put_number(number).await
     }
 
@@ -735,40 +724,35 @@ impl Store for Lockstep {
         &self,
         number: &VirtualNumber,
         expected: Option<u64>,
-    ) -> Result<u64, vnmask::store::PoolWriteError> {
+    ) -> Result<u64, PoolWriteError> {
         self.inner.put_number_if(number, expected).await
     }
 
-    async fn raise_live_peak(
-        &self,
-        market: &vnmask::domain::Market,
-        day: &str,
-        peak: u32,
-        expires_at: i64,
-    ) -> Result<(), vnmask::store::StoreError> {
-        self.inner
-            .raise_live_peak(market, day, peak, expires_at)
-            .await
-    }
-
-    async fn live_peak(
-        &self,
-        market: &vnmask::domain::Market,
-        day: &str,
-    ) -> Result<Option<u32>, vnmask::store::StoreError> {
+    async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
         self.inner.live_peak(market, day).await
     }
 
+    async fn sample_routes(
+        &self,
+        now: i64,
+        budget: usize,
+    ) -> Result<Vec<SampledRoute>, StoreError> {
+        self.inner.sample_routes(now, budget).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PurchaseLedger for Lockstep {
     async fn count_purchase(
         &self,
         month: &str,
         cap: u32,
         expires_at: i64,
-    ) -> Result<bool, vnmask::store::StoreError> {
+    ) -> Result<PurchaseCount, StoreError> {
         self.inner.count_purchase(month, cap, expires_at).await
     }
 
-    async fn uncount_purchase(&self, month: &str) -> Result<(), vnmask::store::StoreError> {
+    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
         self.inner.uncount_purchase(month).await
     }
 
@@ -778,62 +762,11 @@ impl Store for Lockstep {
         holder: &str,
         now: i64,
         until: i64,
-    ) -> Result<bool, vnmask::store::StoreError> {
+    ) -> Result<LeaseTake, StoreError> {
         self.inner.take_lease(name, holder, now, until).await
     }
 
-    async fn release_lease(
-        &self,
-        name: &str,
-        holder: &str,
-    ) -> Result<(), vnmask::store::StoreError> {
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.inner.release_lease(name, holder).await
-    }
-
-    async fn sample_routes(
-        &self,
-        now: i64,
-        budget: usize,
-    ) -> Result<Vec<vnmask::store::SampledRoute>, vnmask::store::StoreError> {
-        self.inner.sample_routes(now, budget).await
-    }
-
-    async fn commit(
-        &self,
-        commit: &vnmask::store::SessionCommit,
-    ) -> Result<(), vnmask::store::CommitError> {
-        self.inner.commit(commit).await
-    }
-
-    async fn audit_page(
-        &self,
-        from: Option<vnmask::store::WalkCursor>,
-        limit: u32,
-        live_at: i64,
-    ) -> Result<vnmask::store::AuditPage, vnmask::store::StoreError> {
-        self.inner.audit_page(from, limit, live_at).await
-    }
-
-    async fn audit_items(
-        &self,
-        routes: &[vnmask::domain::invariant::RouteAt],
-        orders: &[vnmask::domain::OrderId],
-    ) -> Result<
-        (
-            Vec<vnmask::domain::invariant::StoredRoute>,
-            Vec<vnmask::domain::invariant::StoredSession>,
-        ),
-        vnmask::store::StoreError,
-    > {
-        self.inner.audit_items(routes, orders).await
-    }
-
-    async fn route(
-        &self,
-        caller: &vnmask::domain::RealNumber,
-        dialled: &VnNumber,
-        now: i64,
-    ) -> Result<Option<vnmask::domain::Route>, vnmask::store::StoreError> {
-        self.inner.route(caller, dialled, now).await
     }
 }

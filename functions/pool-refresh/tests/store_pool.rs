@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use vnmask::domain::{NumberState, VirtualNumber};
 use vnmask::store::memory::MemoryStore;
-use vnmask::store::{PoolWriteError, Store};
+use vnmask::store::PoolStore;
+use vnmask::store::{LeaseTake, PoolWriteError, PurchaseCount, Store};
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, market, now, pool, seed_pool};
 
@@ -174,28 +175,28 @@ async fn live_peak_only_ever_rises() {
 async fn purchase_count_stops_at_the_cap_and_gives_back_failed_ones() {
     for (name, store) in stores().await {
         let exp = now() + 3600;
-        assert!(store.count_purchase("2026-05", 2, exp).await.unwrap());
-        assert!(store.count_purchase("2026-05", 2, exp).await.unwrap());
+        assert!(store.count_purchase("2026-05", 2, exp).await.unwrap() == PurchaseCount::Counted);
+        assert!(store.count_purchase("2026-05", 2, exp).await.unwrap() == PurchaseCount::Counted);
         assert!(
-            !store.count_purchase("2026-05", 2, exp).await.unwrap(),
+            store.count_purchase("2026-05", 2, exp).await.unwrap() == PurchaseCount::AtCap,
             "{name}: at the cap"
         );
         store.uncount_purchase("2026-05").await.unwrap();
         assert!(
-            store.count_purchase("2026-05", 2, exp).await.unwrap(),
+            store.count_purchase("2026-05", 2, exp).await.unwrap() == PurchaseCount::Counted,
             "{name}"
         );
         assert!(
-            store.count_purchase("2026-06", 2, exp).await.unwrap(),
+            store.count_purchase("2026-06", 2, exp).await.unwrap() == PurchaseCount::Counted,
             "{name}: a new month"
         );
         // Giving back more than was counted never goes below zero.
         for _ in 0..3 {
             store.uncount_purchase("2026-06").await.unwrap();
         }
-        assert!(store.count_purchase("2026-06", 1, exp).await.unwrap());
+        assert!(store.count_purchase("2026-06", 1, exp).await.unwrap() == PurchaseCount::Counted);
         assert!(
-            !store.count_purchase("2026-06", 1, exp).await.unwrap(),
+            store.count_purchase("2026-06", 1, exp).await.unwrap() == PurchaseCount::AtCap,
             "{name}"
         );
     }
@@ -210,7 +211,7 @@ async fn concurrent_purchase_counts_never_pass_the_cap() {
         )
         .await
         .into_iter()
-        .filter(|r| *r.as_ref().unwrap())
+        .filter(|r| *r.as_ref().unwrap() == PurchaseCount::Counted)
         .count();
         assert_eq!(counted, 5, "{name}");
     }
@@ -220,31 +221,37 @@ async fn concurrent_purchase_counts_never_pass_the_cap() {
 async fn a_lease_has_one_holder_until_released_or_expired() {
     for (name, store) in stores().await {
         let t = now();
-        assert!(store
-            .take_lease("pool-buy-IN", "a", t, t + 60)
-            .await
-            .unwrap());
         assert!(
-            !store
+            store
+                .take_lease("pool-buy-IN", "a", t, t + 60)
+                .await
+                .unwrap()
+                == LeaseTake::Taken
+        );
+        assert!(
+            store
                 .take_lease("pool-buy-IN", "b", t + 1, t + 61)
                 .await
-                .unwrap(),
+                .unwrap()
+                == LeaseTake::Held,
             "{name}"
         );
         assert!(
             store
                 .take_lease("pool-buy-US", "b", t, t + 60)
                 .await
-                .unwrap(),
+                .unwrap()
+                == LeaseTake::Taken,
             "{name}"
         );
         // Only the holder releases.
         store.release_lease("pool-buy-IN", "b").await.unwrap();
         assert!(
-            !store
+            store
                 .take_lease("pool-buy-IN", "b", t + 2, t + 62)
                 .await
-                .unwrap(),
+                .unwrap()
+                == LeaseTake::Held,
             "{name}"
         );
         store.release_lease("pool-buy-IN", "a").await.unwrap();
@@ -252,7 +259,8 @@ async fn a_lease_has_one_holder_until_released_or_expired() {
             store
                 .take_lease("pool-buy-IN", "b", t + 3, t + 63)
                 .await
-                .unwrap(),
+                .unwrap()
+                == LeaseTake::Taken,
             "{name}"
         );
         // An expired lease is free.
@@ -260,7 +268,8 @@ async fn a_lease_has_one_holder_until_released_or_expired() {
             store
                 .take_lease("pool-buy-IN", "c", t + 64, t + 124)
                 .await
-                .unwrap(),
+                .unwrap()
+                == LeaseTake::Taken,
             "{name}"
         );
     }

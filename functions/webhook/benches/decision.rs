@@ -5,6 +5,10 @@
 //! Each request is timed on its own (criterion's `iter_custom`), so that besides criterion's
 //! estimates the run reports p50 and p99 per request, as the "routing-cpu" section of
 //! BENCHMARKS.md (see `vnmask_tests::bench`).
+//!
+//! Absolute times on a shared machine move from day to day, so Twilio voice is also reported
+//! as a ratio to a [`reference`]: the same work written straight through, timed interleaved
+//! with it request by request.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -17,10 +21,10 @@ use vnmask::domain::{RealNumber, VnNumber};
 use vnmask::providers::exotel::{self, ConnectSettings, SourceAllowList};
 use vnmask::providers::twilio::{self, VoiceRefusal, VoiceSettings};
 use vnmask::providers::{generic, parse_form, parse_query, Secret};
-use vnmask::routing::decide;
+use vnmask::routing::{decide, Decision};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
-use vnmask_tests::bench::{human, machine, publish, Latencies};
+use vnmask_tests::bench::{human, machine, publish, target, Latencies};
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{market, now, pool, seed_pool};
 
@@ -66,14 +70,178 @@ fn per_request<R>(b: &mut Bencher, samples: &mut Recent, mut request: impl FnMut
     b.iter_custom(|iters| {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
-            let started = Instant::now();
-            black_box(request());
-            let took = started.elapsed();
+            let took = timed(&mut request);
             samples.push(took);
             total += took;
         }
         total
     })
+}
+
+/// Like [`per_request`], with a run of `reference` beside each request, in alternating order,
+/// so that both see the same machine at the same moments. Criterion's estimate is `request`'s.
+fn per_request_beside<R, S>(
+    b: &mut Bencher,
+    samples: &mut Recent,
+    reference_samples: &mut Recent,
+    mut request: impl FnMut() -> R,
+    mut reference: impl FnMut() -> S,
+) {
+    b.iter_custom(|iters| {
+        let mut total = Duration::ZERO;
+        for i in 0..iters {
+            let (took, reference_took) = if i % 2 == 0 {
+                let r = timed(&mut reference);
+                (timed(&mut request), r)
+            } else {
+                let took = timed(&mut request);
+                (took, timed(&mut reference))
+            };
+            samples.push(took);
+            reference_samples.push(reference_took);
+            total += took;
+        }
+        total
+    })
+}
+
+fn timed<R>(f: &mut impl FnMut() -> R) -> Duration {
+    let started = Instant::now();
+    black_box(f());
+    started.elapsed()
+}
+
+/// The minimal reference for a Twilio voice request: the same work as vnmask's path, written
+/// straight through with the same crates, no framework and no I/O. It makes every check the
+/// path makes: strict UTF-8 form decoding; the signature over the URL and the parameters sorted
+/// by name then value (HMAC-SHA1, Base64, constant-time comparison); `From`, `To` and `CallSid`
+/// present, both numbers in E.164 form and the call id in its safe alphabet; a route read like
+/// the in-memory store's (a mutex, a hash map by caller, an ordered map by dialled number, an
+/// owned copy of what it found, the live check); and the same TwiML, written with quick-xml.
+mod reference {
+    use std::borrow::Cow;
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use percent_encoding::percent_decode_str;
+    use quick_xml::events::{BytesDecl, BytesText, Event};
+    use quick_xml::Writer;
+    use sha1::Sha1;
+    use subtle::ConstantTimeEq;
+
+    /// Callee and expiry, by caller, then by dialled number.
+    #[derive(Default)]
+    pub struct Routes(Mutex<HashMap<String, BTreeMap<String, (String, i64)>>>);
+
+    impl Routes {
+        pub fn insert(&self, caller: &str, dialled: &str, callee: &str, expires_at: i64) {
+            self.0
+                .lock()
+                .unwrap()
+                .entry(caller.to_owned())
+                .or_default()
+                .insert(dialled.to_owned(), (callee.to_owned(), expires_at));
+        }
+    }
+
+    pub struct Settings {
+        pub dial_timeout: u32,
+        pub time_limit: u32,
+    }
+
+    /// The TwiML that connects the call, or `None` for any reason to refuse it.
+    pub fn twilio_voice(
+        routes: &Routes,
+        token: &[u8],
+        url: &str,
+        signature: &str,
+        body: &[u8],
+        now: i64,
+        settings: &Settings,
+    ) -> Option<String> {
+        let form = std::str::from_utf8(body).ok()?;
+        let mut params = Vec::with_capacity(32);
+        for pair in form.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            params.push((decode(name)?, decode(value)?));
+        }
+
+        let presented = base64::engine::general_purpose::STANDARD
+            .decode(signature.trim())
+            .ok()?;
+        let mut sorted: Vec<(&str, &str)> = params.iter().map(|(k, v)| (&**k, &**v)).collect();
+        sorted.sort_unstable();
+        let mut mac = Hmac::<Sha1>::new_from_slice(token).ok()?;
+        mac.update(url.as_bytes());
+        for (name, value) in sorted {
+            mac.update(name.as_bytes());
+            mac.update(value.as_bytes());
+        }
+        let expected = mac.finalize().into_bytes();
+        if !bool::from(expected.as_slice().ct_eq(&presented)) {
+            return None;
+        }
+
+        let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| &**v);
+        let (from, to, call_sid) = (param("From")?, param("To")?, param("CallSid")?);
+        if !(e164(from) && e164(to) && call_id(call_sid)) {
+            return None;
+        }
+
+        let (callee, expires_at) = routes.0.lock().ok()?.get(from)?.get(to)?.clone();
+        if expires_at <= now {
+            return None;
+        }
+
+        let timeout = settings.dial_timeout.to_string();
+        let limit = settings.time_limit.to_string();
+        let mut w = Writer::new(Vec::with_capacity(256));
+        w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+            .ok()?;
+        w.create_element("Response")
+            .write_inner_content(|w| {
+                w.create_element("Dial")
+                    .with_attribute(("callerId", to))
+                    .with_attribute(("answerOnBridge", "true"))
+                    .with_attribute(("timeout", timeout.as_str()))
+                    .with_attribute(("timeLimit", limit.as_str()))
+                    .write_inner_content(|w| {
+                        w.create_element("Number")
+                            .write_text_content(BytesText::new(&callee))?;
+                        Ok(())
+                    })?;
+                Ok(())
+            })
+            .ok()?;
+        String::from_utf8(w.into_inner()).ok()
+    }
+
+    /// One name or value of the form: `+` is a space, then percent-decoding, strictly UTF-8.
+    fn decode(s: &str) -> Option<Cow<'_, str>> {
+        if s.contains('+') {
+            let spaced = s.replace('+', " ");
+            let decoded = percent_decode_str(&spaced).decode_utf8().ok()?;
+            Some(Cow::Owned(decoded.into_owned()))
+        } else {
+            percent_decode_str(s).decode_utf8().ok()
+        }
+    }
+
+    fn e164(s: &str) -> bool {
+        s.strip_prefix('+').is_some_and(|digits| {
+            (8..=15).contains(&digits.len())
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !digits.starts_with('0')
+        })
+    }
+
+    fn call_id(s: &str) -> bool {
+        (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -99,6 +267,24 @@ fn bench(c: &mut Criterion) {
             .unwrap();
     });
     let store = store.as_ref();
+    // The reference reads the same route, from a table of its own.
+    let routes = reference::Routes::default();
+    let params = parse_form(fixture("twilio-voice.form").as_bytes()).unwrap();
+    let query = twilio::voice_query(&params).unwrap();
+    let Decision::Connect(route) = rt.block_on(decide(store, &query, now(), BUDGET)) else {
+        panic!("the bench's order has a route");
+    };
+    routes.insert(
+        route.caller.expose(),
+        route.number.as_str(),
+        route.callee.expose(),
+        route.expires_at,
+    );
+    let reference_settings = reference::Settings {
+        dial_timeout: 30,
+        time_limit: 3600,
+    };
+    let mut reference_taken = Recent::default();
     // During a rotation, with the request signed by the second token: the most work.
     let tokens = [Secret::new(TWILIO_TOKEN), Secret::new(TWILIO_NEXT_TOKEN)];
     let voice = VoiceSettings {
@@ -137,34 +323,59 @@ fn bench(c: &mut Criterion) {
             &parse_form(body.as_bytes()).unwrap(),
         );
         let sms = name == "twilio_sms";
+        let request = || {
+            let params = parse_form(black_box(body.as_bytes())).unwrap();
+            twilio::verify(
+                tokens,
+                black_box(&url),
+                &params,
+                Some(black_box(&signature)),
+            )
+            .unwrap();
+            let query = if sms {
+                twilio::message_query(&params)
+            } else {
+                twilio::voice_query(&params)
+            }
+            .unwrap();
+            let decision = rt.block_on(decide(store, &query, now(), BUDGET));
+            let answer = if sms {
+                twilio::message_response(&decision, query.text.as_deref().unwrap_or_default())
+            } else {
+                twilio::voice_response(&decision, &voice)
+            };
+            assert!(answer.contains("+919710000001"));
+            answer
+        };
         let taken = samples.entry(name).or_default();
-        group.bench_function(name, |b| {
-            per_request(b, taken, || {
-                let params = parse_form(black_box(body.as_bytes())).unwrap();
-                twilio::verify(
-                    tokens,
+        if name == "twilio_voice_one_token" {
+            let reference = || {
+                let answer = reference::twilio_voice(
+                    &routes,
+                    TWILIO_NEXT_TOKEN.as_bytes(),
                     black_box(&url),
-                    &params,
-                    Some(black_box(&signature)),
+                    black_box(&signature),
+                    black_box(body.as_bytes()),
+                    now(),
+                    &reference_settings,
                 )
                 .unwrap();
-                let query = if sms {
-                    twilio::message_query(&params)
-                } else {
-                    twilio::voice_query(&params)
-                }
-                .unwrap();
-                let decision = rt.block_on(decide(store, &query, now(), BUDGET));
-                let answer = if sms {
-                    twilio::message_response(&decision, query.text.as_deref().unwrap_or_default())
-                } else {
-                    twilio::voice_response(&decision, &voice)
-                };
                 assert!(answer.contains("+919710000001"));
                 answer
-            })
-        });
+            };
+            assert_eq!(
+                request(),
+                reference(),
+                "the reference writes the same TwiML"
+            );
+            group.bench_function(name, |b| {
+                per_request_beside(b, taken, &mut reference_taken, &request, &reference)
+            });
+        } else {
+            group.bench_function(name, |b| per_request(b, taken, &request));
+        }
     }
+    samples.insert("reference", reference_taken);
 
     let event: serde_json::Value =
         serde_json::from_str(&fixture("apigw-v2-exotel-connect.json")).unwrap();
@@ -256,21 +467,34 @@ fn bench(c: &mut Criterion) {
     report(&samples);
 }
 
+/// The most Twilio voice (one token) may take, as a multiple of the reference's p50.
+const TARGET_RATIO: f64 = 1.5;
+
 fn report(samples: &Samples) {
     let mut md = format!(
         "## Call routing: CPU time of the decision path\n\n\
          Method: `cargo bench --workspace --bench decision` (criterion, bench profile: release \
-         without LTO) on {}. One request is the webhook's whole work apart from the network: read \
-         the provider's request, verify its signature, look the route up in the in-memory store, \
-         decide, and write the provider's answer. Every request is timed on its own (a clock read \
-         costs tens of nanoseconds, which the smallest figures include); the figures are over \
-         each benchmark's last million requests at most.\n\n\
-         | request | requests timed | p50 | p99 | mean |\n| --- | --- | --- | --- | --- |\n",
+         without LTO; the deployed build has LTO) on {}. One request is the webhook's whole work \
+         apart from the network: read the provider's request, verify its signature, look the \
+         route up in the in-memory store, decide, and write the provider's answer. Every request \
+         is timed on its own (a clock read costs tens of nanoseconds, which the smallest figures \
+         include); the figures are over each benchmark's last million requests at most.\n\n\
+         The reference is a Twilio voice request handled straight through, with the same checks \
+         and crates but none of vnmask's types or layers: strict UTF-8 form decoding, the \
+         signature (HMAC-SHA1 over the URL and the sorted parameters, compared in constant time), \
+         the E.164 form of both numbers and the call id's alphabet, a route read like the \
+         in-memory store's, and the same TwiML (quick-xml). It runs interleaved with Twilio voice \
+         (one token), request by request, so that both see the machine at the same moments: \
+         absolute times on this shared machine move by half from one day to the next, their \
+         ratio does not.\n\n\
+         | request | requests timed | p50 | p99 | mean | p50 ÷ reference's |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
         machine()
     );
     let label = |name: &str| match name {
         "twilio_voice" => "Twilio voice (token rotation: two tokens tried)",
         "twilio_voice_one_token" => "Twilio voice (one token)",
+        "reference" => "reference: Twilio voice (one token) straight through",
         "twilio_sms" => "Twilio SMS (two tokens)",
         "exotel" => "Exotel connect (allow-list + token)",
         "generic" => "generic JSON (HMAC signed)",
@@ -283,25 +507,66 @@ fn report(samples: &Samples) {
     let order = [
         "twilio_voice",
         "twilio_voice_one_token",
+        "reference",
         "twilio_sms",
         "exotel",
         "generic",
         "form_two_numbers",
         "strict_two_numbers",
     ];
+    let p50 = |name: &str| {
+        samples
+            .get(name)
+            .filter(|t| !t.timings.is_empty())
+            .map(|t| Latencies::new(t.timings.clone()).percentile(50.0))
+    };
+    let reference = p50("reference");
+    let ratio = |name: &str| Some(p50(name)?.as_secs_f64() / reference?.as_secs_f64());
     for name in order {
         let Some(taken) = samples.get(name).filter(|t| !t.timings.is_empty()) else {
             continue;
         };
         let l = Latencies::new(taken.timings.clone());
+        let against_reference = match name {
+            "twilio_voice" | "twilio_voice_one_token" | "reference" => ratio(name),
+            _ => None,
+        };
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             label(name),
             taken.seen,
             human(l.percentile(50.0)),
             human(l.percentile(99.0)),
             human(l.mean()),
+            against_reference.map_or("".to_owned(), |r| format!("{r:.2}×")),
         ));
+    }
+    if let (Some(ratio), Some(taken), Some(reference)) = (
+        ratio("twilio_voice_one_token"),
+        p50("twilio_voice_one_token"),
+        reference,
+    ) {
+        let verdict = format!(
+            "{}: {ratio:.2}× ({} against {})",
+            if ratio <= TARGET_RATIO {
+                "met"
+            } else {
+                "not met"
+            },
+            human(taken),
+            human(reference),
+        );
+        md.push_str(&format!(
+            "\nTarget: Twilio voice (one token) within {TARGET_RATIO}× the reference, p50, in \
+             the same run: {verdict}.\n"
+        ));
+        target(
+            "Call routing: CPU time of the decision path",
+            &format!(
+                "Twilio voice (one token) ≤ {TARGET_RATIO}× the minimal reference, p50, same run"
+            ),
+            &verdict,
+        );
     }
     publish("routing-cpu", &md);
 }

@@ -35,7 +35,7 @@ use vnmask::providers::{
     exotel, generic, parse_form, parse_query, twilio, AuthError, RequestError,
 };
 use vnmask::routing::{decide, Decision, RouteQuery};
-use vnmask::store::Store;
+use vnmask::store::RouteReader;
 use vnmask::telemetry::{MetricSet, Unit};
 
 pub use config::WebhookConfig;
@@ -49,14 +49,14 @@ const JSON: &str = "application/json";
 
 /// Everything a request needs, built once per cold start.
 pub struct Webhook {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RouteReader>,
     config: WebhookConfig,
     interactions: Option<InteractionQueue>,
 }
 
 impl Webhook {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn RouteReader>,
         config: WebhookConfig,
         interactions: Option<InteractionQueue>,
     ) -> Self {

@@ -19,7 +19,7 @@ use vnmask::domain::{
 };
 use vnmask::events::OrderEvent;
 use vnmask::providers::twilio;
-use vnmask::store::{PoolWriteError, Store, StoreError};
+use vnmask::store::{AssignmentStore, AuditStore, PoolStore, PoolWriteError, Store, StoreError};
 
 const EXAMPLES: &str = "\
 Examples:

@@ -13,7 +13,7 @@ use crate::domain::{
     validate_participants, Capabilities, Contact, ContactPolicy, Market, OrderId, Participant,
     RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, VirtualNumber,
 };
-use crate::store::{CommitError, PairWrite, SessionCommit, Store, StoreError};
+use crate::store::{AssignmentStore, CommitError, PairWrite, SessionCommit, StoreError};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
 
 /// What an order event asks of its session.
@@ -109,7 +109,7 @@ const LIVE_PEAK_RETENTION: i64 = 8 * 24 * 3600;
 
 /// Applies order updates to sessions. One per process: it caches pool lists between calls.
 pub struct Assigner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AssignmentStore>,
     settings: AssignSettings,
     /// Held across a pool read, so a cold start's burst of orders reads each pool once.
     pools: tokio::sync::Mutex<HashMap<Market, CachedPool>>,
@@ -118,7 +118,7 @@ pub struct Assigner {
 }
 
 impl Assigner {
-    pub fn new(store: Arc<dyn Store>, settings: AssignSettings) -> Self {
+    pub fn new(store: Arc<dyn AssignmentStore>, settings: AssignSettings) -> Self {
         Assigner {
             store,
             settings,
@@ -131,7 +131,7 @@ impl Assigner {
         &self.settings
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Arc<dyn AssignmentStore> {
         &self.store
     }
 

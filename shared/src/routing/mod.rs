@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::{CallId, Channel, PhoneError, RealNumber, Route, UnixTime, VnNumber};
-use crate::store::{Store, StoreError};
+use crate::store::{RouteReader, StoreError};
 
 /// What a provider asks: where does this call (or text) from `caller` to the dialled number go?
 #[derive(Debug, Clone)]
@@ -93,10 +93,23 @@ pub enum Decision {
     Refuse(Refusal),
 }
 
+/// The route for a call from `caller` to `dialled` if it is live at `now`: one read.
+pub async fn live_route(
+    store: &dyn RouteReader,
+    caller: &RealNumber,
+    dialled: &VnNumber,
+    now: UnixTime,
+) -> Result<Option<Route>, StoreError> {
+    Ok(store
+        .route(caller, dialled)
+        .await?
+        .filter(|r| r.is_live(now)))
+}
+
 /// Looks the route up and decides. At most one store read, bounded by `budget`; any error or
 /// timeout refuses.
 pub async fn decide(
-    store: &dyn Store,
+    store: &dyn RouteReader,
     query: &RouteQuery,
     now: UnixTime,
     budget: Duration,
@@ -105,9 +118,9 @@ pub async fn decide(
         Ok(key) => key,
         Err(refusal) => return Decision::Refuse(refusal),
     };
-    match tokio::time::timeout(budget, store.route(caller, dialled, now)).await {
-        Ok(Ok(Some(route))) if route.is_live(now) => Decision::Connect(route),
-        Ok(Ok(_)) => Decision::Refuse(Refusal::NoRoute),
+    match tokio::time::timeout(budget, live_route(store, caller, dialled, now)).await {
+        Ok(Ok(Some(route))) => Decision::Connect(route),
+        Ok(Ok(None)) => Decision::Refuse(Refusal::NoRoute),
         Ok(Err(StoreError::Timeout)) | Err(_) => {
             tracing::warn!(call_id = %query.call_id, number = %dialled, "route lookup timed out; refusing");
             Decision::Refuse(Refusal::StoreTimeout)

@@ -11,8 +11,9 @@ use crate::domain::{
     Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
 };
 use crate::store::{
-    AuditPage, CommitError, LiveContact, PairWrite, PoolEntry, PoolWriteError, SampledRoute,
-    SessionCommit, Store, StoreError, WalkCursor,
+    AssignmentStore, AuditPage, AuditStore, CommitError, LeaseTake, LiveContact, Outage, PairWrite,
+    PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount, PurchaseLedger, RouteReader,
+    SampledRoute, SessionCommit, StoreError, WalkCursor,
 };
 
 #[derive(Default)]
@@ -39,12 +40,28 @@ impl MemoryStore {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Tables>, StoreError> {
         self.tables
             .lock()
-            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))
+            .map_err(|_| StoreError::Unavailable(Outage::Poisoned))
     }
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl RouteReader for MemoryStore {
+    async fn route(
+        &self,
+        caller: &RealNumber,
+        dialled: &VnNumber,
+    ) -> Result<Option<Route>, StoreError> {
+        let tables = self.lock()?;
+        Ok(tables
+            .routes
+            .get(caller)
+            .and_then(|r| r.get(dialled))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl AssignmentStore for MemoryStore {
     async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError> {
         Ok(self.lock()?.sessions.get(order).cloned())
     }
@@ -76,145 +93,6 @@ impl Store for MemoryStore {
             .get(market)
             .map(|p| p.values().map(|e| e.number.clone()).collect())
             .unwrap_or_default())
-    }
-
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
-        let mut tables = self.lock()?;
-        let pool = tables.pool.entry(number.market.clone()).or_default();
-        let version = pool.get(&number.number).map_or(0, |e| e.version) + 1;
-        pool.insert(
-            number.number.clone(),
-            PoolEntry {
-                number: number.clone(),
-                version,
-            },
-        );
-        Ok(())
-    }
-
-    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError> {
-        Ok(self
-            .lock()?
-            .pool
-            .get(market)
-            .map(|p| p.values().cloned().collect())
-            .unwrap_or_default())
-    }
-
-    async fn put_number_if(
-        &self,
-        number: &VirtualNumber,
-        expected: Option<u64>,
-    ) -> Result<u64, PoolWriteError> {
-        let mut tables = self.lock()?;
-        let pool = tables.pool.entry(number.market.clone()).or_default();
-        let stored = pool.get(&number.number).map(|e| e.version);
-        if stored != expected {
-            return Err(PoolWriteError::NumberChanged(number.number.clone()));
-        }
-        let version = expected.map_or(1, |v| v + 1);
-        pool.insert(
-            number.number.clone(),
-            PoolEntry {
-                number: number.clone(),
-                version,
-            },
-        );
-        Ok(version)
-    }
-
-    async fn raise_live_peak(
-        &self,
-        market: &Market,
-        day: &str,
-        peak: u32,
-        _expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
-        let mut tables = self.lock()?;
-        let recorded = tables
-            .live_peaks
-            .entry((market.clone(), day.to_owned()))
-            .or_default();
-        *recorded = (*recorded).max(peak);
-        Ok(())
-    }
-
-    async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
-        Ok(self
-            .lock()?
-            .live_peaks
-            .get(&(market.clone(), day.to_owned()))
-            .copied())
-    }
-
-    async fn count_purchase(
-        &self,
-        month: &str,
-        cap: u32,
-        _expires_at: UnixTime,
-    ) -> Result<bool, StoreError> {
-        let mut tables = self.lock()?;
-        let count = tables.purchases.entry(month.to_owned()).or_default();
-        if *count >= cap {
-            return Ok(false);
-        }
-        *count += 1;
-        Ok(true)
-    }
-
-    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
-        if let Some(count) = self.lock()?.purchases.get_mut(month) {
-            *count = count.saturating_sub(1);
-        }
-        Ok(())
-    }
-
-    async fn take_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: UnixTime,
-        until: UnixTime,
-    ) -> Result<bool, StoreError> {
-        let mut tables = self.lock()?;
-        if tables
-            .leases
-            .get(name)
-            .is_some_and(|(_, held_until)| *held_until >= now)
-        {
-            return Ok(false);
-        }
-        tables
-            .leases
-            .insert(name.to_owned(), (holder.to_owned(), until));
-        Ok(true)
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        let mut tables = self.lock()?;
-        if tables.leases.get(name).is_some_and(|(h, _)| h == holder) {
-            tables.leases.remove(name);
-        }
-        Ok(())
-    }
-
-    async fn sample_routes(
-        &self,
-        now: UnixTime,
-        budget: usize,
-    ) -> Result<Vec<SampledRoute>, StoreError> {
-        Ok(self
-            .lock()?
-            .routes
-            .values()
-            .flat_map(|routes| routes.values())
-            .take(budget)
-            .filter(|r| r.is_live(now))
-            .map(|r| SampledRoute {
-                market: r.market.clone(),
-                number: r.number.clone(),
-            })
-            .collect())
     }
 
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
@@ -270,6 +148,154 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn raise_live_peak(
+        &self,
+        market: &Market,
+        day: &str,
+        peak: u32,
+        _expires_at: UnixTime,
+    ) -> Result<PeakWrite, StoreError> {
+        let mut tables = self.lock()?;
+        let key = (market.clone(), day.to_owned());
+        if tables.live_peaks.get(&key).is_some_and(|&p| p >= peak) {
+            return Ok(PeakWrite::AlreadyHigher);
+        }
+        tables.live_peaks.insert(key, peak);
+        Ok(PeakWrite::Raised)
+    }
+}
+
+#[async_trait]
+impl PoolStore for MemoryStore {
+    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError> {
+        Ok(self
+            .lock()?
+            .pool
+            .get(market)
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
+        let mut tables = self.lock()?;
+        let pool = tables.pool.entry(number.market.clone()).or_default();
+        let version = pool.get(&number.number).map_or(0, |e| e.version) + 1;
+        pool.insert(
+            number.number.clone(),
+            PoolEntry {
+                number: number.clone(),
+                version,
+            },
+        );
+        Ok(())
+    }
+
+    async fn put_number_if(
+        &self,
+        number: &VirtualNumber,
+        expected: Option<u64>,
+    ) -> Result<u64, PoolWriteError> {
+        let mut tables = self.lock()?;
+        let pool = tables.pool.entry(number.market.clone()).or_default();
+        let stored = pool.get(&number.number).map(|e| e.version);
+        if stored != expected {
+            return Err(PoolWriteError::NumberChanged(number.number.clone()));
+        }
+        let version = expected.map_or(1, |v| v + 1);
+        pool.insert(
+            number.number.clone(),
+            PoolEntry {
+                number: number.clone(),
+                version,
+            },
+        );
+        Ok(version)
+    }
+
+    async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .lock()?
+            .live_peaks
+            .get(&(market.clone(), day.to_owned()))
+            .copied())
+    }
+
+    async fn sample_routes(
+        &self,
+        now: UnixTime,
+        budget: usize,
+    ) -> Result<Vec<SampledRoute>, StoreError> {
+        Ok(self
+            .lock()?
+            .routes
+            .values()
+            .flat_map(|routes| routes.values())
+            .take(budget)
+            .filter(|r| r.is_live(now))
+            .map(|r| SampledRoute {
+                market: r.market.clone(),
+                number: r.number.clone(),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl PurchaseLedger for MemoryStore {
+    async fn count_purchase(
+        &self,
+        month: &str,
+        cap: u32,
+        _expires_at: UnixTime,
+    ) -> Result<PurchaseCount, StoreError> {
+        let mut tables = self.lock()?;
+        let count = tables.purchases.entry(month.to_owned()).or_default();
+        if *count >= cap {
+            return Ok(PurchaseCount::AtCap);
+        }
+        *count += 1;
+        Ok(PurchaseCount::Counted)
+    }
+
+    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
+        if let Some(count) = self.lock()?.purchases.get_mut(month) {
+            *count = count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> Result<LeaseTake, StoreError> {
+        let mut tables = self.lock()?;
+        if tables
+            .leases
+            .get(name)
+            .is_some_and(|(_, held_until)| *held_until >= now)
+        {
+            return Ok(LeaseTake::Held);
+        }
+        tables
+            .leases
+            .insert(name.to_owned(), (holder.to_owned(), until));
+        Ok(LeaseTake::Taken)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let mut tables = self.lock()?;
+        if tables.leases.get(name).is_some_and(|(h, _)| h == holder) {
+            tables.leases.remove(name);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
     /// The whole store in one page: a memory store is small.
     async fn audit_page(
         &self,
@@ -322,21 +348,6 @@ impl Store for MemoryStore {
             .map(stored_session)
             .collect();
         Ok((found, sessions))
-    }
-
-    async fn route(
-        &self,
-        caller: &RealNumber,
-        dialled: &VnNumber,
-        now: UnixTime,
-    ) -> Result<Option<Route>, StoreError> {
-        let tables = self.lock()?;
-        Ok(tables
-            .routes
-            .get(caller)
-            .and_then(|r| r.get(dialled))
-            .filter(|r| r.is_live(now))
-            .cloned())
     }
 }
 

@@ -1,4 +1,6 @@
-//! Persistence behind one trait, so handlers run the same on DynamoDB and in memory.
+//! Persistence behind role traits, one per kind of user (the webhook reads routes, assignment
+//! reads and commits sessions, pool refresh manages the pool and buys within caps, audits walk),
+//! so that handlers run the same on DynamoDB and in memory and each depends on what it uses.
 
 pub mod dynamodb;
 pub mod memory;
@@ -18,13 +20,43 @@ pub enum StoreError {
     #[error("store did not answer in time")]
     Timeout,
     #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("stored item is unreadable: {0}")]
-    Corrupt(String),
+    Unavailable(Outage),
+    #[error("stored item is unreadable: `{attribute}` is missing or malformed")]
+    Corrupt { attribute: &'static str },
     #[error("store rejected the request: {0}")]
-    Rejected(String),
+    Rejected(RejectReason),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+}
+
+/// Why the store could not serve a request that may succeed later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Outage {
+    #[error("no usable response")]
+    NoResponse,
+    #[error("service error")]
+    ServiceError,
+    #[error("unrecognised service error")]
+    Unrecognised,
+    /// A lock of the in-memory store was poisoned by a panic.
+    #[error("store lock poisoned")]
+    Poisoned,
+    /// An item read a moment ago is gone (deleted concurrently).
+    #[error("an item read a moment ago is gone")]
+    Vanished,
+}
+
+/// Why the store refused a request: retrying it as it is will not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// The service's error code, e.g. `ValidationException`.
+    #[error("{0}")]
+    Service(String),
+    #[error("the request could not be built")]
+    Unbuildable,
+    /// A transaction was cancelled for reasons other than its conditions: their codes.
+    #[error("transaction cancelled: {0:?}")]
+    Cancelled(Vec<String>),
 }
 
 impl StoreError {
@@ -79,7 +111,7 @@ pub enum PoolWriteError {
     Store(#[from] StoreError),
 }
 
-/// A live route seen by [`Store::sample_routes`]: which market's number it uses.
+/// A live route seen by [`PoolStore::sample_routes`]: which market's number it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampledRoute {
     pub market: Market,
@@ -139,8 +171,21 @@ pub struct AuditPage {
     pub next: Option<WalkCursor>,
 }
 
+/// What the webhook reads: one route.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait RouteReader: Send + Sync {
+    /// The stored route for a call from `caller` to `dialled`, live or not (routing decides
+    /// liveness): one strongly consistent read.
+    async fn route(
+        &self,
+        caller: &RealNumber,
+        dialled: &VnNumber,
+    ) -> Result<Option<Route>, StoreError>;
+}
+
+/// What assignment reads and commits: the assign function, and lookup's fallback.
+#[async_trait]
+pub trait AssignmentStore: Send + Sync {
     /// The order's session, strongly consistent.
     async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError>;
 
@@ -154,21 +199,8 @@ pub trait Store: Send + Sync {
     /// Every number of the market's pool, whatever its state.
     async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError>;
 
-    /// Adds or replaces a pool number, unconditionally (seeding, operators). Bumps its version,
-    /// so that a conditional write based on an earlier read fails instead of undoing this one.
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError>;
-
-    /// Every number of the market's pool with its version, strongly consistent: the read
-    /// before [`Store::put_number_if`].
-    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError>;
-
-    /// Writes `number` if it is still at version `expected` (`None`: if it is not stored at
-    /// all) and returns its new version.
-    async fn put_number_if(
-        &self,
-        number: &VirtualNumber,
-        expected: Option<u64>,
-    ) -> Result<u64, PoolWriteError>;
+    /// Writes the session and its routes atomically.
+    async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError>;
 
     /// Raises the most live contacts one person held in `market` on `day` (`yyyy-mm-dd`) to
     /// `peak`, unless as many or more are recorded. One conditional write; never in a transaction.
@@ -178,19 +210,51 @@ pub trait Store: Send + Sync {
         day: &str,
         peak: u32,
         expires_at: UnixTime,
-    ) -> Result<(), StoreError>;
+    ) -> Result<PeakWrite, StoreError>;
+}
+
+/// What pool refresh manages: the pool's numbers, and what it reads to judge their load.
+#[async_trait]
+pub trait PoolStore: Send + Sync {
+    /// Every number of the market's pool with its version, strongly consistent: the read
+    /// before [`PoolStore::put_number_if`].
+    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError>;
+
+    /// Adds or replaces a pool number, unconditionally (seeding, operators). Bumps its version,
+    /// so that a conditional write based on an earlier read fails instead of undoing this one.
+    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError>;
+
+    /// Writes `number` if it is still at version `expected` (`None`: if it is not stored at
+    /// all) and returns its new version.
+    async fn put_number_if(
+        &self,
+        number: &VirtualNumber,
+        expected: Option<u64>,
+    ) -> Result<u64, PoolWriteError>;
 
     /// The most live contacts one person held in `market` on `day`, if any were recorded.
     async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError>;
 
+    /// Live routes found among at most `budget` items read from a random part of the table:
+    /// a bounded sample for load statistics, for scheduled jobs only, never a request path.
+    async fn sample_routes(
+        &self,
+        now: UnixTime,
+        budget: usize,
+    ) -> Result<Vec<SampledRoute>, StoreError>;
+}
+
+/// Buying within caps: the month's purchase count and the lease that lets one run buy.
+#[async_trait]
+pub trait PurchaseLedger: Send + Sync {
     /// Counts one more number bought in `month` (`yyyy-mm`) unless `cap` are counted already.
-    /// Returns false at the cap. Counting before buying keeps overlapping runs within the cap.
+    /// Counting before buying keeps overlapping runs within the cap.
     async fn count_purchase(
         &self,
         month: &str,
         cap: u32,
         expires_at: UnixTime,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<PurchaseCount, StoreError>;
 
     /// Takes back a counted purchase that did not happen.
     async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError>;
@@ -202,25 +266,17 @@ pub trait Store: Send + Sync {
         holder: &str,
         now: UnixTime,
         until: UnixTime,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<LeaseTake, StoreError>;
 
     /// Gives the lease back, if `holder` still holds it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+}
 
-    /// Live routes found among at most `budget` items read from a random part of the table:
-    /// a bounded sample for load statistics, for scheduled jobs only, never a request path.
-    async fn sample_routes(
-        &self,
-        now: UnixTime,
-        budget: usize,
-    ) -> Result<Vec<SampledRoute>, StoreError>;
-
-    /// Writes the session and its routes atomically.
-    async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError>;
-
-    /// One page of at most `limit` items read from a walk over the whole store, for audits of
-    /// the pair invariant (operators' tools and tests): a `Scan`, never on a request path.
-    /// Returns the routes and sessions among them that are live at `live_at`.
+/// Walks for audits of the pair invariant: operators' tools and tests, never a request path.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// One page of at most `limit` items read from a walk over the whole store (a `Scan`):
+    /// the routes and sessions among them that are live at `live_at`.
     async fn audit_page(
         &self,
         from: Option<WalkCursor>,
@@ -235,19 +291,46 @@ pub trait Store: Send + Sync {
         routes: &[RouteAt],
         orders: &[OrderId],
     ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError>;
+}
 
-    /// The route for a call from `caller` to `dialled`, if one is live at `now`. One read.
-    async fn route(
-        &self,
-        caller: &RealNumber,
-        dialled: &VnNumber,
-        now: UnixTime,
-    ) -> Result<Option<Route>, StoreError>;
+/// What pool refresh uses: the pool, and the ledger it buys within.
+pub trait PoolUpkeep: PoolStore + PurchaseLedger {}
+
+impl<T: PoolStore + PurchaseLedger + ?Sized> PoolUpkeep for T {}
+
+/// Every role at once, for tools that use them all (the operator's CLI, tests). Functions
+/// depend on the roles they use.
+pub trait Store: RouteReader + AssignmentStore + PoolUpkeep + AuditStore {}
+
+impl<T: RouteReader + AssignmentStore + PoolUpkeep + AuditStore + ?Sized> Store for T {}
+
+/// Whether [`AssignmentStore::raise_live_peak`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeakWrite {
+    Raised,
+    /// As many or more were recorded already.
+    AlreadyHigher,
+}
+
+/// Whether [`PurchaseLedger::count_purchase`] counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchaseCount {
+    Counted,
+    /// The month's cap is reached: buy nothing.
+    AtCap,
+}
+
+/// Whether [`PurchaseLedger::take_lease`] took the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseTake {
+    Taken,
+    /// Someone else holds it and it has not lapsed.
+    Held,
 }
 
 /// Walks the whole store and checks the pair invariant at `now`: every breach, each re-read
 /// once before it is reported. For tests and small tables; `vnctl audit` paces its walk.
-pub async fn audit(store: &dyn Store, now: UnixTime) -> Result<Vec<Breach>, StoreError> {
+pub async fn audit(store: &dyn AuditStore, now: UnixTime) -> Result<Vec<Breach>, StoreError> {
     let mut walk = Audit::new(now);
     let mut from = None;
     loop {
@@ -264,7 +347,7 @@ pub async fn audit(store: &dyn Store, now: UnixTime) -> Result<Vec<Breach>, Stor
 
 /// The suspects of a walk that a fresh, strongly consistent read of their items still shows.
 pub async fn confirm(
-    store: &dyn Store,
+    store: &dyn AuditStore,
     suspects: &[Breach],
     now: UnixTime,
 ) -> Result<Vec<Breach>, StoreError> {

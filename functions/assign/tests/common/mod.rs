@@ -12,7 +12,8 @@ use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use serde_json::Value;
 use vnmask::assignment::{AssignSettings, Assigner};
 use vnmask::domain::{OrderId, Participant, VnNumber};
-use vnmask::store::Store;
+use vnmask::routing::live_route;
+use vnmask::store::{AssignmentStore, Store};
 use vnmask_tests::{local_dynamo, local_sdk, market, pool, seed_pool, LocalDynamo};
 
 pub const GRACE_SECONDS: i64 = 1800;
@@ -168,7 +169,7 @@ pub fn attribute(m: &Message, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn Store>>;
+pub type StoreWrapper = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn AssignmentStore>>;
 
 pub struct Setup {
     pub pool_size: usize,
@@ -197,7 +198,7 @@ impl Default for Setup {
 /// A handler on a fresh table with a seeded pool, a new dead-letter queue and notifications queue.
 pub struct Fx {
     pub handler: AssignHandler,
-    /// The store the handler uses (wrapped, if the setup wraps it).
+    /// The table, read directly (not through the setup's wrapper).
     pub store: Arc<dyn Store>,
     pub dynamo: LocalDynamo,
     pub sqs: aws_sdk_sqs::Client,
@@ -214,7 +215,7 @@ impl Fx {
         let dynamo = local_dynamo().await;
         seed_pool(dynamo.store.as_ref(), &pool("IN", setup.pool_size)).await;
         dynamo.calls.reset();
-        let store = (setup.wrap)(dynamo.store.clone());
+        let store: Arc<dyn Store> = dynamo.store.clone();
         let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
         let dead_letter_url = match setup.dead_letter_url {
             Some(url) => url,
@@ -227,7 +228,7 @@ impl Fx {
             concurrency: setup.concurrency,
         };
         let handler = AssignHandler::new(
-            Arc::new(Assigner::new(store.clone(), setup.settings)),
+            Arc::new(Assigner::new((setup.wrap)(store.clone()), setup.settings)),
             Outbox::new(sqs.clone(), &config),
             config.concurrency,
         );
@@ -275,9 +276,7 @@ impl Fx {
             .find(|c| c.joins(&from.user_id, &to.user_id))
             .expect("a contact joins them");
         for (caller, callee) in [(from, to), (to, from)] {
-            let route = self
-                .store
-                .route(&caller.phone, &contact.number, at)
+            let route = live_route(self.store.as_ref(), &caller.phone, &contact.number, at)
                 .await
                 .unwrap()
                 .expect("route is live");

@@ -14,7 +14,7 @@ use pool_refresh::{Buying, RefreshSettings, Refresher};
 use reqwest::Url;
 use serde_json::{json, Value};
 use vnmask::domain::{Capabilities, Market};
-use vnmask::store::Store;
+use vnmask::store::PoolUpkeep;
 use wiremock::matchers::{method, path, query_param_is_missing};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -180,7 +180,7 @@ pub fn buying(per_run: u32, per_month: u32) -> Buying {
 }
 
 pub fn refresher(
-    store: Arc<dyn Store>,
+    store: Arc<dyn PoolUpkeep>,
     inventories: Vec<Arc<dyn Inventory>>,
     vendor: Option<Arc<dyn Vendor>>,
     settings: RefreshSettings,

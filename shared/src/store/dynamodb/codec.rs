@@ -25,39 +25,39 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(format!("missing or malformed `{what}`"))
+fn corrupt(attribute: &'static str) -> StoreError {
+    StoreError::Corrupt { attribute }
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+fn get_s<'a>(item: &'a Item, name: &'static str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
         .ok_or_else(|| corrupt(name))
 }
 
-fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+fn get_n<T: std::str::FromStr>(item: &Item, name: &'static str) -> Result<T, StoreError> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| corrupt(name))
 }
 
-fn get_b<'a>(item: &'a Item, name: &str) -> Result<&'a [u8], StoreError> {
+fn get_b<'a>(item: &'a Item, name: &'static str) -> Result<&'a [u8], StoreError> {
     item.get(name)
         .and_then(|v| v.as_b().ok())
         .map(|b| b.as_ref())
         .ok_or_else(|| corrupt(name))
 }
 
-fn get_l<'a>(item: &'a Item, name: &str) -> Result<&'a [AttributeValue], StoreError> {
+fn get_l<'a>(item: &'a Item, name: &'static str) -> Result<&'a [AttributeValue], StoreError> {
     item.get(name)
         .and_then(|v| v.as_l().ok())
         .map(Vec::as_slice)
         .ok_or_else(|| corrupt(name))
 }
 
-fn parse<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+fn parse<T: std::str::FromStr>(item: &Item, name: &'static str) -> Result<T, StoreError> {
     get_s(item, name)?.parse().map_err(|_| corrupt(name))
 }
 

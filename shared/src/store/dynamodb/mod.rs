@@ -24,13 +24,14 @@ use crate::domain::{
     Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
 };
 use crate::store::{
-    AuditPage, CommitError, LiveContact, PairWrite, PoolEntry, PoolWriteError, SampledRoute,
-    SessionCommit, Store, StoreError, WalkCursor,
+    AssignmentStore, AuditPage, AuditStore, CommitError, LeaseTake, LiveContact, Outage, PairWrite,
+    PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount, PurchaseLedger, RejectReason,
+    RouteReader, SampledRoute, SessionCommit, StoreError, WalkCursor,
 };
 
 type Item = HashMap<String, AttributeValue>;
 
-/// [`Store::sample_routes`] reads consecutive segments of a parallel scan split this many ways,
+/// [`PoolStore::sample_routes`] reads consecutive segments of a parallel scan split this many ways,
 /// from a random one: a random part of the table, whatever its size.
 const SAMPLE_SEGMENTS: i32 = 16;
 
@@ -137,7 +138,7 @@ impl DynamoStore {
                 AttributeValue::S(route.order_id.as_str().to_owned()),
             )
             .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            .map_err(|_| StoreError::Rejected(RejectReason::Unbuildable))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -158,13 +159,37 @@ impl DynamoStore {
             .expression_attribute_names("#order", attrs::ORDER_ID)
             .expression_attribute_values(":order", AttributeValue::S(order.as_str().to_owned()))
             .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
+            .map_err(|_| StoreError::Rejected(RejectReason::Unbuildable))?;
         Ok(TransactWriteItem::builder().delete(delete).build())
     }
 }
 
 #[async_trait]
-impl Store for DynamoStore {
+impl RouteReader for DynamoStore {
+    async fn route(
+        &self,
+        caller: &RealNumber,
+        dialled: &VnNumber,
+    ) -> Result<Option<Route>, StoreError> {
+        let key = codec::route_key(&self.vault, caller, dialled);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        codec::route_from_item(&self.vault, caller, dialled, &item).map(Some)
+    }
+}
+
+#[async_trait]
+impl AssignmentStore for DynamoStore {
     async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError> {
         let out = self
             .client
@@ -203,6 +228,86 @@ impl Store for DynamoStore {
         items.iter().map(codec::number_from_item).collect()
     }
 
+    async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
+        let session_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(codec::session_item(
+                &self.vault,
+                &commit.session,
+                commit.session_expires_at,
+            )?))
+            .condition_expression("attribute_not_exists(#pk) OR #version < :version")
+            .expression_attribute_names("#pk", attrs::PK)
+            .expression_attribute_names("#version", attrs::VERSION)
+            .expression_attribute_values(
+                ":version",
+                AttributeValue::N(commit.session.version.to_string()),
+            )
+            .build()
+            .map_err(|_| StoreError::Rejected(RejectReason::Unbuildable))?;
+        // Item order matters: cancellation reasons come back in the same order.
+        let mut items = vec![TransactWriteItem::builder().put(session_put).build()];
+        let mut keys: Vec<RouteKey> =
+            Vec::with_capacity(commit.pairs.len() * 2 + commit.delete_routes.len());
+        for route in commit.put_routes() {
+            items.push(self.route_put(route, commit.pair_write, commit.now)?);
+            keys.push(route.key());
+        }
+        for key in &commit.delete_routes {
+            items.push(self.route_delete(key, &commit.session.order_id)?);
+            keys.push(key.clone());
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => Err(commit_error(err, &keys)),
+        }
+    }
+
+    async fn raise_live_peak(
+        &self,
+        market: &Market,
+        day: &str,
+        peak: u32,
+        expires_at: UnixTime,
+    ) -> Result<PeakWrite, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::stats_pk(market.as_str())))
+            .key(attrs::SK, s(attrs::day_sk(day)))
+            .update_expression("SET #max = :n, #exp = :exp")
+            .condition_expression("attribute_not_exists(#max) OR #max < :n")
+            .expression_attribute_names("#max", attrs::MAX_LIVE)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":n", n(peak))
+            .expression_attribute_values(":exp", n(expires_at))
+            .send()
+            .await;
+        let raised = written(out, UpdateItemError::is_conditional_check_failed_exception)?;
+        Ok(if raised {
+            PeakWrite::Raised
+        } else {
+            PeakWrite::AlreadyHigher
+        })
+    }
+}
+
+#[async_trait]
+impl PoolStore for DynamoStore {
+    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError> {
+        let items = self
+            .query_partition(attrs::pool_pk(market.as_str()), None, None, true)
+            .await?;
+        items.iter().map(codec::pool_entry_from_item).collect()
+    }
+
     async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
         // An update rather than a put, so that the version grows instead of starting again.
         let mut item = codec::number_item(number);
@@ -230,13 +335,6 @@ impl Store for DynamoStore {
             .await
             .map_err(store_error)?;
         Ok(())
-    }
-
-    async fn pool_entries(&self, market: &Market) -> Result<Vec<PoolEntry>, StoreError> {
-        let items = self
-            .query_partition(attrs::pool_pk(market.as_str()), None, None, true)
-            .await?;
-        items.iter().map(codec::pool_entry_from_item).collect()
     }
 
     async fn put_number_if(
@@ -277,31 +375,6 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn raise_live_peak(
-        &self,
-        market: &Market,
-        day: &str,
-        peak: u32,
-        expires_at: UnixTime,
-    ) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attrs::PK, s(attrs::stats_pk(market.as_str())))
-            .key(attrs::SK, s(attrs::day_sk(day)))
-            .update_expression("SET #max = :n, #exp = :exp")
-            .condition_expression("attribute_not_exists(#max) OR #max < :n")
-            .expression_attribute_names("#max", attrs::MAX_LIVE)
-            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
-            .expression_attribute_values(":n", n(peak))
-            .expression_attribute_values(":exp", n(expires_at))
-            .send()
-            .await;
-        // Not written: as high or higher already, nothing to raise.
-        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
-    }
-
     async fn live_peak(&self, market: &Market, day: &str) -> Result<Option<u32>, StoreError> {
         let out = self
             .client
@@ -319,95 +392,11 @@ impl Store for DynamoStore {
                 item.get(attrs::MAX_LIVE)
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| StoreError::Corrupt(format!("malformed `{}`", attrs::MAX_LIVE)))
+                    .ok_or(StoreError::Corrupt {
+                        attribute: attrs::MAX_LIVE,
+                    })
             })
             .transpose()
-    }
-
-    async fn count_purchase(
-        &self,
-        month: &str,
-        cap: u32,
-        expires_at: UnixTime,
-    ) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attrs::PK, s(attrs::PURCHASES_PK))
-            .key(attrs::SK, s(attrs::month_sk(month)))
-            .update_expression("ADD #bought :one SET #exp = :exp")
-            .condition_expression("attribute_not_exists(#bought) OR #bought < :cap")
-            .expression_attribute_names("#bought", attrs::BOUGHT)
-            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":cap", n(cap))
-            .expression_attribute_values(":exp", n(expires_at))
-            .send()
-            .await;
-        written(out, UpdateItemError::is_conditional_check_failed_exception)
-    }
-
-    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attrs::PK, s(attrs::PURCHASES_PK))
-            .key(attrs::SK, s(attrs::month_sk(month)))
-            .update_expression("ADD #bought :minus_one")
-            .condition_expression("#bought > :zero")
-            .expression_attribute_names("#bought", attrs::BOUGHT)
-            .expression_attribute_values(":minus_one", n(-1))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await;
-        // Not written: nothing counted this month to take back.
-        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
-    }
-
-    async fn take_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: UnixTime,
-        until: UnixTime,
-    ) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(attrs::PK, s(attrs::lease_pk(name)))
-            .item(attrs::SK, s(attrs::LEASE_SK))
-            .item(attrs::HOLDER, s(holder))
-            .item(attrs::EXPIRES_AT, n(until))
-            .condition_expression("attribute_not_exists(#pk) OR #exp < :now")
-            .expression_attribute_names("#pk", attrs::PK)
-            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
-            .expression_attribute_values(":now", n(now))
-            .send()
-            .await;
-        written(out, PutItemError::is_conditional_check_failed_exception)
-    }
-
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        // Lapsed rather than deleted (TTL removes it): the refresher's role needs no DeleteItem.
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(attrs::PK, s(attrs::lease_pk(name)))
-            .key(attrs::SK, s(attrs::LEASE_SK))
-            .update_expression("SET #exp = :lapsed")
-            .condition_expression("#holder = :holder")
-            .expression_attribute_names("#holder", attrs::HOLDER)
-            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
-            .expression_attribute_values(":holder", s(holder))
-            .expression_attribute_values(":lapsed", n(0))
-            .send()
-            .await;
-        // Not written: taken over after it expired, no longer ours to release.
-        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
     }
 
     async fn sample_routes(
@@ -457,48 +446,109 @@ impl Store for DynamoStore {
         }
         Ok(routes)
     }
+}
 
-    async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
-        let session_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(codec::session_item(
-                &self.vault,
-                &commit.session,
-                commit.session_expires_at,
-            )?))
-            .condition_expression("attribute_not_exists(#pk) OR #version < :version")
-            .expression_attribute_names("#pk", attrs::PK)
-            .expression_attribute_names("#version", attrs::VERSION)
-            .expression_attribute_values(
-                ":version",
-                AttributeValue::N(commit.session.version.to_string()),
-            )
-            .build()
-            .map_err(|e| StoreError::Rejected(e.to_string()))?;
-        // Item order matters: cancellation reasons come back in the same order.
-        let mut items = vec![TransactWriteItem::builder().put(session_put).build()];
-        let mut keys: Vec<RouteKey> =
-            Vec::with_capacity(commit.pairs.len() * 2 + commit.delete_routes.len());
-        for route in commit.put_routes() {
-            items.push(self.route_put(route, commit.pair_write, commit.now)?);
-            keys.push(route.key());
-        }
-        for key in &commit.delete_routes {
-            items.push(self.route_delete(key, &commit.session.order_id)?);
-            keys.push(key.clone());
-        }
-        match self
+#[async_trait]
+impl PurchaseLedger for DynamoStore {
+    async fn count_purchase(
+        &self,
+        month: &str,
+        cap: u32,
+        expires_at: UnixTime,
+    ) -> Result<PurchaseCount, StoreError> {
+        let out = self
             .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::PURCHASES_PK))
+            .key(attrs::SK, s(attrs::month_sk(month)))
+            .update_expression("ADD #bought :one SET #exp = :exp")
+            .condition_expression("attribute_not_exists(#bought) OR #bought < :cap")
+            .expression_attribute_names("#bought", attrs::BOUGHT)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":cap", n(cap))
+            .expression_attribute_values(":exp", n(expires_at))
             .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) => Err(commit_error(err, &keys)),
-        }
+            .await;
+        let counted = written(out, UpdateItemError::is_conditional_check_failed_exception)?;
+        Ok(if counted {
+            PurchaseCount::Counted
+        } else {
+            PurchaseCount::AtCap
+        })
     }
 
+    async fn uncount_purchase(&self, month: &str) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::PURCHASES_PK))
+            .key(attrs::SK, s(attrs::month_sk(month)))
+            .update_expression("ADD #bought :minus_one")
+            .condition_expression("#bought > :zero")
+            .expression_attribute_names("#bought", attrs::BOUGHT)
+            .expression_attribute_values(":minus_one", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        // Not written: nothing counted this month to take back.
+        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixTime,
+        until: UnixTime,
+    ) -> Result<LeaseTake, StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(attrs::PK, s(attrs::lease_pk(name)))
+            .item(attrs::SK, s(attrs::LEASE_SK))
+            .item(attrs::HOLDER, s(holder))
+            .item(attrs::EXPIRES_AT, n(until))
+            .condition_expression("attribute_not_exists(#pk) OR #exp < :now")
+            .expression_attribute_names("#pk", attrs::PK)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        let taken = written(out, PutItemError::is_conditional_check_failed_exception)?;
+        Ok(if taken {
+            LeaseTake::Taken
+        } else {
+            LeaseTake::Held
+        })
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        // Lapsed rather than deleted (TTL removes it): the refresher's role needs no DeleteItem.
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attrs::PK, s(attrs::lease_pk(name)))
+            .key(attrs::SK, s(attrs::LEASE_SK))
+            .update_expression("SET #exp = :lapsed")
+            .condition_expression("#holder = :holder")
+            .expression_attribute_names("#holder", attrs::HOLDER)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_values(":holder", s(holder))
+            .expression_attribute_values(":lapsed", n(0))
+            .send()
+            .await;
+        // Not written: taken over after it expired, no longer ours to release.
+        written(out, UpdateItemError::is_conditional_check_failed_exception).map(drop)
+    }
+}
+
+#[async_trait]
+impl AuditStore for DynamoStore {
     async fn audit_page(
         &self,
         from: Option<WalkCursor>,
@@ -598,29 +648,6 @@ impl Store for DynamoStore {
             .collect::<Result<_, _>>()?;
         Ok((routes, sessions))
     }
-
-    async fn route(
-        &self,
-        caller: &RealNumber,
-        dialled: &VnNumber,
-        now: UnixTime,
-    ) -> Result<Option<Route>, StoreError> {
-        let key = codec::route_key(&self.vault, caller, dialled);
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        let route = codec::route_from_item(&self.vault, caller, dialled, &item)?;
-        Ok(route.is_live(now).then_some(route))
-    }
 }
 
 /// Reads a cancelled transaction's per-item reasons: item 0 is the session, the rest are `keys`.
@@ -654,13 +681,12 @@ where
         .map(|(_, k)| k.clone())
         .collect();
     if taken.is_empty() {
-        let codes: Vec<&str> = (0..reasons.len())
+        let codes = (0..reasons.len())
             .map(code)
             .filter(|c| *c != "None")
+            .map(str::to_owned)
             .collect();
-        return CommitError::Store(StoreError::Rejected(format!(
-            "transaction cancelled: {codes:?}"
-        )));
+        return CommitError::Store(StoreError::Rejected(RejectReason::Cancelled(codes)));
     }
     CommitError::RoutesTaken(taken)
 }
@@ -692,7 +718,7 @@ where
         SdkError::TimeoutError(_) => StoreError::Timeout,
         SdkError::DispatchFailure(f) if f.is_timeout() => StoreError::Timeout,
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Unavailable("no usable response".into())
+            StoreError::Unavailable(Outage::NoResponse)
         }
         SdkError::ServiceError(s) => match s.err().code() {
             Some(
@@ -701,11 +727,11 @@ where
                 | "RequestLimitExceeded",
             ) => StoreError::Throttled,
             Some("InternalServerError" | "ServiceUnavailable") => {
-                StoreError::Unavailable("service error".into())
+                StoreError::Unavailable(Outage::ServiceError)
             }
-            Some(code) => StoreError::Rejected(code.to_owned()),
-            None => StoreError::Unavailable("unrecognised service error".into()),
+            Some(code) => StoreError::Rejected(RejectReason::Service(code.to_owned())),
+            None => StoreError::Unavailable(Outage::Unrecognised),
         },
-        _ => StoreError::Rejected("request could not be built".into()),
+        _ => StoreError::Rejected(RejectReason::Unbuildable),
     }
 }
