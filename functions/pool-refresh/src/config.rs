@@ -9,8 +9,8 @@ use vnmask::config::{
 };
 use vnmask::domain::VnNumber;
 
-use crate::providers::{
-    ExotelConfig, HttpPolicy, Secret, StaticList, TwilioAuth, TwilioConfig, TwilioNumberType,
+use crate::inventory::{
+    ExotelAccount, HttpPolicy, Secret, StaticList, TwilioAccount, TwilioAuth, TwilioNumberType,
     Webhooks,
 };
 use crate::{Buying, RefreshSettings};
@@ -23,8 +23,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub refresh: RefreshSettings,
     pub http: HttpPolicy,
-    pub twilio: Option<TwilioConfig>,
-    pub exotel: Option<ExotelConfig>,
+    pub twilio: Option<TwilioAccount>,
+    pub exotel: Option<ExotelAccount>,
     pub static_list: Option<StaticList>,
 }
 
@@ -176,7 +176,7 @@ fn identifier(src: &dyn Source, var: &'static str) -> Result<String, ConfigError
     }
 }
 
-fn twilio(src: &dyn Source) -> Result<TwilioConfig, ConfigError> {
+fn twilio(src: &dyn Source) -> Result<TwilioAccount, ConfigError> {
     let account_sid = required(src, "VNMASK_TWILIO_ACCOUNT_SID")?;
     let well_formed = |sid: &str, prefix: &str| {
         sid.len() == 34
@@ -203,7 +203,7 @@ fn twilio(src: &dyn Source) -> Result<TwilioConfig, ConfigError> {
         None => TwilioAuth::AuthToken(secret(src, "VNMASK_TWILIO_AUTH_TOKEN")?),
     };
     let optional_sid = |var: &'static str| src.get(var).map(|_| identifier(src, var)).transpose();
-    Ok(TwilioConfig {
+    Ok(TwilioAccount {
         account_sid,
         auth,
         base: url(src, "VNMASK_TWILIO_API_BASE", Some(TWILIO_API))?,
@@ -213,8 +213,8 @@ fn twilio(src: &dyn Source) -> Result<TwilioConfig, ConfigError> {
     })
 }
 
-fn exotel(src: &dyn Source) -> Result<ExotelConfig, ConfigError> {
-    Ok(ExotelConfig {
+fn exotel(src: &dyn Source) -> Result<ExotelAccount, ConfigError> {
+    Ok(ExotelAccount {
         account_sid: identifier(src, "VNMASK_EXOTEL_ACCOUNT_SID")?,
         api_key: required(src, "VNMASK_EXOTEL_API_KEY")?,
         api_token: secret(src, "VNMASK_EXOTEL_API_TOKEN")?,

@@ -9,7 +9,7 @@
 //! run at a time buys for a market (a lease).
 
 pub mod config;
-pub mod providers;
+pub mod inventory;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use vnmask::store::{
 };
 use vnmask::telemetry::{MetricSet, Unit};
 
-use providers::{Inventory, Listing, ProviderError, Vendor, Webhooks};
+use inventory::{Inventory, Listing, ProviderError, Vendor, Webhooks};
 
 pub const FUNCTION: &str = "pool-refresh";
 

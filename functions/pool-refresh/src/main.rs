@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pool_refresh::config::Config;
-use pool_refresh::{providers, Refresher};
+use pool_refresh::{inventory, Refresher};
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::config::Env;
 
@@ -15,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let sdk = sdk_config(SdkTimeouts::BACKGROUND).await;
     let store = Arc::new(config.store.connect(&sdk).await?);
     let http = config.http.client()?;
-    let (inventories, vendor) = providers::from_config(&config, &http);
+    let (inventories, vendor) = inventory::from_config(&config, &http);
     let refresher = Refresher::new(store, inventories, vendor, config.refresh);
     let refresher = &refresher;
     lambda_runtime::run(service_fn(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::*;
-use pool_refresh::providers::{Inventory, StaticList, Vendor};
+use pool_refresh::inventory::{Inventory, StaticList, Vendor};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::domain::Market;
 use vnmask::domain::{Capabilities, NumberState, VirtualNumber, VnNumber};

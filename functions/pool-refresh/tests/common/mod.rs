@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pool_refresh::providers::{
-    Exotel, ExotelConfig, HttpPolicy, Inventory, Secret, Twilio, TwilioAuth, TwilioConfig,
+use pool_refresh::inventory::{
+    Exotel, ExotelAccount, HttpPolicy, Inventory, Secret, Twilio, TwilioAccount, TwilioAuth,
     TwilioNumberType, Vendor, Webhooks,
 };
 use pool_refresh::{Buying, RefreshSettings, Refresher};
@@ -44,8 +44,8 @@ pub fn fast_policy() -> HttpPolicy {
     }
 }
 
-pub fn twilio_config(server: &MockServer) -> TwilioConfig {
-    TwilioConfig {
+pub fn twilio_account(server: &MockServer) -> TwilioAccount {
+    TwilioAccount {
         account_sid: TWILIO_SID.into(),
         auth: TwilioAuth::AuthToken(Secret::new(TWILIO_TOKEN)),
         base: Url::parse(&server.uri()).unwrap(),
@@ -57,7 +57,7 @@ pub fn twilio_config(server: &MockServer) -> TwilioConfig {
 
 pub fn twilio(server: &MockServer) -> Arc<Twilio> {
     Arc::new(Twilio::new(
-        &twilio_config(server),
+        &twilio_account(server),
         fast_policy().client().unwrap(),
         fast_policy(),
     ))
@@ -65,7 +65,7 @@ pub fn twilio(server: &MockServer) -> Arc<Twilio> {
 
 pub fn exotel(server: &MockServer) -> Arc<Exotel> {
     Arc::new(Exotel::new(
-        &ExotelConfig {
+        &ExotelAccount {
             account_sid: EXOTEL_SID.into(),
             api_key: "exotel-key".into(),
             api_token: Secret::new("exotel-token-not-real"),

@@ -58,8 +58,10 @@ impl FromStr for TwilioNumberType {
     }
 }
 
+/// The Twilio account whose numbers are listed and bought: its SID, how its API requests are
+/// signed, and what purchases send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TwilioConfig {
+pub struct TwilioAccount {
     /// `AC` and 32 hex digits.
     pub account_sid: String,
     pub auth: TwilioAuth,
@@ -80,18 +82,18 @@ pub struct Twilio {
 }
 
 impl Twilio {
-    pub fn new(config: &TwilioConfig, http: reqwest::Client, policy: HttpPolicy) -> Self {
-        let (user, password) = match &config.auth {
-            TwilioAuth::AuthToken(token) => (config.account_sid.clone(), token.clone()),
+    pub fn new(account: &TwilioAccount, http: reqwest::Client, policy: HttpPolicy) -> Self {
+        let (user, password) = match &account.auth {
+            TwilioAuth::AuthToken(token) => (account.account_sid.clone(), token.clone()),
             TwilioAuth::ApiKey { sid, secret } => (sid.clone(), secret.clone()),
         };
         let provider: Provider = "twilio".parse().unwrap_or_else(|_| unreachable!());
         Twilio {
-            api: ApiClient::new(http, provider, config.base.clone(), user, password, policy),
-            account_sid: config.account_sid.clone(),
-            number_type: config.number_type,
-            address_sid: config.address_sid.clone(),
-            bundle_sid: config.bundle_sid.clone(),
+            api: ApiClient::new(http, provider, account.base.clone(), user, password, policy),
+            account_sid: account.account_sid.clone(),
+            number_type: account.number_type,
+            address_sid: account.address_sid.clone(),
+            bundle_sid: account.bundle_sid.clone(),
         }
     }
 

@@ -6,10 +6,10 @@ mod http;
 mod static_list;
 mod twilio;
 
-pub use exotel::{Exotel, ExotelConfig};
+pub use exotel::{Exotel, ExotelAccount};
 pub use http::{ApiClient, HttpPolicy, Secret};
 pub use static_list::StaticList;
-pub use twilio::{Twilio, TwilioAuth, TwilioConfig, TwilioNumberType};
+pub use twilio::{Twilio, TwilioAccount, TwilioAuth, TwilioNumberType};
 
 use std::sync::Arc;
 

@@ -6,14 +6,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pool_refresh::providers::{Inventory, ProviderError, Vendor};
+use pool_refresh::inventory::{Inventory, ProviderError, Vendor};
 use vnmask::domain::{Capabilities, VnNumber};
 use wiremock::matchers::{
     body_string_contains, header, method, path, query_param, query_param_is_missing,
 };
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn numbers(listing: &pool_refresh::providers::Listing) -> Vec<&str> {
+fn numbers(listing: &pool_refresh::inventory::Listing) -> Vec<&str> {
     listing.numbers.iter().map(|n| n.number.as_str()).collect()
 }
 

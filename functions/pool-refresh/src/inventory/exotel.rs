@@ -14,8 +14,9 @@ const PAGE_SIZE: u32 = 100;
 /// A hundred thousand ExoPhones at most: longer is a provider bug, not an inventory.
 const MAX_PAGES: usize = 1000;
 
+/// The Exotel account whose ExoPhones are listed, and its API credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExotelConfig {
+pub struct ExotelAccount {
     pub account_sid: String,
     pub api_key: String,
     pub api_token: Secret,
@@ -29,18 +30,18 @@ pub struct Exotel {
 }
 
 impl Exotel {
-    pub fn new(config: &ExotelConfig, http: reqwest::Client, policy: HttpPolicy) -> Self {
+    pub fn new(account: &ExotelAccount, http: reqwest::Client, policy: HttpPolicy) -> Self {
         let provider: Provider = "exotel".parse().unwrap_or_else(|_| unreachable!());
         Exotel {
             api: ApiClient::new(
                 http,
                 provider,
-                config.base.clone(),
-                config.api_key.clone(),
-                config.api_token.clone(),
+                account.base.clone(),
+                account.api_key.clone(),
+                account.api_token.clone(),
                 policy,
             ),
-            account_sid: config.account_sid.clone(),
+            account_sid: account.account_sid.clone(),
         }
     }
 }
