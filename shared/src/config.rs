@@ -62,6 +62,35 @@ pub fn seconds(src: &dyn Source, var: &'static str, default: u64) -> Result<Dura
     parsed(src, var, default).map(Duration::from_secs)
 }
 
+/// A credential from configuration: a provider's auth token, URL token or signing key, or the
+/// secret of an API we call. `Debug` redacts it; only [`Secret::expose`] gives it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// The table and the KMS-wrapped keys that protect real numbers.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -201,6 +230,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
     }
 
     #[test]

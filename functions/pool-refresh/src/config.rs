@@ -5,13 +5,12 @@ use std::collections::{BTreeSet, HashSet};
 
 use reqwest::Url;
 use vnmask::config::{
-    assign_settings, parsed, required, seconds, ConfigError, Source, StoreConfig,
+    assign_settings, parsed, required, seconds, ConfigError, Secret, Source, StoreConfig,
 };
 use vnmask::domain::VnNumber;
 
 use crate::inventory::{
-    ExotelAccount, HttpPolicy, Secret, StaticList, TwilioAccount, TwilioAuth, TwilioNumberType,
-    Webhooks,
+    ExotelAccount, HttpPolicy, StaticList, TwilioAccount, TwilioAuth, TwilioNumberType, Webhooks,
 };
 use crate::{Buying, RefreshSettings};
 

@@ -12,10 +12,12 @@ pub mod generic;
 pub mod twilio;
 
 use std::borrow::Cow;
-use std::fmt;
 
 use percent_encoding::percent_decode_str;
 use subtle::ConstantTimeEq;
+
+/// Auth tokens and signing keys are configuration: the one `Secret` type lives in [`crate::config`].
+pub use crate::config::Secret;
 
 /// Why a provider request cannot be read. Messages never echo a value from the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,34 +60,6 @@ impl AuthError {
             AuthError::BadToken => "bad_token",
             AuthError::SourceNotAllowed => "source_not_allowed",
         }
-    }
-}
-
-/// A secret shared with a provider: an auth token, a URL token, an HMAC key. `Debug` redacts it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret(bytes.into())
-    }
-
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
     }
 }
 
@@ -171,13 +145,5 @@ mod tests {
     fn form_with_invalid_utf8_is_an_error() {
         assert_eq!(parse_form(b"Body=%FF%FE"), Err(RequestError::NotUtf8));
         assert_eq!(parse_form(b"Body=\xff"), Err(RequestError::NotUtf8));
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2")),
-            "Secret(<redacted>)"
-        );
     }
 }

@@ -4,9 +4,10 @@
 use async_trait::async_trait;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
+use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
 
-use super::http::{ApiClient, HttpPolicy, Secret};
+use super::http::{ApiClient, HttpPolicy};
 use super::{Inventory, ListedNumber, Listing, ProviderError};
 
 const LIST: &str = "ExoPhones list";

@@ -7,7 +7,7 @@ mod static_list;
 mod twilio;
 
 pub use exotel::{Exotel, ExotelAccount};
-pub use http::{ApiClient, HttpPolicy, Secret};
+pub use http::{ApiClient, HttpPolicy};
 pub use static_list::StaticList;
 pub use twilio::{Twilio, TwilioAccount, TwilioAuth, TwilioNumberType};
 

@@ -7,9 +7,10 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use reqwest::Url;
 use serde::Deserialize;
+use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
 
-use super::http::{ApiClient, HttpPolicy, Secret};
+use super::http::{ApiClient, HttpPolicy};
 use super::{Inventory, ListedNumber, Listing, ProviderError, Vendor, Webhooks};
 
 const LIST: &str = "IncomingPhoneNumbers list";

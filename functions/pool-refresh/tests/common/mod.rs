@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pool_refresh::inventory::{
-    Exotel, ExotelAccount, HttpPolicy, Inventory, Secret, Twilio, TwilioAccount, TwilioAuth,
+    Exotel, ExotelAccount, HttpPolicy, Inventory, Twilio, TwilioAccount, TwilioAuth,
     TwilioNumberType, Vendor, Webhooks,
 };
 use pool_refresh::{Buying, RefreshSettings, Refresher};
 use reqwest::Url;
 use serde_json::{json, Value};
+use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market};
 use vnmask::store::PoolUpkeep;
 use wiremock::matchers::{method, path, query_param_is_missing};
