@@ -64,14 +64,6 @@ impl DynamoStore {
         }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     /// Reads every page of a query on one partition.
     async fn query_partition(
         &self,
