@@ -310,12 +310,7 @@ pub async fn seed_pool(store: &dyn Store, numbers: &[VirtualNumber]) {
     }
 }
 
-pub fn now() -> UnixTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+pub use vnmask::domain::now;
 
 /// What the fault-injecting store does to commits.
 #[derive(Debug, Default)]

@@ -16,13 +16,13 @@ pub mod outbox;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use vnmask::assignment::{AssignError, Assigner, OrderChange, Outcome};
-use vnmask::domain::{OrderId, UnixTime};
+use vnmask::domain::{self, OrderId};
 use vnmask::events::{participants_reason, EventError, OrderEvent};
 use vnmask::telemetry::{MetricSet, Unit};
 
@@ -413,7 +413,7 @@ impl Inner {
         let Some(update) = event.update() else {
             return Finished::new(record.index, RecordOutcome::UnknownType);
         };
-        match self.assigner.apply(&update, unix_now()).await {
+        match self.assigner.apply(&update, domain::now()).await {
             Ok(Outcome::Applied { session, attempts }) => {
                 let mut notify_failed = false;
                 if matches!(update.change, OrderChange::Participants(_)) && self.outbox.notifies() {
@@ -538,10 +538,4 @@ fn log(record: &Record, outcome: &RecordOutcome, contention_retries: u32) {
             "event handled"
         ),
     }
-}
-
-fn unix_now() -> UnixTime {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -14,7 +14,7 @@ pub mod problem;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
@@ -24,7 +24,7 @@ use axum::{Json, Router};
 use http::request::Parts;
 use http::{header, HeaderValue};
 use vnmask::assignment::Assigner;
-use vnmask::domain::{OrderId, UnixTime, UserId};
+use vnmask::domain::{self, OrderId, UnixTime, UserId};
 use vnmask::telemetry::{MetricSet, Unit};
 
 use crate::config::{IdentityConfig, LookupConfig};
@@ -194,16 +194,9 @@ async fn get_contacts(
     order: Result<Path<String>, PathRejection>,
 ) -> Response {
     let started = Instant::now();
-    let (response, record) = lookup.answer(caller, order, now()).await;
+    let (response, record) = lookup.answer(caller, order, domain::now()).await;
     record.emit(started);
     response
-}
-
-fn now() -> UnixTime {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The function's HTTP API, for `lambda_http::run` and for tests.

@@ -157,7 +157,7 @@ impl Refresher {
             source = field("source"),
             "pool refresh starts"
         );
-        let summary = self.refresh(now()).await;
+        let summary = self.refresh(vnmask::domain::now()).await;
         for p in &summary.providers {
             p.metrics().emit();
         }
@@ -606,11 +606,4 @@ impl ProviderSummary {
             .count("ProviderNumbers", self.listed as u64)
             .count("ProviderUnreadable", self.unreadable as u64)
     }
-}
-
-fn now() -> UnixTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -19,7 +19,7 @@ pub mod interactions;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
@@ -30,7 +30,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, StatusCode, Uri};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
-use vnmask::domain::{Channel, UnixTime};
+use vnmask::domain::{self, Channel};
 use vnmask::providers::{
     exotel, generic, parse_form, parse_query, twilio, AuthError, RequestError,
 };
@@ -274,7 +274,7 @@ impl Webhook {
             header_str(headers, generic::TIMESTAMP_HEADER),
             header_str(headers, generic::SIGNATURE_HEADER),
             body,
-            unix_now(),
+            domain::now(),
         )?;
         Ok(generic::route_query(body)?)
     }
@@ -292,7 +292,7 @@ impl Webhook {
             Ok(query) => query,
             Err(rejection) => return self.turn_away(provider, rejection),
         };
-        let now = unix_now();
+        let now = domain::now();
         let decision = decide(self.store.as_ref(), &query, now, self.config.lookup_timeout).await;
         let (content_type, body) = render(&decision, &query);
         let interaction = Interaction::new(provider, &query, &decision, now, started.elapsed());
@@ -337,11 +337,4 @@ impl Webhook {
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn unix_now() -> UnixTime {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

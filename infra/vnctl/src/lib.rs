@@ -15,7 +15,7 @@ use vnmask::crypto::{CryptoError, Vault};
 use vnmask::domain::invariant::{Audit, Breach};
 use vnmask::domain::{
     Capabilities, Capability, Market, NumberState, OrderId, PhoneError, Provider, RealNumber,
-    Session, SessionState, UnixTime, VirtualNumber, VnNumber,
+    Session, SessionState, VirtualNumber, VnNumber,
 };
 use vnmask::events::OrderEvent;
 use vnmask::providers::twilio;
@@ -759,7 +759,7 @@ async fn keys(sdk: &aws_config::SdkConfig, kms_key: &str, name: &str) -> Result<
 /// at the instant the walk began, and reports the breaches that a fresh read still shows.
 async fn audit(sdk: &aws_config::SdkConfig, args: &AuditArgs) -> Result<Output, CliError> {
     let store = store(sdk).await?;
-    let began = unix_now()?;
+    let began = vnmask::domain::now();
     let mut walk = Audit::new(began);
     let progress = std::io::stderr().is_terminal();
     let clock = Instant::now();
@@ -823,7 +823,7 @@ async fn audit(sdk: &aws_config::SdkConfig, args: &AuditArgs) -> Result<Output, 
         });
     }
     let suspects = walk.breaches();
-    let breaches = vnmask::store::confirm(&store, &suspects, unix_now()?).await?;
+    let breaches = vnmask::store::confirm(&store, &suspects, vnmask::domain::now()).await?;
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     for b in &breaches {
         *by_kind.entry(b.kind()).or_default() += 1;
@@ -863,14 +863,6 @@ fn pause(used: f64, per_second: u32, elapsed: Duration) -> Duration {
     Duration::try_from_secs_f64(used / f64::from(per_second))
         .unwrap_or_default()
         .saturating_sub(elapsed)
-}
-
-fn unix_now() -> Result<UnixTime, CliError> {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| UnixTime::try_from(d.as_secs()).ok())
-        .ok_or_else(|| CliError::Failed("the system clock is before 1970".into()))
 }
 
 /// Runs the CLI: prints the output (text or JSON) or the error, and returns the exit code.

@@ -10,6 +10,6 @@ pub use call::{CallId, CallIdError, Channel};
 pub use number::{Capabilities, Capability, NumberError, NumberState, Provider, VirtualNumber};
 pub use phone::{Market, PhoneError, RealNumber, VnNumber, E164};
 pub use session::{
-    validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route, RouteKey,
-    RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
+    now, validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route,
+    RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
 };

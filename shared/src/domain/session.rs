@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +12,14 @@ use super::phone::{Market, RealNumber, VnNumber};
 
 /// Seconds since the Unix epoch.
 pub type UnixTime = i64;
+
+/// The current time as a [`UnixTime`], from the system clock: the one place that reads it.
+/// A clock set before 1970 reads as 0.
+pub fn now() -> UnixTime {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        UnixTime::try_from(d.as_secs()).unwrap_or(UnixTime::MAX)
+    })
+}
 
 /// At most this many participants per order: every contact pair needs two route items and one
 /// DynamoDB transaction holds at most 100 items (6 parties: 15 pairs, 30 routes, plus as many removed).
