@@ -21,13 +21,13 @@ use serde::Serialize;
 use vnmask::domain::{
     Capabilities, Market, NumberState, Provider, UnixTime, VirtualNumber, VnNumber,
 };
-use vnmask::pool::{self, ChangeKind, OwnedNumber, PoolHealth, Reconcile};
+use vnmask::pool::{self, ChangeKind, Listing, PoolHealth, Reconcile};
 use vnmask::store::{
     LeaseTake, PoolUpkeep, PoolWriteError, PurchaseCount, SampledRoute, StoreError,
 };
 use vnmask::telemetry::{MetricSet, Unit};
 
-use inventory::{Inventory, Listing, ProviderError, Vendor, Webhooks};
+use inventory::{Inventory, ProviderError, Vendor, Webhooks};
 
 pub const FUNCTION: &str = "pool-refresh";
 
@@ -180,16 +180,21 @@ impl Refresher {
 
     /// One run at time `now`. Store failures are reported per market in the summary.
     pub async fn refresh(&self, now: UnixTime) -> RefreshSummary {
-        let listings = join_all(
+        let answers = join_all(
             self.inventories
                 .iter()
                 .map(|p| async move { (p.provider().clone(), p.owned_numbers().await) }),
         )
         .await;
         let mut summary = RefreshSummary {
-            providers: listings.iter().map(provider_summary).collect(),
+            providers: answers.iter().map(provider_summary).collect(),
             markets: Vec::new(),
         };
+        // A provider that failed has no listing: nothing changes for its numbers.
+        let listings: BTreeMap<Provider, Listing> = answers
+            .into_iter()
+            .filter_map(|(provider, answer)| Some((provider, answer.ok()?)))
+            .collect();
         let mut run = Run {
             now,
             id: format!("{:016x}", rand::random::<u64>()),
@@ -197,13 +202,12 @@ impl Refresher {
             buy_left: self.settings.buying.as_ref().map_or(0, |b| b.per_run),
         };
         for market in &self.settings.markets {
-            let inventories = inventories_in(market, &listings);
             let mut m = MarketSummary {
                 market: market.to_string(),
                 ..MarketSummary::default()
             };
             let refreshed = self
-                .refresh_market(&mut run, market, &inventories, &mut m)
+                .refresh_market(&mut run, market, &listings, &mut m)
                 .await;
             if let Err(e) = refreshed {
                 tracing::error!(market = %market, error = %e, "market not refreshed");
@@ -235,10 +239,10 @@ impl Refresher {
         &self,
         run: &mut Run,
         market: &Market,
-        inventories: &BTreeMap<Provider, pool::Inventory>,
+        listings: &BTreeMap<Provider, Listing>,
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
-        let numbers = self.reconcile(market, inventories, summary).await?;
+        let numbers = self.reconcile(market, listings, summary).await?;
         let peak = self.live_peak(market, run.now).await?;
         let health = pool::health(market, &numbers, self.settings.needs, peak);
         summary.record_health(&health);
@@ -277,7 +281,7 @@ impl Refresher {
     async fn reconcile(
         &self,
         market: &Market,
-        inventories: &BTreeMap<Provider, pool::Inventory>,
+        listings: &BTreeMap<Provider, Listing>,
         summary: &mut MarketSummary,
     ) -> Result<Vec<VirtualNumber>, StoreError> {
         let mut current = Vec::new();
@@ -291,7 +295,7 @@ impl Refresher {
             let changes = pool::reconcile(&Reconcile {
                 market,
                 stored: &stored,
-                inventories,
+                listings,
                 marked: &self.settings.drain,
             });
             let results: Vec<_> = stream::iter(changes.iter().map(|change| {
@@ -490,34 +494,6 @@ struct Run {
     sample: Option<Vec<SampledRoute>>,
     /// Numbers this run may still buy (the per-run cap).
     buy_left: u32,
-}
-
-/// The providers' listings as one market's reconciliation sees them.
-fn inventories_in(
-    market: &Market,
-    listings: &[(Provider, Result<Listing, ProviderError>)],
-) -> BTreeMap<Provider, pool::Inventory> {
-    listings
-        .iter()
-        .map(|(provider, listing)| {
-            let inventory = match listing {
-                Ok(l) => pool::Inventory::Listed {
-                    numbers: l
-                        .numbers
-                        .iter()
-                        .filter(|n| n.market().as_ref() == Some(market))
-                        .map(|n| OwnedNumber {
-                            number: n.number.clone(),
-                            capabilities: n.capabilities,
-                        })
-                        .collect(),
-                    complete: l.unreadable == 0,
-                },
-                Err(_) => pool::Inventory::Failed,
-            };
-            (provider.clone(), inventory)
-        })
-        .collect()
 }
 
 fn provider_summary(

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use pool_refresh::inventory::{Inventory, ProviderError, Vendor};
 use vnmask::domain::{Capabilities, VnNumber};
+use vnmask::pool::Listing;
 use wiremock::matchers::{
     body_string_contains, header, method, path, query_param, query_param_is_missing,
 };
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn numbers(listing: &pool_refresh::inventory::Listing) -> Vec<&str> {
+fn numbers(listing: &Listing) -> Vec<&str> {
     listing.numbers.iter().map(|n| n.number.as_str()).collect()
 }
 

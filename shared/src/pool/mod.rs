@@ -8,7 +8,7 @@ mod health;
 mod reconcile;
 
 pub use health::{busiest_share, health, purchases_wanted, PoolHealth, RouteShare};
-pub use reconcile::{reconcile, ChangeKind, Inventory, OwnedNumber, PoolChange, Reconcile};
+pub use reconcile::{reconcile, ChangeKind, ListedNumber, Listing, PoolChange, Reconcile};
 
 use crate::domain::UnixTime;
 

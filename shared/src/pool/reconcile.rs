@@ -5,24 +5,55 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::domain::{Capabilities, Market, NumberState, Provider, VirtualNumber, VnNumber};
 
-/// A number a provider says it rents us, with what it can carry.
+/// A number a provider lists as rented to us, with what it can carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnedNumber {
+pub struct ListedNumber {
     pub number: VnNumber,
     pub capabilities: Capabilities,
+    /// The country the provider files the number under, if it says; else the numbering plan's.
+    pub country: Option<Market>,
 }
 
-/// What one provider said this run, limited to one market.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inventory {
-    /// The provider's listing. `complete` is false when some of its entries could not be read:
-    /// then a number's absence proves nothing, and none of the provider's numbers is retired.
-    Listed {
-        numbers: Vec<OwnedNumber>,
-        complete: bool,
-    },
-    /// The provider could not be asked: nothing changes for its numbers.
-    Failed,
+impl ListedNumber {
+    /// The market the number serves: the provider's word first, then the numbering plan.
+    pub fn market(&self) -> Option<Market> {
+        self.country
+            .clone()
+            .or_else(|| self.number.country().cloned())
+    }
+
+    fn serves(&self, market: &Market) -> bool {
+        self.market().as_ref() == Some(market)
+    }
+}
+
+/// Everything one provider listed this run, in every market.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub numbers: Vec<ListedNumber>,
+    /// Entries that could not be read (not E.164, no capabilities…). When there are any, the
+    /// listing is incomplete: a number's absence proves nothing, and none of the provider's
+    /// numbers is retired on its word.
+    pub unreadable: usize,
+}
+
+impl Listing {
+    pub fn is_complete(&self) -> bool {
+        self.unreadable == 0
+    }
+}
+
+/// Entries as a provider's reader made them out: `None`, an entry it could not read, is
+/// counted in [`Listing::unreadable`], never guessed.
+impl Extend<Option<ListedNumber>> for Listing {
+    fn extend<I: IntoIterator<Item = Option<ListedNumber>>>(&mut self, entries: I) {
+        for entry in entries {
+            match entry {
+                Some(number) => self.numbers.push(number),
+                None => self.unreadable += 1,
+            }
+        }
+    }
 }
 
 /// Everything one market's reconciliation looks at.
@@ -30,9 +61,10 @@ pub struct Reconcile<'a> {
     pub market: &'a Market,
     /// The market's pool as stored.
     pub stored: &'a [VirtualNumber],
-    /// Each provider's inventory in this market. The numbers of a provider missing here are
-    /// treated as a failed provider's: nothing is retired on the word of a provider not asked.
-    pub inventories: &'a BTreeMap<Provider, Inventory>,
+    /// What each provider listed, in every market: only the numbers serving `market` count.
+    /// A provider missing here failed or was not asked: nothing changes for its numbers (but
+    /// for draining those operators marked).
+    pub listings: &'a BTreeMap<Provider, Listing>,
     /// Numbers operators want drained.
     pub marked: &'a HashSet<VnNumber>,
 }
@@ -72,7 +104,7 @@ pub struct PoolChange {
     pub after: VirtualNumber,
 }
 
-/// The changes that bring the market's pool in step with the providers' inventories,
+/// The changes that bring the market's pool in step with the providers' listings,
 /// at most one per number. Rules:
 /// - listed, not stored → `active` (`draining` if marked);
 /// - listed, stored `active`, lost a capability or marked → `draining`;
@@ -89,20 +121,17 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
     // number being ported keeps its provider until the old one stops listing it), else the
     // first by name, so that the outcome never depends on listing order.
     let mut listed: BTreeMap<&VnNumber, (&Provider, Capabilities)> = BTreeMap::new();
-    for (provider, inventory) in r.inventories {
-        let Inventory::Listed { numbers, .. } = inventory else {
-            continue;
-        };
-        for owned in numbers {
+    for (provider, listing) in r.listings {
+        for n in listing.numbers.iter().filter(|n| n.serves(r.market)) {
             let stored_here = stored
-                .get(&owned.number)
+                .get(&n.number)
                 .is_some_and(|s| &s.provider == provider);
-            match listed.entry(&owned.number) {
+            match listed.entry(&n.number) {
                 Entry::Vacant(e) => {
-                    e.insert((provider, owned.capabilities));
+                    e.insert((provider, n.capabilities));
                 }
                 Entry::Occupied(mut e) if stored_here => {
-                    e.insert((provider, owned.capabilities));
+                    e.insert((provider, n.capabilities));
                 }
                 Entry::Occupied(_) => {}
             }
@@ -137,10 +166,10 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
         if s.state == NumberState::Retired || listed.contains_key(&s.number) {
             continue;
         }
-        let complete = matches!(
-            r.inventories.get(&s.provider),
-            Some(Inventory::Listed { complete: true, .. })
-        );
+        let complete = r
+            .listings
+            .get(&s.provider)
+            .is_some_and(Listing::is_complete);
         let (kind, state) = if complete {
             (ChangeKind::Retired, NumberState::Retired)
         } else if s.state == NumberState::Active && r.marked.contains(&s.number) {
@@ -208,28 +237,29 @@ mod tests {
         }
     }
 
-    fn listed(numbers: &[(usize, u8)], complete: bool) -> Inventory {
-        Inventory::Listed {
+    fn listed(numbers: &[(usize, u8)], complete: bool) -> Listing {
+        Listing {
             numbers: numbers
                 .iter()
-                .map(|&(i, bits)| OwnedNumber {
+                .map(|&(i, bits)| ListedNumber {
                     number: vn(i),
                     capabilities: caps(bits),
+                    country: None,
                 })
                 .collect(),
-            complete,
+            unreadable: usize::from(!complete),
         }
     }
 
     fn run(
         stored: &[VirtualNumber],
-        inventories: &BTreeMap<Provider, Inventory>,
+        listings: &BTreeMap<Provider, Listing>,
         marked: &HashSet<VnNumber>,
     ) -> Vec<PoolChange> {
         reconcile(&Reconcile {
             market: &market(),
             stored,
-            inventories,
+            listings,
             marked,
         })
     }
@@ -286,7 +316,8 @@ mod tests {
     #[test]
     fn marked_number_is_drained_even_when_its_provider_failed() {
         let stored = [number(0, 2, BOTH, NumberState::Active)];
-        let inv = BTreeMap::from([(provider(2), Inventory::Failed)]);
+        // Provider 2 failed: it has no listing.
+        let inv = BTreeMap::new();
         let changes = run(&stored, &inv, &HashSet::from([vn(0)]));
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].kind, ChangeKind::Drained);
@@ -298,10 +329,8 @@ mod tests {
             number(0, 2, BOTH, NumberState::Active),
             number(1, 0, BOTH, NumberState::Active),
         ];
-        let inv = BTreeMap::from([
-            (provider(2), Inventory::Failed),
-            (provider(0), listed(&[], true)),
-        ]);
+        // Provider 2 failed: it has no listing.
+        let inv = BTreeMap::from([(provider(0), listed(&[], true))]);
         let changes = run(&stored, &inv, &HashSet::new());
         assert_eq!(changes.len(), 1, "only the healthy provider's number");
         assert_eq!(changes[0].after.number, vn(1));
@@ -316,6 +345,27 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].kind, ChangeKind::Added);
         assert_eq!(changes[0].after.number, vn(1));
+    }
+
+    #[test]
+    fn numbers_listed_for_another_market_are_left_to_it() {
+        let stored = [number(0, 2, BOTH, NumberState::Active)];
+        let mut listing = listed(&[(0, BOTH), (1, BOTH)], true);
+        listing.numbers[0].country = Some("US".parse().unwrap());
+        let us_number = ListedNumber {
+            number: VnNumber::parse("+14155551000").unwrap(),
+            capabilities: caps(BOTH),
+            country: None,
+        };
+        listing.numbers.push(us_number);
+        let inv = BTreeMap::from([(provider(2), listing)]);
+        let changes = run(&stored, &inv, &HashSet::new());
+        let kinds: Vec<_> = changes.iter().map(|c| (c.kind, &c.after.number)).collect();
+        assert_eq!(
+            kinds,
+            [(ChangeKind::Added, &vn(1)), (ChangeKind::Retired, &vn(0))],
+            "filed under US, +91 number 0 is not listed here"
+        );
     }
 
     #[test]
@@ -368,11 +418,11 @@ mod tests {
             })
     }
 
-    fn inventory() -> impl Strategy<Value = Option<Inventory>> {
+    /// A provider's listing, or none (the provider failed or was not asked).
+    fn listing() -> impl Strategy<Value = Option<Listing>> {
         prop_oneof![
-            Just(None),
-            Just(Some(Inventory::Failed)),
-            (
+            2 => Just(None),
+            1 => (
                 proptest::collection::btree_map(0..NUMBERS, 0..4u8, 0..NUMBERS),
                 any::<bool>()
             )
@@ -383,8 +433,8 @@ mod tests {
         ]
     }
 
-    fn inventories() -> impl Strategy<Value = BTreeMap<Provider, Inventory>> {
-        proptest::collection::vec(inventory(), 3).prop_map(|v| {
+    fn listings() -> impl Strategy<Value = BTreeMap<Provider, Listing>> {
+        proptest::collection::vec(listing(), 3).prop_map(|v| {
             v.into_iter()
                 .enumerate()
                 .filter_map(|(p, inv)| inv.map(|inv| (provider(p), inv)))
@@ -396,13 +446,9 @@ mod tests {
         proptest::collection::hash_set((0..NUMBERS).prop_map(vn), 0..4)
     }
 
-    fn listing_caps(inv: &BTreeMap<Provider, Inventory>, n: &VnNumber) -> Vec<Capabilities> {
+    fn listing_caps(inv: &BTreeMap<Provider, Listing>, n: &VnNumber) -> Vec<Capabilities> {
         inv.values()
-            .filter_map(|i| match i {
-                Inventory::Listed { numbers, .. } => Some(numbers),
-                Inventory::Failed => None,
-            })
-            .flatten()
+            .flat_map(|l| &l.numbers)
             .filter(|o| &o.number == n)
             .map(|o| o.capabilities)
             .collect()
@@ -411,11 +457,11 @@ mod tests {
     proptest! {
         #[test]
         fn a_failed_provider_changes_nothing_for_its_numbers(
-            stored in stored_pool(), inv in inventories(), marked in marked()
+            stored in stored_pool(), inv in listings(), marked in marked()
         ) {
             let changes = run(&stored, &inv, &marked);
             for s in &stored {
-                let trusted = matches!(inv.get(&s.provider), Some(Inventory::Listed { complete: true, .. }));
+                let trusted = inv.get(&s.provider).is_some_and(Listing::is_complete);
                 if trusted || !listing_caps(&inv, &s.number).is_empty() {
                     continue;
                 }
@@ -430,7 +476,7 @@ mod tests {
 
         #[test]
         fn every_listed_number_ends_up_serving_with_its_listed_capabilities(
-            stored in stored_pool(), inv in inventories(), marked in marked()
+            stored in stored_pool(), inv in listings(), marked in marked()
         ) {
             let after = apply(&stored, &run(&stored, &inv, &marked));
             for n in (0..NUMBERS).map(vn) {
@@ -446,11 +492,11 @@ mod tests {
 
         #[test]
         fn numbers_no_complete_listing_names_are_retired(
-            stored in stored_pool(), inv in inventories(), marked in marked()
+            stored in stored_pool(), inv in listings(), marked in marked()
         ) {
             let after = apply(&stored, &run(&stored, &inv, &marked));
             for s in &stored {
-                let complete = matches!(inv.get(&s.provider), Some(Inventory::Listed { complete: true, .. }));
+                let complete = inv.get(&s.provider).is_some_and(Listing::is_complete);
                 if complete && listing_caps(&inv, &s.number).is_empty() {
                     let v = after.iter().find(|v| v.number == s.number).unwrap();
                     prop_assert_eq!(v.state, NumberState::Retired);
@@ -460,7 +506,7 @@ mod tests {
 
         #[test]
         fn marked_numbers_are_never_active_and_draining_ones_never_come_back(
-            stored in stored_pool(), inv in inventories(), marked in marked()
+            stored in stored_pool(), inv in listings(), marked in marked()
         ) {
             let after = apply(&stored, &run(&stored, &inv, &marked));
             for v in &after {
@@ -476,7 +522,7 @@ mod tests {
 
         #[test]
         fn reconciling_twice_changes_nothing_the_second_time(
-            stored in stored_pool(), inv in inventories(), marked in marked()
+            stored in stored_pool(), inv in listings(), marked in marked()
         ) {
             let after = apply(&stored, &run(&stored, &inv, &marked));
             prop_assert_eq!(run(&after, &inv, &marked), vec![]);
@@ -484,7 +530,7 @@ mod tests {
 
         #[test]
         fn each_change_names_the_stored_number_it_replaces(
-            stored in stored_pool(), inv in inventories(), marked in marked()
+            stored in stored_pool(), inv in listings(), marked in marked()
         ) {
             let changes = run(&stored, &inv, &marked);
             let mut seen = HashSet::new();

@@ -6,9 +6,10 @@ use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
+use vnmask::pool::{ListedNumber, Listing};
 
 use super::http::{ApiClient, HttpPolicy};
-use super::{Inventory, ListedNumber, Listing, ProviderError};
+use super::{Inventory, ProviderError};
 
 const LIST: &str = "ExoPhones list";
 const PAGE_SIZE: u32 = 100;

@@ -15,33 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
-
-/// A number the provider says the account rents, as the provider describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedNumber {
-    pub number: VnNumber,
-    pub capabilities: Capabilities,
-    /// The country the provider files the number under, if it says; else the numbering plan's.
-    pub country: Option<Market>,
-}
-
-impl ListedNumber {
-    /// The market the number serves: the provider's word first, then the numbering plan.
-    pub fn market(&self) -> Option<Market> {
-        self.country
-            .clone()
-            .or_else(|| self.number.country().cloned())
-    }
-}
-
-/// Everything one provider listed this run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
-    pub numbers: Vec<ListedNumber>,
-    /// Entries that could not be read (not E.164, no capabilities…). When there are any, the
-    /// listing is incomplete and none of the provider's numbers may be retired on its word.
-    pub unreadable: usize,
-}
+use vnmask::pool::{ListedNumber, Listing};
 
 /// Why a provider could not be asked. Never carries credentials.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 use serde::Deserialize;
 use vnmask::domain::{Capabilities, Capability, Market, Provider, VnNumber};
+use vnmask::pool::{ListedNumber, Listing};
 
-use super::{Inventory, ListedNumber, Listing, ProviderError};
+use super::{Inventory, ProviderError};
 
 #[derive(Clone)]
 pub struct StaticList {

@@ -9,9 +9,10 @@ use reqwest::Url;
 use serde::Deserialize;
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
+use vnmask::pool::{ListedNumber, Listing};
 
 use super::http::{ApiClient, HttpPolicy};
-use super::{Inventory, ListedNumber, Listing, ProviderError, Vendor, Webhooks};
+use super::{Inventory, ProviderError, Vendor, Webhooks};
 
 const LIST: &str = "IncomingPhoneNumbers list";
 const SEARCH: &str = "AvailablePhoneNumbers search";
