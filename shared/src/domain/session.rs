@@ -55,8 +55,22 @@ fn check_identifier(s: &str, what: &'static str, max: usize) -> Result<(), Sessi
     }
 }
 
+fn check_role(s: &str) -> Result<(), SessionError> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(SessionError::BadRole)
+    }
+}
+
+/// A string newtype whose every value passed `$check` (a `fn(&str) -> Result<(), SessionError>`):
+/// parsed from text and from JSON alike, written back as the same text.
 macro_rules! identifier {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal) => {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -71,7 +85,7 @@ macro_rules! identifier {
         impl FromStr for $name {
             type Err = SessionError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                check_identifier(s, $what, $max)?;
+                $check(s)?;
                 Ok($name(s.to_owned()))
             }
         }
@@ -79,7 +93,7 @@ macro_rules! identifier {
         impl TryFrom<String> for $name {
             type Error = SessionError;
             fn try_from(s: String) -> Result<Self, Self::Error> {
-                check_identifier(&s, $what, $max)?;
+                $check(&s)?;
                 Ok($name(s))
             }
         }
@@ -100,57 +114,19 @@ macro_rules! identifier {
 
 identifier!(
     /// The order service's id of an order.
-    OrderId, "order id", 128
+    OrderId,
+    |s: &str| check_identifier(s, "order id", 128)
 );
 identifier!(
     /// The platform's id of a person (not their phone number).
-    UserId, "user id", 128
+    UserId,
+    |s: &str| check_identifier(s, "user id", 128)
 );
-
-/// A participant's part in an order: `customer`, `driver`, `merchant`, …
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Role(String);
-
-impl Role {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for Role {
-    type Err = SessionError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.is_empty()
-            && s.len() <= 32
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if ok {
-            Ok(Role(s.to_owned()))
-        } else {
-            Err(SessionError::BadRole)
-        }
-    }
-}
-
-impl TryFrom<String> for Role {
-    type Error = SessionError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Role> for String {
-    fn from(r: Role) -> String {
-        r.0
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+identifier!(
+    /// A participant's part in an order: `customer`, `driver`, `merchant`, …
+    Role,
+    check_role
+);
 
 /// A person taking part in an order.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -453,5 +429,20 @@ mod tests {
         assert!("ord 1".parse::<OrderId>().is_err());
         assert!("".parse::<OrderId>().is_err());
         assert!("x".repeat(129).parse::<OrderId>().is_err());
+    }
+
+    #[test]
+    fn roles_are_lowercase_words_from_text_and_json_alike() {
+        assert_eq!("driver_2".parse::<Role>().unwrap().as_str(), "driver_2");
+        for bad in ["", "Driver", "driver-2", "ride:share"] {
+            assert_eq!(bad.parse::<Role>(), Err(SessionError::BadRole), "{bad:?}");
+        }
+        assert!("x".repeat(32).parse::<Role>().is_ok());
+        assert!("x".repeat(33).parse::<Role>().is_err());
+        let role: Role = serde_json::from_str("\"merchant\"").unwrap();
+        assert_eq!(serde_json::to_string(&role).unwrap(), "\"merchant\"");
+        assert_eq!(role.to_string(), "merchant");
+        let refused = serde_json::from_str::<Role>("\"Merchant\"").unwrap_err();
+        assert!(refused.to_string().contains("role must be 1-32 characters"));
     }
 }
