@@ -164,6 +164,23 @@ async fn twilio_page_without_its_list_is_malformed() {
 }
 
 #[tokio::test]
+async fn a_page_linking_to_itself_is_malformed() {
+    let server = MockServer::start().await;
+    let mut page = twilio_page(&[("+14155551000", true, true)]);
+    page["next_page_uri"] =
+        serde_json::json!(twilio_path("IncomingPhoneNumbers.json?PageSize=1000"));
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let err = twilio(&server).owned_numbers().await.unwrap_err();
+
+    assert!(matches!(err, ProviderError::Malformed { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn unreadable_entries_are_counted_not_guessed() {
     let server = MockServer::start().await;
     let mut page = twilio_page(&[("+14155551000", true, true), ("+14155551001", true, true)]);

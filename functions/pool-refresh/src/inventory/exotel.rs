@@ -114,31 +114,17 @@ impl Inventory for Exotel {
             "/v2_beta/Accounts/{}/IncomingPhoneNumbers?Page=0&PageSize={PAGE_SIZE}",
             self.account_sid
         );
-        let mut url = self.api.url(LIST, &first)?;
         let mut listing = Listing::default();
-        for _ in 0..MAX_PAGES {
-            let page: ExoPhonesPage = self.api.get_json(LIST, &url).await?;
-            let empty = page.incoming_phone_numbers.is_empty();
-            for entry in page.incoming_phone_numbers {
-                match read_number(entry) {
-                    Some(n) => listing.numbers.push(n),
-                    None => listing.unreadable += 1,
+        self.api
+            .follow_pages(LIST, &first, MAX_PAGES, |page: ExoPhonesPage| {
+                // An empty page ends the listing even if it links on.
+                if page.incoming_phone_numbers.is_empty() {
+                    return None;
                 }
-            }
-            // An empty page ends the listing even if it links on.
-            match page.next_page_uri.filter(|l| !l.is_empty() && !empty) {
-                None => return Ok(listing),
-                Some(link) => {
-                    let next = self.api.next_page(LIST, &link)?;
-                    if next == url {
-                        return Err(self.api.malformed(LIST, "next_page_uri links to itself"));
-                    }
-                    url = next;
-                }
-            }
-        }
-        Err(self
-            .api
-            .malformed(LIST, format!("more than {MAX_PAGES} pages")))
+                listing.extend(page.incoming_phone_numbers.into_iter().map(read_number));
+                page.next_page_uri
+            })
+            .await?;
+        Ok(listing)
     }
 }

@@ -101,7 +101,7 @@ impl ApiClient {
 
     /// A next-page link, absolute or relative, resolved to its path and query on the configured
     /// host: credentials never follow a link elsewhere.
-    pub fn next_page(&self, operation: &'static str, link: &str) -> Result<Url, ProviderError> {
+    fn next_page(&self, operation: &'static str, link: &str) -> Result<Url, ProviderError> {
         match Url::parse(link) {
             Ok(absolute) => {
                 let mut url = self.url(operation, absolute.path())?;
@@ -110,6 +110,34 @@ impl ApiClient {
             }
             Err(_) => self.url(operation, link),
         }
+    }
+
+    /// Reads the page at `first` (a path and query) and every page it links to, in order:
+    /// `read` takes what each page holds and returns its link to the next (`None` or empty on
+    /// the last). Links are followed on the configured host only; a page linking to itself, or
+    /// more than `max_pages` pages, is a malformed answer.
+    pub async fn follow_pages<P: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        first: &str,
+        max_pages: usize,
+        mut read: impl FnMut(P) -> Option<String> + Send,
+    ) -> Result<(), ProviderError> {
+        let mut url = self.url(operation, first)?;
+        for _ in 0..max_pages {
+            let page: P = self.get_json(operation, &url).await?;
+            match read(page).filter(|link| !link.is_empty()) {
+                None => return Ok(()),
+                Some(link) => {
+                    let next = self.next_page(operation, &link)?;
+                    if next == url {
+                        return Err(self.malformed(operation, "next_page_uri links to itself"));
+                    }
+                    url = next;
+                }
+            }
+        }
+        Err(self.malformed(operation, format!("more than {max_pages} pages")))
     }
 
     pub async fn get_json<T: DeserializeOwned>(

@@ -165,30 +165,14 @@ impl Inventory for Twilio {
 
     async fn owned_numbers(&self) -> Result<Listing, ProviderError> {
         let first = self.account_path(&format!("IncomingPhoneNumbers.json?PageSize={PAGE_SIZE}"));
-        let mut url = self.api.url(LIST, &first)?;
         let mut listing = Listing::default();
-        for _ in 0..MAX_PAGES {
-            let page: NumbersPage = self.api.get_json(LIST, &url).await?;
-            for entry in page.incoming_phone_numbers {
-                match read_number(entry) {
-                    Some(n) => listing.numbers.push(n),
-                    None => listing.unreadable += 1,
-                }
-            }
-            match page.next_page_uri.filter(|l| !l.is_empty()) {
-                None => return Ok(listing),
-                Some(link) => {
-                    let next = self.api.next_page(LIST, &link)?;
-                    if next == url {
-                        return Err(self.api.malformed(LIST, "next_page_uri links to itself"));
-                    }
-                    url = next;
-                }
-            }
-        }
-        Err(self
-            .api
-            .malformed(LIST, format!("more than {MAX_PAGES} pages")))
+        self.api
+            .follow_pages(LIST, &first, MAX_PAGES, |page: NumbersPage| {
+                listing.extend(page.incoming_phone_numbers.into_iter().map(read_number));
+                page.next_page_uri
+            })
+            .await?;
+        Ok(listing)
     }
 }
 
