@@ -65,23 +65,25 @@ pub struct Buying {
     pub lease: Duration,
 }
 
-/// What a run did, returned to the invoker and logged.
-#[derive(Debug, Clone, Default, Serialize)]
+/// What a run did, returned to the invoker and logged. Errors are typed here and written out
+/// as their messages.
+#[derive(Debug, Default, Serialize)]
 pub struct RefreshSummary {
     pub providers: Vec<ProviderSummary>,
     pub markets: Vec<MarketSummary>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct ProviderSummary {
     pub provider: String,
     pub listed: usize,
     pub unreadable: usize,
     /// Why the provider could not be asked; its numbers were left as they were.
-    pub error: Option<String>,
+    #[serde(serialize_with = "as_message")]
+    pub error: Option<ProviderError>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct MarketSummary {
     pub market: String,
     pub added: usize,
@@ -104,9 +106,41 @@ pub struct MarketSummary {
     pub needed: u32,
     pub bought: u32,
     /// Why buying stopped short, if it did.
-    pub buying_stopped: Option<String>,
+    #[serde(serialize_with = "as_message")]
+    pub buying_stopped: Option<BuyingStopped>,
     /// Why the market could not be refreshed.
-    pub error: Option<String>,
+    #[serde(serialize_with = "as_message")]
+    pub error: Option<StoreError>,
+}
+
+/// Why a market bought fewer numbers than it needed, or none.
+#[derive(Debug, thiserror::Error)]
+pub enum BuyingStopped {
+    /// This run bought as many as `VNMASK_POOL_BUY_PER_RUN` allows.
+    #[error("per-run cap reached")]
+    RunCap,
+    /// This month's purchases reached `VNMASK_POOL_BUY_PER_MONTH`.
+    #[error("monthly cap reached")]
+    MonthlyCap,
+    /// Another run holds the market's buying lease.
+    #[error("another run is buying")]
+    AnotherRunBuying,
+    #[error("too few numbers on offer")]
+    TooFewOnOffer,
+    /// Searching for numbers on offer, or buying one, failed.
+    #[error(transparent)]
+    Provider(ProviderError),
+}
+
+/// An error of the summary as its message, the way invokers and logs read it.
+fn as_message<E: std::fmt::Display, S: serde::Serializer>(
+    error: &Option<E>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    error
+        .as_ref()
+        .map(ToString::to_string)
+        .serialize(serializer)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,7 +245,7 @@ impl Refresher {
                 .await;
             if let Err(e) = refreshed {
                 tracing::error!(market = %market, error = %e, "market not refreshed");
-                m.error = Some(e.to_string());
+                m.error = Some(e);
             }
             summary.markets.push(m);
         }
@@ -374,7 +408,7 @@ impl Refresher {
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
         if run.buy_left == 0 {
-            summary.buying_stopped = Some("per-run cap reached".into());
+            summary.buying_stopped = Some(BuyingStopped::RunCap);
             return Ok(());
         }
         let lease = format!("pool-buy-{market}");
@@ -386,7 +420,7 @@ impl Refresher {
             == LeaseTake::Held
         {
             tracing::info!(market = %market, "another run is buying for this market");
-            summary.buying_stopped = Some("another run is buying".into());
+            summary.buying_stopped = Some(BuyingStopped::AnotherRunBuying);
             return Ok(());
         }
         let bought = self
@@ -428,7 +462,7 @@ impl Refresher {
             Ok(offered) => offered,
             Err(e) => {
                 tracing::warn!(market = %market, error = %e, "no numbers on offer");
-                summary.buying_stopped = Some(e.to_string());
+                summary.buying_stopped = Some(BuyingStopped::Provider(e));
                 return Ok(());
             }
         };
@@ -444,7 +478,7 @@ impl Refresher {
                 == PurchaseCount::AtCap
             {
                 tracing::warn!(market = %market, per_month = buying.per_month, "monthly purchase cap reached");
-                summary.buying_stopped = Some("monthly cap reached".into());
+                summary.buying_stopped = Some(BuyingStopped::MonthlyCap);
                 break;
             }
             let listed = match vendor.buy_number(&number, &buying.webhooks).await {
@@ -454,7 +488,7 @@ impl Refresher {
                         tracing::warn!(error = %e, "failed purchase still counted this month");
                     }
                     tracing::warn!(market = %market, number = %number, error = %e, "purchase failed");
-                    summary.buying_stopped = Some(e.to_string());
+                    summary.buying_stopped = Some(BuyingStopped::Provider(e));
                     break;
                 }
             };
@@ -476,9 +510,9 @@ impl Refresher {
         }
         if summary.buying_stopped.is_none() {
             if summary.bought < want {
-                summary.buying_stopped = Some("too few numbers on offer".into());
+                summary.buying_stopped = Some(BuyingStopped::TooFewOnOffer);
             } else if run.buy_left == 0 {
-                summary.buying_stopped = Some("per-run cap reached".into());
+                summary.buying_stopped = Some(BuyingStopped::RunCap);
             }
         }
         Ok(())
@@ -517,7 +551,7 @@ fn provider_summary(
                 provider: provider.as_str().to_owned(),
                 listed: 0,
                 unreadable: 0,
-                error: Some(e.to_string()),
+                error: Some(e.clone()),
             }
         }
     }
@@ -581,5 +615,42 @@ impl ProviderSummary {
             .count("ProviderFailed", u64::from(self.error.is_some()))
             .count("ProviderNumbers", self.listed as u64)
             .count("ProviderUnreadable", self.unreadable as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_writes_its_errors_as_their_messages() {
+        let summary = RefreshSummary {
+            providers: vec![ProviderSummary {
+                provider: "twilio".into(),
+                listed: 0,
+                unreadable: 0,
+                error: Some(ProviderError::Timeout {
+                    provider: "twilio".parse().unwrap(),
+                    operation: "IncomingPhoneNumbers list",
+                }),
+            }],
+            markets: vec![MarketSummary {
+                market: "US".into(),
+                buying_stopped: Some(BuyingStopped::MonthlyCap),
+                error: Some(StoreError::Throttled),
+                ..MarketSummary::default()
+            }],
+        };
+
+        let json = serde_json::to_value(&summary).unwrap();
+
+        assert_eq!(
+            json["providers"][0]["error"],
+            "twilio: IncomingPhoneNumbers list did not answer within the timeout"
+        );
+        assert_eq!(json["markets"][0]["buying_stopped"], "monthly cap reached");
+        assert_eq!(json["markets"][0]["error"], "store throttled the request");
+        let healthy = serde_json::to_value(MarketSummary::default()).unwrap();
+        assert!(healthy["error"].is_null() && healthy["buying_stopped"].is_null());
     }
 }

@@ -18,7 +18,7 @@ use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
 use vnmask::pool::{ListedNumber, Listing};
 
 /// Why a provider could not be asked. Never carries credentials.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     #[error("{provider}: {operation} answered HTTP {status}")]
     Status {
