@@ -3,10 +3,13 @@
 //! Key material is wrapped by KMS and unwrapped once per cold start ([`Vault::unwrap_with_kms`]);
 //! after that every operation is local, so routing a call never waits on KMS.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
+use aws_sdk_kms::error::DisplayErrorContext;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::DataKeySpec;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -93,29 +96,15 @@ impl Vault {
         wrapped_data_keys: &BTreeMap<String, Vec<u8>>,
         current: &str,
     ) -> Result<Self, CryptoError> {
-        let unwrap = |name: String, blob: Vec<u8>| async move {
-            let out = kms
-                .decrypt()
-                .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(blob))
-                .encryption_context("purpose", "vnmask")
-                .encryption_context("key", name.clone())
-                .send()
-                .await
-                .map_err(|e| CryptoError::Kms {
-                    name: name.clone(),
-                    reason: aws_sdk_kms::error::DisplayErrorContext(e).to_string(),
-                })?;
-            let plain = out.plaintext.ok_or_else(|| CryptoError::Kms {
-                name: name.clone(),
-                reason: "no plaintext".into(),
-            })?;
-            Ok::<_, CryptoError>((name, plain.into_inner()))
+        let unwrap = |name: String, wrapped| async move {
+            let plain = kms_key(kms, &name, KmsCall::Unwrap(wrapped)).await?;
+            Ok::<_, CryptoError>((name, plain))
         };
-        let mut jobs = vec![unwrap("hmac".to_owned(), wrapped_hmac_key.to_vec())];
+        let mut jobs = vec![unwrap("hmac".to_owned(), wrapped_hmac_key)];
         jobs.extend(
             wrapped_data_keys
                 .iter()
-                .map(|(n, b)| unwrap(format!("data:{n}"), b.clone())),
+                .map(|(n, b)| unwrap(format!("data:{n}"), b.as_slice())),
         );
         let mut unwrapped = futures_util::future::try_join_all(jobs).await?.into_iter();
         let (_, hmac_key) = unwrapped
@@ -134,29 +123,11 @@ impl Vault {
         kms_key_id: &str,
         data_key: &str,
     ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
-        let generate = |name: String| async move {
-            let out = kms
-                .generate_data_key()
-                .key_id(kms_key_id)
-                .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
-                .encryption_context("purpose", "vnmask")
-                .encryption_context("key", name.clone())
-                .send()
-                .await
-                .map_err(|e| CryptoError::Kms {
-                    name: name.clone(),
-                    reason: aws_sdk_kms::error::DisplayErrorContext(e).to_string(),
-                })?;
-            out.ciphertext_blob
-                .map(|b| b.into_inner())
-                .ok_or(CryptoError::Kms {
-                    name,
-                    reason: "no ciphertext".into(),
-                })
-        };
+        let generate = KmsCall::Generate { kms_key_id };
+        let data_name = format!("data:{data_key}");
         let (hmac, data) = tokio::try_join!(
-            generate("hmac".to_owned()),
-            generate(format!("data:{data_key}"))
+            kms_key(kms, "hmac", generate),
+            kms_key(kms, &data_name, generate)
         )?;
         Ok((hmac, data))
     }
@@ -218,6 +189,58 @@ impl Vault {
     pub fn current_key(&self) -> &str {
         &self.current
     }
+}
+
+/// What to ask KMS for one of our keys.
+#[derive(Clone, Copy)]
+enum KmsCall<'a> {
+    /// `Decrypt` a wrapped key: the answer is the key.
+    Unwrap(&'a [u8]),
+    /// `GenerateDataKey` (AES-256) under the KMS key `kms_key_id`: the answer is the wrapped key.
+    Generate { kms_key_id: &'a str },
+}
+
+/// The one KMS call for the key `name` (`hmac`, `data:<name>`), bound to it by the encryption
+/// context `purpose=vnmask, key=<name>`: any failure, or an answer without the blob asked for,
+/// is [`CryptoError::Kms`] naming the key.
+async fn kms_key(
+    kms: &aws_sdk_kms::Client,
+    name: &str,
+    call: KmsCall<'_>,
+) -> Result<Vec<u8>, CryptoError> {
+    let failed = |reason: String| CryptoError::Kms {
+        name: name.to_owned(),
+        reason,
+    };
+    let context = Some(HashMap::from([
+        ("purpose".to_owned(), "vnmask".to_owned()),
+        ("key".to_owned(), name.to_owned()),
+    ]));
+    let (blob, missing) = match call {
+        KmsCall::Unwrap(wrapped) => (
+            kms.decrypt()
+                .ciphertext_blob(Blob::new(wrapped))
+                .set_encryption_context(context)
+                .send()
+                .await
+                .map_err(|e| failed(DisplayErrorContext(e).to_string()))?
+                .plaintext,
+            "no plaintext",
+        ),
+        KmsCall::Generate { kms_key_id } => (
+            kms.generate_data_key()
+                .key_id(kms_key_id)
+                .key_spec(DataKeySpec::Aes256)
+                .set_encryption_context(context)
+                .send()
+                .await
+                .map_err(|e| failed(DisplayErrorContext(e).to_string()))?
+                .ciphertext_blob,
+            "no ciphertext",
+        ),
+    };
+    blob.map(Blob::into_inner)
+        .ok_or_else(|| failed(missing.to_owned()))
 }
 
 #[cfg(test)]
