@@ -10,7 +10,7 @@
 //! - [`providers`]: each telecom provider's request format, signature and answer (pure)
 //! - [`aws`]: SDK configuration shared by the functions
 //! - [`config`]: typed configuration from the environment
-//! - [`telemetry`]: CloudWatch embedded-metric-format (EMF) metrics
+//! - [`telemetry`]: CloudWatch embedded-metric-format (EMF) metrics and the panic hook
 
 pub mod assignment;
 pub mod aws;

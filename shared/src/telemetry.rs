@@ -1,12 +1,22 @@
-//! CloudWatch metrics in the embedded metric format (EMF): one JSON line on stdout per
-//! batch of metrics, which Lambda's log pipeline turns into metrics with no API call.
-//! Dimensions and values are ours to choose: never put a phone number in either.
+//! What the functions tell operators besides their logs: CloudWatch metrics in the embedded
+//! metric format (EMF), one JSON line on stdout per batch of metrics, which Lambda's log
+//! pipeline turns into metrics with no API call (dimensions and values are ours to choose: never
+//! put a phone number in either); and the panic hook every function installs.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
 pub const NAMESPACE: &str = "vnmask";
+
+/// Replaces the default panic hook, which prints the panic message (and a message can quote
+/// anything, a real number included), with one error line that says where, never what.
+/// Every function's `main` calls it once, before serving.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(location = ?info.location(), "panic");
+    }));
+}
 
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {

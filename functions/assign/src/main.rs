@@ -12,10 +12,7 @@ use vnmask::config::{assign_settings, Env, StoreConfig};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    // The default hook prints the panic message, which could quote anything; the location is enough.
-    std::panic::set_hook(Box::new(|info| {
-        tracing::error!(location = ?info.location(), "panic");
-    }));
+    vnmask::telemetry::install_panic_hook();
 
     let store_config = StoreConfig::from_source(&Env)?;
     let settings = assign_settings(&Env)?;

@@ -11,6 +11,7 @@ use vnmask::config::Env;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
+    vnmask::telemetry::install_panic_hook();
     let config = Config::from_source(&Env)?;
     let sdk = sdk_config(SdkTimeouts::BACKGROUND).await;
     let store = Arc::new(config.store.connect(&sdk).await?);

@@ -10,6 +10,7 @@ use webhook::{router, InteractionQueue, Webhook, WebhookConfig};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
+    vnmask::telemetry::install_panic_hook();
     let config = WebhookConfig::from_source(&Env)?;
     let store_config = StoreConfig::from_source(&Env)?;
     // Interactive timeouts: a DynamoDB outage must still let a call be refused within 2 s.
