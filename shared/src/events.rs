@@ -191,27 +191,78 @@ pub enum EventError {
     Participants(#[from] SessionError),
 }
 
-impl EventError {
-    /// A stable, machine-readable reason code (docs/events.md lists them).
-    pub fn reason(&self) -> &'static str {
+/// Why an event can never be applied: the reason a dead-lettered message carries
+/// (`vnmask_reason`; docs/events.md lists the codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The body is not a JSON object.
+    MalformedJson,
+    /// A required field is missing, or a value has the wrong type or form.
+    SchemaViolation,
+    /// A `phone` is not E.164 or not a valid number for its country.
+    InvalidPhone,
+    /// `market` is not a country code, or not a served market.
+    UnknownMarket,
+    /// The same person (`user_id` or `phone`) appears twice.
+    PersonTwice,
+    /// More participants than an order may have.
+    TooManyParticipants,
+    /// The store refused the change for good (e.g. an unreadable stored session).
+    StoreRejected,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::MalformedJson,
+        RejectReason::SchemaViolation,
+        RejectReason::InvalidPhone,
+        RejectReason::UnknownMarket,
+        RejectReason::PersonTwice,
+        RejectReason::TooManyParticipants,
+        RejectReason::StoreRejected,
+    ];
+
+    /// The stable, machine-readable code, for message attributes, logs and metrics.
+    pub fn as_str(self) -> &'static str {
         match self {
-            EventError::Malformed(_) | EventError::NotAnObject => "malformed_json",
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::SchemaViolation => "schema_violation",
+            RejectReason::InvalidPhone => "invalid_phone",
+            RejectReason::UnknownMarket => "unknown_market",
+            RejectReason::PersonTwice => "person_twice",
+            RejectReason::TooManyParticipants => "too_many_participants",
+            RejectReason::StoreRejected => "store_rejected",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EventError {
+    /// Why the event is dead-lettered.
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            EventError::Malformed(_) | EventError::NotAnObject => RejectReason::MalformedJson,
             EventError::Missing(_) | EventError::Invalid(_) | EventError::VersionTooLarge => {
-                "schema_violation"
+                RejectReason::SchemaViolation
             }
-            EventError::InvalidPhone(_) => "invalid_phone",
-            EventError::InvalidMarket => "unknown_market",
+            EventError::InvalidPhone(_) => RejectReason::InvalidPhone,
+            EventError::InvalidMarket => RejectReason::UnknownMarket,
             EventError::Participants(e) => participants_reason(e),
         }
     }
 }
 
-/// The reason code of an invalid participant list.
-pub fn participants_reason(e: &SessionError) -> &'static str {
+/// Why an invalid participant list is dead-lettered.
+pub fn participants_reason(e: &SessionError) -> RejectReason {
     match e {
-        SessionError::PersonTwice { .. } => "person_twice",
-        SessionError::TooManyParticipants(_) => "too_many_participants",
-        _ => "schema_violation",
+        SessionError::PersonTwice { .. } => RejectReason::PersonTwice,
+        SessionError::TooManyParticipants(_) => RejectReason::TooManyParticipants,
+        _ => RejectReason::SchemaViolation,
     }
 }
 
@@ -356,7 +407,7 @@ mod tests {
         ];
         for (body, reason) in cases {
             let err = OrderEvent::parse(body).unwrap_err();
-            assert_eq!(err.reason(), reason, "{body}: {err}");
+            assert_eq!(err.reason().as_str(), reason, "{body}: {err}");
         }
     }
 
@@ -389,7 +440,10 @@ mod tests {
         let mut v: Value = serde_json::from_str(ASSIGNED).unwrap();
         v["participants"][1]["phone"] = "+919812345678".into();
         assert_eq!(
-            OrderEvent::parse(&v.to_string()).unwrap_err().reason(),
+            OrderEvent::parse(&v.to_string())
+                .unwrap_err()
+                .reason()
+                .as_str(),
             "person_twice"
         );
         let crowd: Vec<Value> = (0..7)
@@ -398,7 +452,8 @@ mod tests {
         assert_eq!(
             OrderEvent::parse(&with("participants", crowd.into()))
                 .unwrap_err()
-                .reason(),
+                .reason()
+                .as_str(),
             "too_many_participants"
         );
     }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use vnmask::assignment::{AssignError, Assigner, OrderChange, Outcome};
 use vnmask::domain::{self, OrderId};
-use vnmask::events::{participants_reason, EventError, OrderEvent};
+use vnmask::events::{participants_reason, EventError, OrderEvent, RejectReason};
 use vnmask::telemetry::{MetricSet, Unit};
 
 pub use config::QueueConfig;
@@ -44,7 +44,7 @@ pub enum RecordOutcome {
     /// Permanently invalid: sent to the dead-letter queue, then acknowledged.
     DeadLettered(Rejection),
     /// Reported as a batch item failure, so that SQS delivers it again.
-    Retry { reason: &'static str },
+    Retry { reason: RetryReason },
 }
 
 impl RecordOutcome {
@@ -125,7 +125,7 @@ impl BatchReport {
             notify_failed += u64::from(r.notify_failed);
             match r.outcome {
                 RecordOutcome::Retry {
-                    reason: reason::POOL_EXHAUSTED,
+                    reason: RetryReason::PoolExhausted,
                 } => {
                     exhausted += 1;
                     retried += 1;
@@ -164,15 +164,50 @@ impl BatchReport {
     }
 }
 
-/// Reason codes of records left for retry (docs/events.md).
-pub mod reason {
-    pub const POOL_EXHAUSTED: &str = "pool_exhausted";
-    pub const CONTENTION: &str = "contention";
-    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
-    pub const DEAD_LETTER_UNAVAILABLE: &str = "dead_letter_unavailable";
+/// Why a record is left for SQS to deliver again (docs/events.md lists the codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// No number is free for a pair; a pool refresh may add some.
+    PoolExhausted,
+    /// Commits lost to concurrent orders as many times as allowed.
+    Contention,
+    /// The store is throttling or timing out.
+    StoreUnavailable,
+    /// The record is permanently invalid, but the dead-letter queue refused it.
+    DeadLetterUnavailable,
     /// An earlier record of the same FIFO message group is left for retry.
-    pub const HELD_BACK: &str = "held_back";
-    pub const PANICKED: &str = "panicked";
+    HeldBack,
+    /// The order's task panicked (a bug); the batch's other orders are unaffected.
+    Panicked,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 6] = [
+        RetryReason::PoolExhausted,
+        RetryReason::Contention,
+        RetryReason::StoreUnavailable,
+        RetryReason::DeadLetterUnavailable,
+        RetryReason::HeldBack,
+        RetryReason::Panicked,
+    ];
+
+    /// The stable, machine-readable code, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::PoolExhausted => "pool_exhausted",
+            RetryReason::Contention => "contention",
+            RetryReason::StoreUnavailable => "store_unavailable",
+            RetryReason::DeadLetterUnavailable => "dead_letter_unavailable",
+            RetryReason::HeldBack => "held_back",
+            RetryReason::Panicked => "panicked",
+        }
+    }
+}
+
+impl std::fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The handler: cheap to clone, built once per cold start.
@@ -352,7 +387,7 @@ impl AssignHandler {
                     Finished::new(
                         index,
                         RecordOutcome::Retry {
-                            reason: reason::PANICKED,
+                            reason: RetryReason::Panicked,
                         },
                     )
                 });
@@ -378,7 +413,7 @@ impl Inner {
         for record in &group.records {
             let f = if held_back {
                 let outcome = RecordOutcome::Retry {
-                    reason: reason::HELD_BACK,
+                    reason: RetryReason::HeldBack,
                 };
                 log(record, &outcome, 0);
                 Finished::new(record.index, outcome)
@@ -440,11 +475,11 @@ impl Inner {
             Err(e) if e.is_transient() => {
                 tracing::warn!(order_id = %event.order_id, version = event.version, error = %e, "transient failure");
                 let (reason, contention_retries) = match &e {
-                    AssignError::PoolExhausted(_) => (reason::POOL_EXHAUSTED, 0),
+                    AssignError::PoolExhausted(_) => (RetryReason::PoolExhausted, 0),
                     AssignError::Contention { attempts } => {
-                        (reason::CONTENTION, attempts.saturating_sub(1))
+                        (RetryReason::Contention, attempts.saturating_sub(1))
                     }
-                    _ => (reason::STORE_UNAVAILABLE, 0),
+                    _ => (RetryReason::StoreUnavailable, 0),
                 };
                 Finished {
                     contention_retries,
@@ -479,20 +514,20 @@ impl Inner {
         match self.outbox.dead_letter(&letter).await {
             Ok(()) => RecordOutcome::DeadLettered(rejection),
             Err(e) => {
-                tracing::error!(message_id = source_message_id, reason = rejection.reason, error = %e, "dead-letter queue refused the record");
+                tracing::error!(message_id = source_message_id, reason = rejection.reason.as_str(), error = %e, "dead-letter queue refused the record");
                 RecordOutcome::Retry {
-                    reason: reason::DEAD_LETTER_UNAVAILABLE,
+                    reason: RetryReason::DeadLetterUnavailable,
                 }
             }
         }
     }
 }
 
-fn permanent_reason(e: &AssignError) -> &'static str {
+fn permanent_reason(e: &AssignError) -> RejectReason {
     match e {
         AssignError::Invalid(e) => participants_reason(e),
-        AssignError::UnknownMarket(_) => "unknown_market",
-        _ => "store_rejected",
+        AssignError::UnknownMarket(_) => RejectReason::UnknownMarket,
+        _ => RejectReason::StoreRejected,
     }
 }
 
@@ -512,7 +547,7 @@ fn log(record: &Record, outcome: &RecordOutcome, contention_retries: u32) {
             version,
             event_type,
             outcome = outcome.label(),
-            reason = r.reason,
+            reason = r.reason.as_str(),
             detail = %r.detail,
             "event rejected"
         ),
@@ -523,7 +558,7 @@ fn log(record: &Record, outcome: &RecordOutcome, contention_retries: u32) {
             version,
             event_type,
             outcome = outcome.label(),
-            reason,
+            reason = reason.as_str(),
             contention_retries,
             "event left for redelivery"
         ),

@@ -4,8 +4,8 @@
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde::Serialize;
-use vnmask::domain::{Market, OrderId, Role, Session, UserId, VnNumber};
-use vnmask::events::EventId;
+use vnmask::domain::{Market, OrderId, Role, Session, UserId, VirtualNumber};
+use vnmask::events::{EventId, RejectReason};
 
 use crate::config::{is_fifo, QueueConfig};
 
@@ -24,7 +24,7 @@ pub mod attribute {
 /// Why an event can never be applied, as the dead-letter queue records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    pub reason: &'static str,
+    pub reason: RejectReason,
     /// Safe to show and log: names fields, never values.
     pub detail: String,
 }
@@ -70,7 +70,7 @@ pub struct ContactNumber {
     pub user_id: UserId,
     pub role: Role,
     /// What the participant sees for them and dials to reach them.
-    pub number: VnNumber,
+    pub number: VirtualNumber,
 }
 
 impl NumbersAssigned {
@@ -146,7 +146,7 @@ impl Outbox {
             .send_message()
             .queue_url(&self.dead_letter_url)
             .message_body(body)
-            .message_attributes(attribute::REASON, text(letter.rejection.reason)?)
+            .message_attributes(attribute::REASON, text(letter.rejection.reason.as_str())?)
             .message_attributes(attribute::DETAIL, text(&letter.rejection.detail)?)
             .message_attributes(
                 attribute::SOURCE_MESSAGE_ID,

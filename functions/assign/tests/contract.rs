@@ -2,9 +2,10 @@
 
 mod common;
 
+use assign::RetryReason;
 use common::*;
 use serde_json::Value;
-use vnmask::events::OrderEvent;
+use vnmask::events::{OrderEvent, RejectReason};
 
 /// Rules the schema cannot express; the parser enforces them (docs/events.md).
 const BEYOND_THE_SCHEMA: [&str; 3] = ["invalid_phone", "person_twice", "unknown_market"];
@@ -35,7 +36,7 @@ fn schema_and_parser_agree_on_every_fixture_body() {
                 (Err(_), false) => refused_by_both += 1,
                 (Err(e), true) => {
                     assert!(
-                        BEYOND_THE_SCHEMA.contains(&e.reason()),
+                        BEYOND_THE_SCHEMA.contains(&e.reason().as_str()),
                         "{name}[{i}]: schema accepts what the parser refuses: {e}"
                     );
                     beyond += 1;
@@ -51,9 +52,8 @@ fn schema_and_parser_agree_on_every_fixture_body() {
 
 /// The ```json blocks of docs/events.md.
 fn documented_examples() -> Vec<Value> {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/events.md");
-    let text = std::fs::read_to_string(path).unwrap();
-    text.split("```json")
+    events_doc()
+        .split("```json")
         .skip(1)
         .map(|block| {
             let json = block.split("```").next().unwrap();
@@ -99,4 +99,49 @@ fn schema_refuses_a_wrong_notification() {
         !notices.is_valid(&leaky),
         "no field may carry a real number"
     );
+}
+
+/// docs/events.md.
+fn events_doc() -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/events.md");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn dead_letter_reasons_are_the_documented_ones() {
+    let doc = events_doc();
+    let table = doc
+        .split("| reason | cause |")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("docs/events.md has the dead-letter reason table");
+    let documented: Vec<&str> = table
+        .lines()
+        .filter_map(|row| row.strip_prefix("| `"))
+        .filter_map(|row| row.split('`').next())
+        .collect();
+    let ours: Vec<&str> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(documented, ours);
+}
+
+#[test]
+fn retry_reasons_are_the_documented_ones() {
+    let doc = events_doc();
+    let section = doc
+        .split("### Left for retry")
+        .nth(1)
+        .and_then(|rest| rest.split("\n#").next())
+        .expect("docs/events.md says why records are left for retry");
+    let mut documented: Vec<&str> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| {
+            *code != "reason" && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .collect();
+    documented.sort_unstable();
+    let mut ours: Vec<&str> = RetryReason::ALL.iter().map(|r| r.as_str()).collect();
+    ours.sort_unstable();
+    assert_eq!(documented, ours);
 }

@@ -5,10 +5,10 @@ mod common;
 use std::sync::Arc;
 
 use assign::outbox::attribute;
-use assign::{reason, RecordOutcome};
+use assign::{RecordOutcome, RetryReason};
 use common::*;
 use serde_json::{json, Value};
-use vnmask::domain::VnNumber;
+use vnmask::domain::VirtualNumber;
 use vnmask::routing::live_route;
 use vnmask_tests::{now, participant, FaultyStore};
 
@@ -160,7 +160,7 @@ async fn numbers_assigned_tells_each_participant_the_number_for_each_contact() {
         list.sort();
         list
     };
-    let entry = |user: &str, role: &str, vn: &VnNumber| {
+    let entry = |user: &str, role: &str, vn: &VirtualNumber| {
         (user.to_owned(), role.to_owned(), vn.as_str().to_owned())
     };
     assert_eq!(latest["type"], "NumbersAssigned");
@@ -318,7 +318,7 @@ async fn every_kind_of_invalid_event_is_dead_lettered_with_its_reason() {
         .records
         .iter()
         .map(|r| match &r.outcome {
-            RecordOutcome::DeadLettered(rejection) => rejection.reason,
+            RecordOutcome::DeadLettered(rejection) => rejection.reason.as_str(),
             other => panic!("{other:?} is not dead-lettered"),
         })
         .collect();
@@ -382,7 +382,7 @@ async fn store_failing_for_some_orders_reports_exactly_their_records() {
     let mut expected = vec![ids[2].clone(), ids[7].clone()];
     expected.sort();
     assert_eq!(failed_ids(&report), expected);
-    assert_eq!(retry_reason(&report, 2), reason::STORE_UNAVAILABLE);
+    assert_eq!(retry_reason(&report, 2), RetryReason::StoreUnavailable);
     let applied = labels(&report).iter().filter(|l| **l == "applied").count();
     assert_eq!(applied, 7);
     assert_eq!(labels(&report)[6], "dead_lettered");
@@ -416,8 +416,8 @@ async fn fifo_record_left_for_retry_holds_back_the_rest_of_its_group() {
         labels(&report),
         ["retry", "applied", "retry", "applied", "retry"]
     );
-    assert_eq!(retry_reason(&report, 0), reason::CONTENTION);
-    assert_eq!(retry_reason(&report, 2), reason::HELD_BACK);
+    assert_eq!(retry_reason(&report, 0), RetryReason::Contention);
+    assert_eq!(retry_reason(&report, 2), RetryReason::HeldBack);
     let mut expected = vec![ids[0].clone(), ids[2].clone(), ids[4].clone()];
     expected.sort();
     assert_eq!(failed_ids(&report), expected);
@@ -453,7 +453,7 @@ async fn panic_in_one_order_leaves_only_that_order_for_retry() {
     let ids = message_ids(&event);
     let report = fx.handler.process(event).await;
     assert_eq!(failed_ids(&report), [ids[3].clone()]);
-    assert_eq!(retry_reason(&report, 3), reason::PANICKED);
+    assert_eq!(retry_reason(&report, 3), RetryReason::Panicked);
     assert_eq!(
         labels(&report).iter().filter(|l| **l == "applied").count(),
         8
@@ -473,7 +473,7 @@ async fn unreachable_dead_letter_queue_leaves_the_poison_for_retry() {
     let ids = message_ids(&event);
     let report = fx.handler.process(event).await;
     assert_eq!(failed_ids(&report), [ids[6].clone()]);
-    assert_eq!(retry_reason(&report, 6), reason::DEAD_LETTER_UNAVAILABLE);
+    assert_eq!(retry_reason(&report, 6), RetryReason::DeadLetterUnavailable);
     assert_eq!(
         labels(&report).iter().filter(|l| **l == "applied").count(),
         9
@@ -497,7 +497,7 @@ async fn exhausted_pool_leaves_the_event_for_retry_and_counts_it() {
         .iter()
         .position(|r| matches!(r.outcome, RecordOutcome::Retry { .. }))
         .unwrap();
-    assert_eq!(retry_reason(&report, exhausted), reason::POOL_EXHAUSTED);
+    assert_eq!(retry_reason(&report, exhausted), RetryReason::PoolExhausted);
     assert_eq!(failed_ids(&report).len(), 1);
     let totals = report
         .metrics()

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use assign::{AssignHandler, BatchReport, Outbox, QueueConfig, RecordOutcome};
+use assign::{AssignHandler, BatchReport, Outbox, QueueConfig, RecordOutcome, RetryReason};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::{Message, QueueAttributeName};
 use serde_json::Value;
 use vnmask::assignment::{AssignSettings, Assigner};
-use vnmask::domain::{OrderId, Participant, VnNumber};
+use vnmask::domain::{OrderId, Participant, VirtualNumber};
 use vnmask::routing::live_route;
 use vnmask::store::{AssignmentStore, Store};
 use vnmask_tests::{local_dynamo, local_sdk, market, pool, seed_pool, LocalDynamo};
@@ -103,7 +103,7 @@ pub fn failed_ids(report: &BatchReport) -> Vec<String> {
     ids
 }
 
-pub fn retry_reason(report: &BatchReport, index: usize) -> &'static str {
+pub fn retry_reason(report: &BatchReport, index: usize) -> RetryReason {
     match report.records[index].outcome {
         RecordOutcome::Retry { reason } => reason,
         ref other => panic!("record {index} is {other:?}, not left for retry"),
@@ -263,7 +263,7 @@ impl Fx {
         from: &Participant,
         to: &Participant,
         at: i64,
-    ) -> VnNumber {
+    ) -> VirtualNumber {
         let session = self
             .store
             .session(&order.parse().unwrap())
