@@ -27,7 +27,7 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome};
-use vnmask::domain::{Participant, Session, VnNumber};
+use vnmask::domain::{Participant, Session, VirtualNumber};
 use vnmask::routing::live_route;
 use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::AssignmentStore;
@@ -232,7 +232,7 @@ fn value_size(v: &AttributeValue) -> usize {
     }
 }
 
-fn number_between(session: &Session, a: &Participant, b: &Participant) -> VnNumber {
+fn number_between(session: &Session, a: &Participant, b: &Participant) -> VirtualNumber {
     session
         .contacts
         .iter()

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vnmask::assignment::{plan_contacts, PlanRequest};
 use vnmask::domain::{
-    Capabilities, ContactPolicy, Market, OrderId, Participant, RealNumber, VnNumber,
+    Capabilities, ContactPolicy, Market, OrderId, Participant, RealNumber, VirtualNumber,
 };
 use vnmask_tests::bench::{publish, target};
 use vnmask_tests::pool;
@@ -169,8 +169,8 @@ fn simulate(orders: &[Order], pool_size: usize) -> Outcome {
     let policy = ContactPolicy::default();
     let phone = RealNumber::parse("+919810000001").unwrap();
     // Each person's live contacts: (number, live until), pruned as time passes.
-    let mut live: HashMap<Person, Vec<(VnNumber, i64)>> = HashMap::new();
-    let mut calls: HashMap<VnNumber, u64> = HashMap::new();
+    let mut live: HashMap<Person, Vec<(VirtualNumber, i64)>> = HashMap::new();
+    let mut calls: HashMap<VirtualNumber, u64> = HashMap::new();
     let mut failures = 0;
     for (i, order) in orders.iter().enumerate() {
         let (now, until) = (order.start, order.end + GRACE);
@@ -179,7 +179,7 @@ fn simulate(orders: &[Order], pool_size: usize) -> Outcome {
             .iter()
             .map(|&p| participant(p, &phone))
             .collect();
-        let busy: Vec<HashSet<VnNumber>> = order
+        let busy: Vec<HashSet<VirtualNumber>> = order
             .people
             .iter()
             .map(|id| {

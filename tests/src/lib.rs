@@ -20,8 +20,8 @@ use aws_smithy_types::config_bag::ConfigBag;
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::crypto::Vault;
 use vnmask::domain::{
-    Capabilities, Market, OrderId, Participant, RealNumber, Session, UnixTime, VirtualNumber,
-    VnNumber,
+    Capabilities, Market, OrderId, Participant, PoolNumber, RealNumber, Session, UnixTime,
+    VirtualNumber,
 };
 use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::{
@@ -287,15 +287,15 @@ impl LocalDynamo {
 }
 
 /// A numbered pool of `count` active voice+SMS numbers in `market` (`+9111400000NN` style for IN).
-pub fn pool(market: &str, count: usize) -> Vec<VirtualNumber> {
+pub fn pool(market: &str, count: usize) -> Vec<PoolNumber> {
     let prefix = match market {
         "IN" => "+91114000",
         "US" => "+1415555",
         other => panic!("no test numbering for market {other}"),
     };
     (0..count)
-        .map(|i| VirtualNumber {
-            number: VnNumber::parse(&format!("{prefix}{:04}", 1000 + i)).unwrap(),
+        .map(|i| PoolNumber {
+            number: VirtualNumber::parse(&format!("{prefix}{:04}", 1000 + i)).unwrap(),
             provider: "static".parse().unwrap(),
             market: market.parse().unwrap(),
             capabilities: Capabilities::VOICE_AND_SMS,
@@ -304,7 +304,7 @@ pub fn pool(market: &str, count: usize) -> Vec<VirtualNumber> {
         .collect()
 }
 
-pub async fn seed_pool(store: &dyn Store, numbers: &[VirtualNumber]) {
+pub async fn seed_pool(store: &dyn Store, numbers: &[PoolNumber]) {
     for n in numbers {
         store.put_number(n).await.unwrap();
     }
@@ -365,7 +365,7 @@ impl AssignmentStore for FaultyStore {
         self.inner.live_contacts(person, now).await
     }
 
-    async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError> {
+    async fn pool(&self, market: &Market) -> Result<Vec<PoolNumber>, StoreError> {
         self.inner.pool(market).await
     }
 
@@ -401,13 +401,13 @@ impl PoolStore for FaultyStore {
         self.inner.pool_entries(market).await
     }
 
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
+    async fn put_number(&self, number: &PoolNumber) -> Result<(), StoreError> {
         self.inner.put_number(number).await
     }
 
     async fn put_number_if(
         &self,
-        number: &VirtualNumber,
+        number: &PoolNumber,
         expected: Option<u64>,
     ) -> Result<u64, PoolWriteError> {
         let changed = self

@@ -7,7 +7,7 @@ use std::time::Duration;
 use vnmask::assignment::{
     AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
 };
-use vnmask::domain::{NumberState, Participant, RouteKey, Session, SessionState, VnNumber};
+use vnmask::domain::{NumberState, Participant, RouteKey, Session, SessionState, VirtualNumber};
 use vnmask::routing::live_route;
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::AssignmentStore;
@@ -79,7 +79,7 @@ impl Fx {
         from: &Participant,
         to: &Participant,
         at: i64,
-    ) -> VnNumber {
+    ) -> VirtualNumber {
         let session = self
             .store
             .session(&order.parse().unwrap())

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use vnmask::assignment::{AssignError, Assigner, OrderChange, OrderUpdate, Outcome};
 use vnmask::domain::{
-    Capability, OrderId, Role, Session, SessionState, UnixTime, UserId, VnNumber,
+    Capability, OrderId, Role, Session, SessionState, UnixTime, UserId, VirtualNumber,
 };
 use vnmask::store::{Outage, StoreError};
 
@@ -30,7 +30,7 @@ pub struct ContactView {
     pub role: Role,
     pub user_id: UserId,
     /// What to dial (or text) to reach them.
-    pub virtual_number: VnNumber,
+    pub virtual_number: VirtualNumber,
     pub capabilities: Vec<Capability>,
     /// `None` while the order is active; the end of the grace period once it ended (RFC 3339).
     #[serde(serialize_with = "rfc3339")]
@@ -252,7 +252,7 @@ mod tests {
         Contact {
             a: a.parse().unwrap(),
             b: b.parse().unwrap(),
-            number: VnNumber::parse(vn).unwrap(),
+            number: VirtualNumber::parse(vn).unwrap(),
             capabilities: Capabilities::VOICE_AND_SMS,
         }
     }

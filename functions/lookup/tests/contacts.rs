@@ -8,7 +8,7 @@ use common::{
 };
 use http::StatusCode;
 use serde_json::json;
-use vnmask::domain::{Participant, VnNumber};
+use vnmask::domain::{Participant, VirtualNumber};
 use vnmask::routing::live_route;
 use vnmask_tests::people::{customer, driver, merchant};
 use vnmask_tests::{now, participant};
@@ -326,7 +326,7 @@ async fn real_api_gateway_event_is_answered_for_its_jwt_subject() {
             stored_number(&fx, "ord-1001", &d, &c).await
         )]
     );
-    assert!(VnNumber::parse(&answer.numbers()[0].1).is_ok());
+    assert!(VirtualNumber::parse(&answer.numbers()[0].1).is_ok());
 }
 
 #[tokio::test]

@@ -238,7 +238,7 @@ fn closing_the_schema_catches_an_undocumented_field() {
 /// The webhook's JSON answers come from the shared renderers; their shapes must be the documented ones.
 #[test]
 fn webhook_json_answers_match_the_document() {
-    use vnmask::domain::{RealNumber, Route, VnNumber};
+    use vnmask::domain::{RealNumber, Route, VirtualNumber};
     use vnmask::providers::exotel::{self, ConnectSettings};
     use vnmask::providers::generic;
     use vnmask::routing::{Decision, Refusal};
@@ -246,7 +246,7 @@ fn webhook_json_answers_match_the_document() {
     let doc = openapi();
     let route = Route {
         caller: RealNumber::parse("+919810000001").unwrap(),
-        number: VnNumber::parse("+911140001000").unwrap(),
+        number: VirtualNumber::parse("+911140001000").unwrap(),
         order_id: "ord-1".parse().unwrap(),
         market: "IN".parse().unwrap(),
         caller_role: "customer".parse().unwrap(),

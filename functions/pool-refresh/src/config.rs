@@ -7,7 +7,7 @@ use reqwest::Url;
 use vnmask::config::{
     assign_settings, parsed, required, seconds, ConfigError, Secret, Source, StoreConfig,
 };
-use vnmask::domain::VnNumber;
+use vnmask::domain::VirtualNumber;
 
 use crate::inventory::{
     ExotelAccount, HttpPolicy, StaticList, TwilioAccount, TwilioAuth, TwilioNumberType, Webhooks,
@@ -81,7 +81,7 @@ impl Config {
                 .map(str::trim)
                 .filter(|n| !n.is_empty())
                 .map(|n| {
-                    VnNumber::parse(n).map_err(|e| invalid("VNMASK_POOL_DRAIN", e.to_string()))
+                    VirtualNumber::parse(n).map_err(|e| invalid("VNMASK_POOL_DRAIN", e.to_string()))
                 })
                 .collect::<Result<_, _>>()?,
         };

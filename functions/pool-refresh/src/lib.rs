@@ -19,7 +19,7 @@ use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use vnmask::domain::{
-    Capabilities, Market, NumberState, Provider, UnixTime, VirtualNumber, VnNumber,
+    Capabilities, Market, NumberState, PoolNumber, Provider, UnixTime, VirtualNumber,
 };
 use vnmask::pool::{self, ChangeKind, Listing, PoolHealth, Reconcile};
 use vnmask::store::{
@@ -47,7 +47,7 @@ pub struct RefreshSettings {
     /// What new contacts need of a number (as the assignment policy sees it).
     pub needs: Capabilities,
     /// Numbers operators want drained.
-    pub drain: HashSet<VnNumber>,
+    pub drain: HashSet<VirtualNumber>,
     /// Below this headroom a market needs more numbers.
     pub min_headroom: u32,
     /// `None`: buying is off, and a shortfall is only reported.
@@ -281,7 +281,7 @@ impl Refresher {
         let health = pool::health(market, &numbers, self.settings.needs, peak);
         summary.record_health(&health);
         if let Some(sample) = &run.sample {
-            let routes: Vec<&VnNumber> = sample
+            let routes: Vec<&VirtualNumber> = sample
                 .iter()
                 .filter(|r| &r.market == market)
                 .map(|r| &r.number)
@@ -317,15 +317,15 @@ impl Refresher {
         market: &Market,
         listings: &BTreeMap<Provider, Listing>,
         summary: &mut MarketSummary,
-    ) -> Result<Vec<VirtualNumber>, StoreError> {
+    ) -> Result<Vec<PoolNumber>, StoreError> {
         let mut current = Vec::new();
         for pass in 1..=MAX_PASSES {
             let entries = self.store.pool_entries(market).await?;
-            let versions: HashMap<&VnNumber, u64> = entries
+            let versions: HashMap<&VirtualNumber, u64> = entries
                 .iter()
                 .map(|e| (&e.number.number, e.version))
                 .collect();
-            let stored: Vec<VirtualNumber> = entries.iter().map(|e| e.number.clone()).collect();
+            let stored: Vec<PoolNumber> = entries.iter().map(|e| e.number.clone()).collect();
             let changes = pool::reconcile(&Reconcile {
                 market,
                 stored: &stored,
@@ -347,7 +347,7 @@ impl Refresher {
             .buffer_unordered(WRITE_CONCURRENCY)
             .collect()
             .await;
-            let mut written: HashMap<&VnNumber, &VirtualNumber> = HashMap::new();
+            let mut written: HashMap<&VirtualNumber, &PoolNumber> = HashMap::new();
             let mut lost = 0;
             for (change, result) in results {
                 match result {
@@ -387,7 +387,7 @@ impl Refresher {
         Ok(today.unwrap_or(0).max(yesterday.unwrap_or(0)))
     }
 
-    async fn numbers(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError> {
+    async fn numbers(&self, market: &Market) -> Result<Vec<PoolNumber>, StoreError> {
         Ok(self
             .store
             .pool_entries(market)
@@ -454,7 +454,7 @@ impl Refresher {
         if want == 0 {
             return Ok(());
         }
-        let ours: HashSet<&VnNumber> = numbers.iter().map(|v| &v.number).collect();
+        let ours: HashSet<&VirtualNumber> = numbers.iter().map(|v| &v.number).collect();
         let offered = match vendor
             .offered_numbers(market, self.settings.needs, want.saturating_mul(2).max(5))
             .await
@@ -495,7 +495,7 @@ impl Refresher {
             summary.bought += 1;
             run.buy_left -= 1;
             tracing::info!(market = %market, number = %number, provider = %vendor.provider(), "bought a number");
-            let vn = VirtualNumber {
+            let vn = PoolNumber {
                 number,
                 provider: vendor.provider().clone(),
                 market: market.clone(),

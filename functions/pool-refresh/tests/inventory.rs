@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pool_refresh::inventory::{Inventory, ProviderError, Vendor};
-use vnmask::domain::{Capabilities, VnNumber};
+use vnmask::domain::{Capabilities, VirtualNumber};
 use vnmask::pool::Listing;
 use wiremock::matchers::{
     body_string_contains, header, method, path, query_param, query_param_is_missing,
@@ -259,7 +259,7 @@ async fn twilio_offers_only_numbers_of_the_market_with_the_needed_capabilities()
         .await
         .unwrap();
 
-    let offered: Vec<&str> = offered.iter().map(VnNumber::as_str).collect();
+    let offered: Vec<&str> = offered.iter().map(VirtualNumber::as_str).collect();
     assert_eq!(offered, ["+14155552001", "+14155552002", "+14155552003"]);
 }
 
@@ -276,7 +276,7 @@ async fn twilio_purchase_points_the_number_at_our_webhooks() {
     let hooks = buying(1, 1).webhooks;
 
     let bought = twilio(&server)
-        .buy_number(&VnNumber::parse("+14155552000").unwrap(), &hooks)
+        .buy_number(&VirtualNumber::parse("+14155552000").unwrap(), &hooks)
         .await
         .unwrap();
 

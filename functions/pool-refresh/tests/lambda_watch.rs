@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use vnmask::domain::{Capabilities, NumberState, VirtualNumber, VnNumber};
+use vnmask::domain::{Capabilities, NumberState, PoolNumber, VirtualNumber};
 use vnmask::store::{AssignmentStore, PoolStore};
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
 use vnmask_tests::{kms_store, local_sdk};
@@ -16,9 +16,9 @@ use wiremock::MockServer;
 /// A cold target directory can take many minutes to build the binary on 2 cores.
 const BUILD_AND_START: Duration = Duration::from_secs(20 * 60);
 
-fn twilio_number(n: &str) -> VirtualNumber {
-    VirtualNumber {
-        number: VnNumber::parse(n).unwrap(),
+fn twilio_number(n: &str) -> PoolNumber {
+    PoolNumber {
+        number: VirtualNumber::parse(n).unwrap(),
         provider: "twilio".parse().unwrap(),
         market: market("US"),
         capabilities: Capabilities::VOICE_AND_SMS,

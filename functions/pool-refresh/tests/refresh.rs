@@ -12,7 +12,7 @@ use pool_refresh::inventory::{Inventory, ProviderError, StaticList, Vendor};
 use pool_refresh::BuyingStopped;
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::domain::Market;
-use vnmask::domain::{Capabilities, NumberState, VirtualNumber, VnNumber};
+use vnmask::domain::{Capabilities, NumberState, PoolNumber, VirtualNumber};
 use vnmask::store::{
     AssignmentStore, LeaseTake, PoolEntry, PoolStore, PoolUpkeep, PoolWriteError, PurchaseCount,
     PurchaseLedger, SampledRoute, Store, StoreError,
@@ -27,9 +27,9 @@ const VOICE_ONLY: Capabilities = Capabilities {
     sms: false,
 };
 
-fn vn(number: &str, provider: &str, caps: Capabilities, state: NumberState) -> VirtualNumber {
-    let number = VnNumber::parse(number).unwrap();
-    VirtualNumber {
+fn vn(number: &str, provider: &str, caps: Capabilities, state: NumberState) -> PoolNumber {
+    let number = VirtualNumber::parse(number).unwrap();
+    PoolNumber {
         market: number.country().unwrap().clone(),
         number,
         provider: provider.parse().unwrap(),
@@ -38,7 +38,7 @@ fn vn(number: &str, provider: &str, caps: Capabilities, state: NumberState) -> V
     }
 }
 
-fn twilio_vn(number: &str, state: NumberState) -> VirtualNumber {
+fn twilio_vn(number: &str, state: NumberState) -> PoolNumber {
     vn(number, "twilio", Capabilities::VOICE_AND_SMS, state)
 }
 
@@ -103,7 +103,7 @@ async fn reconciliation_adds_retires_and_drains_numbers() {
     let mut settings = settings(&["US"]);
     settings
         .drain
-        .insert(VnNumber::parse("+14155551005").unwrap());
+        .insert(VirtualNumber::parse("+14155551005").unwrap());
     let refresher = refresher(dynamo.store.clone(), vec![twilio(&server)], None, settings);
 
     // WHEN the pool is refreshed
@@ -751,13 +751,13 @@ impl PoolStore for Lockstep {
         entries
     }
 
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
+    async fn put_number(&self, number: &PoolNumber) -> Result<(), StoreError> {
         self.inner.put_number(number).await
     }
 
     async fn put_number_if(
         &self,
-        number: &VirtualNumber,
+        number: &PoolNumber,
         expected: Option<u64>,
     ) -> Result<u64, PoolWriteError> {
         self.inner.put_number_if(number, expected).await

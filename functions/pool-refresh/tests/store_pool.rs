@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use vnmask::domain::{NumberState, VirtualNumber};
+use vnmask::domain::{NumberState, PoolNumber};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::PoolStore;
 use vnmask::store::{LeaseTake, PoolWriteError, PurchaseCount, Store};
@@ -19,8 +19,8 @@ async fn stores() -> Vec<(&'static str, Arc<dyn Store>)> {
     ]
 }
 
-fn draining(v: &VirtualNumber) -> VirtualNumber {
-    VirtualNumber {
+fn draining(v: &PoolNumber) -> PoolNumber {
+    PoolNumber {
         state: NumberState::Draining,
         ..v.clone()
     }

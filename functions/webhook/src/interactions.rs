@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use vnmask::domain::{CallId, Channel};
-use vnmask::domain::{OrderId, UnixTime, VnNumber};
+use vnmask::domain::{OrderId, UnixTime, VirtualNumber};
 use vnmask::routing::{Decision, Refusal, RouteQuery};
 
 /// The provider that asked.
@@ -53,7 +53,7 @@ pub struct Interaction {
     /// The provider's call or message id.
     pub call_id: CallId,
     /// The virtual number dialled, when it is one.
-    pub number: Option<VnNumber>,
+    pub number: Option<VirtualNumber>,
     pub order_id: Option<OrderId>,
     /// Who called whom, by role: `customer->driver`.
     pub direction: Option<String>,
@@ -100,7 +100,7 @@ impl Interaction {
             provider = self.provider.as_str(),
             channel = self.channel.as_str(),
             call_id = self.call_id.as_str(),
-            number = self.number.as_ref().map(VnNumber::as_str),
+            number = self.number.as_ref().map(VirtualNumber::as_str),
             order_id = self.order_id.as_ref().map(OrderId::as_str),
             direction = self.direction.as_deref(),
             outcome = self.outcome.as_str(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use http::Request;
-use vnmask::domain::VnNumber;
+use vnmask::domain::VirtualNumber;
 use vnmask::providers::{exotel, generic};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
@@ -20,7 +20,7 @@ const D: &str = "+919710000001";
 /// The number an attacker would like to be connected to.
 const TARGET: &str = "+14155550100";
 
-async fn fx() -> (axum::Router, VnNumber) {
+async fn fx() -> (axum::Router, VirtualNumber) {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     seed_pool(store.as_ref(), &pool("IN", 1)).await;
     apply(&store, "ord-c", &[customer(1), driver(1)], now()).await;

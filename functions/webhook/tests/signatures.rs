@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use http::Request;
-use vnmask::domain::VnNumber;
+use vnmask::domain::VirtualNumber;
 use vnmask::providers::exotel;
 use vnmask::store::Store;
 use vnmask_tests::people::{customer, driver};
@@ -18,7 +18,7 @@ use common::*;
 struct Fx {
     store: Arc<dyn Store>,
     calls: CallCounter,
-    vn: VnNumber,
+    vn: VirtualNumber,
 }
 
 /// C and D in one order over DynamoDB Local.

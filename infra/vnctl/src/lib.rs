@@ -14,8 +14,8 @@ use vnmask::config::{ConfigError, Env, StoreConfig};
 use vnmask::crypto::{CryptoError, Vault};
 use vnmask::domain::invariant::{Audit, Breach};
 use vnmask::domain::{
-    Capabilities, Capability, Market, NumberState, OrderId, PhoneError, Provider, RealNumber,
-    Session, SessionState, VirtualNumber, VnNumber,
+    Capabilities, Capability, Market, NumberState, OrderId, PhoneError, PoolNumber, Provider,
+    RealNumber, Session, SessionState, VirtualNumber,
 };
 use vnmask::events::OrderEvent;
 use vnmask::providers::twilio;
@@ -419,7 +419,7 @@ async fn show_session(
 
 async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliError> {
     RealNumber::parse(&call.from)?;
-    VnNumber::parse(&call.to)?;
+    VirtualNumber::parse(&call.to)?;
     let token = call
         .auth_token
         .split(',')
@@ -496,7 +496,7 @@ async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, C
                         .map_err(|e| CliError::Usage(e.to_string()))
                 })
                 .transpose()?;
-            let mut numbers: Vec<VirtualNumber> = store
+            let mut numbers: Vec<PoolNumber> = store
                 .pool(&market(&m)?)
                 .await?
                 .into_iter()
@@ -535,7 +535,7 @@ async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, C
             provider,
             capabilities,
         } => {
-            let number = VnNumber::parse(&number)?;
+            let number = VirtualNumber::parse(&number)?;
             let provider: Provider = provider
                 .parse()
                 .map_err(|e| CliError::Usage(format!("{e}")))?;
@@ -550,7 +550,7 @@ async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, C
                 .await?
                 .into_iter()
                 .find(|e| e.number.number == number);
-            let vn = VirtualNumber {
+            let vn = PoolNumber {
                 number,
                 provider,
                 market,
@@ -568,14 +568,14 @@ async fn set_state(
     number: &str,
     state: NumberState,
 ) -> Result<Output, CliError> {
-    let number = VnNumber::parse(number)?;
+    let number = VirtualNumber::parse(number)?;
     let entry = store
         .pool_entries(market)
         .await?
         .into_iter()
         .find(|e| e.number.number == number)
         .ok_or_else(|| CliError::NotFound(format!("{number} is not in the {market} pool")))?;
-    let vn = VirtualNumber {
+    let vn = PoolNumber {
         state,
         ..entry.number
     };
@@ -584,7 +584,7 @@ async fn set_state(
 
 async fn write_number(
     store: &impl Store,
-    vn: &VirtualNumber,
+    vn: &PoolNumber,
     expected: Option<u64>,
 ) -> Result<Output, CliError> {
     match store.put_number_if(vn, expected).await {
@@ -600,7 +600,7 @@ async fn write_number(
     }
 }
 
-fn number_json(n: &VirtualNumber) -> Value {
+fn number_json(n: &PoolNumber) -> Value {
     json!({
         "number": n.number.as_str(),
         "market": n.market.as_str(),

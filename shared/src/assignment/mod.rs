@@ -11,7 +11,7 @@ use rand::Rng;
 
 use crate::domain::{
     validate_participants, Capabilities, Contact, ContactPolicy, Market, OrderId, Participant,
-    RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, VirtualNumber,
+    PoolNumber, RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime,
 };
 use crate::store::{AssignmentStore, CommitError, PairWrite, SessionCommit, StoreError};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
@@ -102,7 +102,7 @@ impl AssignSettings {
     }
 }
 
-type CachedPool = (Instant, Arc<Vec<VirtualNumber>>);
+type CachedPool = (Instant, Arc<Vec<PoolNumber>>);
 
 /// How long a day's recorded live-contacts peak is kept (pool-refresh reads today and yesterday).
 const LIVE_PEAK_RETENTION: i64 = 8 * 24 * 3600;
@@ -409,11 +409,7 @@ impl Assigner {
         }
     }
 
-    async fn pool(
-        &self,
-        market: &Market,
-        fresh: bool,
-    ) -> Result<Arc<Vec<VirtualNumber>>, StoreError> {
+    async fn pool(&self, market: &Market, fresh: bool) -> Result<Arc<Vec<PoolNumber>>, StoreError> {
         let mut pools = self.pools.lock().await;
         if let Some((at, pool)) = pools.get(market) {
             if !fresh && at.elapsed() < self.settings.pool_cache {

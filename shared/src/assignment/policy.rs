@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::domain::{
-    Capabilities, Contact, ContactPolicy, Market, NumberState, OrderId, Participant, Session,
-    VirtualNumber, VnNumber,
+    Capabilities, Contact, ContactPolicy, Market, NumberState, OrderId, Participant, PoolNumber,
+    Session, VirtualNumber,
 };
 
 /// No number may serve a contact pair: every eligible one is already dialled by one of the two.
@@ -34,8 +34,8 @@ pub struct PlanRequest<'a> {
     /// The order's session before this change, if any (for rule 5).
     pub previous: Option<&'a Session>,
     /// For each participant (same index), the numbers they can already dial in other live orders.
-    pub busy: &'a [HashSet<VnNumber>],
-    pub pool: &'a [VirtualNumber],
+    pub busy: &'a [HashSet<VirtualNumber>],
+    pub pool: &'a [PoolNumber],
     pub contact_policy: &'a ContactPolicy,
     pub needs: Capabilities,
 }
@@ -43,11 +43,11 @@ pub struct PlanRequest<'a> {
 /// Plans every contact pair of the order, or says which pair cannot be served.
 pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhausted> {
     let pairs = req.contact_policy.pairs(req.participants);
-    let mut used: Vec<HashSet<VnNumber>> = req.busy.to_vec();
+    let mut used: Vec<HashSet<VirtualNumber>> = req.busy.to_vec();
     used.resize_with(req.participants.len(), HashSet::new);
-    let pool_by_number: HashMap<&VnNumber, &VirtualNumber> =
+    let pool_by_number: HashMap<&VirtualNumber, &PoolNumber> =
         req.pool.iter().map(|v| (&v.number, v)).collect();
-    let mut chosen: Vec<Option<&VirtualNumber>> = vec![None; pairs.len()];
+    let mut chosen: Vec<Option<&PoolNumber>> = vec![None; pairs.len()];
 
     // Rule 5 first, so that kept numbers are not taken by other pairs of this order.
     if let Some(previous) = req.previous {
@@ -62,7 +62,7 @@ pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhauste
         }
     }
 
-    let eligible: Vec<&VirtualNumber> = req
+    let eligible: Vec<&PoolNumber> = req
         .pool
         .iter()
         .filter(|v| v.eligible_for(req.market, req.needs))
@@ -109,8 +109,8 @@ fn kept_number<'p>(
     previous: &Session,
     i: usize,
     j: usize,
-    pool: &HashMap<&VnNumber, &'p VirtualNumber>,
-) -> Option<&'p VirtualNumber> {
+    pool: &HashMap<&VirtualNumber, &'p PoolNumber>,
+) -> Option<&'p PoolNumber> {
     let (a, b) = (&req.participants[i], &req.participants[j]);
     let same_pair = previous
         .contacts
@@ -142,7 +142,7 @@ fn kept_number<'p>(
 
 /// Rendezvous (highest random weight) score: each pair ranks the numbers in its own pseudo-random
 /// order, so pairs spread evenly over the pool without any shared counter to contend on.
-fn spread_score(order: &OrderId, a: &Participant, b: &Participant, number: &VnNumber) -> u64 {
+fn spread_score(order: &OrderId, a: &Participant, b: &Participant, number: &VirtualNumber) -> u64 {
     let mut h = DefaultHasher::new();
     order.hash(&mut h);
     a.user_id.hash(&mut h);

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use super::phone::VnNumber;
+use super::phone::VirtualNumber;
 use super::session::{OrderId, UnixTime};
 
 /// A person as a store identifies them (the HMAC person key in DynamoDB): opaque, and never
@@ -40,7 +40,7 @@ impl fmt::Debug for PersonKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRoute {
     pub caller: PersonKey,
-    pub number: VnNumber,
+    pub number: VirtualNumber,
     pub order_id: OrderId,
     pub callee: PersonKey,
     pub expires_at: UnixTime,
@@ -57,7 +57,7 @@ impl StoredRoute {
 pub struct StoredPair {
     pub a: PersonKey,
     pub b: PersonKey,
-    pub number: VnNumber,
+    pub number: VirtualNumber,
 }
 
 /// A session item as stored, reduced to what the invariant speaks of.
@@ -69,7 +69,7 @@ pub struct StoredSession {
 }
 
 impl StoredSession {
-    fn lists(&self, p: &PersonKey, q: &PersonKey, number: &VnNumber) -> bool {
+    fn lists(&self, p: &PersonKey, q: &PersonKey, number: &VirtualNumber) -> bool {
         self.pairs
             .iter()
             .any(|c| &c.number == number && ((&c.a == p && &c.b == q) || (&c.a == q && &c.b == p)))
@@ -82,37 +82,37 @@ pub enum Breach {
     /// A live route whose way back is not live: its callee cannot call back on that number.
     HalfPair {
         order_id: OrderId,
-        number: VnNumber,
+        number: VirtualNumber,
         route: RouteAt,
     },
     /// A live route whose way back is live but names another order or leads to someone else.
     CrossedPair {
         order_id: OrderId,
         other_order: OrderId,
-        number: VnNumber,
+        number: VirtualNumber,
         route: RouteAt,
     },
     /// A live route of an order that has no live session.
     NoLiveSession {
         order_id: OrderId,
-        number: VnNumber,
+        number: VirtualNumber,
         route: RouteAt,
     },
     /// A live route that its order's live session does not list on that number.
     NotInSession {
         order_id: OrderId,
-        number: VnNumber,
+        number: VirtualNumber,
         route: RouteAt,
     },
     /// A pair that a live session lists whose two routes are not both live and its own.
     MissingRoute {
         order_id: OrderId,
-        number: VnNumber,
+        number: VirtualNumber,
         pair: [RouteAt; 2],
     },
     /// One person dials the same number in two live orders.
     DialledTwice {
-        number: VnNumber,
+        number: VirtualNumber,
         orders: [OrderId; 2],
         route: RouteAt,
     },
@@ -123,7 +123,7 @@ pub enum Breach {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteAt {
     pub caller: PersonKey,
-    pub number: VnNumber,
+    pub number: VirtualNumber,
 }
 
 impl Breach {
@@ -155,7 +155,7 @@ impl Breach {
         }
     }
 
-    pub fn number(&self) -> &VnNumber {
+    pub fn number(&self) -> &VirtualNumber {
         match self {
             Breach::HalfPair { number, .. }
             | Breach::CrossedPair { number, .. }
@@ -235,7 +235,7 @@ impl Audit {
         self.sessions.len()
     }
 
-    fn live_route(&self, caller: &PersonKey, number: &VnNumber) -> Option<&StoredRoute> {
+    fn live_route(&self, caller: &PersonKey, number: &VirtualNumber) -> Option<&StoredRoute> {
         self.routes.get(&RouteAt {
             caller: caller.clone(),
             number: number.clone(),
@@ -342,8 +342,8 @@ mod tests {
         PersonKey::new(p)
     }
 
-    fn vn(n: &str) -> VnNumber {
-        VnNumber::parse_form(n).unwrap()
+    fn vn(n: &str) -> VirtualNumber {
+        VirtualNumber::parse_form(n).unwrap()
     }
 
     fn route(from: &str, to: &str, number: &str, order: &str, expires_at: UnixTime) -> StoredRoute {

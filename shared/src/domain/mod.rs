@@ -7,8 +7,8 @@ mod phone;
 mod session;
 
 pub use call::{CallId, CallIdError, Channel};
-pub use number::{Capabilities, Capability, NumberError, NumberState, Provider, VirtualNumber};
-pub use phone::{Market, PhoneError, RealNumber, VnNumber, E164};
+pub use number::{Capabilities, Capability, NumberError, NumberState, PoolNumber, Provider};
+pub use phone::{Market, PhoneError, RealNumber, VirtualNumber, E164};
 pub use session::{
     now, validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route,
     RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,

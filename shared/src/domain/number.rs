@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::phone::{Market, VnNumber};
+use super::phone::{Market, VirtualNumber};
 
 /// The telecom provider a virtual number is rented from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -167,17 +167,18 @@ impl fmt::Display for NumberState {
     }
 }
 
-/// A number of ours that parties dial instead of each other's real numbers.
+/// An entry of a market's pool: a virtual number with where it comes from, what it can carry
+/// and whether it takes new contacts. The number itself is a [`VirtualNumber`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VirtualNumber {
-    pub number: VnNumber,
+pub struct PoolNumber {
+    pub number: VirtualNumber,
     pub provider: Provider,
     pub market: Market,
     pub capabilities: Capabilities,
     pub state: NumberState,
 }
 
-impl VirtualNumber {
+impl PoolNumber {
     /// May this number be given to a new contact pair in `market` needing `needs`?
     pub fn eligible_for(&self, market: &Market, needs: Capabilities) -> bool {
         self.state == NumberState::Active

@@ -207,19 +207,20 @@ impl<'de> Deserialize<'de> for RealNumber {
     }
 }
 
-/// A virtual number's E.164 form: ours, public, safe to log.
+/// A virtual number (VN): the E.164 value of a number of ours that parties dial instead of each
+/// other's real numbers. Public, safe to log. Its pool entry is a [`super::PoolNumber`].
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct VnNumber(E164);
+pub struct VirtualNumber(E164);
 
-impl VnNumber {
+impl VirtualNumber {
     pub fn parse(s: &str) -> Result<Self, PhoneError> {
-        E164::parse(s).map(VnNumber)
+        E164::parse(s).map(VirtualNumber)
     }
 
     /// The E.164 form only: see [`E164::parse_form`] for when that is enough.
     pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
-        E164::parse_form(s).map(VnNumber)
+        E164::parse_form(s).map(VirtualNumber)
     }
 
     pub fn as_str(&self) -> &str {
@@ -231,26 +232,26 @@ impl VnNumber {
     }
 }
 
-impl TryFrom<String> for VnNumber {
+impl TryFrom<String> for VirtualNumber {
     type Error = PhoneError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        VnNumber::parse(&s)
+        VirtualNumber::parse(&s)
     }
 }
 
-impl From<VnNumber> for String {
-    fn from(v: VnNumber) -> String {
+impl From<VirtualNumber> for String {
+    fn from(v: VirtualNumber) -> String {
         v.0.digits
     }
 }
 
-impl fmt::Debug for VnNumber {
+impl fmt::Debug for VirtualNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VnNumber({})", self.as_str())
+        write!(f, "VirtualNumber({})", self.as_str())
     }
 }
 
-impl fmt::Display for VnNumber {
+impl fmt::Display for VirtualNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -301,8 +302,8 @@ mod tests {
 
     #[test]
     fn form_only_numbers_equal_strict_ones_and_find_their_country_when_asked() {
-        let strict = VnNumber::parse("+14155550100").unwrap();
-        let form = VnNumber::parse_form("+14155550100").unwrap();
+        let strict = VirtualNumber::parse("+14155550100").unwrap();
+        let form = VirtualNumber::parse_form("+14155550100").unwrap();
         assert_eq!(strict, form);
         assert_eq!(form.country().unwrap().as_str(), "US");
         // The plan is not consulted: a number it refuses passes the form check alone.

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::number::Capabilities;
-use super::phone::{Market, RealNumber, VnNumber};
+use super::phone::{Market, RealNumber, VirtualNumber};
 
 /// Seconds since the Unix epoch.
 pub type UnixTime = i64;
@@ -216,7 +216,7 @@ fn ordered(a: Role, b: Role) -> (Role, Role) {
 pub struct Contact {
     pub a: UserId,
     pub b: UserId,
-    pub number: VnNumber,
+    pub number: VirtualNumber,
     pub capabilities: Capabilities,
 }
 
@@ -321,7 +321,7 @@ impl RoutePair {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub caller: RealNumber,
-    pub number: VnNumber,
+    pub number: VirtualNumber,
     pub order_id: OrderId,
     pub market: Market,
     pub caller_role: Role,
@@ -339,7 +339,7 @@ impl Route {
     }
 
     /// The caller id to present to the callee: the same virtual number.
-    pub fn caller_id(&self) -> &VnNumber {
+    pub fn caller_id(&self) -> &VirtualNumber {
         &self.number
     }
 
@@ -352,7 +352,7 @@ impl Route {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RouteKey {
     pub caller: RealNumber,
-    pub number: VnNumber,
+    pub number: VirtualNumber,
 }
 
 #[cfg(test)]

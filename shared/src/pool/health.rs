@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::domain::{Capabilities, Market, NumberState, VirtualNumber, VnNumber};
+use crate::domain::{Capabilities, Market, NumberState, PoolNumber, VirtualNumber};
 
 /// One market's pool at a glance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct PoolHealth {
 /// The health of `market`'s pool, given the recorded peak of live contacts per person.
 pub fn health(
     market: &Market,
-    pool: &[VirtualNumber],
+    pool: &[PoolNumber],
     needs: Capabilities,
     peak_live_contacts: u32,
 ) -> PoolHealth {
@@ -46,7 +46,7 @@ pub fn health(
 /// The number that carries the most routes of a sample, and its share of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteShare {
-    pub number: VnNumber,
+    pub number: VirtualNumber,
     /// Routes of the sample on `number`.
     pub routes: usize,
     /// Routes in the sample.
@@ -62,8 +62,10 @@ impl RouteShare {
 
 /// The busiest number of a sample of live routes (one entry per route), or `None` for an empty
 /// sample. Ties go to the smallest number, so the answer does not depend on sample order.
-pub fn busiest_share<'a>(routes: impl IntoIterator<Item = &'a VnNumber>) -> Option<RouteShare> {
-    let mut counts: HashMap<&VnNumber, usize> = HashMap::new();
+pub fn busiest_share<'a>(
+    routes: impl IntoIterator<Item = &'a VirtualNumber>,
+) -> Option<RouteShare> {
+    let mut counts: HashMap<&VirtualNumber, usize> = HashMap::new();
     let mut sampled = 0;
     for number in routes {
         *counts.entry(number).or_default() += 1;
@@ -95,12 +97,12 @@ mod tests {
     use crate::domain::Provider;
     use proptest::prelude::*;
 
-    fn vn(i: usize) -> VnNumber {
-        VnNumber::parse(&format!("+91114000{:04}", 1000 + i)).unwrap()
+    fn vn(i: usize) -> VirtualNumber {
+        VirtualNumber::parse(&format!("+91114000{:04}", 1000 + i)).unwrap()
     }
 
-    fn number(i: usize, market: &str, caps: Capabilities, state: NumberState) -> VirtualNumber {
-        VirtualNumber {
+    fn number(i: usize, market: &str, caps: Capabilities, state: NumberState) -> PoolNumber {
+        PoolNumber {
             number: vn(i),
             provider: "twilio".parse::<Provider>().unwrap(),
             market: market.parse().unwrap(),
@@ -175,10 +177,10 @@ mod tests {
         fn busiest_share_is_a_fraction_and_ignores_order(
             mut picks in proptest::collection::vec(0usize..8, 1..60)
         ) {
-            let sample: Vec<VnNumber> = picks.iter().map(|&i| vn(i)).collect();
+            let sample: Vec<VirtualNumber> = picks.iter().map(|&i| vn(i)).collect();
             let a = busiest_share(&sample).unwrap();
             picks.reverse();
-            let reversed: Vec<VnNumber> = picks.iter().map(|&i| vn(i)).collect();
+            let reversed: Vec<VirtualNumber> = picks.iter().map(|&i| vn(i)).collect();
             prop_assert_eq!(busiest_share(&reversed), Some(a.clone()));
             prop_assert!(a.share() > 0.0 && a.share() <= 1.0);
             prop_assert!(sample.iter().all(|n| sample.iter().filter(|m| *m == n).count() <= a.routes));

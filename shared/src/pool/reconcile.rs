@@ -3,12 +3,12 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::domain::{Capabilities, Market, NumberState, Provider, VirtualNumber, VnNumber};
+use crate::domain::{Capabilities, Market, NumberState, PoolNumber, Provider, VirtualNumber};
 
 /// A number a provider lists as rented to us, with what it can carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedNumber {
-    pub number: VnNumber,
+    pub number: VirtualNumber,
     pub capabilities: Capabilities,
     /// The country the provider files the number under, if it says; else the numbering plan's.
     pub country: Option<Market>,
@@ -60,13 +60,13 @@ impl Extend<Option<ListedNumber>> for Listing {
 pub struct Reconcile<'a> {
     pub market: &'a Market,
     /// The market's pool as stored.
-    pub stored: &'a [VirtualNumber],
+    pub stored: &'a [PoolNumber],
     /// What each provider listed, in every market: only the numbers serving `market` count.
     /// A provider missing here failed or was not asked: nothing changes for its numbers (but
     /// for draining those operators marked).
     pub listings: &'a BTreeMap<Provider, Listing>,
     /// Numbers operators want drained.
-    pub marked: &'a HashSet<VnNumber>,
+    pub marked: &'a HashSet<VirtualNumber>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,8 +100,8 @@ impl ChangeKind {
 pub struct PoolChange {
     pub kind: ChangeKind,
     /// The stored number this change replaces (`None` for an addition): the write's condition.
-    pub before: Option<VirtualNumber>,
-    pub after: VirtualNumber,
+    pub before: Option<PoolNumber>,
+    pub after: PoolNumber,
 }
 
 /// The changes that bring the market's pool in step with the providers' listings,
@@ -114,13 +114,13 @@ pub struct PoolChange {
 /// - its provider failed, was not asked or listed incompletely → unchanged, except that an
 ///   `active` number operators marked is drained.
 pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
-    let stored: HashMap<&VnNumber, &VirtualNumber> =
+    let stored: HashMap<&VirtualNumber, &PoolNumber> =
         r.stored.iter().map(|v| (&v.number, v)).collect();
 
     // Every listed number once. When several providers list it, the stored provider wins (a
     // number being ported keeps its provider until the old one stops listing it), else the
     // first by name, so that the outcome never depends on listing order.
-    let mut listed: BTreeMap<&VnNumber, (&Provider, Capabilities)> = BTreeMap::new();
+    let mut listed: BTreeMap<&VirtualNumber, (&Provider, Capabilities)> = BTreeMap::new();
     for (provider, listing) in r.listings {
         for n in listing.numbers.iter().filter(|n| n.serves(r.market)) {
             let stored_here = stored
@@ -141,7 +141,7 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
     let mut changes = Vec::new();
     for (&number, &(provider, capabilities)) in &listed {
         let before = stored.get(number).copied();
-        let after = VirtualNumber {
+        let after = PoolNumber {
             number: number.clone(),
             provider: provider.clone(),
             market: r.market.clone(),
@@ -180,14 +180,14 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
         changes.push(PoolChange {
             kind,
             before: Some(s.clone()),
-            after: VirtualNumber { state, ..s.clone() },
+            after: PoolNumber { state, ..s.clone() },
         });
     }
     changes
 }
 
 /// The state of a listed number: never `retired`, and never `active` again once draining.
-fn listed_state(before: Option<&VirtualNumber>, can: Capabilities, marked: bool) -> NumberState {
+fn listed_state(before: Option<&PoolNumber>, can: Capabilities, marked: bool) -> NumberState {
     let drained = match before {
         Some(b) if b.state == NumberState::Draining => true,
         Some(b) if b.state == NumberState::Active => !can.contains(b.capabilities),
@@ -208,8 +208,8 @@ mod tests {
 
     const NUMBERS: usize = 10;
 
-    fn vn(i: usize) -> VnNumber {
-        VnNumber::parse(&format!("+91114000{:04}", 1000 + i)).unwrap()
+    fn vn(i: usize) -> VirtualNumber {
+        VirtualNumber::parse(&format!("+91114000{:04}", 1000 + i)).unwrap()
     }
 
     fn provider(i: usize) -> Provider {
@@ -227,8 +227,8 @@ mod tests {
         }
     }
 
-    fn number(i: usize, p: usize, bits: u8, state: NumberState) -> VirtualNumber {
-        VirtualNumber {
+    fn number(i: usize, p: usize, bits: u8, state: NumberState) -> PoolNumber {
+        PoolNumber {
             number: vn(i),
             provider: provider(p),
             market: market(),
@@ -252,9 +252,9 @@ mod tests {
     }
 
     fn run(
-        stored: &[VirtualNumber],
+        stored: &[PoolNumber],
         listings: &BTreeMap<Provider, Listing>,
-        marked: &HashSet<VnNumber>,
+        marked: &HashSet<VirtualNumber>,
     ) -> Vec<PoolChange> {
         reconcile(&Reconcile {
             market: &market(),
@@ -264,8 +264,8 @@ mod tests {
         })
     }
 
-    fn apply(stored: &[VirtualNumber], changes: &[PoolChange]) -> Vec<VirtualNumber> {
-        let mut pool: BTreeMap<VnNumber, VirtualNumber> = stored
+    fn apply(stored: &[PoolNumber], changes: &[PoolChange]) -> Vec<PoolNumber> {
+        let mut pool: BTreeMap<VirtualNumber, PoolNumber> = stored
             .iter()
             .map(|v| (v.number.clone(), v.clone()))
             .collect();
@@ -353,7 +353,7 @@ mod tests {
         let mut listing = listed(&[(0, BOTH), (1, BOTH)], true);
         listing.numbers[0].country = Some("US".parse().unwrap());
         let us_number = ListedNumber {
-            number: VnNumber::parse("+14155551000").unwrap(),
+            number: VirtualNumber::parse("+14155551000").unwrap(),
             capabilities: caps(BOTH),
             country: None,
         };
@@ -409,7 +409,7 @@ mod tests {
         ]
     }
 
-    fn stored_pool() -> impl Strategy<Value = Vec<VirtualNumber>> {
+    fn stored_pool() -> impl Strategy<Value = Vec<PoolNumber>> {
         proptest::collection::btree_map(0..NUMBERS, (0..3usize, 0..4u8, state()), 0..NUMBERS)
             .prop_map(|m| {
                 m.into_iter()
@@ -442,11 +442,11 @@ mod tests {
         })
     }
 
-    fn marked() -> impl Strategy<Value = HashSet<VnNumber>> {
+    fn marked() -> impl Strategy<Value = HashSet<VirtualNumber>> {
         proptest::collection::hash_set((0..NUMBERS).prop_map(vn), 0..4)
     }
 
-    fn listing_caps(inv: &BTreeMap<Provider, Listing>, n: &VnNumber) -> Vec<Capabilities> {
+    fn listing_caps(inv: &BTreeMap<Provider, Listing>, n: &VirtualNumber) -> Vec<Capabilities> {
         inv.values()
             .flat_map(|l| &l.numbers)
             .filter(|o| &o.number == n)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::{CallId, Channel, PhoneError, RealNumber, Route, UnixTime, VnNumber};
+use crate::domain::{CallId, Channel, PhoneError, RealNumber, Route, UnixTime, VirtualNumber};
 use crate::store::{RouteReader, StoreError};
 
 /// What a provider asks: where does this call (or text) from `caller` to the dialled number go?
@@ -19,7 +19,7 @@ pub struct RouteQuery {
     /// assignment, so a number the numbering plan refuses finds no route.
     pub caller: Result<RealNumber, PhoneError>,
     /// `Err` when the dialled number is not E.164 (so it cannot be one of ours). Form only, too.
-    pub dialled: Result<VnNumber, PhoneError>,
+    pub dialled: Result<VirtualNumber, PhoneError>,
     /// The text of a message, to relay.
     pub text: Option<String>,
 }
@@ -36,13 +36,13 @@ impl RouteQuery {
             channel,
             call_id,
             caller: RealNumber::parse_form(caller),
-            dialled: VnNumber::parse_form(dialled),
+            dialled: VirtualNumber::parse_form(dialled),
             text,
         }
     }
 
     /// The route key to look up, or why there is nothing worth looking up.
-    pub fn lookup(&self) -> Result<(&RealNumber, &VnNumber), Refusal> {
+    pub fn lookup(&self) -> Result<(&RealNumber, &VirtualNumber), Refusal> {
         let caller = self.caller.as_ref().map_err(|_| Refusal::CallerUnknown)?;
         let dialled = self.dialled.as_ref().map_err(|_| Refusal::NotOurNumber)?;
         Ok((caller, dialled))
@@ -97,7 +97,7 @@ pub enum Decision {
 pub async fn live_route(
     store: &dyn RouteReader,
     caller: &RealNumber,
-    dialled: &VnNumber,
+    dialled: &VirtualNumber,
     now: UnixTime,
 ) -> Result<Option<Route>, StoreError> {
     Ok(store

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{PersonKey, RouteAt, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
-    Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
+    Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber,
 };
 use crate::store::{
     AssignmentStore, AuditPage, AuditStore, CommitError, LeaseTake, LiveContact, Outage, PairWrite,
@@ -19,8 +19,8 @@ use crate::store::{
 #[derive(Default)]
 struct Tables {
     sessions: HashMap<OrderId, Session>,
-    routes: HashMap<RealNumber, BTreeMap<VnNumber, Route>>,
-    pool: BTreeMap<Market, BTreeMap<VnNumber, PoolEntry>>,
+    routes: HashMap<RealNumber, BTreeMap<VirtualNumber, Route>>,
+    pool: BTreeMap<Market, BTreeMap<VirtualNumber, PoolEntry>>,
     live_peaks: HashMap<(Market, String), u32>,
     purchases: HashMap<String, u32>,
     /// name → (holder, until)
@@ -49,7 +49,7 @@ impl RouteReader for MemoryStore {
     async fn route(
         &self,
         caller: &RealNumber,
-        dialled: &VnNumber,
+        dialled: &VirtualNumber,
     ) -> Result<Option<Route>, StoreError> {
         let tables = self.lock()?;
         Ok(tables
@@ -86,7 +86,7 @@ impl AssignmentStore for MemoryStore {
             .collect())
     }
 
-    async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError> {
+    async fn pool(&self, market: &Market) -> Result<Vec<PoolNumber>, StoreError> {
         Ok(self
             .lock()?
             .pool
@@ -176,7 +176,7 @@ impl PoolStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
+    async fn put_number(&self, number: &PoolNumber) -> Result<(), StoreError> {
         let mut tables = self.lock()?;
         let pool = tables.pool.entry(number.market.clone()).or_default();
         let version = pool.get(&number.number).map_or(0, |e| e.version) + 1;
@@ -192,7 +192,7 @@ impl PoolStore for MemoryStore {
 
     async fn put_number_if(
         &self,
-        number: &VirtualNumber,
+        number: &PoolNumber,
         expected: Option<u64>,
     ) -> Result<u64, PoolWriteError> {
         let mut tables = self.lock()?;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{Audit, Breach, RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    Market, OrderId, RealNumber, Route, RouteKey, RoutePair, Session, UnixTime, VirtualNumber,
-    VnNumber,
+    Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, RoutePair, Session, UnixTime,
+    VirtualNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,7 @@ pub enum StoreError {
     #[error("stored item is unreadable: `{attribute}` is missing or malformed")]
     Corrupt { attribute: &'static str },
     #[error("store rejected the request: {0}")]
-    Rejected(RejectReason),
+    Rejected(StoreRejection),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
 }
@@ -48,7 +48,7 @@ pub enum Outage {
 
 /// Why the store refused a request: retrying it as it is will not help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RejectReason {
+pub enum StoreRejection {
     /// The service's error code, e.g. `ValidationException`.
     #[error("{0}")]
     Service(String),
@@ -88,7 +88,7 @@ pub enum CommitError {
 /// A number a person can dial in a live session, found by the person-route query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveContact {
-    pub number: VnNumber,
+    pub number: VirtualNumber,
     pub order_id: OrderId,
     pub expires_at: UnixTime,
 }
@@ -96,7 +96,7 @@ pub struct LiveContact {
 /// A pool number as stored, with the version its next conditional write must name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolEntry {
-    pub number: VirtualNumber,
+    pub number: PoolNumber,
     /// Grows by one with every write of the number (0 for an item written before versions).
     pub version: u64,
 }
@@ -106,7 +106,7 @@ pub struct PoolEntry {
 pub enum PoolWriteError {
     /// Someone wrote the number since it was read (or added it first): read it again and decide again.
     #[error("pool number {0} changed since it was read")]
-    NumberChanged(VnNumber),
+    NumberChanged(VirtualNumber),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -115,7 +115,7 @@ pub enum PoolWriteError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampledRoute {
     pub market: Market,
-    pub number: VnNumber,
+    pub number: VirtualNumber,
 }
 
 /// How a commit writes its route pairs.
@@ -179,7 +179,7 @@ pub trait RouteReader: Send + Sync {
     async fn route(
         &self,
         caller: &RealNumber,
-        dialled: &VnNumber,
+        dialled: &VirtualNumber,
     ) -> Result<Option<Route>, StoreError>;
 }
 
@@ -197,7 +197,7 @@ pub trait AssignmentStore: Send + Sync {
     ) -> Result<Vec<LiveContact>, StoreError>;
 
     /// Every number of the market's pool, whatever its state.
-    async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError>;
+    async fn pool(&self, market: &Market) -> Result<Vec<PoolNumber>, StoreError>;
 
     /// Writes the session and its routes atomically.
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError>;
@@ -222,13 +222,13 @@ pub trait PoolStore: Send + Sync {
 
     /// Adds or replaces a pool number, unconditionally (seeding, operators). Bumps its version,
     /// so that a conditional write based on an earlier read fails instead of undoing this one.
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError>;
+    async fn put_number(&self, number: &PoolNumber) -> Result<(), StoreError>;
 
     /// Writes `number` if it is still at version `expected` (`None`: if it is not stored at
     /// all) and returns its new version.
     async fn put_number_if(
         &self,
-        number: &VirtualNumber,
+        number: &PoolNumber,
         expected: Option<u64>,
     ) -> Result<u64, PoolWriteError>;
 

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 use vnmask::config::Secret;
-use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
+use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
 use vnmask::pool::{ListedNumber, Listing};
 
 use super::http::{ApiClient, HttpPolicy};
@@ -91,7 +91,7 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 fn read_number(entry: serde_json::Value) -> Option<ListedNumber> {
     let phone: ExoPhone = serde_json::from_value(entry).ok()?;
     Some(ListedNumber {
-        number: VnNumber::parse(&phone.phone_number).ok()?,
+        number: VirtualNumber::parse(&phone.phone_number).ok()?,
         capabilities: Capabilities {
             voice: phone.capabilities.voice,
             sms: phone.capabilities.sms,

@@ -14,7 +14,7 @@ pub use twilio::{Twilio, TwilioAccount, TwilioAuth, TwilioNumberType};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
+use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
 use vnmask::pool::{ListedNumber, Listing};
 
 /// Why a provider could not be asked. Never carries credentials.
@@ -72,12 +72,12 @@ pub trait Vendor: Send + Sync {
         market: &Market,
         needs: Capabilities,
         limit: u32,
-    ) -> Result<Vec<VnNumber>, ProviderError>;
+    ) -> Result<Vec<VirtualNumber>, ProviderError>;
 
     /// Buys `number` with its voice and SMS webhooks pointed at ours; returns it as now listed.
     async fn buy_number(
         &self,
-        number: &VnNumber,
+        number: &VirtualNumber,
         webhooks: &Webhooks,
     ) -> Result<ListedNumber, ProviderError>;
 }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use vnmask::domain::{Capabilities, Capability, Market, Provider, VnNumber};
+use vnmask::domain::{Capabilities, Capability, Market, Provider, VirtualNumber};
 use vnmask::pool::{ListedNumber, Listing};
 
 use super::{Inventory, ProviderError};
@@ -18,7 +18,7 @@ pub struct StaticList {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
-    number: VnNumber,
+    number: VirtualNumber,
     #[serde(default)]
     capabilities: Option<Vec<Capability>>,
     #[serde(default)]

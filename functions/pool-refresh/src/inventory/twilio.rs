@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use reqwest::Url;
 use serde::Deserialize;
 use vnmask::config::Secret;
-use vnmask::domain::{Capabilities, Market, Provider, VnNumber};
+use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
 use vnmask::pool::{ListedNumber, Listing};
 
 use super::http::{ApiClient, HttpPolicy};
@@ -151,7 +151,7 @@ struct AvailableNumber {
 fn read_number(entry: serde_json::Value) -> Option<ListedNumber> {
     let n: TwilioNumber = serde_json::from_value(entry).ok()?;
     Some(ListedNumber {
-        number: VnNumber::parse(&n.phone_number).ok()?,
+        number: VirtualNumber::parse(&n.phone_number).ok()?,
         capabilities: n.capabilities.into(),
         country: None,
     })
@@ -187,7 +187,7 @@ impl Vendor for Twilio {
         market: &Market,
         needs: Capabilities,
         limit: u32,
-    ) -> Result<Vec<VnNumber>, ProviderError> {
+    ) -> Result<Vec<VirtualNumber>, ProviderError> {
         let path = self.account_path(&format!(
             "AvailablePhoneNumbers/{}/{}.json",
             market.as_str(),
@@ -211,7 +211,7 @@ impl Vendor for Twilio {
             .filter_map(|entry| serde_json::from_value::<AvailableNumber>(entry).ok())
             .filter(|n| Capabilities::from(n.capabilities).contains(needs))
             .filter_map(|n| {
-                let vn = VnNumber::parse(&n.phone_number).ok()?;
+                let vn = VirtualNumber::parse(&n.phone_number).ok()?;
                 let country = n
                     .iso_country
                     .as_deref()
@@ -225,7 +225,7 @@ impl Vendor for Twilio {
 
     async fn buy_number(
         &self,
-        number: &VnNumber,
+        number: &VirtualNumber,
         webhooks: &Webhooks,
     ) -> Result<ListedNumber, ProviderError> {
         let url = self

@@ -10,7 +10,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use tower::ServiceExt;
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
-use vnmask::domain::{Participant, UnixTime, VnNumber};
+use vnmask::domain::{Participant, UnixTime, VirtualNumber};
 use vnmask::providers::{exotel, generic, twilio};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
@@ -251,7 +251,7 @@ pub async fn number_between(
     order: &str,
     from: &Participant,
     to: &Participant,
-) -> VnNumber {
+) -> VirtualNumber {
     let session = store
         .session(&order.parse().unwrap())
         .await
@@ -356,8 +356,8 @@ pub struct Seeds {
     pub n: Participant,
     pub d: Participant,
     /// What C and D dial to reach each other, and what N and D dial.
-    pub vn_cd: VnNumber,
-    pub vn_nd: VnNumber,
+    pub vn_cd: VirtualNumber,
+    pub vn_nd: VirtualNumber,
 }
 
 /// C and N order at once; D takes both. A pool of two numbers.

@@ -10,8 +10,8 @@ use super::attrs;
 use crate::crypto::{Sealed, Vault};
 use crate::domain::invariant::{PersonKey, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
-    Capabilities, Capability, Contact, Participant, RealNumber, Route, Session, SessionState,
-    UnixTime, VirtualNumber, VnNumber,
+    Capabilities, Capability, Contact, Participant, PoolNumber, RealNumber, Route, Session,
+    SessionState, UnixTime, VirtualNumber,
 };
 use crate::store::{LiveContact, PoolEntry, SampledRoute, StoreError};
 
@@ -86,7 +86,7 @@ fn sealed(
     Ok((key, AttributeValue::B(Blob::new(blob))))
 }
 
-pub fn route_key(vault: &Vault, caller: &RealNumber, number: &VnNumber) -> Item {
+pub fn route_key(vault: &Vault, caller: &RealNumber, number: &VirtualNumber) -> Item {
     HashMap::from([
         (
             attrs::PK.to_owned(),
@@ -136,7 +136,7 @@ fn open_callee(vault: &Vault, item: &Item) -> Result<RealNumber, StoreError> {
 pub fn route_from_item(
     vault: &Vault,
     caller: &RealNumber,
-    number: &VnNumber,
+    number: &VirtualNumber,
     item: &Item,
 ) -> Result<Route, StoreError> {
     let callee = open_callee(vault, item)?;
@@ -153,10 +153,10 @@ pub fn route_from_item(
 }
 
 /// The virtual number in a route's sort key.
-fn route_number(item: &Item) -> Result<VnNumber, StoreError> {
+fn route_number(item: &Item) -> Result<VirtualNumber, StoreError> {
     get_s(item, attrs::SK)?
         .strip_prefix("VN#")
-        .and_then(|v| VnNumber::parse_form(v).ok())
+        .and_then(|v| VirtualNumber::parse_form(v).ok())
         .ok_or_else(|| corrupt(attrs::SK))
 }
 
@@ -262,8 +262,9 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
             Ok(Contact {
                 a: parse(m, attrs::A)?,
                 b: parse(m, attrs::B)?,
-                number: parse::<String>(m, attrs::NUMBER)
-                    .and_then(|v| VnNumber::parse_form(&v).map_err(|_| corrupt(attrs::NUMBER)))?,
+                number: parse::<String>(m, attrs::NUMBER).and_then(|v| {
+                    VirtualNumber::parse_form(&v).map_err(|_| corrupt(attrs::NUMBER))
+                })?,
                 capabilities: caps_from(m)?,
             })
         })
@@ -285,7 +286,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
     })
 }
 
-pub fn number_item(vn: &VirtualNumber) -> Item {
+pub fn number_item(vn: &PoolNumber) -> Item {
     HashMap::from([
         (attrs::PK.to_owned(), s(attrs::pool_pk(vn.market.as_str()))),
         (
@@ -315,14 +316,14 @@ pub fn pool_entry_from_item(item: &Item) -> Result<PoolEntry, StoreError> {
 pub fn sampled_route_from_item(item: &Item) -> Result<SampledRoute, StoreError> {
     Ok(SampledRoute {
         market: parse(item, attrs::MARKET)?,
-        number: VnNumber::parse_form(get_s(item, attrs::NUMBER)?)
+        number: VirtualNumber::parse_form(get_s(item, attrs::NUMBER)?)
             .map_err(|_| corrupt(attrs::NUMBER))?,
     })
 }
 
-pub fn number_from_item(item: &Item) -> Result<VirtualNumber, StoreError> {
-    Ok(VirtualNumber {
-        number: VnNumber::parse_form(get_s(item, attrs::NUMBER)?)
+pub fn number_from_item(item: &Item) -> Result<PoolNumber, StoreError> {
+    Ok(PoolNumber {
+        number: VirtualNumber::parse_form(get_s(item, attrs::NUMBER)?)
             .map_err(|_| corrupt(attrs::NUMBER))?,
         provider: parse(item, attrs::PROVIDER)?,
         market: parse(item, attrs::MARKET)?,
@@ -371,7 +372,7 @@ pub fn stored_session_from_item(item: &Item) -> Result<StoredSession, StoreError
             Ok(StoredPair {
                 a: person(attrs::A)?,
                 b: person(attrs::B)?,
-                number: VnNumber::parse_form(get_s(m, attrs::NUMBER)?)
+                number: VirtualNumber::parse_form(get_s(m, attrs::NUMBER)?)
                     .map_err(|_| corrupt(attrs::NUMBER))?,
             })
         })

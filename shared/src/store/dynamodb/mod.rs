@@ -21,12 +21,12 @@ use rand::Rng;
 use crate::crypto::Vault;
 use crate::domain::invariant::{RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    Market, OrderId, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber, VnNumber,
+    Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber,
 };
 use crate::store::{
     AssignmentStore, AuditPage, AuditStore, CommitError, LeaseTake, LiveContact, Outage, PairWrite,
-    PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount, PurchaseLedger, RejectReason,
-    RouteReader, SampledRoute, SessionCommit, StoreError, WalkCursor,
+    PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount, PurchaseLedger, RouteReader,
+    SampledRoute, SessionCommit, StoreError, StoreRejection, WalkCursor,
 };
 
 type Item = HashMap<String, AttributeValue>;
@@ -130,7 +130,7 @@ impl DynamoStore {
                 AttributeValue::S(route.order_id.as_str().to_owned()),
             )
             .build()
-            .map_err(|_| StoreError::Rejected(RejectReason::Unbuildable))?;
+            .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -151,7 +151,7 @@ impl DynamoStore {
             .expression_attribute_names("#order", attrs::ORDER_ID)
             .expression_attribute_values(":order", AttributeValue::S(order.as_str().to_owned()))
             .build()
-            .map_err(|_| StoreError::Rejected(RejectReason::Unbuildable))?;
+            .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
         Ok(TransactWriteItem::builder().delete(delete).build())
     }
 }
@@ -161,7 +161,7 @@ impl RouteReader for DynamoStore {
     async fn route(
         &self,
         caller: &RealNumber,
-        dialled: &VnNumber,
+        dialled: &VirtualNumber,
     ) -> Result<Option<Route>, StoreError> {
         let key = codec::route_key(&self.vault, caller, dialled);
         let out = self
@@ -213,7 +213,7 @@ impl AssignmentStore for DynamoStore {
         items.iter().map(codec::live_contact_from_item).collect()
     }
 
-    async fn pool(&self, market: &Market) -> Result<Vec<VirtualNumber>, StoreError> {
+    async fn pool(&self, market: &Market) -> Result<Vec<PoolNumber>, StoreError> {
         let items = self
             .query_partition(attrs::pool_pk(market.as_str()), None, None, false)
             .await?;
@@ -236,7 +236,7 @@ impl AssignmentStore for DynamoStore {
                 AttributeValue::N(commit.session.version.to_string()),
             )
             .build()
-            .map_err(|_| StoreError::Rejected(RejectReason::Unbuildable))?;
+            .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
         // Item order matters: cancellation reasons come back in the same order.
         let mut items = vec![TransactWriteItem::builder().put(session_put).build()];
         let mut keys: Vec<RouteKey> =
@@ -300,7 +300,7 @@ impl PoolStore for DynamoStore {
         items.iter().map(codec::pool_entry_from_item).collect()
     }
 
-    async fn put_number(&self, number: &VirtualNumber) -> Result<(), StoreError> {
+    async fn put_number(&self, number: &PoolNumber) -> Result<(), StoreError> {
         // An update rather than a put, so that the version grows instead of starting again.
         let mut item = codec::number_item(number);
         let key: Item = [attrs::PK, attrs::SK]
@@ -331,7 +331,7 @@ impl PoolStore for DynamoStore {
 
     async fn put_number_if(
         &self,
-        number: &VirtualNumber,
+        number: &PoolNumber,
         expected: Option<u64>,
     ) -> Result<u64, PoolWriteError> {
         let version = expected.map_or(1, |v| v + 1);
@@ -678,7 +678,7 @@ where
             .filter(|c| *c != "None")
             .map(str::to_owned)
             .collect();
-        return CommitError::Store(StoreError::Rejected(RejectReason::Cancelled(codes)));
+        return CommitError::Store(StoreError::Rejected(StoreRejection::Cancelled(codes)));
     }
     CommitError::RoutesTaken(taken)
 }
@@ -721,9 +721,9 @@ where
             Some("InternalServerError" | "ServiceUnavailable") => {
                 StoreError::Unavailable(Outage::ServiceError)
             }
-            Some(code) => StoreError::Rejected(RejectReason::Service(code.to_owned())),
+            Some(code) => StoreError::Rejected(StoreRejection::Service(code.to_owned())),
             None => StoreError::Unavailable(Outage::Unrecognised),
         },
-        _ => StoreError::Rejected(RejectReason::Unbuildable),
+        _ => StoreError::Rejected(StoreRejection::Unbuildable),
     }
 }
