@@ -217,7 +217,7 @@ impl Refresher {
         let answers = join_all(
             self.inventories
                 .iter()
-                .map(|p| async move { (p.provider().clone(), p.owned_numbers().await) }),
+                .map(|p| async move { (p.provider().clone(), p.list_numbers().await) }),
         )
         .await;
         let mut summary = RefreshSummary {

@@ -43,7 +43,7 @@ async fn twilio_listing_follows_next_page_uri_across_three_pages() {
         .await;
     }
 
-    let listing = twilio(&server).owned_numbers().await.unwrap();
+    let listing = twilio(&server).list_numbers().await.unwrap();
 
     assert_eq!(
         numbers(&listing),
@@ -77,7 +77,7 @@ async fn twilio_429_is_retried_after_the_time_retry_after_asks() {
     twilio_lists(&server, &[("+14155551000", true, true)]).await;
 
     let started = Instant::now();
-    let listing = twilio(&server).owned_numbers().await.unwrap();
+    let listing = twilio(&server).list_numbers().await.unwrap();
 
     assert_eq!(numbers(&listing), ["+14155551000"]);
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
@@ -97,7 +97,7 @@ async fn twilio_500_throughout_fails_after_the_allowed_attempts() {
         .mount(&server)
         .await;
 
-    let err = twilio(&server).owned_numbers().await.unwrap_err();
+    let err = twilio(&server).list_numbers().await.unwrap_err();
 
     assert!(
         matches!(err, ProviderError::Status { status: 500, .. }),
@@ -118,7 +118,7 @@ async fn twilio_401_is_not_retried_and_the_error_holds_no_credential() {
         .mount(&server)
         .await;
 
-    let err = twilio(&server).owned_numbers().await.unwrap_err();
+    let err = twilio(&server).list_numbers().await.unwrap_err();
 
     assert!(matches!(err, ProviderError::Status { status: 401, .. }));
     assert!(!format!("{err} {err:?}").contains(TWILIO_TOKEN));
@@ -135,7 +135,7 @@ async fn twilio_malformed_json_is_a_clear_error() {
         .mount(&server)
         .await;
 
-    let err = twilio(&server).owned_numbers().await.unwrap_err();
+    let err = twilio(&server).list_numbers().await.unwrap_err();
 
     assert!(matches!(err, ProviderError::Malformed { .. }), "{err:?}");
     let message = err.to_string();
@@ -154,7 +154,7 @@ async fn twilio_page_without_its_list_is_malformed() {
         .mount(&server)
         .await;
 
-    let err = twilio(&server).owned_numbers().await.unwrap_err();
+    let err = twilio(&server).list_numbers().await.unwrap_err();
 
     assert!(
         err.to_string()
@@ -175,7 +175,7 @@ async fn a_page_linking_to_itself_is_malformed() {
         .mount(&server)
         .await;
 
-    let err = twilio(&server).owned_numbers().await.unwrap_err();
+    let err = twilio(&server).list_numbers().await.unwrap_err();
 
     assert!(matches!(err, ProviderError::Malformed { .. }), "{err:?}");
 }
@@ -190,7 +190,7 @@ async fn unreadable_entries_are_counted_not_guessed() {
         .mount(&server)
         .await;
 
-    let listing = twilio(&server).owned_numbers().await.unwrap();
+    let listing = twilio(&server).list_numbers().await.unwrap();
 
     assert_eq!(numbers(&listing), ["+14155551000"]);
     assert_eq!(listing.unreadable, 1);
@@ -226,7 +226,7 @@ async fn exotel_listing_follows_absolute_links_on_the_configured_host_only() {
         .mount(&server)
         .await;
 
-    let listing = exotel(&server).owned_numbers().await.unwrap();
+    let listing = exotel(&server).list_numbers().await.unwrap();
 
     assert_eq!(
         numbers(&listing),

@@ -109,7 +109,7 @@ impl Inventory for Exotel {
         self.api.provider()
     }
 
-    async fn owned_numbers(&self) -> Result<Listing, ProviderError> {
+    async fn list_numbers(&self) -> Result<Listing, ProviderError> {
         let first = format!(
             "/v2_beta/Accounts/{}/IncomingPhoneNumbers?Page=0&PageSize={PAGE_SIZE}",
             self.account_sid

@@ -51,7 +51,7 @@ pub trait Inventory: Send + Sync {
     fn provider(&self) -> &Provider;
 
     /// Every number the account rents, all pages; an error if any page could not be read.
-    async fn owned_numbers(&self) -> Result<Listing, ProviderError>;
+    async fn list_numbers(&self) -> Result<Listing, ProviderError>;
 }
 
 /// Where providers send calls and messages to our numbers: the webhook function's endpoints.

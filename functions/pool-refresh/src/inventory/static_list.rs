@@ -53,7 +53,7 @@ impl Inventory for StaticList {
         &self.provider
     }
 
-    async fn owned_numbers(&self) -> Result<Listing, ProviderError> {
+    async fn list_numbers(&self) -> Result<Listing, ProviderError> {
         Ok(Listing {
             numbers: self.numbers.clone(),
             unreadable: 0,
@@ -71,7 +71,7 @@ mod tests {
             r#"[{"number": "+911140001000"}, {"number": "+14155551000", "capabilities": ["voice"], "market": "US"}]"#,
         )
         .unwrap();
-        let listing = list.owned_numbers().await.unwrap();
+        let listing = list.list_numbers().await.unwrap();
         assert_eq!(listing.numbers.len(), 2);
         assert_eq!(listing.numbers[0].capabilities, Capabilities::VOICE_AND_SMS);
         assert_eq!(listing.numbers[0].market().unwrap().as_str(), "IN");

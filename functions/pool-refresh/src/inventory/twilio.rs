@@ -163,7 +163,7 @@ impl Inventory for Twilio {
         self.api.provider()
     }
 
-    async fn owned_numbers(&self) -> Result<Listing, ProviderError> {
+    async fn list_numbers(&self) -> Result<Listing, ProviderError> {
         let first = self.account_path(&format!("IncomingPhoneNumbers.json?PageSize={PAGE_SIZE}"));
         let mut listing = Listing::default();
         self.api
