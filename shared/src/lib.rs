@@ -9,7 +9,7 @@
 //! - [`crypto`]: HMAC person keys and AES-GCM sealing of real numbers
 //! - [`providers`]: each telecom provider's request format, signature and answer (pure)
 //! - [`aws`]: SDK configuration shared by the functions
-//! - [`config`]: typed configuration from the environment
+//! - [`config`]: typed configuration from the environment, and the redacting `Secret`
 //! - [`telemetry`]: CloudWatch embedded-metric-format (EMF) metrics and the panic hook
 
 pub mod assignment;
