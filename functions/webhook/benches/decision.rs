@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Bencher, Criterion};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
-use vnmask::domain::{RealNumber, VnNumber};
+use vnmask::domain::{RealNumber, VirtualNumber};
 use vnmask::providers::exotel::{self, ConnectSettings, SourceAllowList};
 use vnmask::providers::twilio::{self, VoiceRefusal, VoiceSettings};
-use vnmask::providers::{generic, parse_form, parse_query, Secret};
+use vnmask::providers::{generic, param, parse_form, parse_query, Secret};
 use vnmask::routing::{decide, Decision};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
@@ -269,8 +269,8 @@ fn bench(c: &mut Criterion) {
     let store = store.as_ref();
     // The reference reads the same route, from a table of its own.
     let routes = reference::Routes::default();
-    let params = parse_form(fixture("twilio-voice.form").as_bytes()).unwrap();
-    let query = twilio::voice_query(&params).unwrap();
+    let body = fixture("twilio-voice.form");
+    let query = twilio::voice_query(&parse_form(body.as_bytes()).unwrap()).unwrap();
     let Decision::Connect(route) = rt.block_on(decide(store, &query, now(), BUDGET)) else {
         panic!("the bench's order has a route");
     };
@@ -391,10 +391,7 @@ fn bench(c: &mut Criterion) {
         per_request(b, taken, || {
             allowed.check(Some(black_box("203.0.113.10"))).unwrap();
             let params = parse_query(black_box(&query_string)).unwrap();
-            let token = params
-                .iter()
-                .find(|(k, _)| k == exotel::TOKEN_PARAM)
-                .map(|(_, v)| v.as_str());
+            let token = param(&params, exotel::TOKEN_PARAM);
             exotel::verify_token(&exotel_tokens, token).unwrap();
             let query = exotel::connect_query(&params).unwrap();
             let decision = rt.block_on(decide(store, &query, now(), BUDGET));
@@ -432,7 +429,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| RealNumber::parse(black_box("+919810000001")))
     });
     parts.bench_function("vn_number_parse", |b| {
-        b.iter(|| VnNumber::parse(black_box("+911140001000")))
+        b.iter(|| VirtualNumber::parse(black_box("+911140001000")))
     });
     let body = fixture("twilio-voice.form");
     let url = "https://hooks.vnmask.test/v1/providers/twilio/voice";
@@ -450,7 +447,7 @@ fn bench(c: &mut Criterion) {
         per_request(b, form, || {
             (
                 RealNumber::parse_form(black_box("+919810000001")),
-                VnNumber::parse_form(black_box("+911140001000")),
+                VirtualNumber::parse_form(black_box("+911140001000")),
             )
         })
     });
@@ -459,7 +456,7 @@ fn bench(c: &mut Criterion) {
         per_request(b, strict, || {
             (
                 RealNumber::parse(black_box("+919810000001")),
-                VnNumber::parse(black_box("+911140001000")),
+                VirtualNumber::parse(black_box("+911140001000")),
             )
         })
     });

@@ -32,7 +32,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use vnmask::domain::{self, Channel};
 use vnmask::providers::{
-    exotel, generic, parse_form, parse_query, twilio, AuthError, RequestError,
+    exotel, generic, param, parse_form, parse_query, twilio, AuthError, RequestError,
 };
 use vnmask::routing::{decide, Decision, RouteQuery};
 use vnmask::store::RouteReader;
@@ -246,10 +246,7 @@ impl Webhook {
             allowed.check(source.0.as_deref())?;
         }
         let params = parse_query(uri.query().unwrap_or_default())?;
-        let query_token = params
-            .iter()
-            .find(|(k, _)| k == exotel::TOKEN_PARAM)
-            .map(|(_, v)| v.as_str());
+        let query_token = param(&params, exotel::TOKEN_PARAM);
         exotel::verify_token(&config.tokens, path_token.or(query_token))?;
         Ok(exotel::connect_query(&params)?)
     }

@@ -4,6 +4,7 @@
 //! `CallFrom`, `CallTo`, …) and expects JSON naming the number to dial. Exotel signs nothing,
 //! so the URL carries a secret token and, optionally, only Exotel's addresses are let in.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -18,12 +19,12 @@ pub const TOKEN_PARAM: &str = "vnmask_token";
 
 /// Reads a Connect applet request. Exotel's own pages spell `CallFrom` both ways, so names are
 /// matched without regard to case.
-pub fn connect_query(params: &[(String, String)]) -> Result<RouteQuery, RequestError> {
+pub fn connect_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
     let get = |name: &'static str| {
         params
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
             .ok_or(RequestError::Missing(name))
     };
     let id = CallId::parse(get("CallSid")?).map_err(|_| RequestError::Malformed("CallSid"))?;

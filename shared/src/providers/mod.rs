@@ -68,51 +68,73 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// A request's parameters in order, decoded. A name or value borrows from the request unless
+/// decoding changed it.
+pub type Params<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 /// Decodes `application/x-www-form-urlencoded` pairs in order, strictly: the input and every
 /// decoded name and value must be UTF-8 (a lossy decoding would change what was signed).
-pub fn parse_form(input: &[u8]) -> Result<Vec<(String, String)>, RequestError> {
-    decode_pairs(input, true)
+pub fn parse_form(input: &[u8]) -> Result<Params<'_>, RequestError> {
+    let text = std::str::from_utf8(input).map_err(|_| RequestError::NotUtf8)?;
+    decode_pairs(text, true)
 }
 
 /// Decodes a URL's query string like [`parse_form`], except that `+` stays a plus sign: a
 /// provider that leaves the `+` of `+91…` unencoded in a URL must not turn it into a space.
-pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, RequestError> {
-    decode_pairs(query.as_bytes(), false)
+pub fn parse_query(query: &str) -> Result<Params<'_>, RequestError> {
+    decode_pairs(query, false)
 }
 
-fn decode_pairs(input: &[u8], plus_is_space: bool) -> Result<Vec<(String, String)>, RequestError> {
-    let text = std::str::from_utf8(input).map_err(|_| RequestError::NotUtf8)?;
-    let decode = |s: &str| -> Result<String, RequestError> {
-        let spaced = if plus_is_space && s.contains('+') {
-            Cow::Owned(s.replace('+', " "))
-        } else {
-            Cow::Borrowed(s)
-        };
-        percent_decode_str(&spaced)
-            .decode_utf8()
-            .map(Cow::into_owned)
-            .map_err(|_| RequestError::NotUtf8)
-    };
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(name)?, decode(value)?))
-        })
-        .collect()
+fn decode_pairs(text: &str, plus_is_space: bool) -> Result<Params<'_>, RequestError> {
+    // At most one pair per `&`, and one more: sized once rather than grown pair by pair.
+    let mut params = Vec::with_capacity(text.bytes().filter(|&b| b == b'&').count() + 1);
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        params.push((
+            decode_component(name, plus_is_space)?,
+            decode_component(value, plus_is_space)?,
+        ));
+    }
+    Ok(params)
+}
+
+/// Percent-decodes one name or value, each `+` a space first when `plus_is_space`. Borrows
+/// `s` when there is nothing to decode (it is UTF-8 already).
+fn decode_component(s: &str, plus_is_space: bool) -> Result<Cow<'_, str>, RequestError> {
+    let spaced = plus_is_space && s.contains('+');
+    if !spaced && !s.contains('%') {
+        return Ok(Cow::Borrowed(s));
+    }
+    let mut bytes = Vec::with_capacity(s.len());
+    if spaced {
+        // A `+` is never part of an escape (`%` and two hex digits), so decoding the runs
+        // between them is the same as replacing every `+` first.
+        for (i, run) in s.split('+').enumerate() {
+            if i > 0 {
+                bytes.push(b' ');
+            }
+            bytes.extend(percent_decode_str(run));
+        }
+    } else {
+        bytes.extend(percent_decode_str(s));
+    }
+    String::from_utf8(bytes)
+        .map(Cow::Owned)
+        .map_err(|_| RequestError::NotUtf8)
 }
 
 /// The first value of parameter `name`.
-pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn param<'a>(params: &'a [(Cow<'_, str>, Cow<'_, str>)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v.as_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn form_decoding_keeps_order_and_plus_signs() {
@@ -145,5 +167,26 @@ mod tests {
     fn form_with_invalid_utf8_is_an_error() {
         assert_eq!(parse_form(b"Body=%FF%FE"), Err(RequestError::NotUtf8));
         assert_eq!(parse_form(b"Body=\xff"), Err(RequestError::NotUtf8));
+    }
+
+    proptest! {
+        /// Decoding a name or value is the textbook definition: for a form, every `+` a space
+        /// first; then percent-decoding, strictly UTF-8. What it borrows is the text as it came.
+        #[test]
+        fn components_decode_by_the_textbook(
+            s in "([a-fA-F0-9%+=é ]|%[0-9a-fA-F]{2}|%[fF][fF]|%2[bB]){0,16}",
+            plus_is_space: bool,
+        ) {
+            let spaced = if plus_is_space { s.replace('+', " ") } else { s.clone() };
+            let textbook = percent_decode_str(&spaced)
+                .decode_utf8()
+                .map(Cow::into_owned)
+                .map_err(|_| RequestError::NotUtf8);
+            let decoded = decode_component(&s, plus_is_space);
+            prop_assert_eq!(decoded.clone().map(Cow::into_owned), textbook);
+            if let Ok(Cow::Borrowed(b)) = decoded {
+                prop_assert_eq!(b, s.as_str());
+            }
+        }
     }
 }
