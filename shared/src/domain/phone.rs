@@ -20,14 +20,15 @@ pub enum PhoneError {
     UnknownMarket(String),
 }
 
-/// An ISO 3166-1 alpha-2 country code naming a market, e.g. `IN`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// An ISO 3166-1 alpha-2 country code naming a market, e.g. `IN`. Held inline: every number
+/// carries its country, and cloning one allocates nothing.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Market(String);
+pub struct Market(Ascii<2>);
 
 impl Market {
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -35,10 +36,17 @@ impl FromStr for Market {
     type Err = PhoneError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.trim().to_ascii_uppercase();
+        let unknown = || PhoneError::UnknownMarket(s.chars().take(8).collect());
         if upper.len() != 2 || country::Id::from_str(&upper).is_err() {
-            return Err(PhoneError::UnknownMarket(s.chars().take(8).collect()));
+            return Err(unknown());
         }
-        Ok(Market(upper))
+        Ascii::new(&upper).map(Market).ok_or_else(unknown)
+    }
+}
+
+impl fmt::Debug for Market {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Market").field(&self.as_str()).finish()
     }
 }
 
@@ -51,20 +59,80 @@ impl TryFrom<String> for Market {
 
 impl From<Market> for String {
     fn from(m: Market) -> String {
-        m.0
+        m.as_str().to_owned()
     }
 }
 
 impl fmt::Display for Market {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
-/// An E.164 number and the country it belongs to.
+/// Short ASCII text of at most `N` bytes, held inline (no allocation, `Copy`). Ordered, compared
+/// and hashed as its text.
+#[derive(Clone, Copy)]
+struct Ascii<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Ascii<N> {
+    /// `None` unless `s` is ASCII and at most `N` bytes long.
+    fn new(s: &str) -> Option<Self> {
+        if !s.is_ascii() || s.len() > N {
+            return None;
+        }
+        let mut bytes = [0; N];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(Ascii {
+            len: s.len() as u8,
+            bytes,
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (see `new`), so this never falls back.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> PartialEq for Ascii<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl<const N: usize> Eq for Ascii<N> {}
+
+impl<const N: usize> Hash for Ascii<N> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl<const N: usize> PartialOrd for Ascii<N> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<const N: usize> Ord for Ascii<N> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+/// An E.164 number and the country it belongs to. Both are held inline: numbers are copied
+/// into every route and query, and copying one allocates nothing.
 #[derive(Clone)]
 pub struct E164 {
-    digits: String,
+    /// `+` and 8–15 digits.
+    digits: Ascii<16>,
     /// Looked up in the numbering plan when first asked, for numbers that were only checked
     /// for form ([`E164::parse_form`]).
     country: OnceLock<Option<Market>>,
@@ -110,7 +178,7 @@ impl E164 {
             return Err(PhoneError::NotE164);
         }
         Ok(E164 {
-            digits: canonical,
+            digits: Self::inline(s)?,
             country: OnceLock::from(country_of(&parsed)),
         })
     }
@@ -124,9 +192,14 @@ impl E164 {
     pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
         Self::check_form(s)?;
         Ok(E164 {
-            digits: s.to_owned(),
+            digits: Self::inline(s)?,
             country: OnceLock::new(),
         })
+    }
+
+    /// `s`, which has the E.164 form, held inline.
+    fn inline(s: &str) -> Result<Ascii<16>, PhoneError> {
+        Ascii::new(s).ok_or(PhoneError::NotE164)
     }
 
     fn check_form(s: &str) -> Result<(), PhoneError> {
@@ -141,14 +214,14 @@ impl E164 {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.digits
+        self.digits.as_str()
     }
 
     /// The number's country, when the numbering plan names one (non-geographic numbers have none).
     pub fn country(&self) -> Option<&Market> {
         self.country
             .get_or_init(|| {
-                phonenumber::parse(None, &self.digits)
+                phonenumber::parse(None, self.as_str())
                     .ok()
                     .and_then(|p| country_of(&p))
             })
@@ -241,7 +314,7 @@ impl TryFrom<String> for VirtualNumber {
 
 impl From<VirtualNumber> for String {
     fn from(v: VirtualNumber) -> String {
-        v.0.digits
+        v.as_str().to_owned()
     }
 }
 
