@@ -210,9 +210,10 @@ impl Webhook {
             header_str(headers, twilio::SIGNATURE_HEADER).ok_or(AuthError::MissingSignature)?;
         let params = parse_form(body)?;
         // Twilio signs the URL it was given: our public base URL, then the path and query as sent.
+        let base = config.public_base_url.as_str();
         let url = match uri.query() {
-            Some(q) => format!("{}{}?{}", config.public_base_url, uri.path(), q),
-            None => format!("{}{}", config.public_base_url, uri.path()),
+            Some(q) => [base, uri.path(), "?", q].concat(),
+            None => [base, uri.path()].concat(),
         };
         twilio::verify(&config.auth_tokens, &url, &params, Some(signature))?;
         Ok(match channel {
