@@ -86,39 +86,20 @@ async fn pool_numbers_are_added_listed_drained_and_bad_input_is_refused() {
 
 #[tokio::test]
 async fn session_show_redacts_real_numbers_unless_revealed() {
-    let (cli, sdk) = vnctl().await;
-    cli.json(&["pool", "add", "+911140000010", "--market", "IN"]);
-    let store = std::sync::Arc::new(
-        StoreConfig::from_source(&cli.env)
-            .unwrap()
-            .connect(&sdk)
-            .await
-            .unwrap(),
-    );
-    let assigner = Assigner::new(store, AssignSettings::for_markets([market("IN")]));
-    let (c, d) = (customer(1), driver(1));
-    assigner
-        .apply(
-            &OrderUpdate {
-                order_id: "ord-77".parse().unwrap(),
-                market: market("IN"),
-                version: 1,
-                change: OrderChange::Participants(vec![c.clone(), d]),
-            },
-            now(),
-        )
-        .await
-        .unwrap();
+    let (cli, _, [customer_phone, _]) = one_served_order("ord-77").await;
     let shown = cli.run(&["session", "show", "ord-77"]);
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.status.success());
     assert!(text.contains("+911140000010") && text.contains("customer"));
     assert!(
-        !text.contains(&c.phone.expose()[3..]),
+        !text.contains(&customer_phone[3..]),
         "real numbers are redacted"
     );
     let revealed = cli.json(&["session", "show", "ord-77", "--reveal"]);
-    assert_eq!(revealed["participants"][0]["phone"], c.phone.expose());
+    assert_eq!(
+        revealed["participants"][0]["phone"],
+        customer_phone.as_str()
+    );
     assert_eq!(
         cli.run(&["session", "show", "ord-404"]).status.code(),
         Some(3)
