@@ -2,7 +2,8 @@
 //!
 //! Twilio POSTs form-encoded parameters (`From`, `To`, `CallSid`, …) and signs each request with
 //! `X-Twilio-Signature`: Base64(HMAC-SHA1(auth token, URL + every POST parameter sorted by
-//! name, each name followed by its value)). The answer is TwiML.
+//! name, each name followed by its value)); a repeated parameter's values are sorted and signed
+//! once each. The answer is TwiML.
 
 use std::borrow::Cow;
 use std::io;
@@ -34,14 +35,17 @@ pub fn sign<K: AsRef<str>, V: AsRef<str>>(
     base64::engine::general_purpose::STANDARD.encode(mac(auth_token, url, &signed_params(params)))
 }
 
-/// Every parameter's name then value, sorted by name, then by value (how Twilio orders a
-/// repeated parameter).
+/// Every parameter's name then value, sorted by name, then by value, and each exact pair once:
+/// Twilio's SDKs sign a repeated parameter's values as a sorted set (twilio-node
+/// `toFormUrlEncodedParam`, twilio-python `compute_signature`), so a form that repeats
+/// `Digits=1234` is signed with it once.
 fn signed_params<K: AsRef<str>, V: AsRef<str>>(params: &[(K, V)]) -> Vec<u8> {
     let mut sorted: Vec<(&str, &str)> = params
         .iter()
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .collect();
     sorted.sort_unstable();
+    sorted.dedup();
     let mut out = Vec::with_capacity(sorted.iter().map(|(k, v)| k.len() + v.len()).sum());
     for (name, value) in sorted {
         out.extend_from_slice(name.as_bytes());
@@ -261,6 +265,10 @@ fn xml_safe(text: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
     use super::*;
     use crate::domain::Route;
 
@@ -284,6 +292,138 @@ mod tests {
         assert_eq!(sign(b"12345", url, &params), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
         let token = [Secret::new("12345")];
         assert!(verify(&token, url, &params, Some("RSOYDt4T1cUTdK1PDd93/VVr8B8=")).is_ok());
+    }
+
+    /// The auth token, URL and parameters of Twilio's published vectors, as in twilio-node's
+    /// `spec/validation.spec.js` and twilio-python's `tests/unit/test_request_validator.py`.
+    const SDK_TOKEN: &str = "12345";
+    const SDK_URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
+
+    fn sdk_params() -> Vec<(String, String)> {
+        pairs(&[
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+            ("To", "+18005551212"),
+        ])
+    }
+
+    fn sdk_verify(
+        url: &str,
+        params: &[(String, String)],
+        signature: &str,
+    ) -> Result<(), AuthError> {
+        verify(&[Secret::new(SDK_TOKEN)], url, params, Some(signature))
+    }
+
+    /// Both SDKs' duplicate-values vector: `Digits` three times, once repeated, out of order.
+    #[test]
+    fn repeated_values_are_signed_sorted_and_once_each_as_twilios_sdks_do() {
+        let params = pairs(&[
+            ("Sid", "CA123"),
+            ("SidAccount", "AC123"),
+            ("Digits", "5678"),
+            ("Digits", "1234"),
+            ("Digits", "1234"),
+        ]);
+        assert_eq!(
+            sign(SDK_TOKEN.as_bytes(), SDK_URL, &params),
+            "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+        );
+        assert_eq!(
+            sdk_verify(SDK_URL, &params, "IK+Dwps556ElfBT0I3Rgjkr1wJU="),
+            Ok(())
+        );
+    }
+
+    /// twilio-node's array-parameter vector, with the values in either order.
+    #[test]
+    fn a_repeated_parameter_verifies_whatever_the_order_of_its_values() {
+        for (first, second) in [
+            ("+1325xxxxxxx", "+1415xxxxxxx"),
+            ("+1415xxxxxxx", "+1325xxxxxxx"),
+        ] {
+            let params = pairs(&[
+                ("MessagingBinding.Address", first),
+                ("MessagingBinding.Address", second),
+            ]);
+            assert_eq!(
+                sdk_verify(SDK_URL, &params, "83O6e2vORAoJHUNzJjDWN1jz+BA="),
+                Ok(()),
+                "{first} then {second}"
+            );
+        }
+    }
+
+    /// twilio-node's and twilio-python's port vectors: a signature made without the port, or
+    /// with the scheme's default port, verifies against the URL with a port, or without one.
+    #[test]
+    fn twilios_port_vectors_verify() {
+        let params = sdk_params();
+        for (received, signature, signed_over) in [
+            (
+                "https://mycompany.com:1234/myapp.php?foo=1&bar=2",
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+                "the URL without its port",
+            ),
+            (
+                "http://mycompany.com:1234/myapp.php?foo=1&bar=2",
+                "Zmvh+3yNM1Phv2jhDCwEM3q5ebU=",
+                "the URL with port 1234",
+            ),
+            (
+                "https://mycompany.com/myapp.php?foo=1&bar=2",
+                "kvajT1Ptam85bY51eRf/AJRuM3w=",
+                "the URL with port 443",
+            ),
+            (
+                "http://mycompany.com/myapp.php?foo=1&bar=2",
+                "0ZXoZLH/DfblKGATFgpif+LLRf4=",
+                "the URL with port 80",
+            ),
+            (
+                "https://mycompany.com:443/myapp.php?foo=1&bar=2",
+                "RSOYDt4T1cUTdK1PDd93/VVr8B8=",
+                "the URL without its port",
+            ),
+        ] {
+            assert_eq!(
+                sdk_verify(received, &params, signature),
+                Ok(()),
+                "{received}, signed over {signed_over}"
+            );
+        }
+    }
+
+    /// twilio-node's special-characters vector: the query is signed exactly as it was sent.
+    #[test]
+    fn the_query_is_signed_as_sent() {
+        let params = sdk_params();
+        let url = format!("{SDK_URL}&Body=It's+amazing");
+        assert_eq!(
+            sdk_verify(&url, &params, "dsq4Ehbj6cs+KdTkpF5sSSplOWw="),
+            Ok(())
+        );
+        assert_eq!(
+            sdk_verify(&format!("{url}2"), &params, "dsq4Ehbj6cs+KdTkpF5sSSplOWw="),
+            Err(AuthError::BadSignature)
+        );
+    }
+
+    proptest! {
+        /// What is signed is the set of name-value pairs: the sorted, distinct pairs, whatever
+        /// their order in the form and however often each is repeated.
+        #[test]
+        fn the_set_of_pairs_is_signed(
+            form in proptest::collection::vec(("[AB]{1,2}", "[xy1]{0,2}"), 0..8),
+        ) {
+            let distinct: BTreeSet<(String, String)> = form.iter().cloned().collect();
+            let textbook: String = distinct.iter().map(|(k, v)| format!("{k}{v}")).collect();
+            prop_assert_eq!(signed_params(&form), textbook.into_bytes());
+            let repeated: Vec<_> = form.iter().rev().chain(&form).cloned().collect();
+            prop_assert_eq!(sign(b"k", "https://h/", &repeated), sign(b"k", "https://h/", &form));
+        }
     }
 
     #[test]
