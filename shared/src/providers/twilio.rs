@@ -111,7 +111,8 @@ fn without_port_as_received(url: &str) -> Option<&str> {
     (!authority.contains([':', '@'])).then_some(url)
 }
 
-/// `url` without its port, and with the scheme's default port when it has none.
+/// `url` without its port, and with the scheme's default port when it has none. Credentials in
+/// the URL (`user:pass@`) stay: they are part of what Twilio signs.
 fn port_variants(url: &str) -> Vec<Cow<'_, str>> {
     let unchanged = || vec![Cow::Borrowed(url)];
     let Some((scheme, after)) = url.split_once("://") else {
@@ -127,11 +128,15 @@ fn port_variants(url: &str) -> Vec<Cow<'_, str>> {
     let Ok(authority) = authority.parse::<http::uri::Authority>() else {
         return unchanged();
     };
+    let credentials = authority
+        .as_str()
+        .rfind('@')
+        .map_or("", |at| &authority.as_str()[..=at]);
     let host = authority.host();
     let port = authority.port_u16().unwrap_or(default_port);
     vec![
-        Cow::Owned(format!("{scheme}://{host}{rest}")),
-        Cow::Owned(format!("{scheme}://{host}:{port}{rest}")),
+        Cow::Owned(format!("{scheme}://{credentials}{host}{rest}")),
+        Cow::Owned(format!("{scheme}://{credentials}{host}:{port}{rest}")),
     ]
 }
 
@@ -394,6 +399,38 @@ mod tests {
                 "{received}, signed over {signed_over}"
             );
         }
+    }
+
+    /// twilio-node's vectors for URLs that carry credentials: they are part of what is signed,
+    /// with or without the default port.
+    #[test]
+    fn credentials_in_the_url_are_signed_as_twilios_vectors_show() {
+        let params = sdk_params();
+        for (received, signature) in [
+            (
+                "https://user:pass@mycompany.com/myapp.php?foo=1&bar=2",
+                "CukzLTc1tT5dXEDIHm/tKBanW10=",
+            ),
+            (
+                "https://user@mycompany.com/myapp.php?foo=1&bar=2",
+                "2YRLlVAflCqxaNicjMpJcSTgzSs=",
+            ),
+            (
+                "https://user:pass@mycompany.com/myapp.php?foo=1&bar=2",
+                "ZQFR1PTIZXF2MXB8ZnKCvnnA+rI=",
+            ),
+        ] {
+            assert_eq!(
+                sdk_verify(received, &params, signature),
+                Ok(()),
+                "{received}"
+            );
+        }
+        // Without the credentials it is another URL.
+        assert_eq!(
+            sdk_verify(SDK_URL, &params, "CukzLTc1tT5dXEDIHm/tKBanW10="),
+            Err(AuthError::BadSignature)
+        );
     }
 
     /// twilio-node's special-characters vector: the query is signed exactly as it was sent.
