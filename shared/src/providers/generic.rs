@@ -21,7 +21,7 @@ use crate::routing::{Decision, RouteQuery};
 pub const TIMESTAMP_HEADER: &str = "x-vnmask-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-vnmask-signature";
 /// How far a request's timestamp may be from our clock, either way, in seconds.
-pub const MAX_SKEW: i64 = 300;
+pub const MAX_SKEW: u64 = 300;
 
 /// The hex signature of `body` sent at `timestamp` (the header's exact text).
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
@@ -56,8 +56,9 @@ pub fn verify(
     if !matched {
         return Err(AuthError::BadSignature);
     }
-    // Checked after the signature, so an unsigned request learns nothing about our clock.
-    if (now - sent).abs() > MAX_SKEW {
+    // Checked after the signature, so an unsigned request learns nothing about our clock. The
+    // distance between any two i64s fits a u64: no timestamp, however far off, overflows it.
+    if now.abs_diff(sent) > MAX_SKEW {
         return Err(AuthError::Stale);
     }
     Ok(())
@@ -140,6 +141,55 @@ mod tests {
             let sig = sign(secrets[0].expose(), &ts, b"{}");
             let got = verify(&secrets, Some(&ts), Some(&sig), b"{}", NOW);
             assert_eq!(got.is_ok(), ok, "{ts}: {got:?}");
+        }
+    }
+
+    /// The skew is a distance between two i64s, which the difference overflows at the extremes:
+    /// a signed timestamp anywhere in i64, with our clock anywhere in i64, is judged, not wrapped.
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_judged_without_overflow() {
+        let secrets = [Secret::new("first-secret-0123456789")];
+        let skew = MAX_SKEW as i64;
+        for (sent, now, ok) in [
+            (i64::MAX, NOW, false),
+            (i64::MIN, NOW, false),
+            (i64::MIN + 1, NOW, false),
+            (-1, NOW, false),
+            (i64::MIN, i64::MAX, false),
+            (i64::MAX, i64::MIN, false),
+            (i64::MAX, i64::MAX - skew, true),
+            (i64::MAX, i64::MAX - skew - 1, false),
+            (i64::MIN, i64::MIN + skew, true),
+            (i64::MIN, i64::MIN + skew + 1, false),
+            (i64::MIN + skew, i64::MIN, true),
+        ] {
+            let ts = sent.to_string();
+            let sig = sign(secrets[0].expose(), &ts, b"{}");
+            let got = verify(&secrets, Some(&ts), Some(&sig), b"{}", now);
+            let want = if ok { Ok(()) } else { Err(AuthError::Stale) };
+            assert_eq!(got, want, "sent {sent}, now {now}");
+        }
+    }
+
+    /// A timestamp that is no i64 (past either end, or not a number) is refused as malformed,
+    /// even when it is signed.
+    #[test]
+    fn timestamps_beyond_i64_are_malformed() {
+        let secrets = [Secret::new("first-secret-0123456789")];
+        for ts in [
+            u64::MAX.to_string(),
+            (i64::MAX as u64 + 1).to_string(),
+            format!("-{}", i64::MAX as u64 + 2),
+            i128::MIN.to_string(),
+            "1767225600.5".to_owned(),
+            "".to_owned(),
+        ] {
+            let sig = sign(secrets[0].expose(), &ts, b"{}");
+            assert_eq!(
+                verify(&secrets, Some(&ts), Some(&sig), b"{}", NOW),
+                Err(AuthError::BadTimestamp),
+                "{ts}"
+            );
         }
     }
 
