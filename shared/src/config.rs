@@ -91,20 +91,68 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The table and the KMS-wrapped keys that protect real numbers.
+/// The table, and the KMS-wrapped keys that protect real numbers when the store needs them.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// `VNMASK_TABLE`
     pub table: String,
+    /// `None`: a store without keys ([`StoreConfig::without_keys`]).
+    pub keys: Option<WrappedKeys>,
+}
+
+/// The keys that turn real numbers into person keys and seal them, as KMS ciphertexts.
+#[derive(Debug, Clone)]
+pub struct WrappedKeys {
     /// `VNMASK_HMAC_KEY`: base64 KMS ciphertext of the 32-byte HMAC key for person keys.
-    pub wrapped_hmac_key: Vec<u8>,
+    pub hmac_key: Vec<u8>,
     /// `VNMASK_DATA_KEYS`: `name=base64,name=base64`, KMS ciphertexts of 32-byte AES keys.
-    pub wrapped_data_keys: BTreeMap<String, Vec<u8>>,
+    pub data_keys: BTreeMap<String, Vec<u8>>,
     /// `VNMASK_DATA_KEY_CURRENT`: the data key new values are sealed with (default: the only one).
     pub current_data_key: String,
 }
 
 impl StoreConfig {
+    /// The table and its keys, all required: for functions that read or write real numbers.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(StoreConfig {
+            table: required(src, "VNMASK_TABLE")?,
+            keys: Some(WrappedKeys::from_source(src)?),
+        })
+    }
+
+    /// The table only (`VNMASK_TABLE`), for a store without keys: pool upkeep reads and writes
+    /// nothing that needs one, so it neither reads the key variables nor calls KMS.
+    pub fn without_keys(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(StoreConfig {
+            table: required(src, "VNMASK_TABLE")?,
+            keys: None,
+        })
+    }
+
+    /// Builds the DynamoDB store, unwrapping its keys with KMS first (once, at cold start), if
+    /// it has any. A store without keys makes no KMS call.
+    pub async fn connect(&self, sdk: &aws_config::SdkConfig) -> Result<DynamoStore, CryptoError> {
+        let client = aws_sdk_dynamodb::Client::new(sdk);
+        let Some(keys) = &self.keys else {
+            return Ok(DynamoStore::without_keys(client, self.table.clone()));
+        };
+        let kms = aws_sdk_kms::Client::new(sdk);
+        let vault = Vault::unwrap_with_kms(
+            &kms,
+            &keys.hmac_key,
+            &keys.data_keys,
+            &keys.current_data_key,
+        )
+        .await?;
+        Ok(DynamoStore::new(
+            client,
+            self.table.clone(),
+            std::sync::Arc::new(vault),
+        ))
+    }
+}
+
+impl WrappedKeys {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let b64 = |var: &'static str, v: &str| {
             base64::engine::general_purpose::STANDARD
@@ -114,9 +162,8 @@ impl StoreConfig {
                     reason: "not base64".into(),
                 })
         };
-        let table = required(src, "VNMASK_TABLE")?;
-        let wrapped_hmac_key = b64("VNMASK_HMAC_KEY", &required(src, "VNMASK_HMAC_KEY")?)?;
-        let mut wrapped_data_keys = BTreeMap::new();
+        let hmac_key = b64("VNMASK_HMAC_KEY", &required(src, "VNMASK_HMAC_KEY")?)?;
+        let mut data_keys = BTreeMap::new();
         for entry in required(src, "VNMASK_DATA_KEYS")?
             .split(',')
             .filter(|e| !e.trim().is_empty())
@@ -125,44 +172,24 @@ impl StoreConfig {
                 var: "VNMASK_DATA_KEYS",
                 reason: "expected name=base64 entries separated by commas".into(),
             })?;
-            wrapped_data_keys.insert(name.trim().to_owned(), b64("VNMASK_DATA_KEYS", blob)?);
+            data_keys.insert(name.trim().to_owned(), b64("VNMASK_DATA_KEYS", blob)?);
         }
         let current_data_key = match src.get("VNMASK_DATA_KEY_CURRENT") {
             Some(name) => name,
-            None if wrapped_data_keys.len() == 1 => {
-                wrapped_data_keys.keys().next().cloned().unwrap_or_default()
-            }
+            None if data_keys.len() == 1 => data_keys.keys().next().cloned().unwrap_or_default(),
             None => return Err(ConfigError::Missing("VNMASK_DATA_KEY_CURRENT")),
         };
-        if !wrapped_data_keys.contains_key(&current_data_key) {
+        if !data_keys.contains_key(&current_data_key) {
             return Err(ConfigError::Invalid {
                 var: "VNMASK_DATA_KEY_CURRENT",
                 reason: format!("`{current_data_key}` is not in VNMASK_DATA_KEYS"),
             });
         }
-        Ok(StoreConfig {
-            table,
-            wrapped_hmac_key,
-            wrapped_data_keys,
+        Ok(WrappedKeys {
+            hmac_key,
+            data_keys,
             current_data_key,
         })
-    }
-
-    /// Unwraps the keys with KMS (once, at cold start) and builds the DynamoDB store.
-    pub async fn connect(&self, sdk: &aws_config::SdkConfig) -> Result<DynamoStore, CryptoError> {
-        let kms = aws_sdk_kms::Client::new(sdk);
-        let vault = Vault::unwrap_with_kms(
-            &kms,
-            &self.wrapped_hmac_key,
-            &self.wrapped_data_keys,
-            &self.current_data_key,
-        )
-        .await?;
-        Ok(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            self.table.clone(),
-            std::sync::Arc::new(vault),
-        ))
     }
 }
 
@@ -249,6 +276,35 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_store_without_keys_needs_only_its_table_and_no_kms() {
+        // Key variables are not read: not even malformed ones stop it.
+        let env = src(&[("VNMASK_TABLE", "t"), ("VNMASK_HMAC_KEY", "not base64!")]);
+        let cfg = StoreConfig::without_keys(&env).unwrap();
+        assert!(cfg.keys.is_none());
+        assert!(StoreConfig::without_keys(&src(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("VNMASK_TABLE"));
+        // An SDK that can reach nothing: any KMS call fails, so connecting proves there is none.
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        assert!(cfg.connect(&sdk).await.is_ok());
+        let keyed = StoreConfig::from_source(&src(&[
+            ("VNMASK_TABLE", "t"),
+            ("VNMASK_HMAC_KEY", "AAAA"),
+            ("VNMASK_DATA_KEYS", "k1=AAAA"),
+        ]))
+        .unwrap();
+        assert!(
+            keyed.connect(&sdk).await.is_err(),
+            "a store with keys asks KMS"
+        );
+    }
+
     #[test]
     fn single_data_key_is_current_by_default() {
         let cfg = StoreConfig::from_source(&src(&[
@@ -257,7 +313,7 @@ mod tests {
             ("VNMASK_DATA_KEYS", "k1=AAAA"),
         ]))
         .unwrap();
-        assert_eq!(cfg.current_data_key, "k1");
+        assert_eq!(cfg.keys.unwrap().current_data_key, "k1");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub enum CryptoError {
     Seal,
     #[error("KMS could not unwrap key `{name}`: {reason}")]
     Kms { name: String, reason: String },
+    /// Sealing, opening or a person key was asked of a store built without keys (pool upkeep
+    /// has none): a bug in the caller, refused rather than guessed.
+    #[error("this store holds no keys: it cannot seal, open or make person keys")]
+    NoKeys,
 }
 
 /// The secrets that protect real numbers at rest.

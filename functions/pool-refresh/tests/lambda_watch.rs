@@ -1,16 +1,17 @@
 //! End to end: the real `pool-refresh` binary under `cargo lambda watch` on 127.0.0.1, invoked
-//! with an EventBridge Scheduler event, against DynamoDB Local, moto's KMS (wrapped keys) and a
-//! wiremock-faked Twilio.
+//! with an EventBridge Scheduler event, against DynamoDB Local and a wiremock-faked Twilio. It
+//! runs without data keys: no key variables, and a KMS endpoint that answers nothing.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
 use vnmask::domain::{Capabilities, NumberState, PoolNumber, VirtualNumber};
 use vnmask::store::{AssignmentStore, PoolStore};
+use vnmask_tests::local_dynamo;
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
-use vnmask_tests::{kms_store, local_sdk};
 use wiremock::MockServer;
 
 /// A cold target directory can take many minutes to build the binary on 2 cores.
@@ -28,9 +29,9 @@ fn twilio_number(n: &str) -> PoolNumber {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_binary_under_cargo_lambda_watch_refreshes_the_pool() {
-    // GIVEN a table with KMS-wrapped keys and a US pool of two Twilio numbers
-    let sdk = local_sdk().await;
-    let (mut env, store) = kms_store(&sdk).await;
+    // GIVEN a table with a US pool of two Twilio numbers
+    let dynamo = local_dynamo().await;
+    let store = dynamo.store.clone();
     for n in ["+14155551000", "+14155551001"] {
         store.put_number(&twilio_number(n)).await.unwrap();
     }
@@ -41,8 +42,11 @@ async fn real_binary_under_cargo_lambda_watch_refreshes_the_pool() {
         &[("+14155551000", true, true), ("+14155551002", true, true)],
     )
     .await;
-    env.extend(
+    let env = BTreeMap::from(
         [
+            ("VNMASK_TABLE", dynamo.table.clone()),
+            // No data keys: any KMS call would fail at cold start.
+            ("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:9".to_owned()),
             ("VNMASK_MARKETS", "US".to_owned()),
             ("VNMASK_PROVIDERS", "twilio".to_owned()),
             ("VNMASK_TWILIO_ACCOUNT_SID", TWILIO_SID.to_owned()),

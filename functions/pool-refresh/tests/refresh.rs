@@ -1,5 +1,6 @@
 //! Whole refresh runs against DynamoDB Local (through the real SDK) and wiremock fakes of the
-//! providers: reconciliation, provider failures, overlapping runs, headroom and buying.
+//! providers: reconciliation, provider failures, overlapping runs, headroom and buying. The
+//! refresher runs on a store without keys, as in production; tests seed with keys.
 
 mod common;
 
@@ -104,7 +105,7 @@ async fn reconciliation_adds_retires_and_drains_numbers() {
     settings
         .drain
         .insert(VirtualNumber::parse("+14155551005").unwrap());
-    let refresher = refresher(dynamo.store.clone(), vec![twilio(&server)], None, settings);
+    let refresher = refresher(keyless(&dynamo), vec![twilio(&server)], None, settings);
 
     // WHEN the pool is refreshed
     let summary = refresher.refresh(now()).await;
@@ -176,7 +177,7 @@ async fn provider_failing_with_500_throughout_changes_nothing() {
         .mount(&server)
         .await;
     let refresher = refresher(
-        dynamo.store.clone(),
+        keyless(&dynamo),
         vec![twilio(&server)],
         None,
         settings(&["US"]),
@@ -211,7 +212,7 @@ async fn malformed_provider_answer_changes_nothing_and_says_why() {
         .mount(&server)
         .await;
     let refresher = refresher(
-        dynamo.store.clone(),
+        keyless(&dynamo),
         vec![twilio(&server)],
         None,
         settings(&["US"]),
@@ -269,7 +270,7 @@ async fn a_failed_provider_retires_nothing_while_a_healthy_one_does() {
         .await;
     let static_list = StaticList::from_json(r#"[{"number": "+911140001010"}]"#).unwrap();
     let inventories: Vec<Arc<dyn Inventory>> = vec![exotel(&server), Arc::new(static_list)];
-    let refresher = refresher(dynamo.store.clone(), inventories, None, settings(&["IN"]));
+    let refresher = refresher(keyless(&dynamo), inventories, None, settings(&["IN"]));
 
     // WHEN
     let summary = refresher.refresh(now()).await;
@@ -311,7 +312,7 @@ async fn two_overlapping_runs_write_each_change_once() {
         listed.iter().map(|n| (n.as_str(), true, true)).collect();
     twilio_lists(&server, &entries).await;
     // Both runs read the pool before either writes: the worst overlap, every time.
-    let lockstep: Arc<dyn PoolUpkeep> = Arc::new(Lockstep::new(dynamo.store.clone(), 2));
+    let lockstep: Arc<dyn PoolUpkeep> = Arc::new(Lockstep::new(keyless(&dynamo), 2));
     let a = refresher(
         lockstep.clone(),
         vec![twilio(&server)],
@@ -353,7 +354,7 @@ async fn two_overlapping_runs_write_each_change_once() {
 #[tokio::test]
 async fn a_write_that_loses_a_race_is_decided_again_from_a_fresh_read() {
     let dynamo = seeded_us_pool().await;
-    let faulty = Arc::new(FaultyStore::new(dynamo.store.clone()));
+    let faulty = Arc::new(FaultyStore::new(keyless(&dynamo)));
     faulty
         .faults
         .changed_numbers
@@ -436,7 +437,7 @@ fn buying_refresher(
     settings.min_headroom = 5;
     settings.buying = Some(buying(per_run, per_month));
     refresher(
-        dynamo.store.clone(),
+        keyless(&dynamo),
         vec![twilio.clone()],
         Some(twilio as Arc<dyn Vendor>),
         settings,
@@ -635,7 +636,7 @@ async fn with_buying_off_a_shortfall_is_only_reported() {
     let mut settings = settings(&["US"]);
     settings.min_headroom = 5;
     let refresher = refresher(
-        dynamo.store.clone(),
+        keyless(&dynamo),
         vec![twilio.clone()],
         Some(twilio as Arc<dyn Vendor>),
         settings,
@@ -677,7 +678,12 @@ async fn headroom_and_busiest_share_follow_the_assignments() {
         .map(|v| format!(r#"{{"number": "{}"}}"#, v.number))
         .collect();
     let static_list = StaticList::from_json(&format!("[{}]", listed.join(","))).unwrap();
-    let refresher = refresher(store, vec![Arc::new(static_list)], None, settings(&["IN"]));
+    let refresher = refresher(
+        keyless(&dynamo),
+        vec![Arc::new(static_list)],
+        None,
+        settings(&["IN"]),
+    );
 
     // WHEN
     let summary = refresher.refresh(t).await;
@@ -702,7 +708,7 @@ async fn handler_accepts_what_the_scheduler_sends() {
     let server = MockServer::start().await;
     twilio_lists(&server, &[("+14155551000", true, true)]).await;
     let refresher = refresher(
-        dynamo.store.clone(),
+        keyless(&dynamo),
         vec![twilio(&server)],
         None,
         settings(&["US"]),

@@ -1,22 +1,49 @@
-//! The store's pool-upkeep contract, on both stores (DynamoDB Local through the real SDK, and
-//! memory): versioned conditional writes, the live-contacts peak, the purchase count, leases
-//! and the bounded route sample.
+//! The store's pool-upkeep contract, on every store (memory, and DynamoDB Local through the
+//! real SDK with keys and without them, as pool-refresh runs): versioned conditional writes,
+//! the live-contacts peak, the purchase count, leases and the bounded route sample.
 
 use std::sync::Arc;
 
-use vnmask::domain::{NumberState, PoolNumber};
+use vnmask::crypto::CryptoError;
+use vnmask::domain::{NumberState, PoolNumber, VirtualNumber};
+use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::memory::MemoryStore;
-use vnmask::store::PoolStore;
-use vnmask::store::{LeaseTake, PoolWriteError, PurchaseCount, Store};
+use vnmask::store::{AssignmentStore, AuditStore, PoolStore, RouteReader};
+use vnmask::store::{LeaseTake, PoolWriteError, PurchaseCount, Store, StoreError};
 use vnmask_tests::people::{customer, driver};
-use vnmask_tests::{local_dynamo, market, now, pool, seed_pool};
+use vnmask_tests::{local_dynamo, market, now, pool, seed_pool, LocalDynamo};
+
+/// DynamoDB without keys, over `dynamo`'s table.
+fn keyless(dynamo: &LocalDynamo) -> Arc<DynamoStore> {
+    Arc::new(DynamoStore::without_keys(
+        dynamo.client.clone(),
+        dynamo.table.clone(),
+    ))
+}
+
+/// Each store under test, and a store with keys over the same data for what only one may
+/// write (routes): the memory and keyed DynamoDB stores are their own.
+async fn stores_and_writers() -> Vec<(&'static str, Arc<dyn Store>, Arc<dyn Store>)> {
+    let memory: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let dynamo = local_dynamo().await;
+    let other = local_dynamo().await;
+    vec![
+        ("memory", memory.clone(), memory),
+        ("dynamodb", dynamo.store.clone(), dynamo.store.clone()),
+        (
+            "dynamodb without keys",
+            keyless(&other),
+            other.store.clone(),
+        ),
+    ]
+}
 
 async fn stores() -> Vec<(&'static str, Arc<dyn Store>)> {
-    let dynamo = local_dynamo().await;
-    vec![
-        ("memory", Arc::new(MemoryStore::new()) as Arc<dyn Store>),
-        ("dynamodb", dynamo.store.clone() as Arc<dyn Store>),
-    ]
+    stores_and_writers()
+        .await
+        .into_iter()
+        .map(|(name, store, _)| (name, store))
+        .collect()
 }
 
 fn draining(v: &PoolNumber) -> PoolNumber {
@@ -278,9 +305,9 @@ async fn a_lease_has_one_holder_until_released_or_expired() {
 #[tokio::test]
 async fn route_sample_sees_live_routes_within_its_budget() {
     use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
-    for (name, store) in stores().await {
+    for (name, store, writer) in stores_and_writers().await {
         seed_pool(store.as_ref(), &pool("IN", 4)).await;
-        let assigner = Assigner::new(store.clone(), AssignSettings::for_markets([market("IN")]));
+        let assigner = Assigner::new(writer, AssignSettings::for_markets([market("IN")]));
         let t = now();
         for i in 0..5 {
             let update = OrderUpdate {
@@ -305,4 +332,55 @@ async fn route_sample_sees_live_routes_within_its_budget() {
             "{name}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_store_without_keys_refuses_real_numbers_with_a_typed_error() {
+    // GIVEN a table with a live order's routes and session, written with keys
+    use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
+    let dynamo = local_dynamo().await;
+    seed_pool(dynamo.store.as_ref(), &pool("IN", 2)).await;
+    let assigner = Assigner::new(
+        dynamo.store.clone(),
+        AssignSettings::for_markets([market("IN")]),
+    );
+    let t = now();
+    let order = OrderUpdate {
+        order_id: "o1".parse().unwrap(),
+        market: market("IN"),
+        version: 1,
+        change: OrderChange::Participants(vec![customer(1), driver(1)]),
+    };
+    assigner.apply(&order, t).await.unwrap();
+    let before = dynamo.items().await;
+    let store = keyless(&dynamo);
+    let no_keys = |e: &StoreError| matches!(e, StoreError::Crypto(CryptoError::NoKeys));
+    let caller = customer(1).phone;
+    let number = VirtualNumber::parse("+911140001000").unwrap();
+
+    // WHEN the keyless store is asked to make a person key, open or seal
+    let route = store.route(&caller, &number).await;
+    let session = store.session(&order.order_id).await;
+    let contacts = store.live_contacts(&caller, t).await;
+    let audit = store.audit_page(None, 1000, t).await;
+    let reassign = Assigner::new(store.clone(), AssignSettings::for_markets([market("IN")]))
+        .apply(
+            &OrderUpdate {
+                version: 2,
+                change: OrderChange::Participants(vec![customer(1), driver(2)]),
+                ..order.clone()
+            },
+            t,
+        )
+        .await;
+
+    // THEN each is a typed error, nothing was written, and pool upkeep still works
+    assert!(no_keys(route.as_ref().unwrap_err()), "{route:?}");
+    assert!(no_keys(session.as_ref().unwrap_err()), "{session:?}");
+    assert!(no_keys(contacts.as_ref().unwrap_err()), "{contacts:?}");
+    assert!(no_keys(audit.as_ref().unwrap_err()), "{audit:?}");
+    assert!(reassign.is_err(), "{reassign:?}");
+    assert_eq!(dynamo.items().await, before);
+    assert_eq!(store.pool_entries(&market("IN")).await.unwrap().len(), 2);
+    assert_eq!(store.sample_routes(t, 1000).await.unwrap().len(), 2);
 }

@@ -15,7 +15,9 @@ use reqwest::Url;
 use serde_json::{json, Value};
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market};
+use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::PoolUpkeep;
+use vnmask_tests::LocalDynamo;
 use wiremock::matchers::{method, path, query_param_is_missing};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -178,6 +180,15 @@ pub fn buying(per_run: u32, per_month: u32) -> Buying {
         },
         lease: Duration::from_secs(900),
     }
+}
+
+/// The store pool-refresh runs on in production: DynamoDB without keys, here over the test's
+/// table (which tests seed through the keyed `dynamo.store`).
+pub fn keyless(dynamo: &LocalDynamo) -> Arc<DynamoStore> {
+    Arc::new(DynamoStore::without_keys(
+        dynamo.client.clone(),
+        dynamo.table.clone(),
+    ))
 }
 
 pub fn refresher(

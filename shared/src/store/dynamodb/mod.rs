@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::Client;
 use futures_util::future::try_join_all;
 use rand::Rng;
 
-use crate::crypto::Vault;
+use crate::crypto::{CryptoError, Vault};
 use crate::domain::invariant::{RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
     Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber,
@@ -52,7 +52,8 @@ fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
 pub struct DynamoStore {
     client: Client,
     table: String,
-    vault: Arc<Vault>,
+    /// `None`: a store without keys, which reads and writes only what holds no real number.
+    vault: Option<Arc<Vault>>,
 }
 
 impl DynamoStore {
@@ -60,8 +61,26 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
-            vault,
+            vault: Some(vault),
         }
+    }
+
+    /// A store without keys, for pool upkeep: the pool, its statistics, the purchase ledger,
+    /// leases and the route sample (market and number only) hold no real number. Whatever needs
+    /// a key (a route, a session, live contacts, a commit, an audit of routes) fails with
+    /// [`CryptoError::NoKeys`] before any request is sent.
+    pub fn without_keys(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            vault: None,
+        }
+    }
+
+    fn vault(&self) -> Result<&Vault, StoreError> {
+        self.vault
+            .as_deref()
+            .ok_or(StoreError::Crypto(CryptoError::NoKeys))
     }
 
     /// Reads every page of a query on one partition.
@@ -111,7 +130,7 @@ impl DynamoStore {
         write: PairWrite,
         now: UnixTime,
     ) -> Result<TransactWriteItem, StoreError> {
-        let item = codec::route_item(&self.vault, route)?;
+        let item = codec::route_item(self.vault()?, route)?;
         // Live means `expires_at > now`, here as everywhere.
         let condition = match write {
             PairWrite::Claim => "attribute_not_exists(#pk) OR #exp <= :now OR #order = :order",
@@ -142,7 +161,7 @@ impl DynamoStore {
         let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(codec::route_key(
-                &self.vault,
+                self.vault()?,
                 &key.caller,
                 &key.number,
             )))
@@ -163,7 +182,8 @@ impl RouteReader for DynamoStore {
         caller: &RealNumber,
         dialled: &VirtualNumber,
     ) -> Result<Option<Route>, StoreError> {
-        let key = codec::route_key(&self.vault, caller, dialled);
+        let vault = self.vault()?;
+        let key = codec::route_key(vault, caller, dialled);
         let out = self
             .client
             .get_item()
@@ -176,13 +196,14 @@ impl RouteReader for DynamoStore {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        codec::route_from_item(&self.vault, caller, dialled, &item).map(Some)
+        codec::route_from_item(vault, caller, dialled, &item).map(Some)
     }
 }
 
 #[async_trait]
 impl AssignmentStore for DynamoStore {
     async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError> {
+        let vault = self.vault()?;
         let out = self
             .client
             .get_item()
@@ -197,7 +218,7 @@ impl AssignmentStore for DynamoStore {
             .await
             .map_err(store_error)?;
         out.item
-            .map(|item| codec::session_from_item(&self.vault, &item))
+            .map(|item| codec::session_from_item(vault, &item))
             .transpose()
     }
 
@@ -206,7 +227,7 @@ impl AssignmentStore for DynamoStore {
         person: &RealNumber,
         now: UnixTime,
     ) -> Result<Vec<LiveContact>, StoreError> {
-        let pk = attrs::route_pk(&self.vault.person_key(person));
+        let pk = attrs::route_pk(&self.vault()?.person_key(person));
         let items = self
             .query_partition(pk, Some("#sk, #order_id, #expires_at"), Some(now), true)
             .await?;
@@ -224,7 +245,7 @@ impl AssignmentStore for DynamoStore {
         let session_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(codec::session_item(
-                &self.vault,
+                self.vault()?,
                 &commit.session,
                 commit.session_expires_at,
             )?))
@@ -586,7 +607,7 @@ impl AuditStore for DynamoStore {
                 page.sessions.push(codec::stored_session_from_item(&item)?);
             } else {
                 page.routes
-                    .push(codec::stored_route_from_item(&self.vault, &item)?);
+                    .push(codec::stored_route_from_item(self.vault()?, &item)?);
             }
         }
         page.next = out.last_evaluated_key.and_then(|key| {
@@ -603,6 +624,12 @@ impl AuditStore for DynamoStore {
         routes: &[RouteAt],
         orders: &[OrderId],
     ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError> {
+        // Routes are read to open their callee: without keys, refused before any read.
+        let vault = if routes.is_empty() {
+            None
+        } else {
+            Some(self.vault()?)
+        };
         let read = |pk: String, sk: String| async move {
             self.client
                 .get_item()
@@ -631,7 +658,7 @@ impl AuditStore for DynamoStore {
         let routes = route_items
             .into_iter()
             .flatten()
-            .map(|item| codec::stored_route_from_item(&self.vault, &item))
+            .map(|item| codec::stored_route_from_item(vault.ok_or(CryptoError::NoKeys)?, &item))
             .collect::<Result<_, _>>()?;
         let sessions = session_items
             .into_iter()
@@ -725,5 +752,65 @@ where
             None => StoreError::Unavailable(Outage::Unrecognised),
         },
         _ => StoreError::Rejected(StoreRejection::Unbuildable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SessionState, VirtualNumber};
+    use crate::store::{AssignmentStore, AuditStore, PairWrite, RouteReader};
+
+    /// A keyless store whose client can reach nothing: a request sent would fail otherwise.
+    fn keyless() -> DynamoStore {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        DynamoStore::without_keys(Client::from_conf(config), "t")
+    }
+
+    fn no_keys<T: std::fmt::Debug>(result: Result<T, StoreError>) -> bool {
+        matches!(result, Err(StoreError::Crypto(CryptoError::NoKeys)))
+    }
+
+    #[tokio::test]
+    async fn a_store_without_keys_refuses_whatever_needs_one_with_a_typed_error() {
+        let store = keyless();
+        let caller = RealNumber::parse("+919812345678").unwrap();
+        let dialled = VirtualNumber::parse("+911140001000").unwrap();
+        let order: OrderId = "ord-1".parse().unwrap();
+        let now = 1_780_000_000;
+
+        assert!(no_keys(store.route(&caller, &dialled).await));
+        assert!(no_keys(store.session(&order).await));
+        assert!(no_keys(store.live_contacts(&caller, now).await));
+        let at = RouteAt {
+            caller: crate::domain::invariant::PersonKey::new("00"),
+            number: dialled.clone(),
+        };
+        assert!(no_keys(store.audit_items(&[at], &[]).await));
+        let commit = SessionCommit {
+            session: Session {
+                order_id: order.clone(),
+                market: "IN".parse().unwrap(),
+                version: 1,
+                state: SessionState::Active,
+                participants: Vec::new(),
+                contacts: Vec::new(),
+                updated_at: now,
+                routes_until: now + 60,
+            },
+            session_expires_at: now + 120,
+            pairs: Vec::new(),
+            pair_write: PairWrite::Claim,
+            delete_routes: Vec::new(),
+            now,
+        };
+        assert!(matches!(
+            store.commit(&commit).await,
+            Err(CommitError::Store(StoreError::Crypto(CryptoError::NoKeys)))
+        ));
     }
 }
