@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::{CallId, Channel, PhoneError, RealNumber, Route, UnixTime, VirtualNumber};
-use crate::store::{RouteReader, StoreError};
+use crate::store::{CallRouting, RouteReader, Sighting, StoreError};
 
 /// What a provider asks: where does this call (or text) from `caller` to the dialled number go?
 #[derive(Debug, Clone)]
@@ -63,6 +63,12 @@ pub enum Refusal {
     StoreError,
     /// The route could not be read in time: fail closed.
     StoreTimeout,
+    /// The provider's call id was answered before, longer ago than a provider retries: a
+    /// replayed request, which must not learn who is on the route now.
+    Replayed,
+    /// The service could not load its credentials or keys yet: nothing can be checked, so
+    /// nothing is connected.
+    NotReady,
 }
 
 impl Refusal {
@@ -73,6 +79,8 @@ impl Refusal {
             Refusal::NoRoute => "no_route",
             Refusal::StoreError => "store_error",
             Refusal::StoreTimeout => "store_timeout",
+            Refusal::Replayed => "replayed",
+            Refusal::NotReady => "not_ready",
         }
     }
 }
@@ -132,6 +140,84 @@ pub async fn decide(
     }
 }
 
+/// How a provider's retry of a request is told from a replay of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayPolicy {
+    /// A repeat of a call id within this long of its first sighting is a provider's retry (say,
+    /// after a timeout) and is answered as the first was.
+    pub retry_window: Duration,
+    /// How long call ids are remembered: longer than any request stays valid.
+    pub memory: Duration,
+}
+
+impl Default for ReplayPolicy {
+    fn default() -> Self {
+        ReplayPolicy {
+            retry_window: Duration::from_secs(60),
+            memory: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl ReplayPolicy {
+    pub fn keep_until(&self, now: UnixTime) -> UnixTime {
+        now.saturating_add(UnixTime::try_from(self.memory.as_secs()).unwrap_or(UnixTime::MAX))
+    }
+
+    /// `Err(Replayed)` for a repeat seen after the retry window.
+    pub fn judge(&self, sighting: Sighting, now: UnixTime) -> Result<(), Refusal> {
+        match sighting {
+            Sighting::First => Ok(()),
+            Sighting::Repeat { first_seen } => {
+                let age = now.saturating_sub(first_seen).max(0).unsigned_abs();
+                if age <= self.retry_window.as_secs() {
+                    Ok(())
+                } else {
+                    Err(Refusal::Replayed)
+                }
+            }
+        }
+    }
+}
+
+/// [`decide`], with the call id recorded in the ledger of `endpoint` at the same time, so that
+/// the answer waits on no extra round trip. A replay is refused whatever the route says, and
+/// so is a request whose call id could not be recorded (fail closed). A request refused before
+/// any lookup (a withheld caller) touches neither: replaying it learns nothing.
+pub async fn decide_once(
+    store: &dyn CallRouting,
+    endpoint: &str,
+    query: &RouteQuery,
+    now: UnixTime,
+    budget: Duration,
+    replay: ReplayPolicy,
+) -> Decision {
+    if let Err(refusal) = query.lookup() {
+        return Decision::Refuse(refusal);
+    }
+    let sighting = tokio::time::timeout(
+        budget,
+        store.sight(endpoint, &query.call_id, now, replay.keep_until(now)),
+    );
+    let (decision, sighting) = tokio::join!(decide(store, query, now, budget), sighting);
+    let refusal = match sighting {
+        Ok(Ok(sighting)) => match replay.judge(sighting, now) {
+            Ok(()) => return decision,
+            Err(refusal) => refusal,
+        },
+        Ok(Err(StoreError::Timeout)) | Err(_) => Refusal::StoreTimeout,
+        Ok(Err(error)) => {
+            tracing::warn!(call_id = %query.call_id, %error, "call id not recorded; refusing");
+            Refusal::StoreError
+        }
+    };
+    // A replay or a ledger failure outranks whatever the route said.
+    match decision {
+        Decision::Connect(_) | Decision::Refuse(Refusal::NoRoute) => Decision::Refuse(refusal),
+        refused => refused,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +251,99 @@ mod tests {
         let q = RouteQuery::new(Channel::Voice, id, "+266696687", "+911140001000", None);
         assert!(q.lookup().is_ok());
         assert!(RealNumber::parse("+266696687").is_err());
+    }
+
+    #[test]
+    fn a_repeat_within_the_retry_window_is_a_retry_and_later_a_replay() {
+        let policy = ReplayPolicy::default();
+        assert_eq!(policy.judge(Sighting::First, 1_000), Ok(()));
+        let repeat = Sighting::Repeat { first_seen: 1_000 };
+        assert_eq!(policy.judge(repeat, 1_060), Ok(()));
+        assert_eq!(policy.judge(repeat, 1_061), Err(Refusal::Replayed));
+        assert_eq!(
+            policy.judge(repeat, 990),
+            Ok(()),
+            "a clock step back is no replay"
+        );
+        assert_eq!(policy.keep_until(1_000), 1_000 + 86_400);
+        assert_eq!(policy.keep_until(UnixTime::MAX), UnixTime::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_call_id_is_refused_even_on_a_live_route() {
+        use crate::domain::Role;
+        use crate::store::memory::MemoryStore;
+        use crate::store::CallLedger;
+
+        /// One live route, and the in-memory ledger.
+        struct OneRoute(Route, MemoryStore);
+
+        #[async_trait::async_trait]
+        impl RouteReader for OneRoute {
+            async fn route(
+                &self,
+                caller: &RealNumber,
+                dialled: &VirtualNumber,
+            ) -> Result<Option<Route>, StoreError> {
+                let r = &self.0;
+                Ok((&r.caller == caller && &r.number == dialled).then(|| r.clone()))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl CallLedger for OneRoute {
+            async fn sight(
+                &self,
+                endpoint: &str,
+                call_id: &CallId,
+                now: UnixTime,
+                keep_until: UnixTime,
+            ) -> Result<Sighting, StoreError> {
+                self.1.sight(endpoint, call_id, now, keep_until).await
+            }
+        }
+
+        let route = Route {
+            caller: RealNumber::parse("+919810000001").unwrap(),
+            number: VirtualNumber::parse("+911140001000").unwrap(),
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            caller_role: "customer".parse::<Role>().unwrap(),
+            callee_role: "driver".parse::<Role>().unwrap(),
+            callee: RealNumber::parse("+919710000001").unwrap(),
+            expires_at: 10_000,
+        };
+        let store = OneRoute(route.clone(), MemoryStore::new());
+        let query = |id: &str| {
+            RouteQuery::new(
+                Channel::Voice,
+                CallId::parse(id).unwrap(),
+                "+919810000001",
+                "+911140001000",
+                None,
+            )
+        };
+        let budget = Duration::from_secs(1);
+        let policy = ReplayPolicy::default();
+        let (ca1, ca2) = (query("CA1"), query("CA2"));
+        let at = |now, q| decide_once(&store, "twilio-voice", q, now, budget, policy);
+        assert_eq!(at(1_000, &ca1).await, Decision::Connect(route.clone()));
+        assert_eq!(
+            at(1_030, &ca1).await,
+            Decision::Connect(route.clone()),
+            "a retry"
+        );
+        assert_eq!(at(1_100, &ca1).await, Decision::Refuse(Refusal::Replayed));
+        assert_eq!(at(1_100, &ca2).await, Decision::Connect(route.clone()));
+        // Each endpoint keeps its own ledger.
+        let other = decide_once(&store, "generic", &ca1, 1_100, budget, policy).await;
+        assert_eq!(other, Decision::Connect(route));
+        assert_eq!(
+            store
+                .sight("twilio-voice", &CallId::parse("CA1").unwrap(), 1_200, 2_000)
+                .await
+                .unwrap(),
+            Sighting::Repeat { first_seen: 1_000 }
+        );
     }
 }

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{PersonKey, RouteAt, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
-    Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber,
+    CallId, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime,
+    VirtualNumber,
 };
 use crate::store::{
-    AssignmentStore, AuditPage, AuditStore, CommitError, LeaseTake, LiveContact, Outage, PairWrite,
-    PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount, PurchaseLedger, RouteReader,
-    SampledRoute, SessionCommit, StoreError, WalkCursor,
+    AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake, LiveContact,
+    Outage, PairWrite, PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount,
+    PurchaseLedger, RouteReader, SampledRoute, SessionCommit, Sighting, StoreError, WalkCursor,
 };
 
 #[derive(Default)]
@@ -25,6 +26,8 @@ struct Tables {
     purchases: HashMap<String, u32>,
     /// name → (holder, until)
     leases: HashMap<String, (String, UnixTime)>,
+    /// (endpoint, call id) → (first seen, kept until)
+    calls: HashMap<(String, CallId), (UnixTime, UnixTime)>,
 }
 
 #[derive(Default)]
@@ -57,6 +60,28 @@ impl RouteReader for MemoryStore {
             .get(caller)
             .and_then(|r| r.get(dialled))
             .cloned())
+    }
+}
+
+#[async_trait]
+impl CallLedger for MemoryStore {
+    async fn sight(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        now: UnixTime,
+        keep_until: UnixTime,
+    ) -> Result<Sighting, StoreError> {
+        let mut tables = self.lock()?;
+        let key = (endpoint.to_owned(), call_id.clone());
+        match tables.calls.get(&key) {
+            // DynamoDB's TTL deletes late; a lapsed entry is as good as gone.
+            Some(&(first_seen, until)) if until > now => Ok(Sighting::Repeat { first_seen }),
+            _ => {
+                tables.calls.insert(key, (now, keep_until));
+                Ok(Sighting::First)
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{Audit, Breach, RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, RoutePair, Session, UnixTime,
+    CallId, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, RoutePair, Session, UnixTime,
     VirtualNumber,
 };
 
@@ -183,6 +183,36 @@ pub trait RouteReader: Send + Sync {
     ) -> Result<Option<Route>, StoreError>;
 }
 
+/// The provider call ids the webhook has answered, so that a replayed request is told apart
+/// from a provider's retry. Ids are remembered per endpoint until `keep_until`.
+#[async_trait]
+pub trait CallLedger: Send + Sync {
+    /// Records that `endpoint` saw `call_id` at `now`, unless it already had: one conditional
+    /// write, which also returns the first sighting of a repeat.
+    async fn sight(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        now: UnixTime,
+        keep_until: UnixTime,
+    ) -> Result<Sighting, StoreError>;
+}
+
+/// Whether a call id is new to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    First,
+    /// Seen before, first at `first_seen`.
+    Repeat {
+        first_seen: UnixTime,
+    },
+}
+
+/// What the webhook uses: routes to read, and the ledger of call ids.
+pub trait CallRouting: RouteReader + CallLedger {}
+
+impl<T: RouteReader + CallLedger + ?Sized> CallRouting for T {}
+
 /// What assignment reads and commits: the assign function, and lookup's fallback.
 #[async_trait]
 pub trait AssignmentStore: Send + Sync {
@@ -300,9 +330,9 @@ impl<T: PoolStore + PurchaseLedger + ?Sized> PoolUpkeep for T {}
 
 /// Every role at once, for tools that use them all (the operator's CLI, tests). Functions
 /// depend on the roles they use.
-pub trait Store: RouteReader + AssignmentStore + PoolUpkeep + AuditStore {}
+pub trait Store: CallRouting + AssignmentStore + PoolUpkeep + AuditStore {}
 
-impl<T: RouteReader + AssignmentStore + PoolUpkeep + AuditStore + ?Sized> Store for T {}
+impl<T: CallRouting + AssignmentStore + PoolUpkeep + AuditStore + ?Sized> Store for T {}
 
 /// Whether [`AssignmentStore::raise_live_peak`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

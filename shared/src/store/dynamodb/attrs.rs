@@ -84,6 +84,19 @@ pub fn lease_pk(name: &str) -> String {
 
 pub const LEASE_SK: &str = "LEASE";
 
+/// A provider call id one webhook endpoint has answered (the replay ledger). The id is the
+/// provider's, held to a safe alphabet ([`crate::domain::CallId`]); never a number.
+pub fn call_pk(endpoint: &str, call_id: &str) -> String {
+    format!("CALL#{endpoint}#{call_id}")
+}
+
+/// What every call-ledger item's partition key starts with.
+pub const CALL_PK_PREFIX: &str = "CALL#";
+
+pub const CALL_SK: &str = "CALL";
+/// When the ledger first saw the call id: epoch seconds.
+pub const FIRST_SEEN: &str = "first_seen";
+
 /// The authenticated context of an encrypted attribute: its item and its place in the item.
 pub fn seal_context(pk: &str, sk: &str, place: &str) -> String {
     format!("{pk}|{sk}|{place}")

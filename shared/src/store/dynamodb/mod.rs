@@ -1,6 +1,7 @@
 //! The DynamoDB store: one table, conditional writes, one transaction per order change.
 
 pub mod attrs;
+mod calls;
 mod codec;
 
 use std::collections::HashMap;
