@@ -93,7 +93,7 @@ class Stack:
     def client(self, service):
         return boto3.client(
             service,
-            endpoint_url=self.aws_env[f"AWS_ENDPOINT_URL_{service.upper()}"],
+            endpoint_url=self.aws_env[f"AWS_ENDPOINT_URL_{service.upper().replace('SECRETSMANAGER', 'SECRETS_MANAGER')}"],
             region_name=self.aws_env["AWS_REGION"],
             aws_access_key_id="local",
             aws_secret_access_key="local",
@@ -164,12 +164,20 @@ class Stack:
             ),
             "RUST_LOG": "info",
         }
-        # Secrets made up for this run only; dev.env hands them to the try-it script and tests.
-        self.env.update({
+        # Credentials made up for this run only. As in a deployment, the functions read them
+        # from Secrets Manager (moto), never from their environment; dev.env hands them to the
+        # try-it script and tests.
+        self.credentials = {
             "VNMASK_TWILIO_AUTH_TOKENS": uuid.uuid4().hex,
             "VNMASK_EXOTEL_TOKENS": uuid.uuid4().hex,
             "VNMASK_GENERIC_SECRETS": uuid.uuid4().hex,
-        })
+        }
+        secret = self.client("secretsmanager").create_secret(
+            Name=f"vnmask-local-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(self.credentials)
+        )
+        self.env["VNMASK_SECRETS_ID"] = secret["ARN"]
+        # Requests reach cargo lambda watch from 127.0.0.1, not from Exotel's addresses.
+        self.env["VNMASK_LOCAL_DEVELOPMENT"] = "true"
         if self.orders_api_url:
             self.env["ORDERS_API_URL"] = self.orders_api_url
 
@@ -251,6 +259,7 @@ class Stack:
         """Everything a client needs to reach this stack (tests read it)."""
         info = dict(self.aws_env)
         info.update(self.env)
+        info.update(self.credentials)
         info["VNMASK_LAMBDA_PORT"] = str(self.lambda_port)
         info["VNMASK_ORDER_EVENTS_QUEUE_URL"] = self.queues["OrderEventsQueue"]
         lines = [f"export {k}={shell_quote(v)}" for k, v in sorted(info.items())]

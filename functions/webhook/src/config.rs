@@ -7,15 +7,14 @@ use vnmask::config::{parsed, ConfigError, Source};
 use vnmask::providers::exotel::{ConnectSettings, SourceAllowList};
 use vnmask::providers::twilio::{VoiceRefusal, VoiceSettings};
 use vnmask::providers::Secret;
+use vnmask::routing::ReplayPolicy;
 
 pub const DEFAULT_REFUSAL_MESSAGE: &str =
     "Sorry, this number cannot connect your call. Please use the app to reach your contact.";
 
+/// What the webhook reads from its environment alone: how to answer, whatever else fails.
 #[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    pub twilio: Option<TwilioConfig>,
-    pub exotel: Option<ExotelConfig>,
-    pub generic: Option<GenericConfig>,
+pub struct WebhookSettings {
     /// How calls are connected and refused (Twilio; Exotel takes the same limits).
     pub voice: VoiceSettings,
     /// How long the route lookup may take before the call is refused.
@@ -24,6 +23,28 @@ pub struct WebhookConfig {
     pub interactions_queue_url: Option<String>,
     /// How long sending one interaction event may delay the answer.
     pub interactions_timeout: Duration,
+    /// How a provider's retry is told from a replayed request.
+    pub replay: ReplayPolicy,
+    /// How long credentials read from the secret are used before they are read again (so that
+    /// a rotation reaches running instances), and how long after a failed load to try again.
+    pub reload_after: Duration,
+    pub retry_load_after: Duration,
+}
+
+/// The providers served, each with its credentials: a provider is served only when its
+/// credential is in the function's secret.
+#[derive(Debug, Clone)]
+pub struct Providers {
+    pub twilio: Option<TwilioConfig>,
+    pub exotel: Option<ExotelConfig>,
+    pub generic: Option<GenericConfig>,
+}
+
+/// Both, from one source: what tests and tools build a webhook from.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub settings: WebhookSettings,
+    pub providers: Providers,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +58,8 @@ pub struct TwilioConfig {
 #[derive(Debug, Clone)]
 pub struct ExotelConfig {
     pub tokens: Vec<Secret>,
+    /// Where Exotel's requests may come from. Exotel signs nothing, so this is required unless
+    /// `VNMASK_LOCAL_DEVELOPMENT=true` (never in a deployment).
     pub allowed_sources: Option<SourceAllowList>,
 }
 
@@ -46,6 +69,15 @@ pub struct GenericConfig {
 }
 
 impl WebhookConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        Ok(WebhookConfig {
+            settings: WebhookSettings::from_source(src)?,
+            providers: Providers::from_source(src)?,
+        })
+    }
+}
+
+impl Providers {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let twilio = match secrets(src, "VNMASK_TWILIO_AUTH_TOKENS", 32)? {
             None => None,
@@ -58,15 +90,7 @@ impl WebhookConfig {
             None => None,
             Some(tokens) => Some(ExotelConfig {
                 tokens,
-                allowed_sources: src
-                    .get("VNMASK_EXOTEL_ALLOWED_SOURCES")
-                    .map(|v| {
-                        v.parse().map_err(|reason| ConfigError::Invalid {
-                            var: "VNMASK_EXOTEL_ALLOWED_SOURCES",
-                            reason,
-                        })
-                    })
-                    .transpose()?,
+                allowed_sources: exotel_sources(src)?,
             }),
         };
         let generic =
@@ -79,6 +103,16 @@ impl WebhookConfig {
                     .into(),
             });
         }
+        Ok(Providers {
+            twilio,
+            exotel,
+            generic,
+        })
+    }
+}
+
+impl WebhookSettings {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let refusal = match src.get("VNMASK_REFUSAL_ACTION").as_deref().map(str::trim) {
             None | Some("say") => VoiceRefusal::Say(
                 src.get("VNMASK_REFUSAL_MESSAGE")
@@ -93,10 +127,8 @@ impl WebhookConfig {
             }
         };
         let lookup_ms = bounded(src, "VNMASK_LOOKUP_TIMEOUT_MS", 1500, 50, 1800)?;
-        Ok(WebhookConfig {
-            twilio,
-            exotel,
-            generic,
+        let defaults = ReplayPolicy::default();
+        Ok(WebhookSettings {
             voice: VoiceSettings {
                 // Twilio accepts 5-600 s of ringing; Exotel's calls last at most 4 hours.
                 dial_timeout: bounded(src, "VNMASK_DIAL_TIMEOUT_SECONDS", 30, 5, 600)?,
@@ -108,6 +140,17 @@ impl WebhookConfig {
             interactions_timeout: Duration::from_millis(
                 bounded(src, "VNMASK_INTERACTIONS_TIMEOUT_MS", 200, 10, 1000)?.into(),
             ),
+            // Providers retry within seconds; a day outlasts any request's validity.
+            replay: ReplayPolicy {
+                retry_window: Duration::from_secs(
+                    bounded(src, "VNMASK_RETRY_WINDOW_SECONDS", 60, 1, 600)?.into(),
+                ),
+                memory: defaults.memory,
+            },
+            reload_after: Duration::from_secs(
+                bounded(src, "VNMASK_SECRETS_MAX_AGE_SECONDS", 300, 10, 86_400)?.into(),
+            ),
+            retry_load_after: Duration::from_secs(5),
         })
     }
 
@@ -117,6 +160,25 @@ impl WebhookConfig {
             max_ringing_duration: self.voice.dial_timeout,
             max_conversation_duration: self.voice.time_limit,
         }
+    }
+}
+
+/// Exotel's allow-list: required, unless local development says otherwise.
+fn exotel_sources(src: &dyn Source) -> Result<Option<SourceAllowList>, ConfigError> {
+    const VAR: &str = "VNMASK_EXOTEL_ALLOWED_SOURCES";
+    match src.get(VAR) {
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|reason| ConfigError::Invalid { var: VAR, reason }),
+        None if parsed(src, "VNMASK_LOCAL_DEVELOPMENT", false)? => Ok(None),
+        None => Err(ConfigError::Invalid {
+            var: VAR,
+            reason: "required with VNMASK_EXOTEL_TOKENS: Exotel signs nothing, so only its \
+                     published addresses may ask (set VNMASK_LOCAL_DEVELOPMENT=true to go \
+                     without, locally only)"
+                .into(),
+        }),
     }
 }
 
@@ -216,10 +278,10 @@ mod tests {
             ("VNMASK_PUBLIC_BASE_URL", "https://hooks.example.com/"),
         ]))
         .unwrap();
-        let twilio = cfg.twilio.unwrap();
+        let twilio = cfg.providers.twilio.unwrap();
         assert_eq!(twilio.public_base_url, "https://hooks.example.com");
         assert_eq!(twilio.auth_tokens.len(), 2);
-        assert!(cfg.exotel.is_none() && cfg.generic.is_none());
+        assert!(cfg.providers.exotel.is_none() && cfg.providers.generic.is_none());
     }
 
     #[test]
@@ -248,6 +310,7 @@ mod tests {
         for (var, value) in cases {
             let mut env = src(&[
                 ("VNMASK_EXOTEL_TOKENS", "exotel-token-0123456789abcdef"),
+                ("VNMASK_EXOTEL_ALLOWED_SOURCES", "203.0.113.0/24"),
                 ("VNMASK_TWILIO_AUTH_TOKENS", TOKEN),
                 ("VNMASK_PUBLIC_BASE_URL", "https://hooks.example.com"),
             ]);
@@ -265,7 +328,37 @@ mod tests {
             ("VNMASK_REFUSAL_ACTION", "reject"),
         ]))
         .unwrap();
-        assert_eq!(cfg.voice.refusal, VoiceRefusal::Reject);
-        assert_eq!(cfg.lookup_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.settings.voice.refusal, VoiceRefusal::Reject);
+        assert_eq!(cfg.settings.lookup_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.settings.replay, ReplayPolicy::default());
+    }
+
+    #[test]
+    fn exotel_needs_its_allow_list_except_in_local_development() {
+        let tokens = ("VNMASK_EXOTEL_TOKENS", "exotel-token-0123456789abcdef");
+        let err = Providers::from_source(&src(&[tokens]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("VNMASK_EXOTEL_ALLOWED_SOURCES"), "{err}");
+        assert!(!err.contains("exotel-token"), "{err}");
+        for flag in ["false", "no"] {
+            assert!(
+                Providers::from_source(&src(&[tokens, ("VNMASK_LOCAL_DEVELOPMENT", flag)]))
+                    .is_err(),
+                "{flag}"
+            );
+        }
+        let local =
+            Providers::from_source(&src(&[tokens, ("VNMASK_LOCAL_DEVELOPMENT", "true")])).unwrap();
+        assert!(local.exotel.unwrap().allowed_sources.is_none());
+        let listed = Providers::from_source(&src(&[
+            tokens,
+            (
+                "VNMASK_EXOTEL_ALLOWED_SOURCES",
+                "203.0.113.0/24, 198.51.100.7",
+            ),
+        ]))
+        .unwrap();
+        assert!(listed.exotel.unwrap().allowed_sources.is_some());
     }
 }

@@ -10,12 +10,15 @@
 //! | `POST /v1/providers/generic/route` | carriers, in-house IVRs → JSON |
 //!
 //! Each request is authenticated first (403, nothing looked up), read (400 when malformed),
-//! then decided with one strongly consistent read of the route. Whatever goes wrong after
+//! then decided with one strongly consistent read of the route while its call id is recorded
+//! (a replay, seen after the providers' retry window, is refused). Whatever goes wrong after
 //! authentication refuses the call (fail closed), and the provider gets its normal answer
-//! format so that the caller hears our message rather than a provider error.
+//! format so that the caller hears our message rather than a provider error. Before the
+//! credentials and keys are loaded ([`readiness`]), every request gets that refusal.
 
 pub mod config;
 pub mod interactions;
+pub mod readiness;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,12 +37,13 @@ use vnmask::domain::{self, Channel};
 use vnmask::providers::{
     exotel, generic, param, parse_form, parse_query, twilio, AuthError, RequestError,
 };
-use vnmask::routing::{decide, Decision, RouteQuery};
-use vnmask::store::RouteReader;
+use vnmask::routing::{decide_once, Decision, Refusal, RouteQuery};
+use vnmask::store::CallRouting;
 use vnmask::telemetry::{MetricSet, Unit};
 
-pub use config::WebhookConfig;
+pub use config::{Providers, WebhookConfig, WebhookSettings};
 pub use interactions::{Interaction, InteractionQueue, ProviderKind};
+pub use readiness::{EnvironmentLoader, LoadError, Loader, Readiness, Ready};
 
 /// Requests larger than this are refused with 413: provider webhooks are a few kilobytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -49,20 +53,34 @@ const JSON: &str = "application/json";
 
 /// Everything a request needs, built once per cold start.
 pub struct Webhook {
-    store: Arc<dyn RouteReader>,
-    config: WebhookConfig,
+    settings: WebhookSettings,
+    ready: Arc<Readiness>,
     interactions: Option<InteractionQueue>,
 }
 
 impl Webhook {
+    /// A webhook whose store and providers are at hand.
     pub fn new(
-        store: Arc<dyn RouteReader>,
+        store: Arc<dyn CallRouting>,
         config: WebhookConfig,
         interactions: Option<InteractionQueue>,
     ) -> Self {
-        Webhook {
+        let ready = Readiness::loaded(Ready {
             store,
-            config,
+            providers: config.providers,
+        });
+        Self::with_readiness(config.settings, Arc::new(ready), interactions)
+    }
+
+    /// A webhook whose store and providers are loaded (and reloaded) by `ready`.
+    pub fn with_readiness(
+        settings: WebhookSettings,
+        ready: Arc<Readiness>,
+        interactions: Option<InteractionQueue>,
+    ) -> Self {
+        Webhook {
+            settings,
+            ready,
             interactions,
         }
     }
@@ -86,6 +104,9 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 /// Why a request was turned away before any decision.
 #[derive(Debug, thiserror::Error)]
 enum Rejection {
+    /// Credentials and keys are not loaded: nothing can be checked.
+    #[error("not ready")]
+    NotReady,
     #[error("this provider is not configured")]
     NotConfigured,
     #[error(transparent)]
@@ -97,6 +118,7 @@ enum Rejection {
 impl Rejection {
     fn status(&self) -> StatusCode {
         match self {
+            Rejection::NotReady => StatusCode::OK,
             Rejection::NotConfigured => StatusCode::NOT_FOUND,
             Rejection::Auth(_) => StatusCode::FORBIDDEN,
             Rejection::Request(_) => StatusCode::BAD_REQUEST,
@@ -105,6 +127,7 @@ impl Rejection {
 
     fn label(&self) -> &'static str {
         match self {
+            Rejection::NotReady => Refusal::NotReady.as_str(),
             Rejection::NotConfigured => "not_configured",
             Rejection::Auth(e) => e.as_str(),
             Rejection::Request(_) => "bad_request",
@@ -175,37 +198,43 @@ impl Webhook {
         body: &[u8],
     ) -> Response {
         let started = Instant::now();
-        let admitted = self.admit_twilio(channel, uri, headers, body);
+        let render = |decision: &Decision, query: Option<&RouteQuery>| {
+            let twiml = match channel {
+                Channel::Voice => twilio::voice_response(decision, &self.settings.voice),
+                Channel::Sms => twilio::message_response(
+                    decision,
+                    query.and_then(|q| q.text.as_deref()).unwrap_or_default(),
+                ),
+            };
+            (TWIML, twiml)
+        };
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Twilio, render);
+        };
+        let endpoint = match channel {
+            Channel::Voice => "twilio-voice",
+            Channel::Sms => "twilio-sms",
+        };
+        let admitted = Self::admit_twilio(&ready.providers, channel, uri, headers, body);
         self.answer(
+            &ready,
             ProviderKind::Twilio,
+            endpoint,
             started,
             admitted,
-            |decision, query| {
-                let twiml = match channel {
-                    Channel::Voice => twilio::voice_response(decision, &self.config.voice),
-                    Channel::Sms => twilio::message_response(
-                        decision,
-                        query.text.as_deref().unwrap_or_default(),
-                    ),
-                };
-                (TWIML, twiml)
-            },
+            render,
         )
         .await
     }
 
     fn admit_twilio(
-        &self,
+        providers: &Providers,
         channel: Channel,
         uri: &Uri,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<RouteQuery, Rejection> {
-        let config = self
-            .config
-            .twilio
-            .as_ref()
-            .ok_or(Rejection::NotConfigured)?;
+        let config = providers.twilio.as_ref().ok_or(Rejection::NotConfigured)?;
         let signature =
             header_str(headers, twilio::SIGNATURE_HEADER).ok_or(AuthError::MissingSignature)?;
         let params = parse_form(body)?;
@@ -224,25 +253,32 @@ impl Webhook {
 
     async fn exotel(&self, path_token: Option<String>, uri: &Uri, source: SourceIp) -> Response {
         let started = Instant::now();
-        let admitted = self.admit_exotel(path_token.as_deref(), uri, source);
-        let settings = self.config.exotel_connect();
-        self.answer(ProviderKind::Exotel, started, admitted, |decision, _| {
+        let settings = self.settings.exotel_connect();
+        let render = |decision: &Decision, _: Option<&RouteQuery>| {
             (JSON, exotel::connect_response(decision, &settings))
-        })
+        };
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Exotel, render);
+        };
+        let admitted = Self::admit_exotel(&ready.providers, path_token.as_deref(), uri, source);
+        self.answer(
+            &ready,
+            ProviderKind::Exotel,
+            "exotel-connect",
+            started,
+            admitted,
+            render,
+        )
         .await
     }
 
     fn admit_exotel(
-        &self,
+        providers: &Providers,
         path_token: Option<&str>,
         uri: &Uri,
         source: SourceIp,
     ) -> Result<RouteQuery, Rejection> {
-        let config = self
-            .config
-            .exotel
-            .as_ref()
-            .ok_or(Rejection::NotConfigured)?;
+        let config = providers.exotel.as_ref().ok_or(Rejection::NotConfigured)?;
         if let Some(allowed) = &config.allowed_sources {
             allowed.check(source.0.as_deref())?;
         }
@@ -254,19 +290,29 @@ impl Webhook {
 
     async fn generic(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         let started = Instant::now();
-        let admitted = self.admit_generic(headers, body);
-        self.answer(ProviderKind::Generic, started, admitted, |decision, _| {
-            (JSON, generic::route_response(decision))
-        })
+        let render =
+            |decision: &Decision, _: Option<&RouteQuery>| (JSON, generic::route_response(decision));
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Generic, render);
+        };
+        let admitted = Self::admit_generic(&ready.providers, headers, body);
+        self.answer(
+            &ready,
+            ProviderKind::Generic,
+            "generic-route",
+            started,
+            admitted,
+            render,
+        )
         .await
     }
 
-    fn admit_generic(&self, headers: &HeaderMap, body: &[u8]) -> Result<RouteQuery, Rejection> {
-        let config = self
-            .config
-            .generic
-            .as_ref()
-            .ok_or(Rejection::NotConfigured)?;
+    fn admit_generic(
+        providers: &Providers,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<RouteQuery, Rejection> {
+        let config = providers.generic.as_ref().ok_or(Rejection::NotConfigured)?;
         generic::verify(
             &config.secrets,
             header_str(headers, generic::TIMESTAMP_HEADER),
@@ -281,21 +327,57 @@ impl Webhook {
     /// interaction; or turns a rejected one away.
     async fn answer(
         &self,
+        ready: &Ready,
         provider: ProviderKind,
+        endpoint: &str,
         started: Instant,
         admitted: Result<RouteQuery, Rejection>,
-        render: impl FnOnce(&Decision, &RouteQuery) -> (&'static str, String),
+        render: impl FnOnce(&Decision, Option<&RouteQuery>) -> (&'static str, String),
     ) -> Response {
         let query = match admitted {
             Ok(query) => query,
             Err(rejection) => return self.turn_away(provider, rejection),
         };
         let now = domain::now();
-        let decision = decide(self.store.as_ref(), &query, now, self.config.lookup_timeout).await;
-        let (content_type, body) = render(&decision, &query);
+        let decision = decide_once(
+            ready.store.as_ref(),
+            endpoint,
+            &query,
+            now,
+            self.settings.lookup_timeout,
+            self.settings.replay,
+        )
+        .await;
+        let (content_type, body) = render(&decision, Some(&query));
         let interaction = Interaction::new(provider, &query, &decision, now, started.elapsed());
         self.record(&interaction).await;
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
+
+    /// Before credentials and keys are loaded nothing can be checked: the provider's normal
+    /// refusal, so that the caller hears our message, and a count that an alarm watches.
+    fn not_ready(
+        &self,
+        provider: ProviderKind,
+        render: impl FnOnce(&Decision, Option<&RouteQuery>) -> (&'static str, String),
+    ) -> Response {
+        let rejection = Rejection::NotReady;
+        tracing::warn!(
+            provider = provider.as_str(),
+            reason = rejection.label(),
+            "refused: credentials and keys are not loaded"
+        );
+        MetricSet::new("webhook")
+            .dimension("Reason", rejection.label())
+            .count("Refused", 1)
+            .emit();
+        let (content_type, body) = render(&Decision::Refuse(Refusal::NotReady), None);
+        (
+            rejection.status(),
+            [(header::CONTENT_TYPE, content_type)],
+            body,
+        )
+            .into_response()
     }
 
     fn turn_away(&self, provider: ProviderKind, rejection: Rejection) -> Response {
@@ -324,6 +406,12 @@ impl Webhook {
                 .dimension("Reason", reason.as_str())
                 .count("Refused", 1)
                 .emit();
+            if reason == Refusal::Replayed {
+                MetricSet::new("webhook")
+                    .dimension("Provider", interaction.provider.as_str())
+                    .count("Replayed", 1)
+                    .emit();
+            }
         }
         if let Some(queue) = &self.interactions {
             if let Err(error) = queue.send(interaction).await {

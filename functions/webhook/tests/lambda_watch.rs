@@ -4,13 +4,15 @@
 //! `cargo lambda watch` serves HTTP functions at `/lambda-url/<function>/<path>` and hands them
 //! API Gateway v2 events (form bodies base64-encoded), so the path, the body decoding and the
 //! signature are exercised as in Lambda. The first request waits for the binary's first build.
+//! Its credentials come from Secrets Manager (moto), and until they can be read every call is
+//! refused in Twilio's format.
 
 use std::time::Duration;
 
 use vnmask::providers::twilio;
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
-use vnmask_tests::{kms_store, local_sdk, now, pool, seed_pool};
+use vnmask_tests::{kms_store, local_sdk, now, pool, put_secret_named, secret_name, seed_pool};
 
 mod common;
 use common::*;
@@ -18,15 +20,18 @@ use common::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn real_binary_under_cargo_lambda_watch_answers_a_signed_twilio_call() {
     // GIVEN C and D in an order, in a table whose keys KMS (moto) wraps
-    let (mut env, store) = kms_store(&local_sdk().await).await;
+    let sdk = local_sdk().await;
+    let (mut env, store) = kms_store(&sdk).await;
     let store: std::sync::Arc<dyn vnmask::store::Store> = std::sync::Arc::new(store);
     seed_pool(store.as_ref(), &pool("IN", 1)).await;
     apply(&store, "ord-c", &[customer(1), driver(1)], now()).await;
     let vn = number_between(&store, "ord-c", &customer(1), &driver(1)).await;
 
-    // AND the function's environment: the local services and the webhook's secrets
+    // AND the function's environment: the local services, and the name of a secret that
+    // does not exist yet
+    let secret = secret_name();
+    env.insert("VNMASK_SECRETS_ID".into(), secret.clone());
     env.insert("VNMASK_PUBLIC_BASE_URL".into(), BASE_URL.into());
-    env.insert("VNMASK_TWILIO_AUTH_TOKENS".into(), TWILIO_TOKEN.into());
     env.insert("VNMASK_REFUSAL_MESSAGE".into(), REFUSAL.into());
 
     // WHEN the real binary runs under cargo lambda watch
@@ -51,16 +56,44 @@ async fn real_binary_under_cargo_lambda_watch_answers_a_signed_twilio_call() {
             .send()
     };
 
-    // THEN C's signed call is connected to D, showing the virtual number
+    // THEN, with no credentials to check it against, C's call is refused in Twilio's format
     let res = call(customer(1).phone.expose(), TWILIO_TOKEN)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", watch.log_tail()));
-    let status = res.status();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(res.status(), 200, "{}", watch.log_tail());
     let body = res.text().await.unwrap();
+    assert!(body.contains(REFUSAL), "{body}\n{}", watch.log_tail());
+
+    // WHEN the secret is filled in, the function loads it on a later request (5 s apart at most)
+    put_secret_named(
+        &sdk,
+        &secret,
+        &[("VNMASK_TWILIO_AUTH_TOKENS", TWILIO_TOKEN)],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, content_type, body) = loop {
+        let res = call(customer(1).phone.expose(), TWILIO_TOKEN)
+            .await
+            .unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = res.text().await.unwrap();
+        if !body.contains(REFUSAL) {
+            break (status, content_type, body);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the credentials were never loaded\n{}",
+            watch.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    // THEN C's signed call is connected to D, showing the virtual number
     assert_eq!(status, 200, "{body}\n{}", watch.log_tail());
     assert_eq!(content_type.as_deref(), Some("text/xml; charset=utf-8"));
     assert_eq!(

@@ -194,8 +194,10 @@ on_both_stores! {
     a_text_is_relayed_escaped_from_the_virtual_number,
 }
 
+/// One read of the route, and in parallel one conditional put of the call id (the replay
+/// ledger): no other round trip.
 #[tokio::test]
-async fn a_call_costs_exactly_one_dynamodb_read() {
+async fn a_call_costs_one_dynamodb_read_and_one_ledger_write() {
     let s = dynamo().await;
     let calls = s.calls.clone().unwrap();
     let app = app(s.store.clone());
@@ -209,8 +211,8 @@ async fn a_call_costs_exactly_one_dynamodb_read() {
         send(&app, req).await;
         assert_eq!(
             calls.snapshot(),
-            [("GetItem".to_owned(), 1)].into(),
-            "one GetItem per call"
+            [("GetItem".to_owned(), 1), ("PutItem".to_owned(), 1)].into(),
+            "one GetItem and one PutItem per call"
         );
     }
     // Nothing to look up for a withheld caller: no read at all.
