@@ -132,11 +132,21 @@ impl StoreConfig {
     /// Builds the DynamoDB store, unwrapping its keys with KMS first (once, at cold start), if
     /// it has any. A store without keys makes no KMS call.
     pub async fn connect(&self, sdk: &aws_config::SdkConfig) -> Result<DynamoStore, CryptoError> {
-        let client = aws_sdk_dynamodb::Client::new(sdk);
+        self.connect_with(sdk, sdk).await
+    }
+
+    /// [`StoreConfig::connect`], with KMS called through `startup` (patient: cold start is off
+    /// any request's path) and DynamoDB through `requests` (the timeouts requests live with).
+    pub async fn connect_with(
+        &self,
+        startup: &aws_config::SdkConfig,
+        requests: &aws_config::SdkConfig,
+    ) -> Result<DynamoStore, CryptoError> {
+        let client = aws_sdk_dynamodb::Client::new(requests);
         let Some(keys) = &self.keys else {
             return Ok(DynamoStore::without_keys(client, self.table.clone()));
         };
-        let kms = aws_sdk_kms::Client::new(sdk);
+        let kms = aws_sdk_kms::Client::new(startup);
         let vault = Vault::unwrap_with_kms(
             &kms,
             &keys.hmac_key,

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use vnmask::domain::RealNumber;
 use vnmask_tests::bench::{machine, publish, target, timing_proxy, Busy};
 use vnmask_tests::watch::target_dir;
-use vnmask_tests::{create_table, kms_store_env, local_sdk};
+use vnmask_tests::{create_table, kms_store_env, local_sdk, put_secret};
 
 const RUNS: usize = 15;
 const FUNCTIONS: [&str; 4] = ["webhook", "lookup", "assign", "pool-refresh"];
@@ -79,15 +79,7 @@ fn function_env(function: &str, common: &BTreeMap<String, String>) -> BTreeMap<S
             &mut env,
             &[
                 ("VNMASK_PUBLIC_BASE_URL", "https://hooks.vnmask.test"),
-                (
-                    "VNMASK_TWILIO_AUTH_TOKENS",
-                    "8f3c1a9e5b7d2046c1e9a3f5b7d90e12",
-                ),
-                ("VNMASK_EXOTEL_TOKENS", "exotel-3c5e7f9b1d3f5a7c9e1f"),
-                (
-                    "VNMASK_GENERIC_SECRETS",
-                    "generic-3c5e7f9b1d3f5a7c9e1f3a5c7e9b",
-                ),
+                ("VNMASK_EXOTEL_ALLOWED_SOURCES", "203.0.113.0/24"),
             ],
         ),
         "lookup" => set(
@@ -120,16 +112,34 @@ fn function_env(function: &str, common: &BTreeMap<String, String>) -> BTreeMap<S
                     "VNMASK_TWILIO_ACCOUNT_SID",
                     "AC0123456789abcdef0123456789abcdef",
                 ),
-                (
-                    "VNMASK_TWILIO_AUTH_TOKEN",
-                    "8f3c1a9e5b7d2046c1e9a3f5b7d90e12",
-                ),
                 ("VNMASK_TWILIO_API_BASE", "http://127.0.0.1:9"),
             ],
         ),
         _ => unreachable!("a function of this workspace"),
     }
     env
+}
+
+/// The credentials each function reads from its secret at cold start.
+fn credentials(function: &str) -> &'static [(&'static str, &'static str)] {
+    match function {
+        "webhook" => &[
+            (
+                "VNMASK_TWILIO_AUTH_TOKENS",
+                "8f3c1a9e5b7d2046c1e9a3f5b7d90e12",
+            ),
+            ("VNMASK_EXOTEL_TOKENS", "exotel-3c5e7f9b1d3f5a7c9e1f"),
+            (
+                "VNMASK_GENERIC_SECRETS",
+                "generic-3c5e7f9b1d3f5a7c9e1f3a5c7e9b",
+            ),
+        ],
+        "pool-refresh" => &[(
+            "VNMASK_TWILIO_AUTH_TOKEN",
+            "8f3c1a9e5b7d2046c1e9a3f5b7d90e12",
+        )],
+        _ => &[],
+    }
 }
 
 async fn cold_start(
@@ -214,6 +224,7 @@ async fn main() {
             "AWS_ENDPOINT_URL"
             | "AWS_ENDPOINT_URL_DYNAMODB"
             | "AWS_ENDPOINT_URL_KMS"
+            | "AWS_ENDPOINT_URL_SECRETS_MANAGER"
             | "AWS_ENDPOINT_URL_SQS" => timing_proxy(&value, busy.clone()).await,
             _ => value,
         };
@@ -245,6 +256,10 @@ async fn main() {
         );
         let mut env = function_env(function, &common);
         env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), function.into());
+        if !credentials(function).is_empty() {
+            let secret = put_secret(&sdk, credentials(function)).await;
+            env.insert("VNMASK_SECRETS_ID".into(), secret);
+        }
         let mut runs = Vec::new();
         for _ in 0..RUNS {
             runs.push(cold_start(&binary, &env, &runtime, &first_next, &busy).await);

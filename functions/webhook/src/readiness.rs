@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use vnmask::config::{required, ConfigError, Source, WrappedKeys};
-use vnmask::crypto::{CryptoError, Vault};
+use vnmask::config::{ConfigError, Source, StoreConfig};
+use vnmask::crypto::CryptoError;
 use vnmask::secrets::{Credentials, Layered, SecretsError};
-use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::CallRouting;
 
 use crate::config::Providers;
@@ -60,20 +59,9 @@ impl Loader for EnvironmentLoader {
             env: self.env.as_ref(),
             credentials: &credentials,
         })?;
-        let table = required(self.env.as_ref(), "VNMASK_TABLE")?;
-        let keys = WrappedKeys::from_source(self.env.as_ref())?;
-        let vault = Vault::unwrap_with_kms(
-            &aws_sdk_kms::Client::new(&self.startup_sdk),
-            &keys.hmac_key,
-            &keys.data_keys,
-            &keys.current_data_key,
-        )
-        .await?;
-        let store = DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&self.interactive_sdk),
-            table,
-            Arc::new(vault),
-        );
+        let store = StoreConfig::from_source(self.env.as_ref())?
+            .connect_with(&self.startup_sdk, &self.interactive_sdk)
+            .await?;
         Ok(Ready {
             store: Arc::new(store),
             providers,
