@@ -6,7 +6,9 @@
 //! then per market reconcile the pool with conditional writes, judge its headroom, and buy or
 //! report what is missing. Overlapping runs are safe: every pool write is conditioned on the
 //! version read, purchases are counted against the monthly cap before they are made, and one
-//! run at a time buys for a market (a lease).
+//! run at a time buys for a market (a lease). A purchase request is sent once: one that may
+//! have gone through (a timeout, a 5xx) is looked up in the account's numbers, and stays
+//! counted against the month whether it shows up or not.
 
 pub mod config;
 pub mod inventory;
@@ -21,13 +23,13 @@ use serde::Serialize;
 use vnmask::domain::{
     Capabilities, Market, NumberState, PoolNumber, Provider, UnixTime, VirtualNumber,
 };
-use vnmask::pool::{self, ChangeKind, Listing, PoolHealth, Reconcile};
+use vnmask::pool::{self, ChangeKind, ListedNumber, Listing, PoolHealth, Reconcile};
 use vnmask::store::{
     LeaseTake, PoolUpkeep, PoolWriteError, PurchaseCount, SampledRoute, StoreError,
 };
 use vnmask::telemetry::{MetricSet, Unit};
 
-use inventory::{Inventory, ProviderError, Vendor, Webhooks};
+use inventory::{Inventory, PostError, ProviderError, Vendor, Webhooks};
 
 pub const FUNCTION: &str = "pool-refresh";
 
@@ -105,6 +107,9 @@ pub struct MarketSummary {
     /// Numbers missing to reach the minimum headroom.
     pub needed: u32,
     pub bought: u32,
+    /// Purchases that may have gone through but that the account did not list yet: counted
+    /// against the month; the next run's listing takes them in if they were made.
+    pub unconfirmed: u32,
     /// Why buying stopped short, if it did.
     #[serde(serialize_with = "as_message")]
     pub buying_stopped: Option<BuyingStopped>,
@@ -127,9 +132,12 @@ pub enum BuyingStopped {
     AnotherRunBuying,
     #[error("too few numbers on offer")]
     TooFewOnOffer,
-    /// Searching for numbers on offer, or buying one, failed.
+    /// Searching for numbers on offer failed, or the provider refused a purchase.
     #[error(transparent)]
     Provider(ProviderError),
+    /// A purchase may have gone through, and the account's numbers do not show it (yet).
+    #[error("purchase unconfirmed: {0}")]
+    PurchaseUnconfirmed(ProviderError),
 }
 
 /// An error of the summary as its message, the way invokers and logs read it.
@@ -483,7 +491,7 @@ impl Refresher {
             }
             let listed = match vendor.buy_number(&number, &buying.webhooks).await {
                 Ok(listed) => listed,
-                Err(e) => {
+                Err(PostError::Refused(e)) => {
                     if let Err(e) = self.store.uncount_purchase(&month).await {
                         tracing::warn!(error = %e, "failed purchase still counted this month");
                     }
@@ -491,6 +499,20 @@ impl Refresher {
                     summary.buying_stopped = Some(BuyingStopped::Provider(e));
                     break;
                 }
+                // Never sent again, and never taken back from the month's count.
+                Err(PostError::Unconfirmed(e)) => match self.settle(vendor, &number).await {
+                    Some(listed) => {
+                        tracing::info!(market = %market, number = %number, error = %e, "unanswered purchase found in the account's numbers");
+                        listed
+                    }
+                    None => {
+                        run.buy_left = run.buy_left.saturating_sub(1);
+                        summary.unconfirmed += 1;
+                        tracing::warn!(market = %market, number = %number, error = %e, "purchase may have gone through; counted this month, the next listing takes the number in if it did");
+                        summary.buying_stopped = Some(BuyingStopped::PurchaseUnconfirmed(e));
+                        break;
+                    }
+                },
             };
             summary.bought += 1;
             run.buy_left -= 1;
@@ -516,6 +538,18 @@ impl Refresher {
             }
         }
         Ok(())
+    }
+
+    /// Looks for `number` in the account after its purchase went unanswered: the number as
+    /// listed if the purchase went through and the account shows it already.
+    async fn settle(&self, vendor: &dyn Vendor, number: &VirtualNumber) -> Option<ListedNumber> {
+        match vendor.find_number(number).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(provider = %vendor.provider(), error = %e, "could not look for an unanswered purchase");
+                None
+            }
+        }
     }
 }
 
@@ -592,6 +626,7 @@ impl MarketSummary {
             .count("Drained", self.drained as u64)
             .count("Retired", self.retired as u64)
             .count("Bought", u64::from(self.bought))
+            .count("PurchasesUnconfirmed", u64::from(self.unconfirmed))
             .count(
                 "NumbersNeeded",
                 u64::from(self.needed.saturating_sub(self.bought)),

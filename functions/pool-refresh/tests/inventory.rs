@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pool_refresh::inventory::{Inventory, ProviderError, Vendor};
+use pool_refresh::inventory::{Inventory, PostError, ProviderError, Vendor};
 use vnmask::domain::{Capabilities, VirtualNumber};
 use vnmask::pool::Listing;
 use wiremock::matchers::{
@@ -295,6 +295,144 @@ async fn twilio_purchase_points_the_number_at_our_webhooks() {
         Some("https://hooks.example.com/webhook/twilio/sms")
     );
     assert_eq!(get("SmsMethod"), Some("POST"));
+}
+
+fn purchase() -> wiremock::MockBuilder {
+    Mock::given(method("POST")).and(path(twilio_path("IncomingPhoneNumbers.json")))
+}
+
+async fn buy(twilio: &dyn Vendor, number: &str) -> Result<String, PostError> {
+    twilio
+        .buy_number(
+            &VirtualNumber::parse(number).unwrap(),
+            &buying(1, 1).webhooks,
+        )
+        .await
+        .map(|n| n.number.as_str().to_owned())
+}
+
+fn posts(requests: &[wiremock::Request]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count()
+}
+
+#[tokio::test]
+async fn a_purchase_that_times_out_is_sent_once_and_may_have_gone_through() {
+    let server = MockServer::start().await;
+    purchase()
+        .respond_with(Late(TwilioCreates))
+        .mount(&server)
+        .await;
+
+    let bought = buy(
+        twilio_with(&server, short_timeout()).as_ref(),
+        "+14155552000",
+    )
+    .await;
+
+    assert!(
+        matches!(
+            bought,
+            Err(PostError::Unconfirmed(ProviderError::Timeout {
+                operation: "IncomingPhoneNumbers create",
+                ..
+            }))
+        ),
+        "{bought:?}"
+    );
+    assert_eq!(posts(&server.received_requests().await.unwrap()), 1);
+}
+
+#[tokio::test]
+async fn a_purchase_answered_with_a_5xx_is_not_sent_again() {
+    let server = MockServer::start().await;
+    purchase()
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+
+    let bought = buy(twilio(&server).as_ref(), "+14155552000").await;
+
+    assert!(
+        matches!(
+            bought,
+            Err(PostError::Unconfirmed(ProviderError::Status {
+                status: 503,
+                ..
+            }))
+        ),
+        "{bought:?}"
+    );
+    assert_eq!(posts(&server.received_requests().await.unwrap()), 1);
+}
+
+#[tokio::test]
+async fn a_purchase_refused_with_429_is_sent_again_after_the_wait() {
+    let server = MockServer::start().await;
+    purchase()
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    purchase().respond_with(TwilioCreates).mount(&server).await;
+
+    let bought = buy(twilio(&server).as_ref(), "+14155552000").await;
+
+    assert_eq!(bought.unwrap(), "+14155552000");
+    assert_eq!(posts(&server.received_requests().await.unwrap()), 2);
+}
+
+#[tokio::test]
+async fn a_purchase_that_never_connected_is_refused_not_unconfirmed() {
+    // A port nothing listens on: each attempt fails before anything is sent.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut account = twilio_account(&MockServer::start().await);
+    account.base = reqwest::Url::parse(&base).unwrap();
+    let twilio = pool_refresh::inventory::Twilio::new(
+        &account,
+        fast_policy().client().unwrap(),
+        fast_policy(),
+    );
+
+    let bought = buy(&twilio, "+14155552000").await;
+
+    assert!(
+        matches!(
+            bought,
+            Err(PostError::Refused(ProviderError::Transport { .. }))
+        ),
+        "{bought:?}"
+    );
+}
+
+#[tokio::test]
+async fn twilio_finds_a_number_by_its_exact_phone_number() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(twilio_path("IncomingPhoneNumbers.json")))
+        .and(query_param("PhoneNumber", "+14155552000"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(twilio_page(&[
+            // Only the exact number counts, whatever else the filter lets through.
+            ("+14155552001", true, true),
+            ("+14155552000", true, false),
+        ])))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let found = twilio(&server)
+        .find_number(&VirtualNumber::parse("+14155552000").unwrap())
+        .await
+        .unwrap()
+        .expect("listed");
+
+    assert_eq!(found.number.as_str(), "+14155552000");
+    assert!(!found.capabilities.sms);
 }
 
 fn basic_auth(user: &str, password: &str) -> String {

@@ -432,12 +432,20 @@ fn buying_refresher(
     per_run: u32,
     per_month: u32,
 ) -> pool_refresh::Refresher {
-    let twilio = twilio(server);
+    buying_refresher_with(dynamo, twilio(server), per_run, per_month)
+}
+
+fn buying_refresher_with(
+    dynamo: &LocalDynamo,
+    twilio: Arc<pool_refresh::inventory::Twilio>,
+    per_run: u32,
+    per_month: u32,
+) -> pool_refresh::Refresher {
     let mut settings = settings(&["US"]);
     settings.min_headroom = 5;
     settings.buying = Some(buying(per_run, per_month));
     refresher(
-        keyless(&dynamo),
+        keyless(dynamo),
         vec![twilio.clone()],
         Some(twilio as Arc<dyn Vendor>),
         settings,
@@ -582,6 +590,121 @@ async fn a_refused_purchase_is_not_counted() {
     );
     assert_eq!(purchases_counted(&dynamo).await.as_deref(), Some("0"));
     assert_eq!(pool_state(dynamo.store.as_ref(), "US").await.len(), 2);
+}
+
+fn purchase_posts(requests: &[wiremock::Request]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .flat_map(|r| serde_urlencoded_pairs(&r.body))
+        .filter(|(k, _)| k == "PhoneNumber")
+        .map(|(_, v)| v)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_purchase_that_times_out_is_posted_once_counted_and_found_by_listing() {
+    // GIVEN a dry US pool, numbers on offer, and a Twilio that buys but answers too late
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    twilio_offers(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(Late(TwilioCreates))
+        .mount(&server)
+        .await;
+    // AND whose account then lists the number it bought
+    Mock::given(looks_up_a_number)
+        .respond_with(TwilioFinds)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let twilio = twilio_with(&server, short_timeout());
+
+    // WHEN one number may be bought this run
+    let summary = buying_refresher_with(&dynamo, twilio, 1, 10)
+        .refresh(now())
+        .await;
+
+    // THEN the purchase was sent once, found in the account, pooled and counted once
+    let m = &summary.markets[0];
+    assert_eq!((m.bought, m.unconfirmed), (1, 0), "{m:?}");
+    let posted = purchase_posts(&server.received_requests().await.unwrap());
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    assert_eq!(state_of(&pool, &posted[0]), NumberState::Active);
+    assert_eq!(purchases_counted(&dynamo).await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn an_unconfirmed_purchase_stays_counted_and_the_next_listing_takes_it_in() {
+    // GIVEN a dry US pool, numbers on offer, a Twilio whose purchase answers 500, and a
+    // month that allows one purchase
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    twilio_offers(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&server)
+        .await;
+    // AND an account that does not list the number (yet)
+    Mock::given(looks_up_a_number)
+        .respond_with(ResponseTemplate::new(200).set_body_json(twilio_page(&[])))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+
+    // WHEN the pool is refreshed with three purchases allowed this run
+    let summary = buying_refresher(&dynamo, &server, 3, 1)
+        .refresh(now())
+        .await;
+
+    // THEN one purchase was sent, once; it is counted; buying stopped and says why
+    let m = &summary.markets[0];
+    assert_eq!((m.bought, m.unconfirmed), (0, 1), "{m:?}");
+    assert!(
+        matches!(
+            &m.buying_stopped,
+            Some(BuyingStopped::PurchaseUnconfirmed(ProviderError::Status {
+                status: 500,
+                ..
+            }))
+        ),
+        "{:?}",
+        m.buying_stopped
+    );
+    assert_eq!(m.metrics().to_json()["PurchasesUnconfirmed"], 1.0);
+    let posted = purchase_posts(&server.received_requests().await.unwrap());
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(purchases_counted(&dynamo).await.as_deref(), Some("1"));
+    assert_eq!(pool_state(dynamo.store.as_ref(), "US").await.len(), 2);
+
+    // WHEN it had gone through: the account lists it at the next run
+    server.reset().await;
+    twilio_lists(
+        &server,
+        &[
+            ("+14155551000", true, true),
+            ("+14155551001", true, true),
+            (posted[0].as_str(), true, true),
+        ],
+    )
+    .await;
+    twilio_offers(&server).await;
+    let again = buying_refresher(&dynamo, &server, 3, 1)
+        .refresh(now())
+        .await;
+
+    // THEN it is pooled, and the month's cap, reached by it, buys nothing more
+    let m = &again.markets[0];
+    assert_eq!((m.added, m.bought), (1, 0), "{m:?}");
+    assert!(
+        matches!(m.buying_stopped, Some(BuyingStopped::MonthlyCap)),
+        "{:?}",
+        m.buying_stopped
+    );
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    assert_eq!(state_of(&pool, &posted[0]), NumberState::Active);
+    assert!(purchase_posts(&server.received_requests().await.unwrap()).is_empty());
 }
 
 #[tokio::test]

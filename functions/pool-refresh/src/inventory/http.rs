@@ -1,5 +1,10 @@
 //! HTTP to the providers: timeouts, retries with backoff on 429 and 5xx honouring `Retry-After`,
 //! basic auth whose secret never reaches a log, and page links kept on the configured host.
+//!
+//! Reads are retried freely. A POST that buys something is never sent again once it may have
+//! reached the provider: only a 429 (refused unprocessed) or a connection that was never made
+//! is retried; a timeout, a 5xx or a connection lost after sending is [`PostError::Unconfirmed`],
+//! for the caller to settle by reading what the provider holds.
 
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +17,40 @@ use vnmask::config::Secret;
 use vnmask::domain::Provider;
 
 use super::ProviderError;
+
+/// Why a POST failed: whether the provider may have acted on it all the same.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    /// Refused (4xx), or never sent: nothing happened.
+    #[error(transparent)]
+    Refused(ProviderError),
+    /// It may have gone through: a timeout, a 5xx, or the connection lost after sending.
+    #[error("{0}; it may have gone through")]
+    Unconfirmed(ProviderError),
+}
+
+impl PostError {
+    pub fn provider_error(&self) -> &ProviderError {
+        match self {
+            PostError::Refused(e) | PostError::Unconfirmed(e) => e,
+        }
+    }
+}
+
+/// When a request may be sent again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Reads: on 429, 5xx, timeouts and connections not made.
+    Freely,
+    /// A purchase: only when the provider surely did not act (429, or no connection made).
+    OnlyUnsent,
+}
+
+/// A failed request, and whether the provider may have acted on it.
+struct Failure {
+    error: ProviderError,
+    maybe_done: bool,
+}
 
 /// How patiently a provider is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,20 +184,33 @@ impl ApiClient {
         operation: &'static str,
         url: &Url,
     ) -> Result<T, ProviderError> {
-        let body = self.send(operation, || self.http.get(url.clone())).await?;
+        let body = self
+            .send(operation, Resend::Freely, || self.http.get(url.clone()))
+            .await
+            .map_err(|f| f.error)?;
         self.decode(operation, &body)
     }
 
     /// Posts `form` and returns the body of the success undecoded: after a purchase, an
-    /// unreadable answer must not hide that the purchase happened.
+    /// unreadable answer must not hide that the purchase happened. Sent again only when the
+    /// provider surely did not act on it; otherwise a failure says whether it may have.
     pub async fn post_form<F: Serialize + ?Sized>(
         &self,
         operation: &'static str,
         url: &Url,
         form: &F,
-    ) -> Result<Vec<u8>, ProviderError> {
-        self.send(operation, || self.http.post(url.clone()).form(form))
-            .await
+    ) -> Result<Vec<u8>, PostError> {
+        self.send(operation, Resend::OnlyUnsent, || {
+            self.http.post(url.clone()).form(form)
+        })
+        .await
+        .map_err(|f| {
+            if f.maybe_done {
+                PostError::Unconfirmed(f.error)
+            } else {
+                PostError::Refused(f.error)
+            }
+        })
     }
 
     pub fn malformed(&self, operation: &'static str, reason: impl Into<String>) -> ProviderError {
@@ -177,13 +229,16 @@ impl ApiClient {
         serde_json::from_slice(body).map_err(|e| self.malformed(operation, e.to_string()))
     }
 
-    /// Sends the request `build` makes, again on 429, 5xx, timeouts and refused connections,
-    /// up to the policy's attempts; returns the body of the first success.
+    /// Sends the request `build` makes, again on what `resend` allows (a 429 always, after the
+    /// time its `Retry-After` asks), up to the policy's attempts; returns the body of the first
+    /// success. A failure says whether the provider may have acted on the request.
     async fn send(
         &self,
         operation: &'static str,
+        resend: Resend,
         build: impl Fn() -> RequestBuilder,
-    ) -> Result<Vec<u8>, ProviderError> {
+    ) -> Result<Vec<u8>, Failure> {
+        let failed = |error, maybe_done| Failure { error, maybe_done };
         let mut last = None;
         for attempt in 1..=self.policy.max_attempts.max(1) {
             // From configuration, so UTF-8: the lossy view borrows it unchanged.
@@ -191,11 +246,12 @@ impl ApiClient {
             let request = build().basic_auth(&self.user, Some(password));
             let wait = match request.send().await {
                 Ok(response) if response.status().is_success() => {
+                    // The provider acted; only its answer may be lost.
                     return response
                         .bytes()
                         .await
                         .map(|b| b.to_vec())
-                        .map_err(|e| self.transport(operation, e));
+                        .map_err(|e| failed(self.transport(operation, e), true));
                 }
                 Ok(response) => {
                     let status = response.status();
@@ -204,32 +260,47 @@ impl ApiClient {
                         operation,
                         status: status.as_u16(),
                     };
-                    if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
-                        return Err(error);
+                    // A 429 was refused unprocessed; a 5xx may have been processed.
+                    let maybe_done = status.is_server_error();
+                    let again = status == StatusCode::TOO_MANY_REQUESTS
+                        || (maybe_done && resend == Resend::Freely);
+                    if !again {
+                        return Err(failed(error, maybe_done));
                     }
                     let wait = retry_after(response.headers(), SystemTime::now())
                         .unwrap_or_else(|| self.policy.backoff(attempt));
                     if wait > self.policy.max_retry_after {
                         tracing::warn!(provider = %self.provider, operation, retry_after_s = wait.as_secs(), "provider asks to wait longer than allowed");
-                        return Err(error);
+                        return Err(failed(error, maybe_done));
                     }
-                    last = Some(error);
+                    last = Some(failed(error, maybe_done));
                     wait
                 }
-                Err(e) if e.is_timeout() || e.is_connect() => {
-                    last = Some(self.transport(operation, e));
+                // No connection was made: nothing was sent.
+                Err(e) if e.is_connect() => {
+                    last = Some(failed(self.transport(operation, e), false));
                     self.policy.backoff(attempt)
                 }
-                Err(e) => return Err(self.transport(operation, e)),
+                Err(e) if e.is_timeout() && resend == Resend::Freely => {
+                    last = Some(failed(self.transport(operation, e), true));
+                    self.policy.backoff(attempt)
+                }
+                // Sent, or perhaps sent: a timeout or a connection lost on the way.
+                Err(e) => return Err(failed(self.transport(operation, e), true)),
             };
             if attempt < self.policy.max_attempts {
                 tracing::info!(provider = %self.provider, operation, attempt, wait_ms = wait.as_millis() as u64, "retrying provider request");
                 tokio::time::sleep(wait).await;
             }
         }
-        Err(last.unwrap_or_else(|| ProviderError::Timeout {
-            provider: self.provider.clone(),
-            operation,
+        Err(last.unwrap_or_else(|| {
+            failed(
+                ProviderError::Timeout {
+                    provider: self.provider.clone(),
+                    operation,
+                },
+                true,
+            )
         }))
     }
 

@@ -7,7 +7,7 @@ mod static_list;
 mod twilio;
 
 pub use exotel::{Exotel, ExotelAccount};
-pub use http::{ApiClient, HttpPolicy};
+pub use http::{ApiClient, HttpPolicy, PostError};
 pub use static_list::StaticList;
 pub use twilio::{Twilio, TwilioAccount, TwilioAuth, TwilioNumberType};
 
@@ -75,11 +75,19 @@ pub trait Vendor: Send + Sync {
     ) -> Result<Vec<VirtualNumber>, ProviderError>;
 
     /// Buys `number` with its voice and SMS webhooks pointed at ours; returns it as now listed.
+    /// Sent once: a purchase that may have gone through is [`PostError::Unconfirmed`], never
+    /// sent again (it could buy a second number, or fail on the first one's success).
     async fn buy_number(
         &self,
         number: &VirtualNumber,
         webhooks: &Webhooks,
-    ) -> Result<ListedNumber, ProviderError>;
+    ) -> Result<ListedNumber, PostError>;
+
+    /// `number` as the account lists it now, if it does: how an unconfirmed purchase is settled.
+    async fn find_number(
+        &self,
+        number: &VirtualNumber,
+    ) -> Result<Option<ListedNumber>, ProviderError>;
 }
 
 /// Every configured provider's inventory, and the provider that sells numbers (Twilio), if any.

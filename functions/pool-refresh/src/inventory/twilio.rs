@@ -1,6 +1,7 @@
 //! Twilio (REST API 2010-04-01): the account's `IncomingPhoneNumbers`, page after page by
-//! `next_page_uri`; `AvailablePhoneNumbers` to find numbers on offer; and a POST to
-//! `IncomingPhoneNumbers` to buy one with its `VoiceUrl` and `SmsUrl` set to our webhooks.
+//! `next_page_uri`; `AvailablePhoneNumbers` to find numbers on offer; a POST to
+//! `IncomingPhoneNumbers` to buy one with its `VoiceUrl` and `SmsUrl` set to our webhooks, sent
+//! once; and `IncomingPhoneNumbers?PhoneNumber=` to find a number whose purchase went unanswered.
 
 use std::str::FromStr;
 
@@ -11,12 +12,13 @@ use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
 use vnmask::pool::{ListedNumber, Listing};
 
-use super::http::{ApiClient, HttpPolicy};
+use super::http::{ApiClient, HttpPolicy, PostError};
 use super::{Inventory, ProviderError, Vendor, Webhooks};
 
 const LIST: &str = "IncomingPhoneNumbers list";
 const SEARCH: &str = "AvailablePhoneNumbers search";
 const BUY: &str = "IncomingPhoneNumbers create";
+const FIND: &str = "IncomingPhoneNumbers lookup";
 
 /// Twilio's largest page.
 const PAGE_SIZE: u32 = 1000;
@@ -227,10 +229,11 @@ impl Vendor for Twilio {
         &self,
         number: &VirtualNumber,
         webhooks: &Webhooks,
-    ) -> Result<ListedNumber, ProviderError> {
+    ) -> Result<ListedNumber, PostError> {
         let url = self
             .api
-            .url(BUY, &self.account_path("IncomingPhoneNumbers.json"))?;
+            .url(BUY, &self.account_path("IncomingPhoneNumbers.json"))
+            .map_err(PostError::Refused)?;
         let mut form = vec![
             ("PhoneNumber", number.as_str()),
             ("VoiceUrl", webhooks.voice_url.as_str()),
@@ -258,5 +261,23 @@ impl Vendor for Twilio {
                 country: None,
             }
         }))
+    }
+
+    async fn find_number(
+        &self,
+        number: &VirtualNumber,
+    ) -> Result<Option<ListedNumber>, ProviderError> {
+        let mut url = self
+            .api
+            .url(FIND, &self.account_path("IncomingPhoneNumbers.json"))?;
+        url.query_pairs_mut()
+            .append_pair("PhoneNumber", number.as_str());
+        let page: NumbersPage = self.api.get_json(FIND, &url).await?;
+        // The filter also matches partial numbers: only the exact one counts.
+        Ok(page
+            .incoming_phone_numbers
+            .into_iter()
+            .filter_map(read_number)
+            .find(|n| &n.number == number))
     }
 }

@@ -59,12 +59,28 @@ pub fn twilio_account(server: &MockServer) -> TwilioAccount {
 }
 
 pub fn twilio(server: &MockServer) -> Arc<Twilio> {
+    twilio_with(server, fast_policy())
+}
+
+/// Twilio asked with `policy` (e.g. a short timeout, for purchases that go unanswered).
+pub fn twilio_with(server: &MockServer, policy: HttpPolicy) -> Arc<Twilio> {
     Arc::new(Twilio::new(
         &twilio_account(server),
-        fast_policy().client().unwrap(),
-        fast_policy(),
+        policy.client().unwrap(),
+        policy,
     ))
 }
+
+/// [`fast_policy`] with a timeout that an answer [`LATE`] misses.
+pub fn short_timeout() -> HttpPolicy {
+    HttpPolicy {
+        timeout: Duration::from_millis(500),
+        ..fast_policy()
+    }
+}
+
+/// Late enough to miss [`short_timeout`].
+pub const LATE: Duration = Duration::from_secs(2);
 
 pub fn exotel(server: &MockServer) -> Arc<Exotel> {
     Arc::new(Exotel::new(
@@ -144,6 +160,37 @@ impl Respond for TwilioCreates {
         e["sms_url"] = json!(get("SmsUrl"));
         ResponseTemplate::new(201).set_body_json(e)
     }
+}
+
+/// Answers as `R` does, [`LATE`].
+pub struct Late<R>(pub R);
+
+impl<R: Respond> Respond for Late<R> {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.0.respond(request).set_delay(LATE)
+    }
+}
+
+/// Answers an `IncomingPhoneNumbers?PhoneNumber=` lookup listing the number asked for, as
+/// Twilio does once a purchase went through.
+pub struct TwilioFinds;
+
+impl Respond for TwilioFinds {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let asked = request
+            .url
+            .query_pairs()
+            .find(|(k, _)| k == "PhoneNumber")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        ResponseTemplate::new(200).set_body_json(twilio_page(&[(asked.as_str(), true, true)]))
+    }
+}
+
+/// Whether a request is an `IncomingPhoneNumbers` lookup by number.
+pub fn looks_up_a_number(request: &Request) -> bool {
+    request.url.path() == twilio_path("IncomingPhoneNumbers.json")
+        && request.url.query_pairs().any(|(k, _)| k == "PhoneNumber")
 }
 
 /// The pairs of an `application/x-www-form-urlencoded` body.
