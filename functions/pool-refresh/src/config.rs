@@ -190,6 +190,7 @@ fn twilio(src: &dyn Source) -> Result<TwilioAccount, ConfigError> {
             "expected AC followed by 32 hex digits",
         ));
     }
+    // An API key is preferred; the account's auth token is still accepted.
     let auth = match src.get("VNMASK_TWILIO_API_KEY_SID") {
         Some(sid) if well_formed(&sid, "SK") => TwilioAuth::ApiKey {
             sid,
@@ -201,12 +202,32 @@ fn twilio(src: &dyn Source) -> Result<TwilioAccount, ConfigError> {
                 "expected SK followed by 32 hex digits",
             ))
         }
+        None if src.get("VNMASK_TWILIO_API_KEY_SECRET").is_some() => {
+            return Err(ConfigError::Missing("VNMASK_TWILIO_API_KEY_SID"))
+        }
         None => TwilioAuth::AuthToken(secret(src, "VNMASK_TWILIO_AUTH_TOKEN")?),
+    };
+    let subaccount_sid = match src.get("VNMASK_TWILIO_SUBACCOUNT_SID") {
+        Some(sid) if well_formed(&sid, "AC") => Some(sid),
+        Some(_) => {
+            return Err(invalid(
+                "VNMASK_TWILIO_SUBACCOUNT_SID",
+                "expected AC followed by 32 hex digits",
+            ))
+        }
+        None => None,
+    };
+    // Which numbers are ours: those Twilio sends to our voice URL, or a reserved sub-account's.
+    let voice_url = match (src.get("VNMASK_VOICE_URL"), &subaccount_sid) {
+        (None, Some(_)) => None,
+        _ => Some(url(src, "VNMASK_VOICE_URL", None)?),
     };
     let optional_sid = |var: &'static str| src.get(var).map(|_| identifier(src, var)).transpose();
     Ok(TwilioAccount {
         account_sid,
         auth,
+        subaccount_sid,
+        voice_url,
         base: url(src, "VNMASK_TWILIO_API_BASE", Some(TWILIO_API))?,
         number_type: parsed(src, "VNMASK_TWILIO_NUMBER_TYPE", TwilioNumberType::Local)?,
         address_sid: optional_sid("VNMASK_TWILIO_ADDRESS_SID")?,
@@ -215,11 +236,34 @@ fn twilio(src: &dyn Source) -> Result<TwilioAccount, ConfigError> {
 }
 
 fn exotel(src: &dyn Source) -> Result<ExotelAccount, ConfigError> {
+    let account_sid = identifier(src, "VNMASK_EXOTEL_ACCOUNT_SID")?;
+    let api_key = required(src, "VNMASK_EXOTEL_API_KEY")?;
+    let api_token = secret(src, "VNMASK_EXOTEL_API_TOKEN")?;
+    // Exotel does not say where a flow sends calls: which flows are ours must be configured.
+    let app_ids: BTreeSet<String> = required(src, "VNMASK_EXOTEL_APP_IDS")?
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            if id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                Ok(id.to_owned())
+            } else {
+                Err(invalid(
+                    "VNMASK_EXOTEL_APP_IDS",
+                    "expected app ids of 1-32 letters or digits, separated by commas",
+                ))
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    if app_ids.is_empty() {
+        return Err(ConfigError::Missing("VNMASK_EXOTEL_APP_IDS"));
+    }
     Ok(ExotelAccount {
-        account_sid: identifier(src, "VNMASK_EXOTEL_ACCOUNT_SID")?,
-        api_key: required(src, "VNMASK_EXOTEL_API_KEY")?,
-        api_token: secret(src, "VNMASK_EXOTEL_API_TOKEN")?,
+        account_sid,
+        api_key,
+        api_token,
         base: url(src, "VNMASK_EXOTEL_API_BASE", Some(EXOTEL_API))?,
+        app_ids,
     })
 }
 
@@ -229,6 +273,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const SUB_SID: &str = "ACfedcba9876543210fedcba9876543210";
+    const KEY_SID: &str = "SK0123456789abcdef0123456789abcdef";
+    const VOICE: &str = "https://hooks.example.com/twilio/voice";
 
     fn src(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut m: BTreeMap<String, String> = [("VNMASK_TABLE", "t"), ("VNMASK_MARKETS", "IN,US")]
@@ -254,10 +301,13 @@ mod tests {
             ("VNMASK_PROVIDERS", "twilio"),
             ("VNMASK_TWILIO_ACCOUNT_SID", SID),
             ("VNMASK_TWILIO_AUTH_TOKEN", "s3cr3t-token"),
+            ("VNMASK_VOICE_URL", VOICE),
         ]))
         .unwrap();
         let t = c.twilio.unwrap();
         assert_eq!(t.base.as_str(), "https://api.twilio.com/");
+        assert_eq!(t.voice_url.as_ref().map(Url::as_str), Some(VOICE));
+        assert_eq!(t.subaccount_sid, None);
         assert_eq!(t.auth, TwilioAuth::AuthToken(Secret::new("s3cr3t-token")));
         assert!(!format!("{t:?}").contains("s3cr3t"));
         assert!(c.refresh.buying.is_none(), "buying is off by default");
@@ -297,6 +347,7 @@ mod tests {
                 ("VNMASK_PROVIDERS", "twilio"),
                 ("VNMASK_TWILIO_ACCOUNT_SID", SID),
                 ("VNMASK_TWILIO_AUTH_TOKEN", "t"),
+                ("VNMASK_VOICE_URL", VOICE),
                 ("VNMASK_TWILIO_API_BASE", b),
             ]))
             .map(|c| c.twilio.unwrap().base.to_string())
@@ -351,5 +402,87 @@ mod tests {
             ("VNMASK_POOL_DRAIN", "12345"),
         ])
         .contains("VNMASK_POOL_DRAIN"));
+    }
+
+    #[test]
+    fn an_api_key_is_preferred_and_the_auth_token_still_accepted() {
+        let twilio = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![
+                ("VNMASK_PROVIDERS", "twilio"),
+                ("VNMASK_TWILIO_ACCOUNT_SID", SID),
+                ("VNMASK_VOICE_URL", VOICE),
+            ];
+            pairs.extend_from_slice(extra);
+            Config::from_source(&src(&pairs)).map(|c| c.twilio.unwrap().auth)
+        };
+        assert_eq!(
+            twilio(&[
+                ("VNMASK_TWILIO_API_KEY_SID", KEY_SID),
+                ("VNMASK_TWILIO_API_KEY_SECRET", "key-secret"),
+                ("VNMASK_TWILIO_AUTH_TOKEN", "token"),
+            ])
+            .unwrap(),
+            TwilioAuth::ApiKey {
+                sid: KEY_SID.into(),
+                secret: Secret::new("key-secret")
+            }
+        );
+        assert_eq!(
+            twilio(&[("VNMASK_TWILIO_AUTH_TOKEN", "token")]).unwrap(),
+            TwilioAuth::AuthToken(Secret::new("token"))
+        );
+        let half = |pair| twilio(&[pair]).unwrap_err().to_string();
+        assert!(
+            half(("VNMASK_TWILIO_API_KEY_SID", KEY_SID)).contains("VNMASK_TWILIO_API_KEY_SECRET")
+        );
+        assert!(half(("VNMASK_TWILIO_API_KEY_SECRET", "s")).contains("VNMASK_TWILIO_API_KEY_SID"));
+    }
+
+    #[test]
+    fn twilio_numbers_are_ours_by_our_voice_url_or_a_reserved_subaccount() {
+        let base = [
+            ("VNMASK_PROVIDERS", "twilio"),
+            ("VNMASK_TWILIO_ACCOUNT_SID", SID),
+            ("VNMASK_TWILIO_AUTH_TOKEN", "t"),
+        ];
+        assert!(err(&base).contains("VNMASK_VOICE_URL"));
+        let mut reserved = base.to_vec();
+        reserved.push(("VNMASK_TWILIO_SUBACCOUNT_SID", SUB_SID));
+        let t = Config::from_source(&src(&reserved))
+            .unwrap()
+            .twilio
+            .unwrap();
+        assert_eq!(
+            (t.subaccount_sid.as_deref(), t.voice_url),
+            (Some(SUB_SID), None)
+        );
+        reserved.push(("VNMASK_TWILIO_SUBACCOUNT_SID", "AC12"));
+        assert!(err(&reserved).contains("VNMASK_TWILIO_SUBACCOUNT_SID"));
+        let mut plain_http = base.to_vec();
+        plain_http.push(("VNMASK_VOICE_URL", "http://hooks.example.com/twilio/voice"));
+        assert!(err(&plain_http).contains("VNMASK_VOICE_URL"));
+    }
+
+    #[test]
+    fn exotel_needs_the_flows_that_hand_calls_to_us() {
+        let exotel = [
+            ("VNMASK_PROVIDERS", "exotel"),
+            ("VNMASK_EXOTEL_ACCOUNT_SID", "vnmask1"),
+            ("VNMASK_EXOTEL_API_KEY", "key"),
+            ("VNMASK_EXOTEL_API_TOKEN", "token"),
+        ];
+        assert!(err(&exotel).contains("VNMASK_EXOTEL_APP_IDS"));
+        let mut with_flows = exotel.to_vec();
+        with_flows.push(("VNMASK_EXOTEL_APP_IDS", "271829, 300100"));
+        let e = Config::from_source(&src(&with_flows))
+            .unwrap()
+            .exotel
+            .unwrap();
+        assert_eq!(
+            e.app_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["271829", "300100"]
+        );
+        with_flows.push(("VNMASK_EXOTEL_APP_IDS", "271829/start"));
+        assert!(err(&with_flows).contains("VNMASK_EXOTEL_APP_IDS"));
     }
 }

@@ -2,9 +2,11 @@
 //! providers rent us, and grows it before it runs dry. The handler, testable without a Lambda
 //! runtime: [`Refresher::handle`] takes the scheduler's payload, [`Refresher::refresh`] a time.
 //!
-//! One run: list every provider's numbers (in parallel), sample live routes once (bounded),
-//! then per market reconcile the pool with conditional writes, judge its headroom, and buy or
-//! report what is missing. Overlapping runs are safe: every pool write is conditioned on the
+//! One run: list every provider's numbers (in parallel), keeping only those that point at this
+//! deployment, sample live routes once (bounded), then per market reconcile the pool with
+//! conditional writes, judge its headroom, and buy or report what is missing. A pooled number
+//! that stops pointing at us is retired like one its provider no longer lists (its live routes
+//! are left to lapse: routing reads routes, not the pool). Overlapping runs are safe: every pool write is conditioned on the
 //! version read, purchases are counted against the monthly cap before they are made, and one
 //! run at a time buys for a market (a lease). A purchase request is sent once: one that may
 //! have gone through (a timeout, a 5xx) is looked up in the account's numbers, and stays
@@ -29,7 +31,7 @@ use vnmask::store::{
 };
 use vnmask::telemetry::{MetricSet, Unit};
 
-use inventory::{Inventory, PostError, ProviderError, Vendor, Webhooks};
+use inventory::{AccountNumbers, Inventory, PostError, ProviderError, Vendor, Webhooks};
 
 pub const FUNCTION: &str = "pool-refresh";
 
@@ -78,8 +80,11 @@ pub struct RefreshSummary {
 #[derive(Debug, Serialize)]
 pub struct ProviderSummary {
     pub provider: String,
+    /// The account's numbers that point at this deployment.
     pub listed: usize,
     pub unreadable: usize,
+    /// The account's other numbers, left out.
+    pub foreign: usize,
     /// Why the provider could not be asked; its numbers were left as they were.
     #[serde(serialize_with = "as_message")]
     pub error: Option<ProviderError>,
@@ -235,7 +240,7 @@ impl Refresher {
         // A provider that failed has no listing: nothing changes for its numbers.
         let listings: BTreeMap<Provider, Listing> = answers
             .into_iter()
-            .filter_map(|(provider, answer)| Some((provider, answer.ok()?)))
+            .filter_map(|(provider, answer)| Some((provider, answer.ok()?.ours)))
             .collect();
         let mut run = Run {
             now,
@@ -565,17 +570,25 @@ struct Run {
 }
 
 fn provider_summary(
-    (provider, listing): &(Provider, Result<Listing, ProviderError>),
+    (provider, listing): &(Provider, Result<AccountNumbers, ProviderError>),
 ) -> ProviderSummary {
     match listing {
-        Ok(l) => {
+        Ok(AccountNumbers { ours: l, foreign }) => {
             if l.unreadable > 0 {
                 tracing::warn!(provider = %provider, unreadable = l.unreadable, "provider listed entries we cannot read; none of its numbers is retired this run");
+            }
+            if *foreign > 0 {
+                // Counts only: which numbers is the provider console's business.
+                tracing::info!(provider = %provider, foreign, ours = l.numbers.len(), "account numbers that do not point at this deployment left out");
+            }
+            if l.numbers.is_empty() && *foreign > 0 {
+                tracing::warn!(provider = %provider, foreign, "none of the account's numbers points at this deployment: check the voice URL or flows configured");
             }
             ProviderSummary {
                 provider: provider.as_str().to_owned(),
                 listed: l.numbers.len(),
                 unreadable: l.unreadable,
+                foreign: *foreign,
                 error: None,
             }
         }
@@ -585,6 +598,7 @@ fn provider_summary(
                 provider: provider.as_str().to_owned(),
                 listed: 0,
                 unreadable: 0,
+                foreign: 0,
                 error: Some(e.clone()),
             }
         }
@@ -650,6 +664,7 @@ impl ProviderSummary {
             .count("ProviderFailed", u64::from(self.error.is_some()))
             .count("ProviderNumbers", self.listed as u64)
             .count("ProviderUnreadable", self.unreadable as u64)
+            .count("ProviderForeign", self.foreign as u64)
     }
 }
 
@@ -664,6 +679,7 @@ mod tests {
                 provider: "twilio".into(),
                 listed: 0,
                 unreadable: 0,
+                foreign: 0,
                 error: Some(ProviderError::Timeout {
                     provider: "twilio".parse().unwrap(),
                     operation: "IncomingPhoneNumbers list",

@@ -43,7 +43,7 @@ async fn twilio_listing_follows_next_page_uri_across_three_pages() {
         .await;
     }
 
-    let listing = twilio(&server).list_numbers().await.unwrap();
+    let listing = twilio(&server).list_numbers().await.unwrap().ours;
 
     assert_eq!(
         numbers(&listing),
@@ -77,7 +77,7 @@ async fn twilio_429_is_retried_after_the_time_retry_after_asks() {
     twilio_lists(&server, &[("+14155551000", true, true)]).await;
 
     let started = Instant::now();
-    let listing = twilio(&server).list_numbers().await.unwrap();
+    let listing = twilio(&server).list_numbers().await.unwrap().ours;
 
     assert_eq!(numbers(&listing), ["+14155551000"]);
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
@@ -190,10 +190,109 @@ async fn unreadable_entries_are_counted_not_guessed() {
         .mount(&server)
         .await;
 
-    let listing = twilio(&server).list_numbers().await.unwrap();
+    let listing = twilio(&server).list_numbers().await.unwrap().ours;
 
     assert_eq!(numbers(&listing), ["+14155551000"]);
     assert_eq!(listing.unreadable, 1);
+}
+
+#[tokio::test]
+async fn twilio_takes_only_the_numbers_whose_calls_come_to_our_voice_url() {
+    let server = MockServer::start().await;
+    let mut page = twilio_page_at(&[
+        ("+14155551000", TWILIO_VOICE_URL),
+        // The same URL as Twilio may write it back: scheme and host are case-insensitive.
+        (
+            "+14155551001",
+            "HTTPS://Hooks.Example.com/webhook/twilio/voice",
+        ),
+        ("+14155551002", "https://support.example.com/ivr"),
+        ("+14155551003", TWILIO_VOICE_URL),
+        ("+14155551004", TWILIO_VOICE_URL),
+        ("+14155551005", ""),
+        (
+            "+14155551006",
+            "https://hooks.example.com/webhook/twilio/voice/",
+        ),
+    ]);
+    // A TwiML application, or a SIP trunk, takes the calls instead of the voice URL.
+    page["incoming_phone_numbers"][3]["voice_application_sid"] =
+        serde_json::json!("AP0123456789abcdef0123456789abcdef");
+    page["incoming_phone_numbers"][4]["trunk_sid"] =
+        serde_json::json!("TK0123456789abcdef0123456789abcdef");
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .mount(&server)
+        .await;
+
+    let listed = twilio(&server).list_numbers().await.unwrap();
+
+    assert_eq!(numbers(&listed.ours), ["+14155551000", "+14155551001"]);
+    assert_eq!((listed.foreign, listed.ours.unreadable), (5, 0));
+}
+
+#[tokio::test]
+async fn a_reserved_twilio_subaccount_is_listed_and_all_its_numbers_are_ours() {
+    const SUB_SID: &str = "ACfedcba9876543210fedcba9876543210";
+    let server = MockServer::start().await;
+    let mut page = twilio_page_at(&[
+        ("+14155551000", TWILIO_VOICE_URL),
+        ("+14155551001", "https://elsewhere.example.com/voice"),
+    ]);
+    for entry in page["incoming_phone_numbers"].as_array_mut().unwrap() {
+        entry["account_sid"] = serde_json::json!(SUB_SID);
+    }
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/2010-04-01/Accounts/{SUB_SID}/IncomingPhoneNumbers.json"
+        )))
+        // The owner's auth token signs for its sub-accounts.
+        .and(header(
+            "authorization",
+            basic_auth(TWILIO_SID, TWILIO_TOKEN).as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut account = twilio_account(&server);
+    account.subaccount_sid = Some(SUB_SID.into());
+    account.voice_url = None;
+    let twilio = pool_refresh::inventory::Twilio::new(
+        &account,
+        fast_policy().client().unwrap(),
+        fast_policy(),
+    );
+
+    let listed = twilio.list_numbers().await.unwrap();
+
+    assert_eq!(numbers(&listed.ours), ["+14155551000", "+14155551001"]);
+    assert_eq!(listed.foreign, 0);
+}
+
+#[tokio::test]
+async fn exotel_takes_only_the_exophones_connected_to_our_flows() {
+    let server = MockServer::start().await;
+    let mut page = json_fixture("exotel/incoming_phone_numbers_page0.json");
+    page["next_page_uri"] = serde_json::Value::Null;
+    page["incoming_phone_numbers"][1]["voice_url"] =
+        serde_json::json!("http://my.exotel.com/vnmask1/exoml/start_voice/999001");
+    let mut third = page["incoming_phone_numbers"][0].clone();
+    third["phone_number"] = serde_json::json!("+911140001009");
+    third["voice_url"] = serde_json::Value::Null;
+    page["incoming_phone_numbers"]
+        .as_array_mut()
+        .unwrap()
+        .push(third);
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .mount(&server)
+        .await;
+
+    let listed = exotel(&server).list_numbers().await.unwrap();
+
+    assert_eq!(numbers(&listed.ours), ["+911140001000"]);
+    assert_eq!((listed.foreign, listed.ours.unreadable), (2, 0));
 }
 
 #[tokio::test]
@@ -226,7 +325,7 @@ async fn exotel_listing_follows_absolute_links_on_the_configured_host_only() {
         .mount(&server)
         .await;
 
-    let listing = exotel(&server).list_numbers().await.unwrap();
+    let listing = exotel(&server).list_numbers().await.unwrap().ours;
 
     assert_eq!(
         numbers(&listing),

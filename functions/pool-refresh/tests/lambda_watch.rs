@@ -52,6 +52,8 @@ async fn real_binary_under_cargo_lambda_watch_refreshes_the_pool() {
             ("VNMASK_TWILIO_ACCOUNT_SID", TWILIO_SID.to_owned()),
             ("VNMASK_TWILIO_AUTH_TOKEN", TWILIO_TOKEN.to_owned()),
             ("VNMASK_TWILIO_API_BASE", twilio.uri()),
+            // Twilio numbers are taken only when their calls come to this URL.
+            ("VNMASK_VOICE_URL", TWILIO_VOICE_URL.to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ]
         .map(|(k, v)| (k.to_owned(), v)),

@@ -16,7 +16,7 @@ use vnmask::domain::Market;
 use vnmask::domain::{Capabilities, NumberState, PoolNumber, VirtualNumber};
 use vnmask::store::{
     AssignmentStore, LeaseTake, PoolEntry, PoolStore, PoolUpkeep, PoolWriteError, PurchaseCount,
-    PurchaseLedger, SampledRoute, Store, StoreError,
+    PurchaseLedger, RouteReader, SampledRoute, Store, StoreError,
 };
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, now, pool, seed_pool, FaultyStore, LocalDynamo};
@@ -151,6 +151,139 @@ async fn reconciliation_adds_retires_and_drains_numbers() {
     let m = &again.markets[0];
     assert_eq!((m.added, m.drained, m.retired, m.updated), (0, 0, 0, 0));
     assert_eq!(pool_state(dynamo.store.as_ref(), "US").await, pool);
+}
+
+#[tokio::test]
+async fn numbers_pointing_elsewhere_are_never_pooled_and_ours_that_stop_are_retired() {
+    // GIVEN a US pool of two Twilio numbers
+    let dynamo = local_dynamo().await;
+    seed_pool(
+        dynamo.store.as_ref(),
+        &[
+            twilio_vn("+14155551000", NumberState::Active),
+            twilio_vn("+14155551001", NumberState::Active),
+        ],
+    )
+    .await;
+    // AND an account whose 1001 now points elsewhere, with a support line (1002) and a new
+    // number of ours (1003)
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(twilio_path("IncomingPhoneNumbers.json")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(twilio_page_at(&[
+            ("+14155551000", TWILIO_VOICE_URL),
+            ("+14155551001", "https://other-product.example.com/voice"),
+            ("+14155551002", "https://support.example.com/ivr"),
+            ("+14155551003", TWILIO_VOICE_URL),
+        ])))
+        .mount(&server)
+        .await;
+    let refresher = refresher(
+        keyless(&dynamo),
+        vec![twilio(&server)],
+        None,
+        settings(&["US"]),
+    );
+
+    // WHEN
+    let summary = refresher.refresh(now()).await;
+
+    // THEN the support line is not pooled, 1001 is retired like a number no longer listed,
+    // and the others are counted, not named
+    let pool = pool_state(dynamo.store.as_ref(), "US").await;
+    assert!(!pool.contains_key("+14155551002"), "{pool:?}");
+    assert_eq!(state_of(&pool, "+14155551000"), NumberState::Active);
+    assert_eq!(state_of(&pool, "+14155551001"), NumberState::Retired);
+    assert_eq!(state_of(&pool, "+14155551003"), NumberState::Active);
+    let p = &summary.providers[0];
+    assert_eq!((p.listed, p.foreign), (2, 2));
+    let emf = p.metrics().to_json();
+    assert_eq!(emf["ProviderForeign"], 2.0);
+    assert_eq!(emf["ProviderNumbers"], 2.0);
+    let m = &summary.markets[0];
+    assert_eq!((m.added, m.retired), (1, 1));
+}
+
+#[tokio::test]
+async fn a_number_that_stops_pointing_at_us_keeps_its_live_routes_until_they_lapse() {
+    // GIVEN an Indian pool of two Twilio numbers, one of them serving a live order
+    let dynamo = local_dynamo().await;
+    let numbers = ["+911140001000", "+911140001001"];
+    seed_pool(
+        dynamo.store.as_ref(),
+        &numbers.map(|n| {
+            vn(
+                n,
+                "twilio",
+                Capabilities::VOICE_AND_SMS,
+                NumberState::Active,
+            )
+        }),
+    )
+    .await;
+    let assigner = Assigner::new(
+        dynamo.store.clone(),
+        AssignSettings::for_markets([market("IN")]),
+    );
+    let t = now();
+    assigner
+        .apply(
+            &OrderUpdate {
+                order_id: "o1".parse().unwrap(),
+                market: market("IN"),
+                version: 1,
+                change: OrderChange::Participants(vec![customer(0), driver(0)]),
+            },
+            t,
+        )
+        .await
+        .unwrap();
+    let serving = dynamo
+        .store
+        .live_contacts(&customer(0).phone, t)
+        .await
+        .unwrap()
+        .remove(0)
+        .number;
+    // AND an account where that number now points elsewhere
+    let server = MockServer::start().await;
+    let listed: Vec<(&str, &str)> = numbers
+        .iter()
+        .map(|n| {
+            let url = if *n == serving.as_str() {
+                "https://other-product.example.com/voice"
+            } else {
+                TWILIO_VOICE_URL
+            };
+            (*n, url)
+        })
+        .collect();
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(twilio_page_at(&listed)))
+        .mount(&server)
+        .await;
+
+    // WHEN the pool is refreshed
+    let summary = refresher(
+        keyless(&dynamo),
+        vec![twilio(&server)],
+        None,
+        settings(&["IN"]),
+    )
+    .refresh(t)
+    .await;
+
+    // THEN it gets no new contacts, and the live order's routes are untouched
+    assert_eq!(summary.markets[0].retired, 1);
+    let pool = pool_state(dynamo.store.as_ref(), "IN").await;
+    assert_eq!(state_of(&pool, serving.as_str()), NumberState::Retired);
+    let route = dynamo
+        .store
+        .route(&customer(0).phone, &serving)
+        .await
+        .unwrap()
+        .expect("the route is still there");
+    assert!(route.expires_at > t);
 }
 
 async fn seeded_us_pool() -> LocalDynamo {

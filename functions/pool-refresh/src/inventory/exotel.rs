@@ -1,15 +1,23 @@
 //! Exotel (API v2_beta): the account's ExoPhones, `GET /v2_beta/Accounts/{sid}/IncomingPhoneNumbers`,
 //! page after page by `next_page_uri` (an absolute link, followed on the configured host only).
+//!
+//! An ExoPhone hands its calls to the flow (app) its `voice_url` names,
+//! `http://my.exotel.com/{sid}/exoml/start_voice/{app_id}`: ours are those connected to one of
+//! the flows configured as this deployment's (`VNMASK_EXOTEL_APP_IDS`, the flows whose
+//! Connect applet calls our webhook). Exotel cannot tell which flow calls which URL, so the set
+//! must be configured; the others are counted, never pooled.
+
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer};
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
-use vnmask::pool::{ListedNumber, Listing};
+use vnmask::pool::ListedNumber;
 
 use super::http::{ApiClient, HttpPolicy};
-use super::{Inventory, ProviderError};
+use super::{AccountNumbers, Entry, Inventory, ProviderError};
 
 const LIST: &str = "ExoPhones list";
 const PAGE_SIZE: u32 = 100;
@@ -24,11 +32,15 @@ pub struct ExotelAccount {
     pub api_token: Secret,
     /// The account's cluster: `https://api.exotel.com` (Singapore) or `https://api.in.exotel.com` (Mumbai).
     pub base: Url,
+    /// The flows (app ids) that hand calls to this deployment: an ExoPhone connected to one of
+    /// them is ours.
+    pub app_ids: BTreeSet<String>,
 }
 
 pub struct Exotel {
     api: ApiClient,
     account_sid: String,
+    app_ids: BTreeSet<String>,
 }
 
 impl Exotel {
@@ -44,7 +56,35 @@ impl Exotel {
                 policy,
             ),
             account_sid: account.account_sid.clone(),
+            app_ids: account.app_ids.clone(),
         }
+    }
+
+    /// Whether the ExoPhone's calls start one of our flows: its voice URL ends in
+    /// `/start_voice/{app_id}` with a configured app id.
+    fn points_at_us(&self, phone: &ExoPhone) -> bool {
+        let Some(url) = phone
+            .voice_url
+            .as_deref()
+            .and_then(|u| Url::parse(u.trim()).ok())
+        else {
+            return false;
+        };
+        let segments: Vec<&str> = url
+            .path_segments()
+            .map(|s| s.filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        matches!(segments.as_slice(), [.., "start_voice", app] if self.app_ids.contains(*app))
+    }
+
+    fn read_entry(&self, entry: serde_json::Value) -> Entry {
+        let Ok(phone) = serde_json::from_value::<ExoPhone>(entry) else {
+            return Entry::Unreadable;
+        };
+        if !self.points_at_us(&phone) {
+            return Entry::Foreign;
+        }
+        read_number(phone).map_or(Entry::Unreadable, Entry::Ours)
     }
 }
 
@@ -62,6 +102,9 @@ struct ExoPhone {
     /// ISO 3166-1 alpha-2, when given.
     #[serde(default)]
     country: Option<String>,
+    /// The flow its calls start.
+    #[serde(default)]
+    voice_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,8 +131,7 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
-fn read_number(entry: serde_json::Value) -> Option<ListedNumber> {
-    let phone: ExoPhone = serde_json::from_value(entry).ok()?;
+fn read_number(phone: ExoPhone) -> Option<ListedNumber> {
     Some(ListedNumber {
         number: VirtualNumber::parse(&phone.phone_number).ok()?,
         capabilities: Capabilities {
@@ -109,22 +151,26 @@ impl Inventory for Exotel {
         self.api.provider()
     }
 
-    async fn list_numbers(&self) -> Result<Listing, ProviderError> {
+    async fn list_numbers(&self) -> Result<AccountNumbers, ProviderError> {
         let first = format!(
             "/v2_beta/Accounts/{}/IncomingPhoneNumbers?Page=0&PageSize={PAGE_SIZE}",
             self.account_sid
         );
-        let mut listing = Listing::default();
+        let mut numbers = AccountNumbers::default();
         self.api
             .follow_pages(LIST, &first, MAX_PAGES, |page: ExoPhonesPage| {
                 // An empty page ends the listing even if it links on.
                 if page.incoming_phone_numbers.is_empty() {
                     return None;
                 }
-                listing.extend(page.incoming_phone_numbers.into_iter().map(read_number));
+                numbers.extend(
+                    page.incoming_phone_numbers
+                        .into_iter()
+                        .map(|e| self.read_entry(e)),
+                );
                 page.next_page_uri
             })
             .await?;
-        Ok(listing)
+        Ok(numbers)
     }
 }

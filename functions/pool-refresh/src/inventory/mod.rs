@@ -1,5 +1,10 @@
-//! The telecom providers' inventory APIs behind one trait: which numbers the account rents, and
-//! (for providers that sell them) buying more. Adding Vonage, Plivo or Telnyx is a new file here.
+//! The telecom providers' inventory APIs behind one trait: which of the account's numbers are
+//! this deployment's, and (for providers that sell them) buying more. Adding Vonage, Plivo or
+//! Telnyx is a new file here.
+//!
+//! An account may rent numbers that are not ours to hand out (a support line, another product's
+//! numbers): each provider takes only those that point at this deployment (Twilio: our voice URL,
+//! or a sub-account reserved for it; Exotel: our flows) and counts the others, never naming them.
 
 mod exotel;
 mod http;
@@ -50,8 +55,42 @@ pub enum ProviderError {
 pub trait Inventory: Send + Sync {
     fn provider(&self) -> &Provider;
 
-    /// Every number the account rents, all pages; an error if any page could not be read.
-    async fn list_numbers(&self) -> Result<Listing, ProviderError>;
+    /// Every number the account rents, all pages, sorted into ours and the others; an error if
+    /// any page could not be read.
+    async fn list_numbers(&self) -> Result<AccountNumbers, ProviderError>;
+}
+
+/// What a provider's account rents: the numbers that point at this deployment, and how many
+/// others it holds. A number that stops pointing at us is missing from `ours` as if the
+/// provider no longer listed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountNumbers {
+    pub ours: Listing,
+    /// Numbers that point elsewhere: never pooled, only counted.
+    pub foreign: usize,
+}
+
+/// One entry of a provider's listing, as its reader made it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Ours(ListedNumber),
+    /// The account's, pointing elsewhere.
+    Foreign,
+    /// Not readable: counted in [`Listing::unreadable`], which keeps the listing from retiring
+    /// anything, never guessed.
+    Unreadable,
+}
+
+impl Extend<Entry> for AccountNumbers {
+    fn extend<I: IntoIterator<Item = Entry>>(&mut self, entries: I) {
+        for entry in entries {
+            match entry {
+                Entry::Ours(number) => self.ours.numbers.push(number),
+                Entry::Foreign => self.foreign += 1,
+                Entry::Unreadable => self.ours.unreadable += 1,
+            }
+        }
+    }
 }
 
 /// Where providers send calls and messages to our numbers: the webhook function's endpoints.
@@ -83,7 +122,8 @@ pub trait Vendor: Send + Sync {
         webhooks: &Webhooks,
     ) -> Result<ListedNumber, PostError>;
 
-    /// `number` as the account lists it now, if it does: how an unconfirmed purchase is settled.
+    /// `number` as the account lists it now, if it does and it points at us: how an
+    /// unconfirmed purchase is settled.
     async fn find_number(
         &self,
         number: &VirtualNumber,
@@ -98,6 +138,12 @@ pub fn from_config(config: &crate::config::Config, http: &reqwest::Client) -> Co
     let mut inventories: Vec<Arc<dyn Inventory>> = Vec::new();
     let mut vendor: Option<Arc<dyn Vendor>> = None;
     if let Some(t) = &config.twilio {
+        if matches!(t.auth, TwilioAuth::AuthToken(_)) {
+            tracing::warn!(
+                provider = "twilio",
+                "signing with the account's auth token; an API key (VNMASK_TWILIO_API_KEY_SID and _SECRET) is preferred"
+            );
+        }
         let twilio = Arc::new(Twilio::new(t, http.clone(), config.http));
         inventories.push(twilio.clone());
         vendor = Some(twilio);

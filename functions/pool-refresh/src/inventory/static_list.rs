@@ -1,4 +1,4 @@
-//! Numbers of carriers without an API, listed in configuration as JSON:
+//! Numbers of carriers without an API, listed in configuration as JSON (all of them ours):
 //! `[{"number": "+911140001000", "capabilities": ["voice", "sms"], "market": "IN"}]`
 //! (`capabilities` defaults to voice and SMS, `market` to the number's country).
 
@@ -7,7 +7,7 @@ use serde::Deserialize;
 use vnmask::domain::{Capabilities, Capability, Market, Provider, VirtualNumber};
 use vnmask::pool::{ListedNumber, Listing};
 
-use super::{Inventory, ProviderError};
+use super::{AccountNumbers, Inventory, ProviderError};
 
 #[derive(Clone)]
 pub struct StaticList {
@@ -53,10 +53,13 @@ impl Inventory for StaticList {
         &self.provider
     }
 
-    async fn list_numbers(&self) -> Result<Listing, ProviderError> {
-        Ok(Listing {
-            numbers: self.numbers.clone(),
-            unreadable: 0,
+    async fn list_numbers(&self) -> Result<AccountNumbers, ProviderError> {
+        Ok(AccountNumbers {
+            ours: Listing {
+                numbers: self.numbers.clone(),
+                unreadable: 0,
+            },
+            foreign: 0,
         })
     }
 }
@@ -71,7 +74,7 @@ mod tests {
             r#"[{"number": "+911140001000"}, {"number": "+14155551000", "capabilities": ["voice"], "market": "US"}]"#,
         )
         .unwrap();
-        let listing = list.list_numbers().await.unwrap();
+        let listing = list.list_numbers().await.unwrap().ours;
         assert_eq!(listing.numbers.len(), 2);
         assert_eq!(listing.numbers[0].capabilities, Capabilities::VOICE_AND_SMS);
         assert_eq!(listing.numbers[0].market().unwrap().as_str(), "IN");

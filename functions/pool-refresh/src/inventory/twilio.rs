@@ -2,6 +2,10 @@
 //! `next_page_uri`; `AvailablePhoneNumbers` to find numbers on offer; a POST to
 //! `IncomingPhoneNumbers` to buy one with its `VoiceUrl` and `SmsUrl` set to our webhooks, sent
 //! once; and `IncomingPhoneNumbers?PhoneNumber=` to find a number whose purchase went unanswered.
+//!
+//! Only the account's numbers that point at this deployment are ours: those whose calls Twilio
+//! sends to our voice URL (no TwiML application or SIP trunk overriding it), or every number of
+//! a sub-account reserved for the deployment. The others are counted, never pooled.
 
 use std::str::FromStr;
 
@@ -10,10 +14,10 @@ use reqwest::Url;
 use serde::Deserialize;
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
-use vnmask::pool::{ListedNumber, Listing};
+use vnmask::pool::ListedNumber;
 
 use super::http::{ApiClient, HttpPolicy, PostError};
-use super::{Inventory, ProviderError, Vendor, Webhooks};
+use super::{AccountNumbers, Entry, Inventory, ProviderError, Vendor, Webhooks};
 
 const LIST: &str = "IncomingPhoneNumbers list";
 const SEARCH: &str = "AvailablePhoneNumbers search";
@@ -25,7 +29,8 @@ const PAGE_SIZE: u32 = 1000;
 /// A million numbers at most: a listing longer than this is a provider bug, not an inventory.
 const MAX_PAGES: usize = 1000;
 
-/// How requests are signed: the account's auth token, or an API key (recommended: revocable).
+/// How requests are signed: an API key (preferred: revocable on its own, and a standard key
+/// cannot manage the account), or the account's auth token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TwilioAuth {
     AuthToken(Secret),
@@ -63,12 +68,17 @@ impl FromStr for TwilioNumberType {
 }
 
 /// The Twilio account whose numbers are listed and bought: its SID, how its API requests are
-/// signed, and what purchases send.
+/// signed, which of its numbers are ours, and what purchases send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TwilioAccount {
-    /// `AC` and 32 hex digits.
+    /// `AC` and 32 hex digits: the account the auth token belongs to.
     pub account_sid: String,
     pub auth: TwilioAuth,
+    /// A sub-account reserved for this deployment: numbers are listed and bought there, and
+    /// every one of them is ours. Its own API key signs, or the owner's auth token.
+    pub subaccount_sid: Option<String>,
+    /// Our voice webhook: a number Twilio sends calls to here is ours.
+    pub voice_url: Option<Url>,
     /// `https://api.twilio.com`; a local fake in tests.
     pub base: Url,
     pub number_type: TwilioNumberType,
@@ -79,7 +89,10 @@ pub struct TwilioAccount {
 
 pub struct Twilio {
     api: ApiClient,
+    /// The account listed and bought in: the sub-account, if one is reserved.
     account_sid: String,
+    subaccount_sid: Option<String>,
+    voice_url: Option<Url>,
     number_type: TwilioNumberType,
     address_sid: Option<String>,
     bundle_sid: Option<String>,
@@ -94,7 +107,12 @@ impl Twilio {
         let provider: Provider = "twilio".parse().unwrap_or_else(|_| unreachable!());
         Twilio {
             api: ApiClient::new(http, provider, account.base.clone(), user, password, policy),
-            account_sid: account.account_sid.clone(),
+            account_sid: account
+                .subaccount_sid
+                .clone()
+                .unwrap_or_else(|| account.account_sid.clone()),
+            subaccount_sid: account.subaccount_sid.clone(),
+            voice_url: account.voice_url.clone(),
             number_type: account.number_type,
             address_sid: account.address_sid.clone(),
             bundle_sid: account.bundle_sid.clone(),
@@ -103,6 +121,40 @@ impl Twilio {
 
     fn account_path(&self, rest: &str) -> String {
         format!("/2010-04-01/Accounts/{}/{rest}", self.account_sid)
+    }
+
+    /// Whether Twilio hands this number's calls to us.
+    fn points_at_us(&self, n: &TwilioNumber) -> bool {
+        let reserved = self
+            .subaccount_sid
+            .as_ref()
+            .is_some_and(|sid| n.account_sid.as_ref() == Some(sid));
+        let unset = |v: &Option<String>| v.as_deref().is_none_or(str::is_empty);
+        // An application or a trunk takes the calls instead of the voice URL.
+        let ours_by_url = unset(&n.voice_application_sid)
+            && unset(&n.trunk_sid)
+            && n.voice_url
+                .as_deref()
+                .and_then(|u| Url::parse(u.trim()).ok())
+                .is_some_and(|u| Some(&u) == self.voice_url.as_ref());
+        reserved || ours_by_url
+    }
+
+    fn read_entry(&self, entry: serde_json::Value) -> Entry {
+        let Ok(n) = serde_json::from_value::<TwilioNumber>(entry) else {
+            return Entry::Unreadable;
+        };
+        if !self.points_at_us(&n) {
+            return Entry::Foreign;
+        }
+        match VirtualNumber::parse(&n.phone_number) {
+            Ok(number) => Entry::Ours(ListedNumber {
+                number,
+                capabilities: n.capabilities.into(),
+                country: None,
+            }),
+            Err(_) => Entry::Unreadable,
+        }
     }
 }
 
@@ -117,6 +169,14 @@ struct NumbersPage {
 struct TwilioNumber {
     phone_number: String,
     capabilities: TwilioCapabilities,
+    #[serde(default)]
+    account_sid: Option<String>,
+    #[serde(default)]
+    voice_url: Option<String>,
+    #[serde(default)]
+    voice_application_sid: Option<String>,
+    #[serde(default)]
+    trunk_sid: Option<String>,
 }
 
 /// `IncomingPhoneNumbers` name them `voice`, `sms`, `mms`; `AvailablePhoneNumbers` `voice`, `SMS`, `MMS`.
@@ -150,6 +210,7 @@ struct AvailableNumber {
     capabilities: TwilioCapabilities,
 }
 
+/// A number as Twilio describes it, wherever it points (the answer to our own purchase).
 fn read_number(entry: serde_json::Value) -> Option<ListedNumber> {
     let n: TwilioNumber = serde_json::from_value(entry).ok()?;
     Some(ListedNumber {
@@ -165,16 +226,20 @@ impl Inventory for Twilio {
         self.api.provider()
     }
 
-    async fn list_numbers(&self) -> Result<Listing, ProviderError> {
+    async fn list_numbers(&self) -> Result<AccountNumbers, ProviderError> {
         let first = self.account_path(&format!("IncomingPhoneNumbers.json?PageSize={PAGE_SIZE}"));
-        let mut listing = Listing::default();
+        let mut numbers = AccountNumbers::default();
         self.api
             .follow_pages(LIST, &first, MAX_PAGES, |page: NumbersPage| {
-                listing.extend(page.incoming_phone_numbers.into_iter().map(read_number));
+                numbers.extend(
+                    page.incoming_phone_numbers
+                        .into_iter()
+                        .map(|e| self.read_entry(e)),
+                );
                 page.next_page_uri
             })
             .await?;
-        Ok(listing)
+        Ok(numbers)
     }
 }
 
@@ -277,7 +342,10 @@ impl Vendor for Twilio {
         Ok(page
             .incoming_phone_numbers
             .into_iter()
-            .filter_map(read_number)
+            .filter_map(|e| match self.read_entry(e) {
+                Entry::Ours(n) => Some(n),
+                Entry::Foreign | Entry::Unreadable => None,
+            })
             .find(|n| &n.number == number))
     }
 }

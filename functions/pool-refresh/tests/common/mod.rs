@@ -24,6 +24,10 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub const TWILIO_TOKEN: &str = "twilio-auth-token-not-real";
 pub const EXOTEL_SID: &str = "vnmask1";
+/// Our voice webhook, as the fixtures' numbers point at it.
+pub const TWILIO_VOICE_URL: &str = "https://hooks.example.com/webhook/twilio/voice";
+/// Our Exotel flow, as the fixtures' ExoPhones start it.
+pub const EXOTEL_APP_ID: &str = "271829";
 
 pub fn fixture(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,6 +55,8 @@ pub fn twilio_account(server: &MockServer) -> TwilioAccount {
     TwilioAccount {
         account_sid: TWILIO_SID.into(),
         auth: TwilioAuth::AuthToken(Secret::new(TWILIO_TOKEN)),
+        subaccount_sid: None,
+        voice_url: Some(Url::parse(TWILIO_VOICE_URL).unwrap()),
         base: Url::parse(&server.uri()).unwrap(),
         number_type: TwilioNumberType::Local,
         address_sid: None,
@@ -89,6 +95,7 @@ pub fn exotel(server: &MockServer) -> Arc<Exotel> {
             api_key: "exotel-key".into(),
             api_token: Secret::new("exotel-token-not-real"),
             base: Url::parse(&server.uri()).unwrap(),
+            app_ids: BTreeSet::from([EXOTEL_APP_ID.to_owned()]),
         },
         fast_policy().client().unwrap(),
         fast_policy(),
@@ -117,6 +124,20 @@ pub fn twilio_page(numbers: &[(&str, bool, bool)]) -> Value {
     page["incoming_phone_numbers"] = json!(entries);
     page["page"] = json!(0);
     page["next_page_uri"] = Value::Null;
+    page
+}
+
+/// One `IncomingPhoneNumbers` page listing `numbers` (voice and SMS), each with its voice URL.
+pub fn twilio_page_at(numbers: &[(&str, &str)]) -> Value {
+    let mut page = twilio_page(
+        &numbers
+            .iter()
+            .map(|(n, _)| (*n, true, true))
+            .collect::<Vec<_>>(),
+    );
+    for (i, (_, voice_url)) in numbers.iter().enumerate() {
+        page["incoming_phone_numbers"][i]["voice_url"] = json!(voice_url);
+    }
     page
 }
 
