@@ -391,7 +391,7 @@ async fn generated_keys_unwrap_into_a_working_store() {
         keys["VNMASK_DATA_KEYS"].as_str().unwrap().into(),
     );
     let config = StoreConfig::from_source(&env).unwrap();
-    assert_eq!(config.current_data_key, "k7");
+    assert_eq!(config.keys.as_ref().unwrap().current_data_key, "k7");
     config
         .connect(&sdk)
         .await
