@@ -29,6 +29,8 @@ pub const MAX_PARTICIPANTS: usize = 6;
 pub enum SessionError {
     #[error("{what} must be 1-{max} characters of A-Z, a-z, 0-9, '.', '_', ':', '-'")]
     BadIdentifier { what: &'static str, max: usize },
+    #[error("{what} must not be '.' or '..'")]
+    DotSegment { what: &'static str },
     #[error("role must be 1-32 characters of a-z, 0-9 and '_'")]
     BadRole,
     #[error("an order needs at least one participant")]
@@ -53,6 +55,16 @@ fn check_identifier(s: &str, what: &'static str, max: usize) -> Result<(), Sessi
     } else {
         Err(SessionError::BadIdentifier { what, max })
     }
+}
+
+/// An order id is also one segment of the Orders service's URL (`/orders/{order_id}`), where
+/// `.` and `..` would name the collection or its parent instead of an order.
+fn check_order_id(s: &str) -> Result<(), SessionError> {
+    check_identifier(s, "order id", 128)?;
+    if matches!(s, "." | "..") {
+        return Err(SessionError::DotSegment { what: "order id" });
+    }
+    Ok(())
 }
 
 fn check_role(s: &str) -> Result<(), SessionError> {
@@ -113,9 +125,9 @@ macro_rules! identifier {
 }
 
 identifier!(
-    /// The order service's id of an order.
+    /// The order service's id of an order: 1-128 of `A-Z a-z 0-9 . _ : -`, but not `.` or `..`.
     OrderId,
-    |s: &str| check_identifier(s, "order id", 128)
+    check_order_id
 );
 identifier!(
     /// The platform's id of a person (not their phone number).
@@ -429,6 +441,40 @@ mod tests {
         assert!("ord 1".parse::<OrderId>().is_err());
         assert!("".parse::<OrderId>().is_err());
         assert!("x".repeat(129).parse::<OrderId>().is_err());
+    }
+
+    #[test]
+    fn order_ids_refuse_dot_segments_from_text_and_json_alike() {
+        for dots in [".", ".."] {
+            assert_eq!(
+                dots.parse::<OrderId>(),
+                Err(SessionError::DotSegment { what: "order id" })
+            );
+            let json = format!("\"{dots}\"");
+            let refused = serde_json::from_str::<OrderId>(&json).unwrap_err();
+            assert!(refused.to_string().contains("must not be '.' or '..'"));
+        }
+        for fine in ["...", ".a", "a..", "ord.1", "a:b", "x".repeat(128).as_str()] {
+            assert!(fine.parse::<OrderId>().is_ok(), "{fine:?}");
+        }
+        for bad in ["a/b", "a%2Fb", "a b", "a?b", "a#b", "ord\u{e9}"] {
+            assert!(bad.parse::<OrderId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn identifier_errors_never_echo_the_value() {
+        for bad in [
+            "+919812345678 x",
+            "+919812345678#",
+            "x".repeat(129).as_str(),
+        ] {
+            let text = bad.parse::<OrderId>().unwrap_err().to_string();
+            assert!(
+                !text.contains("9812345678") && !text.contains(bad),
+                "{text}"
+            );
+        }
     }
 
     #[test]
