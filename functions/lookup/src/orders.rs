@@ -9,8 +9,12 @@
 //!                   {"role": "driver",   "user_id": "u-d", "phone": "+919898765432"}]}
 //! ```
 //!
-//! 404 means the order is unknown. Anything else that is not a readable order of the asked id
-//! (another status, a timeout, a body that does not parse) is an error: the caller answers 503.
+//! 404 means the order is unknown. The order id is sent as one percent-encoded path segment
+//! ([`push_segment`]); [`OrderId`] never is `.` or `..`, the two segments no encoding can keep
+//! from naming the collection or its parent.
+//!
+//! Anything else that is not a readable order of the asked id (another status, a timeout, a body
+//! that does not parse) is an error: the caller answers 503.
 
 use std::time::Duration;
 
@@ -101,6 +105,23 @@ impl OrderSnapshot {
     }
 }
 
+/// Appends `segment` to `url` as one path segment: RFC 3986's unreserved characters and `:`
+/// as they are, every other byte percent-encoded (so `/`, `%`, `?`, `#` and spaces cannot
+/// change which resource is asked for). The caller keeps `.` and `..` out: they stay dot
+/// segments whatever their encoding.
+pub fn push_segment(url: &mut String, segment: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in segment.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            url.push(char::from(b));
+        } else {
+            url.push('%');
+            url.push(char::from(HEX[usize::from(b >> 4)]));
+            url.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+}
+
 /// The Orders service's HTTP API.
 #[derive(Debug, Clone)]
 pub struct OrdersApi {
@@ -126,13 +147,20 @@ impl OrdersApi {
         })
     }
 
+    /// The URL of order `id`: `{base}/orders/{id}`, the id one encoded path segment.
+    pub fn order_url(&self, id: &OrderId) -> String {
+        let mut url = String::with_capacity(self.base.len() + "/orders/".len() + id.as_str().len());
+        url.push_str(&self.base);
+        url.push_str("/orders/");
+        push_segment(&mut url, id.as_str());
+        url
+    }
+
     /// The order, or `None` when the Orders service does not know it.
     pub async fn order(&self, id: &OrderId) -> Result<Option<OrderSnapshot>, OrdersError> {
-        // Order ids are 1-128 of `A-Z a-z 0-9 . _ : -`, all safe in a path segment.
-        let url = format!("{}/orders/{}", self.base, id.as_str());
         let mut request = self
             .client
-            .get(url)
+            .get(self.order_url(id))
             .header(http::header::ACCEPT, "application/json");
         if let Some((name, value)) = &self.config.auth {
             request = request.header(name, value);
@@ -227,5 +255,40 @@ mod tests {
             r#"{"order_id": "ord-1001", "market": "IN", "state": "completed", "version": 5}"#;
         let order = OrderSnapshot::parse(body.as_bytes(), &id("ord-1001")).unwrap();
         assert!(!order.is_active());
+    }
+
+    fn encoded(segment: &str) -> String {
+        let mut url = String::from("https://orders.example/orders/");
+        push_segment(&mut url, segment);
+        url
+    }
+
+    #[test]
+    fn segment_keeps_the_order_id_alphabet_and_encodes_everything_else() {
+        assert_eq!(
+            encoded("AZaz09-._~:"),
+            "https://orders.example/orders/AZaz09-._~:"
+        );
+        for (raw, segment) in [
+            ("a/b", "a%2Fb"),
+            ("a%2Fb", "a%252Fb"),
+            ("a b", "a%20b"),
+            ("a?b#c", "a%3Fb%23c"),
+            ("../admin", "..%2Fadmin"),
+            ("a\\b", "a%5Cb"),
+            ("\u{e9}", "%C3%A9"),
+            ("+91 98", "%2B91%2098"),
+        ] {
+            let url = encoded(raw);
+            assert_eq!(
+                url,
+                format!("https://orders.example/orders/{segment}"),
+                "{raw:?}"
+            );
+            // What an HTTP client makes of it: still exactly one segment under /orders/.
+            let parsed = reqwest::Url::parse(&url).unwrap();
+            let segments: Vec<_> = parsed.path_segments().unwrap().collect();
+            assert_eq!(segments, ["orders", segment], "{raw:?}");
+        }
     }
 }

@@ -85,7 +85,7 @@ impl ProblemKind {
         match self {
             ProblemKind::Unauthenticated => "The request carries no verified user identity.",
             ProblemKind::InvalidOrderId => {
-                "An order id is 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'."
+                "An order id is 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-', and not '.' or '..'."
             }
             ProblemKind::OrderNotFound => {
                 "There is no order with this id that you take part in."

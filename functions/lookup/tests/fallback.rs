@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assignment, completion, config, fixture, Fx};
+use common::{assignment, completion, config, fixture, jwt_event, Fx};
 use http::StatusCode;
 use serde_json::{json, Value};
 use vnmask::assignment::Outcome;
@@ -332,6 +332,162 @@ async fn garbage_or_errors_from_the_orders_service_are_503() {
         );
         assert!(!answer.body.to_string().contains("98100"));
     }
+}
+
+/// Ids that are not one order id: dot segments (plain and encoded), encoded `/`, `?`, `%`,
+/// spaces, and one character too many.
+fn refused_ids() -> Vec<String> {
+    let mut ids: Vec<String> = [
+        ".",
+        "..",
+        "%2E",
+        "%2e%2E",
+        "ord%2F1",
+        "..%2Fadmin",
+        "%2F..%2F..%2Fadmin",
+        "ord%201",
+        "ord%3F1",
+        "ord%251",
+    ]
+    .map(String::from)
+    .to_vec();
+    ids.push("o".repeat(129));
+    ids
+}
+
+fn is_dot_segment(raw: &str) -> bool {
+    matches!(
+        raw.to_ascii_lowercase().as_str(),
+        "." | ".." | "%2e" | "%2e%2e"
+    )
+}
+
+#[tokio::test]
+async fn dot_and_malformed_ids_are_refused_before_anything_is_asked() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let fx = with_orders_service(&server).await;
+    for id in refused_ids() {
+        let answer = fx
+            .send(jwt_event(&format!("/v1/orders/{id}/contacts"), "c1"))
+            .await;
+        if is_dot_segment(&id) {
+            // lambda_http resolves dot segments (`/v1/orders/../contacts` is `/v1/contacts`):
+            // no such endpoint, and never an order.
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{id}");
+            assert_eq!(
+                answer.problem_type(),
+                "urn:vnmask:problem:no-such-endpoint",
+                "{id}"
+            );
+        } else {
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{id}");
+            assert_eq!(
+                answer.problem_type(),
+                "urn:vnmask:problem:invalid-order-id",
+                "{id}"
+            );
+        }
+    }
+    // A `/` that is not encoded is another path altogether.
+    let answer = fx.send(jwt_event("/v1/orders/ord/1/contacts", "c1")).await;
+    assert_eq!(answer.problem_type(), "urn:vnmask:problem:no-such-endpoint");
+    assert!(server.received_requests().await.unwrap().is_empty());
+    assert_eq!(
+        fx.dynamo.calls.total(),
+        0,
+        "nothing is read for a refused id"
+    );
+}
+
+#[tokio::test]
+async fn dot_ids_are_refused_by_the_handler_itself() {
+    // GIVEN a front that hands paths to the router untouched, and a caller it identifies
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let header = "x-vnmask-local-claims";
+    let fx = fixture(
+        4,
+        config(&[
+            ("ORDERS_API_URL", &server.uri()),
+            ("VNMASK_LOCAL_CLAIMS_HEADER", header),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9000/.rt"),
+        ]),
+    )
+    .await;
+    for id in refused_ids() {
+        let request = http::Request::builder()
+            .uri(format!("/v1/orders/{id}/contacts"))
+            .header(header, r#"{"sub": "c1"}"#)
+            .body(lambda_http::Body::Empty)
+            .unwrap();
+        // WHEN the request reaches the handler
+        let answer = common::send_request(&fx.router, request).await;
+        // THEN the id is refused, and the answer says why
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{id}");
+        assert_eq!(answer.problem_type(), "urn:vnmask:problem:invalid-order-id");
+        let detail = answer.body["detail"].as_str().unwrap();
+        assert!(detail.contains("not '.' or '..'"), "{detail}");
+    }
+    // AND nothing was asked of the Orders service or the store
+    assert!(server.received_requests().await.unwrap().is_empty());
+    assert_eq!(fx.dynamo.calls.total(), 0);
+}
+
+#[tokio::test]
+async fn order_id_reaches_the_orders_service_as_one_exact_segment() {
+    // Under a base URL with a path of its own, ids with every punctuation the alphabet allows.
+    let server = MockServer::start().await;
+    let base = format!("{}/api/v2/", server.uri());
+    let fx = fixture(4, config(&[("ORDERS_API_URL", &base)])).await;
+    let ids = ["ord:2026.11_A-b", "...", ".hidden", "a..b", "ord-1"];
+    for (i, id) in ids.into_iter().enumerate() {
+        // Each order its own people: a person holds one number per order.
+        let people = [customer(i), driver(i)];
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v2/orders/{id}")))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(order_json(id, "active", 1, &people)),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let answer = fx.ask(people[0].user_id.as_str(), id).await;
+        assert_eq!(answer.status, StatusCode::OK, "{id}: {:?}", answer.body);
+        assert_eq!(answer.body["order_id"], id);
+    }
+    let seen: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    let expected: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/api/v2/orders/{id}"))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn order_url_encodes_the_id_as_one_segment() {
+    let orders = config(&[("ORDERS_API_URL", "https://orders.example/api/")])
+        .orders
+        .unwrap();
+    let api = lookup::orders::OrdersApi::new(orders).unwrap();
+    let url = api.order_url(&"ord:1.a_B-2".parse().unwrap());
+    assert_eq!(url, "https://orders.example/api/orders/ord:1.a_B-2");
+    // Anything outside the alphabet would be encoded, should the alphabet ever widen.
+    let mut raw = String::from("https://orders.example/api/orders/");
+    lookup::orders::push_segment(&mut raw, "a/../b c");
+    assert_eq!(raw, "https://orders.example/api/orders/a%2F..%2Fb%20c");
 }
 
 #[tokio::test]

@@ -169,6 +169,12 @@ impl Answer {
 /// Sends an API Gateway v2 event through lambda_http's own event parsing and the router.
 pub async fn send(router: &Router, event: Value) -> Answer {
     let request = lambda_http::request::from_str(&event.to_string()).expect("a valid v2 event");
+    send_request(router, request).await
+}
+
+/// Sends a request straight to the router, its path untouched (lambda_http's event parsing
+/// resolves `.` and `..` segments; another front might not).
+pub async fn send_request(router: &Router, request: lambda_http::Request) -> Answer {
     let response = router.clone().oneshot(request).await.expect("infallible");
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20).await.expect("body");
