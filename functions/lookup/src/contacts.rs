@@ -62,13 +62,13 @@ pub enum Path {
 }
 
 /// Why there is no list. Every kind of "not found" answers the same, so that nobody learns
-/// whether an order they are not part of exists; the kinds exist for logs and metrics.
+/// whether an order they are not part of exists; the kinds exist for logs and metrics. The
+/// other errors are outages that happen whether or not the order exists, or that only its
+/// participants can meet.
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     #[error("not found: {}", .0.as_str())]
     NotFound(NotFound),
-    #[error("the Orders service is not configured")]
-    OrdersNotConfigured,
     #[error(transparent)]
     Orders(#[from] OrdersError),
     #[error(transparent)]
@@ -82,7 +82,7 @@ impl LookupError {
     pub fn is_transient(&self) -> bool {
         match self {
             LookupError::NotFound(_) => false,
-            LookupError::OrdersNotConfigured | LookupError::Orders(_) => true,
+            LookupError::Orders(_) => true,
             LookupError::Store(e) => e.is_transient(),
             LookupError::Assign(e) => e.is_transient(),
         }
@@ -99,6 +99,11 @@ pub enum NotFound {
     NotActive,
     /// The order is in a market this deployment does not serve.
     UnservedMarket,
+    /// No session, and no Orders service to ask: the order is as unknown as any other.
+    NoOrdersService,
+    /// No session, and the Orders service's answer is one only an existing order gets (a 403,
+    /// or a 200 that is unusable and does not list the caller): a 503 would reveal the order.
+    OrderWithheld,
 }
 
 impl NotFound {
@@ -108,6 +113,8 @@ impl NotFound {
             NotFound::UnknownOrder => "unknown_order",
             NotFound::NotActive => "not_active",
             NotFound::UnservedMarket => "unserved_market",
+            NotFound::NoOrdersService => "no_orders_service",
+            NotFound::OrderWithheld => "order_withheld",
         }
     }
 }
@@ -149,11 +156,17 @@ impl ContactDirectory {
         let orders = self
             .orders
             .as_ref()
-            .ok_or(LookupError::OrdersNotConfigured)?;
-        let snapshot = orders
-            .order(order)
-            .await?
-            .ok_or(LookupError::NotFound(NotFound::UnknownOrder))?;
+            .ok_or(LookupError::NotFound(NotFound::NoOrdersService))?;
+        let snapshot = match orders.order(order, user).await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Err(LookupError::NotFound(NotFound::UnknownOrder)),
+            Err(e) if e.reveals_the_order() => {
+                // Still the Orders service misbehaving: the operator hears of it, the caller does not.
+                tracing::warn!(order_id = %order, error = %e, "Orders service answer withheld as not found");
+                return Err(LookupError::NotFound(NotFound::OrderWithheld));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !snapshot.participants.iter().any(|p| &p.user_id == user) {
             return Err(LookupError::NotFound(NotFound::NotParticipant));
         }

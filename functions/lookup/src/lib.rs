@@ -98,14 +98,11 @@ impl Lookup {
             }
             Err(e) => {
                 let (kind, outcome, reason) = match &e {
+                    // Whatever hides the order (no session, not a participant, unknown to the
+                    // Orders service, no Orders service), one answer: the same 404, byte for byte.
                     LookupError::NotFound(why) => {
                         (ProblemKind::OrderNotFound, "not_found", why.as_str())
                     }
-                    LookupError::OrdersNotConfigured => (
-                        ProblemKind::OrdersUnavailable,
-                        "orders_unavailable",
-                        "not_configured",
-                    ),
                     LookupError::Orders(o) => (
                         ProblemKind::OrdersUnavailable,
                         "orders_unavailable",

@@ -9,17 +9,19 @@
 //!                   {"role": "driver",   "user_id": "u-d", "phone": "+919898765432"}]}
 //! ```
 //!
-//! 404 means the order is unknown. The order id is sent as one percent-encoded path segment
-//! ([`push_segment`]); [`OrderId`] never is `.` or `..`, the two segments no encoding can keep
-//! from naming the collection or its parent.
+//! 404 (or 410) means the order is unknown. The order id is sent as one percent-encoded path
+//! segment ([`push_segment`]); [`OrderId`] never is `.` or `..`, the two segments no encoding
+//! can keep from naming the collection or its parent.
 //!
 //! Anything else that is not a readable order of the asked id (another status, a timeout, a body
-//! that does not parse) is an error: the caller answers 503.
+//! that does not parse) is an error. Most answer 503, but not those that only an existing order
+//! can cause ([`OrdersError::reveals_the_order`]): those answer like an unknown order, so that
+//! nobody learns from a 503 that an order they are not part of exists.
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use vnmask::domain::{validate_participants, Market, OrderId, Participant};
+use vnmask::domain::{validate_participants, Market, OrderId, Participant, UserId};
 use vnmask::events::MAX_VERSION;
 
 use crate::config::OrdersConfig;
@@ -39,8 +41,14 @@ pub enum OrdersError {
     Unreachable,
     #[error("the Orders service answered HTTP {0}")]
     Status(u16),
-    #[error("the Orders service's answer is not an order: {0}")]
-    Garbage(String),
+    /// A 200 (the order exists) whose body is not a usable order of the asked id.
+    #[error("the Orders service's answer is not an order: {reason}")]
+    Garbage {
+        reason: String,
+        /// Whether the body, read leniently, still lists the asking user as a participant of
+        /// the asked order: only then may they learn that it exists.
+        lists_asker: bool,
+    },
 }
 
 impl OrdersError {
@@ -49,8 +57,21 @@ impl OrdersError {
         match self {
             OrdersError::Timeout(_) => "timeout",
             OrdersError::Unreachable => "unreachable",
+            OrdersError::Status(403) => "forbidden",
             OrdersError::Status(_) => "status",
-            OrdersError::Garbage(_) => "garbage",
+            OrdersError::Garbage { .. } => "garbage",
+        }
+    }
+
+    /// Whether answering this failure differently from an unknown order would tell the asker
+    /// that the order exists: a 200 whose body does not list them, or a 403 (which services
+    /// commonly give for an order that exists but is not theirs to show). Timeouts, 5xx, 401
+    /// and the like happen whether or not the order exists, and stay outages.
+    pub fn reveals_the_order(&self) -> bool {
+        match self {
+            OrdersError::Garbage { lists_asker, .. } => !lists_asker,
+            OrdersError::Status(status) => *status == 403,
+            OrdersError::Timeout(_) | OrdersError::Unreachable => false,
         }
     }
 }
@@ -74,35 +95,62 @@ impl OrderSnapshot {
         self.state == ACTIVE
     }
 
-    /// Parses and checks a response body for order `asked`.
-    pub fn parse(body: &[u8], asked: &OrderId) -> Result<Self, OrdersError> {
+    /// Parses and checks a response body for order `asked`, asked by `asker`.
+    pub fn parse(body: &[u8], asked: &OrderId, asker: &UserId) -> Result<Self, OrdersError> {
+        Self::parse_strictly(body, asked).map_err(|reason| OrdersError::Garbage {
+            reason,
+            lists_asker: lists(body, asked, asker),
+        })
+    }
+
+    fn parse_strictly(body: &[u8], asked: &OrderId) -> Result<Self, String> {
         if body.len() > MAX_BODY_BYTES {
-            return Err(OrdersError::Garbage("body too large".into()));
+            return Err("body too large".into());
         }
         let mut de = serde_json::Deserializer::from_slice(body);
         // Only the path of the field at fault is kept: serde's messages can quote the value.
         let order: OrderSnapshot = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            OrdersError::Garbage(if path == "." {
-                "not a JSON object of the order's shape".into()
+            if path == "." {
+                "not a JSON object of the order's shape".to_owned()
             } else {
                 format!("field `{path}` is missing or invalid")
-            })
+            }
         })?;
-        de.end()
-            .map_err(|_| OrdersError::Garbage("trailing characters".into()))?;
+        de.end().map_err(|_| "trailing characters".to_owned())?;
         if &order.order_id != asked {
-            return Err(OrdersError::Garbage("a different order".into()));
+            return Err("a different order".into());
         }
         if order.version > MAX_VERSION {
-            return Err(OrdersError::Garbage("version above 2^53-1".into()));
+            return Err("version above 2^53-1".into());
         }
         if order.is_active() {
-            validate_participants(&order.participants)
-                .map_err(|e| OrdersError::Garbage(e.to_string()))?;
+            validate_participants(&order.participants).map_err(|e| e.to_string())?;
         }
         Ok(order)
     }
+}
+
+/// Whether `body`, read as loosely as possible, is about order `asked` and lists `asker` among
+/// its participants: `{"order_id": asked, "participants": [.., {"user_id": asker}, ..]}`.
+fn lists(body: &[u8], asked: &OrderId, asker: &UserId) -> bool {
+    #[derive(Deserialize)]
+    struct Roster {
+        order_id: Option<String>,
+        #[serde(default)]
+        participants: Vec<serde_json::Value>,
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return false;
+    }
+    let Ok(roster) = serde_json::from_slice::<Roster>(body) else {
+        return false;
+    };
+    roster.order_id.as_deref() == Some(asked.as_str())
+        && roster
+            .participants
+            .iter()
+            .any(|p| p.get("user_id").and_then(serde_json::Value::as_str) == Some(asker.as_str()))
 }
 
 /// Appends `segment` to `url` as one path segment: RFC 3986's unreserved characters and `:`
@@ -156,8 +204,12 @@ impl OrdersApi {
         url
     }
 
-    /// The order, or `None` when the Orders service does not know it.
-    pub async fn order(&self, id: &OrderId) -> Result<Option<OrderSnapshot>, OrdersError> {
+    /// Order `id` as `asker` asked for it, or `None` when the Orders service does not know it.
+    pub async fn order(
+        &self,
+        id: &OrderId,
+        asker: &UserId,
+    ) -> Result<Option<OrderSnapshot>, OrdersError> {
         let mut request = self
             .client
             .get(self.order_url(id))
@@ -168,11 +220,11 @@ impl OrdersApi {
         let response = request.send().await.map_err(|e| self.failure(&e))?;
         match response.status() {
             reqwest::StatusCode::OK => {}
-            reqwest::StatusCode::NOT_FOUND => return Ok(None),
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::GONE => return Ok(None),
             other => return Err(OrdersError::Status(other.as_u16())),
         }
         let body = response.bytes().await.map_err(|e| self.failure(&e))?;
-        OrderSnapshot::parse(&body, id).map(Some)
+        OrderSnapshot::parse(&body, id, asker).map(Some)
     }
 
     fn failure(&self, e: &reqwest::Error) -> OrdersError {
@@ -192,6 +244,11 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Parses `body` as the driver of [`ACTIVE_ORDER`] asking for `order`.
+    fn parse(body: &str, order: &str) -> Result<OrderSnapshot, OrdersError> {
+        OrderSnapshot::parse(body.as_bytes(), &id(order), &"u-d".parse().unwrap())
+    }
+
     const ACTIVE_ORDER: &str = r#"{"order_id": "ord-1001", "market": "IN", "state": "active", "version": 3,
         "participants": [{"role": "customer", "user_id": "u-c", "phone": "+919812345678"},
                          {"role": "driver",   "user_id": "u-d", "phone": "+919898765432"}],
@@ -199,7 +256,7 @@ mod tests {
 
     #[test]
     fn active_order_parses_with_typed_participants() {
-        let order = OrderSnapshot::parse(ACTIVE_ORDER.as_bytes(), &id("ord-1001")).unwrap();
+        let order = parse(ACTIVE_ORDER, "ord-1001").unwrap();
         assert!(order.is_active());
         assert_eq!(order.version, 3);
         assert_eq!(order.market.as_str(), "IN");
@@ -208,14 +265,22 @@ mod tests {
 
     #[test]
     fn answer_about_another_order_is_garbage() {
-        let err = OrderSnapshot::parse(ACTIVE_ORDER.as_bytes(), &id("ord-2")).unwrap_err();
-        assert!(matches!(err, OrdersError::Garbage(_)));
+        let err = parse(ACTIVE_ORDER, "ord-2").unwrap_err();
+        // The body names the driver, but of another order: nothing says ord-2 is theirs.
+        assert!(matches!(
+            err,
+            OrdersError::Garbage {
+                lists_asker: false,
+                ..
+            }
+        ));
+        assert!(err.reveals_the_order());
     }
 
     #[test]
     fn bad_phone_is_named_by_path_without_its_digits() {
         let body = ACTIVE_ORDER.replace("+919898765432", "+91 98987 65432");
-        let err = OrderSnapshot::parse(body.as_bytes(), &id("ord-1001")).unwrap_err();
+        let err = parse(&body, "ord-1001").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("participants[1].phone"), "{text}");
         assert!(!text.contains("98987"), "{text}");
@@ -224,7 +289,7 @@ mod tests {
     #[test]
     fn numeric_phone_is_not_echoed() {
         let body = ACTIVE_ORDER.replace("\"+919898765432\"", "919898765432");
-        let err = OrderSnapshot::parse(body.as_bytes(), &id("ord-1001")).unwrap_err();
+        let err = parse(&body, "ord-1001").unwrap_err();
         assert!(!err.to_string().contains("98987"), "{err}");
     }
 
@@ -240,10 +305,7 @@ mod tests {
             r#"{"order_id": "ord-1001", "market": "IN", "state": "active", "version": 9007199254740992, "participants": []}"#,
         ] {
             assert!(
-                matches!(
-                    OrderSnapshot::parse(body.as_bytes(), &id("ord-1001")),
-                    Err(OrdersError::Garbage(_))
-                ),
+                matches!(parse(body, "ord-1001"), Err(OrdersError::Garbage { .. })),
                 "{body}"
             );
         }
@@ -253,8 +315,55 @@ mod tests {
     fn ended_order_needs_no_participants() {
         let body =
             r#"{"order_id": "ord-1001", "market": "IN", "state": "completed", "version": 5}"#;
-        let order = OrderSnapshot::parse(body.as_bytes(), &id("ord-1001")).unwrap();
+        let order = parse(body, "ord-1001").unwrap();
         assert!(!order.is_active());
+    }
+
+    #[test]
+    fn unusable_answer_says_whether_it_lists_the_asker() {
+        // Still lists the driver: they may learn that their order's data is broken.
+        let bad_phone = ACTIVE_ORDER.replace("+919812345678", "98123");
+        let listed = parse(&bad_phone, "ord-1001").unwrap_err();
+        assert!(matches!(
+            listed,
+            OrdersError::Garbage {
+                lists_asker: true,
+                ..
+            }
+        ));
+        assert!(!listed.reveals_the_order());
+        // Lists someone else, or cannot be read at all: the asker learns nothing.
+        let stranger = OrderSnapshot::parse(
+            bad_phone.as_bytes(),
+            &id("ord-1001"),
+            &"u-x".parse().unwrap(),
+        )
+        .unwrap_err();
+        assert!(stranger.reveals_the_order());
+        for body in [
+            "<html>oops</html>",
+            r#"{"order_id": "ord-1001", "participants": "u-d"}"#,
+        ] {
+            assert!(
+                parse(body, "ord-1001").unwrap_err().reveals_the_order(),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_failures_an_unknown_order_cannot_cause_reveal_it() {
+        assert!(OrdersError::Status(403).reveals_the_order());
+        for outage in [
+            OrdersError::Status(500),
+            OrdersError::Status(502),
+            OrdersError::Status(401),
+            OrdersError::Status(429),
+            OrdersError::Timeout(Duration::from_secs(1)),
+            OrdersError::Unreachable,
+        ] {
+            assert!(!outage.reveals_the_order(), "{outage}");
+        }
     }
 
     fn encoded(segment: &str) -> String {

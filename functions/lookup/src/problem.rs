@@ -16,9 +16,12 @@ pub enum ProblemKind {
     Unauthenticated,
     /// 400: the order id in the path is not an order id.
     InvalidOrderId,
-    /// 404: unknown order, or the caller is not one of its participants (indistinguishable).
+    /// 404: the caller may not see this order: it is unknown, they are not one of its
+    /// participants, or there is no Orders service to ask about it. One response (status,
+    /// headers, body) for all, so that it tells no one whether an order exists.
     OrderNotFound,
-    /// 503: no session yet, and the Orders service cannot be asked right now.
+    /// 503: no session yet, and the Orders service failed in a way an unknown order would too
+    /// (down, slow, 5xx).
     OrdersUnavailable,
     /// 503: the store or the assignment could not complete right now.
     TemporarilyUnavailable,

@@ -185,28 +185,144 @@ async fn success_is_privately_cacheable_for_the_configured_time() {
     assert_eq!(answer.content_type(), "application/json");
 }
 
-#[tokio::test]
-async fn non_participant_and_unknown_order_get_the_same_404() {
-    // The Orders service does not know ord-404 either.
-    let orders = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(wiremock::ResponseTemplate::new(404))
-        .mount(&orders)
-        .await;
-    let fx = fixture(4, config(&[("ORDERS_API_URL", &orders.uri())])).await;
-    fx.event(&assignment("ord-1", 1, &[customer(1), driver(1)]), now())
-        .await;
-    let stranger = fx.ask("d2", "ord-1").await;
-    let unknown = fx.ask("d2", "ord-404").await;
-    for answer in [&stranger, &unknown] {
-        assert_eq!(answer.status, StatusCode::NOT_FOUND);
-        assert_eq!(answer.content_type(), "application/problem+json");
-        assert_eq!(answer.problem_type(), "urn:vnmask:problem:order-not-found");
-        assert_eq!(answer.header("cache-control"), Some("no-store"));
+/// Serves, for any `GET /orders/{id}`, what the Orders service would say of each order below.
+async fn orders_service() -> wiremock::MockServer {
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    let order = |id: &str, state: &str, people: &[&Participant]| {
+        json!({
+            "order_id": id, "market": "IN", "state": state, "version": 1,
+            "participants": people.iter().map(|p| json!({
+                "role": p.role.as_str(), "user_id": p.user_id.as_str(), "phone": p.phone.expose(),
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let (c3, d3) = (customer(3), driver(3));
+    let mut broken = order("ord-broken", "active", &[&c3, &d3]);
+    broken["participants"][1]["phone"] = json!("98100 00003");
+    let answers = [
+        ("ord-404", ResponseTemplate::new(404)),
+        ("ord-410", ResponseTemplate::new(410)),
+        ("ord-403", ResponseTemplate::new(403)),
+        (
+            "ord-theirs",
+            ResponseTemplate::new(200).set_body_json(order("ord-theirs", "active", &[&c3, &d3])),
+        ),
+        (
+            "ord-broken",
+            ResponseTemplate::new(200).set_body_json(broken),
+        ),
+        (
+            "ord-html",
+            ResponseTemplate::new(200).set_body_string("<html>not an order</html>"),
+        ),
+        (
+            "ord-done",
+            ResponseTemplate::new(200).set_body_json(order(
+                "ord-done",
+                "completed",
+                &[&customer(2), &driver(2)],
+            )),
+        ),
+    ];
+    for (id, answer) in answers {
+        Mock::given(path(format!("/orders/{id}")))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
     }
-    // Byte for byte the same: nothing tells an existing order from a missing one.
-    assert_eq!(stranger.body, unknown.body);
-    assert_eq!(stranger.headers, unknown.headers);
+    server
+}
+
+#[tokio::test]
+async fn every_way_of_not_seeing_an_order_is_the_same_404() {
+    // GIVEN an order with a session, a tombstone, and an Orders service that knows some orders
+    let orders = orders_service().await;
+    let with_orders = fixture(4, config(&[("ORDERS_API_URL", &orders.uri())])).await;
+    let without_orders = fixture(4, config(&[])).await;
+    for fx in [&with_orders, &without_orders] {
+        fx.event(&assignment("ord-1", 1, &[customer(1), driver(1)]), now())
+            .await;
+        fx.event(&completion("ord-gone", 5), now()).await;
+    }
+
+    // WHEN people ask for orders they may not see, every way there is
+    let cases = [
+        ("session, caller not in it", &with_orders, "d2", "ord-1"),
+        ("session, no Orders service", &without_orders, "d2", "ord-1"),
+        (
+            "tombstone without participants",
+            &with_orders,
+            "c1",
+            "ord-gone",
+        ),
+        ("no session, Orders says 404", &with_orders, "d2", "ord-404"),
+        ("no session, Orders says 410", &with_orders, "d2", "ord-410"),
+        ("no session, Orders says 403", &with_orders, "d2", "ord-403"),
+        (
+            "no session, caller not in the order",
+            &with_orders,
+            "d2",
+            "ord-theirs",
+        ),
+        (
+            "no session, unusable order without the caller",
+            &with_orders,
+            "d2",
+            "ord-broken",
+        ),
+        (
+            "no session, 200 that is no order",
+            &with_orders,
+            "d2",
+            "ord-html",
+        ),
+        (
+            "no session, order no longer active",
+            &with_orders,
+            "c2",
+            "ord-done",
+        ),
+        (
+            "no session, no Orders service",
+            &without_orders,
+            "d2",
+            "ord-404",
+        ),
+        (
+            "no session, no Orders service, real order",
+            &without_orders,
+            "c3",
+            "ord-theirs",
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, fx, user, order) in cases {
+        answers.push((what, fx.ask(user, order).await));
+    }
+
+    // THEN they all get one answer: the same status, headers and body, byte for byte
+    let (_, first) = &answers[0];
+    assert_eq!(first.status, StatusCode::NOT_FOUND);
+    assert_eq!(first.content_type(), "application/problem+json");
+    assert_eq!(first.problem_type(), "urn:vnmask:problem:order-not-found");
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    assert!(first.header("retry-after").is_none());
+    for (what, answer) in &answers {
+        assert_eq!(answer.status, first.status, "{what}: {:?}", answer.body);
+        assert_eq!(answer.headers, first.headers, "{what}");
+        assert_eq!(answer.bytes, first.bytes, "{what}");
+    }
+    // AND none of them assigned anything
+    for order in ["ord-theirs", "ord-broken", "ord-done"] {
+        assert!(with_orders
+            .store
+            .session(&order.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none());
+    }
 }
 
 #[tokio::test]

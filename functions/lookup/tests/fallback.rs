@@ -214,15 +214,19 @@ async fn orders_service_down_is_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn orders_service_not_configured_is_503() {
+async fn without_an_orders_service_an_order_without_session_is_404() {
+    // Even for one of its participants: answering otherwise would tell strangers which orders
+    // have a session (404) and which do not (something else).
     let fx = fixture(4, config(&[])).await;
     let answer = fx.ask("c1", "ord-1").await;
-    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert_eq!(answer.problem_type(), "urn:vnmask:problem:order-not-found");
+    assert!(answer.header("retry-after").is_none());
     assert_eq!(
-        answer.problem_type(),
-        "urn:vnmask:problem:orders-unavailable"
+        fx.dynamo.calls.snapshot(),
+        [("GetItem".to_owned(), 1)].into(),
+        "one read, nothing written"
     );
-    assert!(answer.header("retry-after").is_some());
 }
 
 #[tokio::test]
@@ -288,49 +292,82 @@ async fn default_timeout_is_one_second() {
 }
 
 #[tokio::test]
-async fn garbage_or_errors_from_the_orders_service_are_503() {
+async fn orders_service_failures_are_503_unless_only_an_existing_order_causes_them() {
     let (c, d) = (customer(1), driver(1));
     let mut wrong_order = order_json("ord-2", "active", 1, &[c.clone(), d.clone()]);
     wrong_order["order_id"] = json!("ord-other");
     let mut bad_phone = order_json("ord-3", "active", 1, &[c.clone(), d.clone()]);
     bad_phone["participants"][1]["phone"] = json!("98100 00001");
     let twice = order_json("ord-4", "active", 1, &[c.clone(), c.clone(), d.clone()]);
-    let cases: Vec<(&str, ResponseTemplate)> = vec![
+    let (unavailable, not_found) = (StatusCode::SERVICE_UNAVAILABLE, StatusCode::NOT_FOUND);
+    let cases: Vec<(&str, ResponseTemplate, StatusCode)> = vec![
+        // Outages an unknown order meets as well: 503, retry.
+        ("ord-5", ResponseTemplate::new(500), unavailable),
+        ("ord-6", ResponseTemplate::new(401), unavailable),
+        (
+            "ord-7",
+            ResponseTemplate::new(302).insert_header("location", "http://127.0.0.1:9/"),
+            unavailable,
+        ),
+        // A 200 that is no usable order, but still lists the caller: they know it exists.
+        (
+            "ord-3",
+            ResponseTemplate::new(200).set_body_json(bad_phone),
+            unavailable,
+        ),
+        (
+            "ord-4",
+            ResponseTemplate::new(200).set_body_json(twice),
+            unavailable,
+        ),
+        // Answers only an existing order gets, that do not show the caller in it: 404.
         (
             "ord-1",
             ResponseTemplate::new(200).set_body_string("<html>upstream error</html>"),
+            not_found,
         ),
         (
             "ord-2",
             ResponseTemplate::new(200).set_body_json(wrong_order),
-        ),
-        ("ord-3", ResponseTemplate::new(200).set_body_json(bad_phone)),
-        ("ord-4", ResponseTemplate::new(200).set_body_json(twice)),
-        ("ord-5", ResponseTemplate::new(500)),
-        ("ord-6", ResponseTemplate::new(401)),
-        (
-            "ord-7",
-            ResponseTemplate::new(302).insert_header("location", "http://127.0.0.1:9/"),
+            not_found,
         ),
         (
             "ord-8",
             ResponseTemplate::new(200).set_body_string("x".repeat(100_000)),
+            not_found,
         ),
+        ("ord-9", ResponseTemplate::new(403), not_found),
     ];
     let server = MockServer::start().await;
     let fx = fixture(4, config(&[("ORDERS_API_URL", &server.uri())])).await;
-    for (order, response) in cases {
+    for (order, response, status) in cases {
         Mock::given(path(format!("/orders/{order}")))
             .respond_with(response)
             .mount(&server)
             .await;
         let answer = fx.ask("c1", order).await;
-        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{order}");
-        assert_eq!(
-            answer.problem_type(),
+        assert_eq!(answer.status, status, "{order}");
+        let problem = if status == not_found {
+            "urn:vnmask:problem:order-not-found"
+        } else {
             "urn:vnmask:problem:orders-unavailable"
+        };
+        assert_eq!(answer.problem_type(), problem, "{order}");
+        assert_eq!(
+            answer.header("retry-after").is_some(),
+            status == unavailable
         );
         assert!(!answer.body.to_string().contains("98100"));
+        assert!(fx
+            .store
+            .session(&order.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none());
+    }
+    // The unusable orders that list c1 are none of a stranger's business.
+    for order in ["ord-3", "ord-4"] {
+        assert_eq!(fx.ask("d2", order).await.status, not_found, "{order}");
     }
 }
 

@@ -134,6 +134,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body as sent, for byte-for-byte comparisons.
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -192,5 +194,6 @@ pub async fn send_request(router: &Router, request: lambda_http::Request) -> Ans
         status: parts.status,
         headers: parts.headers,
         body,
+        bytes: bytes.to_vec(),
     }
 }
