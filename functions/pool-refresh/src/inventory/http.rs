@@ -29,14 +29,6 @@ pub enum PostError {
     Unconfirmed(ProviderError),
 }
 
-impl PostError {
-    pub fn provider_error(&self) -> &ProviderError {
-        match self {
-            PostError::Refused(e) | PostError::Unconfirmed(e) => e,
-        }
-    }
-}
-
 /// When a request may be sent again after a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Resend {
