@@ -45,7 +45,7 @@ pub struct LookupConfig {
     pub identity: IdentityConfig,
     /// `VNMASK_LOOKUP_MAX_AGE_SECONDS`: `Cache-Control: private, max-age=` of a successful answer.
     pub max_age: Duration,
-    /// `None` when `ORDERS_API_URL` is not set: lookups of orders without a session then answer 503.
+    /// `None` when `ORDERS_API_URL` is not set: lookups of orders without a session then answer 404, like any order the caller may not see.
     pub orders: Option<OrdersConfig>,
 }
 

@@ -262,6 +262,8 @@ fn webhook_json_answers_match_the_document() {
             Refusal::NoRoute,
             Refusal::StoreError,
             Refusal::StoreTimeout,
+            Refusal::Replayed,
+            Refusal::NotReady,
         ]
         .map(Decision::Refuse),
     );
