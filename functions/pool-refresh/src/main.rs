@@ -7,13 +7,19 @@ use pool_refresh::config::Config;
 use pool_refresh::{inventory, Refresher};
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::config::Env;
+use vnmask::secrets::{Credentials, Layered};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     vnmask::telemetry::install_panic_hook();
-    let config = Config::from_source(&Env)?;
     let sdk = sdk_config(SdkTimeouts::BACKGROUND).await;
+    // The providers' credentials come from the function's secret, never its environment.
+    let credentials = Credentials::from_environment(&Env, &sdk).await?;
+    let config = Config::from_source(&Layered {
+        env: &Env,
+        credentials: &credentials,
+    })?;
     let store = Arc::new(config.store.connect(&sdk).await?);
     let http = config.http.client()?;
     let (inventories, vendor) = inventory::from_config(&config, &http);

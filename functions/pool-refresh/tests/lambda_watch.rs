@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use vnmask::domain::{Capabilities, NumberState, PoolNumber, VirtualNumber};
 use vnmask::store::{AssignmentStore, PoolStore};
-use vnmask_tests::local_dynamo;
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
+use vnmask_tests::{local_dynamo, local_sdk, put_secret};
 use wiremock::MockServer;
 
 /// A cold target directory can take many minutes to build the binary on 2 cores.
@@ -42,15 +42,21 @@ async fn real_binary_under_cargo_lambda_watch_refreshes_the_pool() {
         &[("+14155551000", true, true), ("+14155551002", true, true)],
     )
     .await;
+    // AND the account's token in the function's secret (moto's Secrets Manager)
+    let secret = put_secret(
+        &local_sdk().await,
+        &[("VNMASK_TWILIO_AUTH_TOKEN", TWILIO_TOKEN)],
+    )
+    .await;
     let env = BTreeMap::from(
         [
             ("VNMASK_TABLE", dynamo.table.clone()),
+            ("VNMASK_SECRETS_ID", secret),
             // No data keys: any KMS call would fail at cold start.
             ("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:9".to_owned()),
             ("VNMASK_MARKETS", "US".to_owned()),
             ("VNMASK_PROVIDERS", "twilio".to_owned()),
             ("VNMASK_TWILIO_ACCOUNT_SID", TWILIO_SID.to_owned()),
-            ("VNMASK_TWILIO_AUTH_TOKEN", TWILIO_TOKEN.to_owned()),
             ("VNMASK_TWILIO_API_BASE", twilio.uri()),
             // Twilio numbers are taken only when their calls come to this URL.
             ("VNMASK_VOICE_URL", TWILIO_VOICE_URL.to_owned()),
