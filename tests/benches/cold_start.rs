@@ -113,6 +113,10 @@ fn function_env(function: &str, common: &BTreeMap<String, String>) -> BTreeMap<S
                     "AC0123456789abcdef0123456789abcdef",
                 ),
                 ("VNMASK_TWILIO_API_BASE", "http://127.0.0.1:9"),
+                (
+                    "VNMASK_VOICE_URL",
+                    "https://hooks.vnmask.test/v1/providers/twilio/voice",
+                ),
             ],
         ),
         _ => unreachable!("a function of this workspace"),
