@@ -110,10 +110,6 @@ impl Credentials {
             })?;
         Self::from_json(id, text)
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
 }
 
 /// Refuses a credential variable set in the environment: it would be readable by anyone who

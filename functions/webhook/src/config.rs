@@ -29,6 +29,8 @@ pub struct WebhookSettings {
     /// a rotation reaches running instances), and how long after a failed load to try again.
     pub reload_after: Duration,
     pub retry_load_after: Duration,
+    /// How long a cold start waits for the first load before serving (refusals, until it ends).
+    pub first_load_wait: Duration,
 }
 
 /// The providers served, each with its credentials: a provider is served only when its
@@ -151,6 +153,7 @@ impl WebhookSettings {
                 bounded(src, "VNMASK_SECRETS_MAX_AGE_SECONDS", 300, 10, 86_400)?.into(),
             ),
             retry_load_after: Duration::from_secs(5),
+            first_load_wait: Duration::from_secs(1),
         })
     }
 

@@ -15,17 +15,18 @@ async fn main() -> Result<(), Error> {
     let settings = WebhookSettings::from_source(&Env)?;
     // Interactive timeouts: a DynamoDB outage must still let a call be refused within 2 s.
     let interactive_sdk = sdk_config(SdkTimeouts::INTERACTIVE).await;
-    let loader = EnvironmentLoader {
-        env: Box::new(Env),
-        startup_sdk: sdk_config(SdkTimeouts::STARTUP).await,
-        interactive_sdk: interactive_sdk.clone(),
-    };
-    // Credentials and keys may fail to load (Secrets Manager or KMS down): the webhook then
-    // refuses every call in the provider's format and loads again on later requests.
+    let loader = EnvironmentLoader::new(
+        Box::new(Env),
+        sdk_config(SdkTimeouts::STARTUP).await,
+        interactive_sdk.clone(),
+    );
+    // Credentials and keys may fail to load, or be slow to (Secrets Manager or KMS down): the
+    // webhook then refuses every call in the provider's format and loads again on later requests.
     let ready = Readiness::start(
         Arc::new(loader),
         settings.reload_after,
         settings.retry_load_after,
+        settings.first_load_wait,
     )
     .await;
     let interactions = settings.interactions_queue_url.clone().map(|url| {
@@ -37,7 +38,7 @@ async fn main() -> Result<(), Error> {
     });
     run(router(Arc::new(Webhook::with_readiness(
         settings,
-        Arc::new(ready),
+        ready,
         interactions,
     ))))
     .await

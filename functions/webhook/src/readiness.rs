@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::OnceCell;
 use vnmask::config::{ConfigError, Source, StoreConfig};
 use vnmask::crypto::CryptoError;
 use vnmask::secrets::{Credentials, Layered, SecretsError};
@@ -41,29 +42,61 @@ pub trait Loader: Send + Sync {
 }
 
 /// The deployed loader: credentials from the secret named in the environment, keys from KMS,
-/// both with start-up timeouts; the store's reads with the interactive ones.
+/// both with start-up timeouts; the store's reads with the interactive ones. The keys cannot
+/// change within an instance (they come from its environment), so the store is built once and
+/// a reload reads only the secret.
 pub struct EnvironmentLoader {
-    pub env: Box<dyn Source + Send + Sync>,
+    env: Box<dyn Source + Send + Sync>,
     /// For Secrets Manager and KMS: patient, as these calls are not on a call's path.
-    pub startup_sdk: aws_config::SdkConfig,
+    startup_sdk: aws_config::SdkConfig,
     /// For DynamoDB: a call must be refused within 2 s even when DynamoDB is down.
-    pub interactive_sdk: aws_config::SdkConfig,
+    interactive_sdk: aws_config::SdkConfig,
+    store: OnceCell<Arc<dyn CallRouting>>,
+}
+
+impl EnvironmentLoader {
+    pub fn new(
+        env: Box<dyn Source + Send + Sync>,
+        startup_sdk: aws_config::SdkConfig,
+        interactive_sdk: aws_config::SdkConfig,
+    ) -> Self {
+        EnvironmentLoader {
+            env,
+            startup_sdk,
+            interactive_sdk,
+            store: OnceCell::new(),
+        }
+    }
+
+    async fn store(&self) -> Result<Arc<dyn CallRouting>, LoadError> {
+        let store = self
+            .store
+            .get_or_try_init(|| async {
+                let store = StoreConfig::from_source(self.env.as_ref())?
+                    .connect_with(&self.startup_sdk, &self.interactive_sdk)
+                    .await?;
+                Ok::<_, LoadError>(Arc::new(store) as Arc<dyn CallRouting>)
+            })
+            .await?;
+        Ok(store.clone())
+    }
 }
 
 #[async_trait]
 impl Loader for EnvironmentLoader {
     async fn load(&self) -> Result<Ready, LoadError> {
         let env: &(dyn Source + Sync) = self.env.as_ref();
-        let credentials = Credentials::from_environment(env, &self.startup_sdk).await?;
+        // The secret and the keys at once: a cold start waits for the slower, not the sum.
+        let (credentials, store) = tokio::join!(
+            Credentials::from_environment(env, &self.startup_sdk),
+            self.store()
+        );
         let providers = Providers::from_source(&Layered {
-            env: self.env.as_ref(),
-            credentials: &credentials,
+            env,
+            credentials: &credentials?,
         })?;
-        let store = StoreConfig::from_source(self.env.as_ref())?
-            .connect_with(&self.startup_sdk, &self.interactive_sdk)
-            .await?;
         Ok(Ready {
-            store: Arc::new(store),
+            store: store?,
             providers,
         })
     }
@@ -104,13 +137,17 @@ impl Readiness {
         }
     }
 
-    /// Loads once, now (at cold start), and keeps whatever came of it.
+    /// Starts loading at cold start and waits for it at most `first_wait`: a slow Secrets
+    /// Manager or KMS must not hold the first caller past the 2 s promise (nor Lambda's init
+    /// past its limit). A load still running then finishes in the background; until it does,
+    /// requests are refused.
     pub async fn start(
         loader: Arc<dyn Loader>,
         reload_after: Duration,
         retry_after: Duration,
-    ) -> Self {
-        let readiness = Readiness {
+        first_wait: Duration,
+    ) -> Arc<Self> {
+        let readiness = Arc::new(Readiness {
             current: RwLock::new(None),
             loader: Some(loader),
             reload_after,
@@ -119,8 +156,17 @@ impl Readiness {
                 running: true,
                 last: Some(Instant::now()),
             }),
-        };
-        readiness.load().await;
+        });
+        let first = tokio::spawn({
+            let readiness = Arc::clone(&readiness);
+            async move { readiness.load().await }
+        });
+        if tokio::time::timeout(first_wait, first).await.is_err() {
+            tracing::warn!(
+                waited_ms = first_wait.as_millis(),
+                "credentials and keys still loading; refusing calls until they are"
+            );
+        }
         readiness
     }
 
@@ -162,6 +208,8 @@ impl Readiness {
     }
 
     async fn load(&self) {
+        // However the load ends, even in a panic, the next one may start.
+        let _finished = Finished(&self.attempts);
         let Some(loader) = &self.loader else { return };
         match loader.load().await {
             Ok(ready) => {
@@ -182,7 +230,15 @@ impl Readiness {
                 }
             }
         }
-        if let Ok(mut attempts) = self.attempts.lock() {
+    }
+}
+
+/// Marks the running load as over when dropped.
+struct Finished<'a>(&'a Mutex<Attempts>);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut attempts) = self.0.lock() {
             attempts.running = false;
         }
     }

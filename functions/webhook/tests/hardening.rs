@@ -211,12 +211,14 @@ async fn until_credentials_load_every_request_is_refused_then_loading_is_retried
         store: s.store.clone(),
     });
     let settings = settings_retrying_at_once();
-    let ready = Readiness::start(loader.clone(), settings.reload_after, Duration::ZERO).await;
-    let app = router(Arc::new(Webhook::with_readiness(
-        settings,
-        Arc::new(ready),
-        None,
-    )));
+    let ready = Readiness::start(
+        loader.clone(),
+        settings.reload_after,
+        Duration::ZERO,
+        settings.first_load_wait,
+    )
+    .await;
+    let app = router(Arc::new(Webhook::with_readiness(settings, ready, None)));
     let (from, vn) = (phone(&s.c), s.vn_cd.as_str());
 
     // The cold start's load failed: refusals, each starting a new load in the background.
@@ -237,6 +239,36 @@ async fn until_credentials_load_every_request_is_refused_then_loading_is_retried
     assert!(loader.loads.load(Ordering::SeqCst) >= 2);
 }
 
+/// Secrets Manager or KMS not answering at all.
+struct Hanging;
+
+#[async_trait]
+impl Loader for Hanging {
+    async fn load(&self) -> Result<Ready, LoadError> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Err(LoadError::Config(ConfigError::Missing("VNMASK_SECRETS_ID")))
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_load_holds_neither_the_cold_start_nor_the_first_caller_past_two_seconds() {
+    let settings = config().settings;
+    let started = Instant::now();
+    let ready = Readiness::start(
+        Arc::new(Hanging),
+        settings.reload_after,
+        settings.retry_load_after,
+        settings.first_load_wait,
+    )
+    .await;
+    let init = started.elapsed();
+    assert!(init < Duration::from_millis(1200), "init took {init:?}");
+    let app = router(Arc::new(Webhook::with_readiness(settings, ready, None)));
+    let answers = send_all(&app, requests(phone(&customer(1)), "+911140001000")).await;
+    assert_refused_in_every_format(&answers);
+    assert!(started.elapsed() < TWO_SECONDS, "{:?}", started.elapsed());
+}
+
 /// The deployed loader's environment: the store's keys wrapped by KMS (moto), the table, and
 /// the webhook's settings.
 async fn deployed_env(sdk: &aws_config::SdkConfig) -> std::collections::BTreeMap<String, String> {
@@ -250,11 +282,7 @@ fn loader(
     env: std::collections::BTreeMap<String, String>,
     sdk: &aws_config::SdkConfig,
 ) -> EnvironmentLoader {
-    EnvironmentLoader {
-        env: Box::new(env),
-        startup_sdk: sdk.clone(),
-        interactive_sdk: sdk.clone(),
-    }
+    EnvironmentLoader::new(Box::new(env), sdk.clone(), sdk.clone())
 }
 
 #[tokio::test]
@@ -318,17 +346,14 @@ async fn a_webhook_whose_secret_cannot_be_read_refuses_in_each_providers_format(
         Arc::new(loader(env, &sdk)),
         settings.reload_after,
         settings.retry_load_after,
+        settings.first_load_wait,
     )
     .await;
-    let app = router(Arc::new(Webhook::with_readiness(
-        settings,
-        Arc::new(ready),
-        None,
-    )));
+    let app = router(Arc::new(Webhook::with_readiness(settings, ready, None)));
     let stranger = customer(9);
     let answers = send_all(&app, requests(phone(&stranger), "+911140001000")).await;
     assert_refused_in_every_format(&answers);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < TWO_SECONDS, "{:?}", started.elapsed());
 }
 
 /// How to answer is known without the secret, so a refusal can always be rendered.
