@@ -83,6 +83,9 @@ impl FromStr for SourceAllowList {
         if nets.is_empty() {
             return Err("expected at least one address or CIDR block".into());
         }
+        if nets.iter().any(|net| net.prefix == 0) {
+            return Err("a /0 block lets every address in: list Exotel's own addresses".into());
+        }
         Ok(SourceAllowList(nets))
     }
 }
@@ -194,13 +197,20 @@ mod tests {
             );
         }
         assert_eq!(list.check(None), Err(AuthError::SourceNotAllowed));
-        let everyone: SourceAllowList = "0.0.0.0/0".parse().unwrap();
-        assert!(everyone.check(Some("192.0.2.1")).is_ok());
     }
 
+    /// A list that lets everyone in would make the required allow-list a formality.
     #[test]
     fn malformed_allow_lists_are_errors() {
-        for bad in ["", "10.0.0.0/33", "10.0.0/8", "::/129", "example.com"] {
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "::/129",
+            "example.com",
+            "0.0.0.0/0",
+            "203.0.113.0/24, ::/0",
+        ] {
             assert!(bad.parse::<SourceAllowList>().is_err(), "{bad}");
         }
     }
