@@ -237,10 +237,16 @@ impl Refresher {
             providers: answers.iter().map(provider_summary).collect(),
             markets: Vec::new(),
         };
-        // A provider that failed has no listing: nothing changes for its numbers.
+        // A provider that failed has no listing: nothing changes for its numbers. Nor when
+        // none of an account's numbers points here but some point elsewhere: a mistyped voice
+        // URL is far likelier than a whole pool to retire at once.
         let listings: BTreeMap<Provider, Listing> = answers
             .into_iter()
-            .filter_map(|(provider, answer)| Some((provider, answer.ok()?.ours)))
+            .filter_map(|(provider, answer)| match answer {
+                Ok(a) if a.ours.numbers.is_empty() && a.foreign > 0 => None,
+                Ok(a) => Some((provider, a.ours)),
+                Err(_) => None,
+            })
             .collect();
         let mut run = Run {
             now,
@@ -582,7 +588,7 @@ fn provider_summary(
                 tracing::info!(provider = %provider, foreign, ours = l.numbers.len(), "account numbers that do not point at this deployment left out");
             }
             if l.numbers.is_empty() && *foreign > 0 {
-                tracing::warn!(provider = %provider, foreign, "none of the account's numbers points at this deployment: check the voice URL or flows configured");
+                tracing::warn!(provider = %provider, foreign, "none of the account's numbers points at this deployment: check the voice URL or flows configured; none of its numbers is retired this run");
             }
             ProviderSummary {
                 provider: provider.as_str().to_owned(),

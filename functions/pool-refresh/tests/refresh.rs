@@ -205,6 +205,48 @@ async fn numbers_pointing_elsewhere_are_never_pooled_and_ours_that_stop_are_reti
 }
 
 #[tokio::test]
+async fn an_account_with_none_of_our_numbers_retires_nothing() {
+    // GIVEN a US pool of two Twilio numbers
+    let dynamo = local_dynamo().await;
+    let pooled = [
+        twilio_vn("+14155551000", NumberState::Active),
+        twilio_vn("+14155551001", NumberState::Active),
+    ];
+    seed_pool(dynamo.store.as_ref(), &pooled).await;
+    let before = pool_state(dynamo.store.as_ref(), "US").await;
+    // AND an account whose numbers all point at another URL (a mistyped VNMASK_VOICE_URL)
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(twilio_path("IncomingPhoneNumbers.json")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(twilio_page_at(&[
+            (
+                "+14155551000",
+                "https://hooks.example.com/v1/providers/twilio/voice/",
+            ),
+            (
+                "+14155551001",
+                "https://hooks.example.com/v1/providers/twilio/voice/",
+            ),
+        ])))
+        .mount(&server)
+        .await;
+    let refresher = refresher(
+        keyless(&dynamo),
+        vec![twilio(&server)],
+        None,
+        settings(&["US"]),
+    );
+
+    // WHEN
+    let summary = refresher.refresh(now()).await;
+
+    // THEN the pool is as it was, and the foreign numbers are counted
+    assert_eq!(pool_state(dynamo.store.as_ref(), "US").await, before);
+    assert_eq!(summary.markets[0].retired, 0);
+    assert_eq!(summary.providers[0].foreign, 2);
+}
+
+#[tokio::test]
 async fn a_number_that_stops_pointing_at_us_keeps_its_live_routes_until_they_lapse() {
     // GIVEN an Indian pool of two Twilio numbers, one of them serving a live order
     let dynamo = local_dynamo().await;
