@@ -138,8 +138,14 @@ impl ContactDirectory {
         now: UnixTime,
     ) -> (Result<ContactList, LookupError>, Path) {
         match self.assigner.store().session(order).await {
-            Ok(Some(session)) => (self.answer(&session, user, now), Path::Session),
-            Ok(None) => match self.fallback(user, order, now).await {
+            Ok(Some(session)) if session.participant(user).is_some() => {
+                (self.answer(&session, user, now), Path::Session)
+            }
+            // Not in the session, or no session: ask the Orders service either way. A caller
+            // added by an event still on its way is found; and a stranger's lookup takes the
+            // same path whether the order exists or not, so not even an Orders outage (503 for
+            // both) tells them apart.
+            Ok(_) => match self.fallback(user, order, now).await {
                 Ok((list, path)) => (Ok(list), path),
                 Err(e) => (Err(e), Path::Fallback),
             },
