@@ -615,7 +615,7 @@ fn webhook_reads_only_routes_and_writes_only_call_ids() {
     let grants = table_grants(&doc, role_of(&doc, "webhook"));
     let route_keys = BTreeSet::from([key_pattern(attrs::ROUTE_PK_PREFIX)]);
     // The replay ledger's items (`CALL#<endpoint>#<call id>`, attrs::call_pk).
-    let call_keys = BTreeSet::from([key_pattern("CALL#")]);
+    let call_keys = BTreeSet::from([key_pattern(attrs::CALL_PK_PREFIX)]);
     let mut seen = BTreeSet::new();
     for (action, prefixes) in &grants {
         let expected = match action.as_str() {
