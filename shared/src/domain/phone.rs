@@ -1,4 +1,5 @@
-//! Phone numbers: E.164 parsing for real (private) and virtual (public) numbers.
+//! Phone numbers: E.164 parsing for real (private) and virtual (public) numbers, and the
+//! national forms some providers send instead (see [`E164::parse_national`]).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -197,6 +198,37 @@ impl E164 {
         })
     }
 
+    /// A number as a provider in `market` may write it: E.164 (form only, as
+    /// [`E164::parse_form`]), or one of the market's unambiguous national forms, turned into
+    /// E.164 by its digits alone (no numbering-plan load, so it is as cheap as the form check).
+    ///
+    /// India (`IN`), where every number has a 10-digit national number that never starts with 0:
+    /// - `0` + the 10 digits (trunk prefix; mobiles and landlines with their STD code, e.g.
+    ///   `09810000001`, `08047113155`);
+    /// - the 10 digits alone, only for a mobile (first digit 6-9): a landline without its
+    ///   trunk prefix is a local number whose area is not known;
+    /// - `91` + the 10 digits.
+    ///
+    /// Anything else is refused ([`PhoneError::NotE164`]): spaces or dashes, `00`
+    /// international prefixes, too few or too many digits, words such as `anonymous`. Other
+    /// markets take E.164 only.
+    pub fn parse_national(s: &str, market: &Market) -> Result<Self, PhoneError> {
+        if s.starts_with('+') {
+            return Self::parse_form(s);
+        }
+        let national = match market.as_str() {
+            "IN" => india_national_number(s),
+            _ => None,
+        }
+        .ok_or(PhoneError::NotE164)?;
+        // `+91` and 10 digits: 13 bytes, well within the inline 16.
+        let mut e164 = [0u8; 13];
+        e164[..3].copy_from_slice(b"+91");
+        e164[3..].copy_from_slice(national);
+        let text = std::str::from_utf8(&e164).map_err(|_| PhoneError::NotE164)?;
+        Self::parse_form(text)
+    }
+
     /// `s`, which has the E.164 form, held inline.
     fn inline(s: &str) -> Result<Ascii<16>, PhoneError> {
         Ascii::new(s).ok_or(PhoneError::NotE164)
@@ -229,6 +261,22 @@ impl E164 {
     }
 }
 
+/// The 10-digit national number of an Indian number in one of its national forms, if `s` is one.
+fn india_national_number(s: &str) -> Option<&[u8]> {
+    let digits = s.as_bytes();
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let national = match digits.len() {
+        10 if matches!(digits[0], b'6'..=b'9') => digits,
+        11 => digits.strip_prefix(b"0")?,
+        12 => digits.strip_prefix(b"91")?,
+        _ => return None,
+    };
+    // No Indian national number starts with 0: `00…` is an international prefix.
+    (national[0] != b'0').then_some(national)
+}
+
 fn country_of(parsed: &phonenumber::PhoneNumber) -> Option<Market> {
     parsed
         .country()
@@ -250,6 +298,11 @@ impl RealNumber {
     /// The E.164 form only: see [`E164::parse_form`] for when that is enough.
     pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
         E164::parse_form(s).map(RealNumber)
+    }
+
+    /// E.164 or one of `market`'s national forms: see [`E164::parse_national`].
+    pub fn parse_national(s: &str, market: &Market) -> Result<Self, PhoneError> {
+        E164::parse_national(s, market).map(RealNumber)
     }
 
     pub fn expose(&self) -> &str {
@@ -294,6 +347,11 @@ impl VirtualNumber {
     /// The E.164 form only: see [`E164::parse_form`] for when that is enough.
     pub fn parse_form(s: &str) -> Result<Self, PhoneError> {
         E164::parse_form(s).map(VirtualNumber)
+    }
+
+    /// E.164 or one of `market`'s national forms: see [`E164::parse_national`].
+    pub fn parse_national(s: &str, market: &Market) -> Result<Self, PhoneError> {
+        E164::parse_national(s, market).map(VirtualNumber)
     }
 
     pub fn as_str(&self) -> &str {
@@ -395,6 +453,141 @@ mod tests {
         assert_eq!("in".parse::<Market>().unwrap().as_str(), "IN");
         assert!("XX".parse::<Market>().is_err());
         assert!("IND".parse::<Market>().is_err());
+    }
+
+    fn india() -> Market {
+        "IN".parse().unwrap()
+    }
+
+    fn national(s: &str, market: &Market) -> Result<String, PhoneError> {
+        RealNumber::parse_national(s, market).map(|n| n.expose().to_owned())
+    }
+
+    #[test]
+    fn indian_national_forms_become_e164() {
+        let cases = [
+            ("09494865411", "+919494865411"),
+            ("9494865411", "+919494865411"),
+            ("919494865411", "+919494865411"),
+            ("+919494865411", "+919494865411"),
+            // Landlines with their STD code: Bengaluru (80), Delhi (11).
+            ("08047113155", "+918047113155"),
+            ("918047113155", "+918047113155"),
+            ("01140001000", "+911140001000"),
+            // A bare 10-digit number starting 6-9 is a mobile.
+            ("6000000000", "+916000000000"),
+        ];
+        for (form, e164) in cases {
+            assert_eq!(national(form, &india()).as_deref(), Ok(e164), "{form}");
+            assert_eq!(
+                VirtualNumber::parse_national(form, &india()),
+                VirtualNumber::parse(e164),
+                "{form}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_or_malformed_national_forms_are_refused() {
+        for s in [
+            "",
+            "anonymous",
+            "Restricted",
+            "0",
+            // Too short, too long.
+            "0949486541",
+            "094948654111",
+            "949486541",
+            "9494865411 ",
+            "91949486541",
+            "9194948654111",
+            // A landline without its trunk prefix: which area?
+            "2247113155",
+            "1140001000",
+            "5494865411",
+            // International prefixes and trunk-then-0: foreign-looking.
+            "00919494865411",
+            "0014155550100",
+            "00494865411",
+            "910494865411",
+            "0919494865411",
+            // Separators, signs and other scripts.
+            "094948-65411",
+            "0 9494865411",
+            "+91 9494865411",
+            "(0)9494865411",
+            "９４９４８６５４１１",
+            "0949486541a",
+        ] {
+            assert_eq!(
+                RealNumber::parse_national(s, &india()),
+                Err(PhoneError::NotE164),
+                "{s:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn markets_without_national_rules_take_e164_only() {
+        let us: Market = "US".parse().unwrap();
+        assert_eq!(national("+14155550100", &us).as_deref(), Ok("+14155550100"));
+        for s in ["4155550100", "14155550100", "09494865411", "9494865411"] {
+            assert_eq!(national(s, &us), Err(PhoneError::NotE164), "{s}");
+        }
+        // E.164 of another country passes in India as it did before: form only.
+        assert_eq!(
+            national("+14155550100", &india()).as_deref(),
+            Ok("+14155550100")
+        );
+    }
+
+    /// Each accepted rendering of an Indian national number `n` (10 digits, the first not 0).
+    fn indian_forms(n: &str) -> Vec<String> {
+        let mut forms = vec![format!("0{n}"), format!("91{n}"), format!("+91{n}")];
+        if matches!(n.as_bytes()[0], b'6'..=b'9') {
+            forms.push(n.to_owned());
+        }
+        forms
+    }
+
+    proptest::proptest! {
+        /// Every form of one number is that number; two numbers never meet in one.
+        #[test]
+        fn national_forms_never_merge_two_numbers(
+            a in "[1-9][0-9]{9}",
+            b in "[1-9][0-9]{9}",
+        ) {
+            for (n, other) in [(&a, &b), (&b, &a)] {
+                let e164 = format!("+91{n}");
+                for form in indian_forms(n) {
+                    let got = national(&form, &india());
+                    proptest::prop_assert_eq!(got.as_deref(), Ok(e164.as_str()), "{}", form);
+                    if a != b {
+                        for other_form in indian_forms(other) {
+                            proptest::prop_assert_ne!(
+                                national(&other_form, &india()),
+                                Ok(e164.clone())
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Whatever digits come in, an accepted one keeps its last 10 digits as the national
+        /// number: normalising only ever adds or drops a known prefix.
+        #[test]
+        fn normalising_only_adds_or_drops_a_prefix(s in "\\+?[0-9]{0,14}") {
+            if let Ok(e164) = national(&s, &india()) {
+                if s.starts_with('+') {
+                    proptest::prop_assert_eq!(&e164, &s);
+                } else {
+                    proptest::prop_assert!(e164.starts_with("+91") && e164.len() == 13);
+                    proptest::prop_assert!(s.ends_with(&e164[3..]), "{}", s);
+                    proptest::prop_assert!(s.len() == 10 || s.len() == 11 || s.len() == 12);
+                }
+            }
+        }
     }
 
     #[test]
