@@ -252,7 +252,19 @@ fn webhook_json_answers_match_the_document() {
         caller_role: "customer".parse().unwrap(),
         callee_role: "driver".parse().unwrap(),
         callee: RealNumber::parse("+919710000001").unwrap(),
+        capabilities: vnmask::domain::Capabilities::VOICE_AND_SMS,
         expires_at: now() + 60,
+    };
+    // Every refusal: a new one stops this from compiling until it is listed below.
+    let _listed = |r: Refusal| match r {
+        Refusal::CallerUnknown
+        | Refusal::NotOurNumber
+        | Refusal::NoRoute
+        | Refusal::StoreError
+        | Refusal::StoreTimeout
+        | Refusal::Replayed
+        | Refusal::NotReady
+        | Refusal::ChannelUnavailable => (),
     };
     let mut decisions = vec![Decision::Connect(route)];
     decisions.extend(
@@ -264,6 +276,7 @@ fn webhook_json_answers_match_the_document() {
             Refusal::StoreTimeout,
             Refusal::Replayed,
             Refusal::NotReady,
+            Refusal::ChannelUnavailable,
         ]
         .map(Decision::Refuse),
     );

@@ -1,7 +1,8 @@
 //! The pair invariant (docs/data-model.md) and a checker for stored state.
 //!
 //! At every instant, for every virtual number v and every pair of people (p, q):
-//! 1. the route (p, v) → q is live if and only if (q, v) → p is live, and both name one order;
+//! 1. the route (p, v) → q is live if and only if (q, v) → p is live, and both name one order
+//!    and carry the same channels (a text one way can be answered the other);
 //! 2. every live route belongs to a live session that lists the pair on that number, and every
 //!    pair a live session lists has both its routes;
 //! 3. nobody dials one number in two live orders.
@@ -12,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use super::number::Capabilities;
 use super::phone::VirtualNumber;
 use super::session::{OrderId, UnixTime};
 
@@ -36,13 +38,15 @@ impl fmt::Debug for PersonKey {
     }
 }
 
-/// A route item as stored: who dials which number, for which order, and whom it reaches.
+/// A route item as stored: who dials which number, for which order, whom it reaches and over
+/// which channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRoute {
     pub caller: PersonKey,
     pub number: VirtualNumber,
     pub order_id: OrderId,
     pub callee: PersonKey,
+    pub capabilities: Capabilities,
     pub expires_at: UnixTime,
 }
 
@@ -85,7 +89,8 @@ pub enum Breach {
         number: VirtualNumber,
         route: RouteAt,
     },
-    /// A live route whose way back is live but names another order or leads to someone else.
+    /// A live route whose way back is live but names another order, leads to someone else or
+    /// carries other channels.
     CrossedPair {
         order_id: OrderId,
         other_order: OrderId,
@@ -254,7 +259,11 @@ impl Audit {
                         route: at.clone(),
                     });
                 }
-                Some(back) if back.order_id != r.order_id || back.callee != r.caller => {
+                Some(back)
+                    if back.order_id != r.order_id
+                        || back.callee != r.caller
+                        || back.capabilities != r.capabilities =>
+                {
                     found.insert(Breach::CrossedPair {
                         order_id: r.order_id.clone(),
                         other_order: back.order_id.clone(),
@@ -352,6 +361,7 @@ mod tests {
             number: vn(number),
             order_id: order.parse().unwrap(),
             callee: key(to),
+            capabilities: Capabilities::VOICE_AND_SMS,
             expires_at,
         }
     }
@@ -439,6 +449,21 @@ mod tests {
         let found = a.breaches();
         assert!(found.iter().any(|b| b.kind() == "dialled_twice"));
         assert!(found.iter().any(|b| b.kind() == "crossed_pair"));
+    }
+
+    #[test]
+    fn a_pair_whose_directions_carry_different_channels_is_crossed() {
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(StoredRoute {
+            capabilities: Capabilities {
+                voice: true,
+                sms: false,
+            },
+            ..route("d", "c", V, "o1", 2_000)
+        });
+        assert_eq!(kinds(&a), ["crossed_pair", "crossed_pair"]);
     }
 
     #[test]

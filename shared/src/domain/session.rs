@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::call::Channel;
 use super::number::Capabilities;
 use super::phone::{Market, RealNumber, VirtualNumber};
 
@@ -297,6 +298,7 @@ impl Session {
     }
 
     /// Both directions of contact `c`, or `None` if it names someone who is not a participant.
+    /// Both carry the contact's channels: a pair lives, ends and carries texts together.
     pub fn route_pair(&self, c: &Contact, expires_at: UnixTime) -> Option<RoutePair> {
         let (a, b) = (self.participant(&c.a)?, self.participant(&c.b)?);
         let route = |from: &Participant, to: &Participant| Route {
@@ -307,6 +309,7 @@ impl Session {
             caller_role: from.role.clone(),
             callee_role: to.role.clone(),
             callee: to.phone.clone(),
+            capabilities: c.capabilities,
             expires_at,
         };
         Some(RoutePair([route(a, b), route(b, a)]))
@@ -339,6 +342,9 @@ pub struct Route {
     pub caller_role: Role,
     pub callee_role: Role,
     pub callee: RealNumber,
+    /// The channels of the pair's virtual number (its contact's capabilities), the same both
+    /// ways: a text to a voice-only pair is refused.
+    pub capabilities: Capabilities,
     pub expires_at: UnixTime,
 }
 
@@ -357,6 +363,14 @@ impl Route {
 
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.expires_at > now
+    }
+
+    /// Whether this route's pair carries `channel`.
+    pub fn carries(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Voice => self.capabilities.voice,
+            Channel::Sms => self.capabilities.sms,
+        }
     }
 }
 
@@ -390,6 +404,37 @@ mod tests {
             ContactPolicy::default().pairs(&people),
             vec![(0, 2), (1, 2)]
         );
+    }
+
+    #[test]
+    fn both_directions_of_a_pair_carry_its_contacts_channels() {
+        let voice_only = Capabilities {
+            voice: true,
+            sms: false,
+        };
+        let session = Session {
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version: 1,
+            state: SessionState::Active,
+            participants: vec![
+                p("customer", "c", "+919812345678"),
+                p("driver", "d", "+919898765432"),
+            ],
+            contacts: vec![Contact {
+                a: "c".parse().unwrap(),
+                b: "d".parse().unwrap(),
+                number: VirtualNumber::parse("+911140001000").unwrap(),
+                capabilities: voice_only,
+            }],
+            updated_at: 0,
+            routes_until: 100,
+        };
+        let pairs = session.route_pairs(100);
+        for route in pairs[0].routes() {
+            assert_eq!(route.capabilities, voice_only);
+            assert!(route.carries(Channel::Voice) && !route.carries(Channel::Sms));
+        }
     }
 
     #[test]

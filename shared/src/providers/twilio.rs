@@ -511,6 +511,7 @@ mod tests {
             caller_role: "customer".parse().unwrap(),
             callee_role: "driver".parse().unwrap(),
             callee: crate::domain::RealNumber::parse("+919710000001").unwrap(),
+            capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
             expires_at: i64::MAX,
         }
     }

@@ -69,6 +69,8 @@ pub enum Refusal {
     /// The service could not load its credentials or keys yet: nothing can be checked, so
     /// nothing is connected.
     NotReady,
+    /// The live route's pair does not carry this channel: a text to a voice-only number.
+    ChannelUnavailable,
 }
 
 impl Refusal {
@@ -81,6 +83,7 @@ impl Refusal {
             Refusal::StoreTimeout => "store_timeout",
             Refusal::Replayed => "replayed",
             Refusal::NotReady => "not_ready",
+            Refusal::ChannelUnavailable => "channel_unavailable",
         }
     }
 }
@@ -115,7 +118,7 @@ pub async fn live_route(
 }
 
 /// Looks the route up and decides. At most one store read, bounded by `budget`; any error or
-/// timeout refuses.
+/// timeout refuses, and so does a live route whose pair does not carry the query's channel.
 pub async fn decide(
     store: &dyn RouteReader,
     query: &RouteQuery,
@@ -127,7 +130,8 @@ pub async fn decide(
         Err(refusal) => return Decision::Refuse(refusal),
     };
     match tokio::time::timeout(budget, live_route(store, caller, dialled, now)).await {
-        Ok(Ok(Some(route))) => Decision::Connect(route),
+        Ok(Ok(Some(route))) if route.carries(query.channel) => Decision::Connect(route),
+        Ok(Ok(Some(_))) => Decision::Refuse(Refusal::ChannelUnavailable),
         Ok(Ok(None)) => Decision::Refuse(Refusal::NoRoute),
         Ok(Err(StoreError::Timeout)) | Err(_) => {
             tracing::warn!(call_id = %query.call_id, number = %dialled, "route lookup timed out; refusing");
@@ -211,9 +215,11 @@ pub async fn decide_once(
             Refusal::StoreError
         }
     };
-    // A replay or a ledger failure outranks whatever the route said.
+    // A replay or a ledger failure outranks whatever the route said (that there is one, too).
     match decision {
-        Decision::Connect(_) | Decision::Refuse(Refusal::NoRoute) => Decision::Refuse(refusal),
+        Decision::Connect(_) | Decision::Refuse(Refusal::NoRoute | Refusal::ChannelUnavailable) => {
+            Decision::Refuse(refusal)
+        }
         refused => refused,
     }
 }
@@ -221,6 +227,9 @@ pub async fn decide_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Capabilities, Role};
+    use crate::store::memory::MemoryStore;
+    use crate::store::CallLedger;
 
     #[test]
     fn withheld_or_national_callers_have_nothing_to_look_up() {
@@ -269,41 +278,37 @@ mod tests {
         assert_eq!(policy.keep_until(UnixTime::MAX), UnixTime::MAX);
     }
 
-    #[tokio::test]
-    async fn a_replayed_call_id_is_refused_even_on_a_live_route() {
-        use crate::domain::Role;
-        use crate::store::memory::MemoryStore;
-        use crate::store::CallLedger;
+    /// One live route, and the in-memory ledger.
+    struct OneRoute(Route, MemoryStore);
 
-        /// One live route, and the in-memory ledger.
-        struct OneRoute(Route, MemoryStore);
-
-        #[async_trait::async_trait]
-        impl RouteReader for OneRoute {
-            async fn route(
-                &self,
-                caller: &RealNumber,
-                dialled: &VirtualNumber,
-            ) -> Result<Option<Route>, StoreError> {
-                let r = &self.0;
-                Ok((&r.caller == caller && &r.number == dialled).then(|| r.clone()))
-            }
+    #[async_trait::async_trait]
+    impl RouteReader for OneRoute {
+        async fn route(
+            &self,
+            caller: &RealNumber,
+            dialled: &VirtualNumber,
+        ) -> Result<Option<Route>, StoreError> {
+            let r = &self.0;
+            Ok((&r.caller == caller && &r.number == dialled).then(|| r.clone()))
         }
+    }
 
-        #[async_trait::async_trait]
-        impl CallLedger for OneRoute {
-            async fn sight(
-                &self,
-                endpoint: &str,
-                call_id: &CallId,
-                now: UnixTime,
-                keep_until: UnixTime,
-            ) -> Result<Sighting, StoreError> {
-                self.1.sight(endpoint, call_id, now, keep_until).await
-            }
+    #[async_trait::async_trait]
+    impl CallLedger for OneRoute {
+        async fn sight(
+            &self,
+            endpoint: &str,
+            call_id: &CallId,
+            now: UnixTime,
+            keep_until: UnixTime,
+        ) -> Result<Sighting, StoreError> {
+            self.1.sight(endpoint, call_id, now, keep_until).await
         }
+    }
 
-        let route = Route {
+    /// A live route from +919810000001 on +911140001000 whose pair carries `capabilities`.
+    fn route(capabilities: Capabilities) -> Route {
+        Route {
             caller: RealNumber::parse("+919810000001").unwrap(),
             number: VirtualNumber::parse("+911140001000").unwrap(),
             order_id: "ord-1".parse().unwrap(),
@@ -311,8 +316,75 @@ mod tests {
             caller_role: "customer".parse::<Role>().unwrap(),
             callee_role: "driver".parse::<Role>().unwrap(),
             callee: RealNumber::parse("+919710000001").unwrap(),
+            capabilities,
             expires_at: 10_000,
-        };
+        }
+    }
+
+    const VOICE_ONLY: Capabilities = Capabilities {
+        voice: true,
+        sms: false,
+    };
+
+    fn query(channel: Channel, id: &str) -> RouteQuery {
+        RouteQuery::new(
+            channel,
+            CallId::parse(id).unwrap(),
+            "+919810000001",
+            "+911140001000",
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_text_to_a_voice_only_pair_is_refused_and_a_call_on_it_connects() {
+        let route = route(VOICE_ONLY);
+        let store = OneRoute(route.clone(), MemoryStore::new());
+        let budget = Duration::from_secs(1);
+        assert_eq!(
+            decide(&store, &query(Channel::Sms, "SM1"), 1_000, budget).await,
+            Decision::Refuse(Refusal::ChannelUnavailable)
+        );
+        assert_eq!(
+            decide(&store, &query(Channel::Voice, "CA1"), 1_000, budget).await,
+            Decision::Connect(route)
+        );
+        assert_eq!(Refusal::ChannelUnavailable.as_str(), "channel_unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_voice_and_sms_pair_takes_texts_and_a_lapsed_one_is_no_route_whatever_the_channel() {
+        let both = OneRoute(route(Capabilities::VOICE_AND_SMS), MemoryStore::new());
+        let budget = Duration::from_secs(1);
+        let text = query(Channel::Sms, "SM1");
+        assert!(matches!(
+            decide(&both, &text, 1_000, budget).await,
+            Decision::Connect(_)
+        ));
+        let voice_only = OneRoute(route(VOICE_ONLY), MemoryStore::new());
+        assert_eq!(
+            decide(&voice_only, &text, 10_000, budget).await,
+            Decision::Refuse(Refusal::NoRoute),
+            "a lapsed pair says nothing of its channels"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replayed_text_to_a_voice_only_pair_is_refused_as_a_replay() {
+        let store = OneRoute(route(VOICE_ONLY), MemoryStore::new());
+        let (budget, policy) = (Duration::from_secs(1), ReplayPolicy::default());
+        let text = query(Channel::Sms, "SM1");
+        let at = |now| decide_once(&store, "generic", &text, now, budget, policy);
+        assert_eq!(
+            at(1_000).await,
+            Decision::Refuse(Refusal::ChannelUnavailable)
+        );
+        assert_eq!(at(1_100).await, Decision::Refuse(Refusal::Replayed));
+    }
+
+    #[tokio::test]
+    async fn a_replayed_call_id_is_refused_even_on_a_live_route() {
+        let route = route(Capabilities::VOICE_AND_SMS);
         let store = OneRoute(route.clone(), MemoryStore::new());
         let query = |id: &str| {
             RouteQuery::new(

@@ -387,6 +387,7 @@ fn stored_route(r: &Route) -> StoredRoute {
         number: r.number.clone(),
         order_id: r.order_id.clone(),
         callee: person(&r.callee),
+        capabilities: r.capabilities,
         expires_at: r.expires_at,
     }
 }

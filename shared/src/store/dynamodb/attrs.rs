@@ -25,6 +25,8 @@ pub const PHONE: &str = "phone";
 pub const A: &str = "a";
 pub const B: &str = "b";
 pub const NUMBER: &str = "number";
+/// What a number carries: on pool items, session contacts and route items (a route item
+/// without it was written before routes carried channels, and carries voice and SMS).
 pub const CAPABILITIES: &str = "capabilities";
 
 pub const CALLER_ROLE: &str = "caller_role";

@@ -77,6 +77,15 @@ fn caps_from(item: &Item) -> Result<Capabilities, StoreError> {
         .collect()
 }
 
+/// A route item's channels. Items written before routes carried them have none and read as
+/// voice and SMS: every pair had both then.
+fn route_caps_from(item: &Item) -> Result<Capabilities, StoreError> {
+    match item.get(attrs::CAPABILITIES) {
+        None => Ok(Capabilities::VOICE_AND_SMS),
+        Some(_) => caps_from(item),
+    }
+}
+
 fn sealed(
     vault: &Vault,
     number: &RealNumber,
@@ -111,6 +120,10 @@ pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
         (attrs::CALLER_ROLE.to_owned(), s(route.caller_role.as_str())),
         (attrs::CALLEE_ROLE.to_owned(), s(route.callee_role.as_str())),
         (attrs::CALLEE.to_owned(), callee),
+        (
+            attrs::CAPABILITIES.to_owned(),
+            caps_value(route.capabilities),
+        ),
         (attrs::KEY.to_owned(), s(key)),
         (attrs::EXPIRES_AT.to_owned(), n(route.expires_at)),
     ]);
@@ -148,6 +161,7 @@ pub fn route_from_item(
         caller_role: parse(item, attrs::CALLER_ROLE)?,
         callee_role: parse(item, attrs::CALLEE_ROLE)?,
         callee,
+        capabilities: route_caps_from(item)?,
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }
@@ -343,6 +357,7 @@ pub fn stored_route_from_item(vault: &Vault, item: &Item) -> Result<StoredRoute,
         number: route_number(item)?,
         order_id: parse(item, attrs::ORDER_ID)?,
         callee: PersonKey::new(vault.person_key(&open_callee(vault, item)?)),
+        capabilities: route_caps_from(item)?,
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }
@@ -382,4 +397,86 @@ pub fn stored_session_from_item(item: &Item) -> Result<StoredSession, StoreError
         routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
         pairs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn vault() -> Vault {
+        let keys = BTreeMap::from([("k1".to_owned(), vec![7u8; 32])]);
+        Vault::from_keys(&[1u8; 32], keys, "k1").unwrap()
+    }
+
+    fn route(capabilities: Capabilities) -> Route {
+        Route {
+            caller: RealNumber::parse("+919810000001").unwrap(),
+            number: VirtualNumber::parse("+911140001000").unwrap(),
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            caller_role: "customer".parse().unwrap(),
+            callee_role: "driver".parse().unwrap(),
+            callee: RealNumber::parse("+919710000001").unwrap(),
+            capabilities,
+            expires_at: 10_000,
+        }
+    }
+
+    fn read(vault: &Vault, item: &Item) -> Result<Route, StoreError> {
+        let r = route(Capabilities::default());
+        route_from_item(vault, &r.caller, &r.number, item)
+    }
+
+    const VOICE_ONLY: Capabilities = Capabilities {
+        voice: true,
+        sms: false,
+    };
+
+    #[test]
+    fn a_route_item_keeps_its_pairs_channels() {
+        let vault = vault();
+        for caps in [VOICE_ONLY, Capabilities::VOICE_AND_SMS] {
+            let item = route_item(&vault, &route(caps)).unwrap();
+            assert_eq!(read(&vault, &item).unwrap(), route(caps));
+            let stored = stored_route_from_item(&vault, &item).unwrap();
+            assert_eq!(stored.capabilities, caps);
+        }
+        let item = route_item(&vault, &route(VOICE_ONLY)).unwrap();
+        assert_eq!(
+            item[attrs::CAPABILITIES],
+            AttributeValue::L(vec![s("voice")])
+        );
+    }
+
+    #[test]
+    fn a_route_item_written_before_routes_carried_channels_reads_as_voice_and_sms() {
+        let vault = vault();
+        let mut item = route_item(&vault, &route(VOICE_ONLY)).unwrap();
+        item.remove(attrs::CAPABILITIES);
+        assert_eq!(
+            read(&vault, &item).unwrap(),
+            route(Capabilities::VOICE_AND_SMS)
+        );
+        assert_eq!(
+            stored_route_from_item(&vault, &item).unwrap().capabilities,
+            Capabilities::VOICE_AND_SMS
+        );
+    }
+
+    #[test]
+    fn a_route_item_with_unreadable_channels_is_corrupt() {
+        let vault = vault();
+        let mut item = route_item(&vault, &route(VOICE_ONLY)).unwrap();
+        for bad in [s("voice"), AttributeValue::L(vec![s("fax")])] {
+            item.insert(attrs::CAPABILITIES.to_owned(), bad);
+            assert!(matches!(
+                read(&vault, &item),
+                Err(StoreError::Corrupt {
+                    attribute: attrs::CAPABILITIES
+                })
+            ));
+        }
+    }
 }
