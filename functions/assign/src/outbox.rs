@@ -4,7 +4,7 @@
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde::Serialize;
-use vnmask::domain::{Market, OrderId, Role, Session, UserId, VirtualNumber};
+use vnmask::domain::{Capability, Market, OrderId, Role, Session, UserId, VirtualNumber};
 use vnmask::events::{EventId, RejectReason};
 
 use crate::config::{is_fifo, QueueConfig};
@@ -71,6 +71,8 @@ pub struct ContactNumber {
     pub role: Role,
     /// What the participant sees for them and dials to reach them.
     pub number: VirtualNumber,
+    /// What that number carries (`voice`, `sms`): an app offers a text only where `sms` is listed.
+    pub capabilities: Vec<Capability>,
 }
 
 impl NumbersAssigned {
@@ -90,6 +92,7 @@ impl NumbersAssigned {
                             user_id: other.user_id.clone(),
                             role: other.role.clone(),
                             number: c.number.clone(),
+                            capabilities: c.capabilities.iter().collect(),
                         })
                     })
                     .collect(),
@@ -187,5 +190,65 @@ impl Outbox {
             .await
             .map(drop)
             .map_err(|e| SendError(DisplayErrorContext(e).to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vnmask::domain::{Capabilities, Contact, Participant, RealNumber, SessionState};
+
+    use super::*;
+
+    fn person(role: &str, user: &str, phone: &str) -> Participant {
+        Participant {
+            role: role.parse().unwrap(),
+            user_id: user.parse().unwrap(),
+            phone: RealNumber::parse(phone).unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_contact_says_what_its_number_carries() {
+        let contact = |b: &str, number: &str, capabilities| Contact {
+            a: "u-d".parse().unwrap(),
+            b: b.parse().unwrap(),
+            number: VirtualNumber::parse(number).unwrap(),
+            capabilities,
+        };
+        let voice_only = Capabilities {
+            voice: true,
+            sms: false,
+        };
+        let session = Session {
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version: 2,
+            state: SessionState::Active,
+            participants: vec![
+                person("driver", "u-d", "+919898765432"),
+                person("customer", "u-c", "+919812345678"),
+                person("merchant", "u-m", "+919812345679"),
+            ],
+            contacts: vec![
+                contact("u-c", "+911140001000", voice_only),
+                contact("u-m", "+911140001001", Capabilities::VOICE_AND_SMS),
+            ],
+            updated_at: 0,
+            routes_until: 100,
+        };
+        let event_id: EventId = serde_json::from_str("\"e-1\"").unwrap();
+        let note = NumbersAssigned::new(&event_id, &session);
+        let json = serde_json::to_value(&note).unwrap();
+        let driver = &json["participants"][0]["contacts"];
+        assert_eq!(driver[0]["user_id"], "u-c");
+        assert_eq!(driver[0]["capabilities"], json!(["voice"]));
+        assert_eq!(driver[1]["capabilities"], json!(["voice", "sms"]));
+        let customer = &json["participants"][1]["contacts"];
+        assert_eq!(
+            customer,
+            &json!([{"user_id": "u-d", "role": "driver", "number": "+911140001000",
+                     "capabilities": ["voice"]}])
+        );
     }
 }
