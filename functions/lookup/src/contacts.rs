@@ -331,6 +331,26 @@ mod tests {
     }
 
     #[test]
+    fn a_voice_only_contact_shows_only_voice() {
+        let mut s = shared_ride(SessionState::Active, 1_000 + DAY);
+        s.contacts[0].capabilities = Capabilities {
+            voice: true,
+            sms: false,
+        };
+        let d1 = "d1".parse().unwrap();
+        let json = serde_json::to_value(contact_list(&s, &d1, 2_000).unwrap()).unwrap();
+        assert_eq!(json["contacts"][0]["user_id"], "c1");
+        assert_eq!(
+            json["contacts"][0]["capabilities"],
+            serde_json::json!(["voice"])
+        );
+        assert_eq!(
+            json["contacts"][1]["capabilities"],
+            serde_json::json!(["voice", "sms"])
+        );
+    }
+
+    #[test]
     fn ended_order_shows_grace_end_then_nothing() {
         let s = shared_ride(SessionState::Ended, 3_000);
         let d1 = "d1".parse().unwrap();
