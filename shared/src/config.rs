@@ -1,7 +1,7 @@
 //! Configuration read once from the environment into typed values that validate themselves.
 //! Every error names the variable at fault and never echoes a secret.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use base64::Engine;
 
 use crate::assignment::AssignSettings;
 use crate::crypto::{CryptoError, Vault};
-use crate::domain::{ContactPolicy, Market};
+use crate::domain::{Capabilities, Capability, ContactPolicy, Market, PhoneError};
 use crate::store::dynamodb::DynamoStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -206,20 +206,15 @@ impl WrappedKeys {
 /// Assignment settings from `VNMASK_MARKETS`, `VNMASK_CONTACT_DENY`, `VNMASK_GRACE_SECONDS`,
 /// `VNMASK_SESSION_TTL_SECONDS`, `VNMASK_RETENTION_SECONDS`, `VNMASK_MAX_ATTEMPTS`, `VNMASK_POOL_CACHE_SECONDS`.
 pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> {
-    let markets = required(src, "VNMASK_MARKETS")?
-        .split(',')
-        .filter(|m| !m.trim().is_empty())
-        .map(|m| {
-            m.parse::<Market>().map_err(|e| ConfigError::Invalid {
-                var: "VNMASK_MARKETS",
-                reason: e.to_string(),
-            })
-        })
-        .collect::<Result<HashSet<_>, _>>()?;
+    let markets =
+        markets(&required(src, "VNMASK_MARKETS")?).map_err(|reason| ConfigError::Invalid {
+            var: "VNMASK_MARKETS",
+            reason,
+        })?;
     if markets.is_empty() {
         return Err(ConfigError::Missing("VNMASK_MARKETS"));
     }
-    let defaults = AssignSettings::for_markets(markets.iter().cloned());
+    let defaults = AssignSettings::for_markets(markets.keys().cloned());
     let contact_policy = match src.get("VNMASK_CONTACT_DENY") {
         None => ContactPolicy::default(),
         Some(v) => ContactPolicy::parse(&v).map_err(|e| ConfigError::Invalid {
@@ -254,8 +249,50 @@ pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> 
             "VNMASK_POOL_CACHE_SECONDS",
             defaults.pool_cache.as_secs(),
         )?,
-        needs: defaults.needs,
     })
+}
+
+/// `VNMASK_MARKETS`: markets separated by commas, each with the channels every pair in it needs
+/// of its number, as `IN:voice,US:voice+sms`. A market without `:` needs voice and SMS (configs
+/// from before channels keep their meaning). Voice is always needed: a masked pair must be able
+/// to call, so `sms` alone is refused, as are unknown channels, an empty list and a market named
+/// twice.
+fn markets(value: &str) -> Result<HashMap<Market, Capabilities>, String> {
+    let mut markets = HashMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, channels) = match entry.split_once(':') {
+            Some((name, channels)) => (name, Some(channels)),
+            None => (entry, None),
+        };
+        let market: Market = name.parse().map_err(|e: PhoneError| e.to_string())?;
+        let needs = match channels {
+            None => Capabilities::VOICE_AND_SMS,
+            Some(list) => {
+                let needs = list
+                    .split('+')
+                    .map(|c| {
+                        let c = c.trim().to_ascii_lowercase();
+                        c.parse::<Capability>().map_err(|_| {
+                            format!(
+                                "market {market}: unknown channel `{}` (voice or voice+sms)",
+                                c.chars().take(16).collect::<String>()
+                            )
+                        })
+                    })
+                    .collect::<Result<Capabilities, _>>()?;
+                if !needs.voice {
+                    return Err(format!(
+                        "market {market}: every pair needs voice (voice or voice+sms)"
+                    ));
+                }
+                needs
+            }
+        };
+        if markets.insert(market.clone(), needs).is_some() {
+            return Err(format!("market {market} is listed twice"));
+        }
+    }
+    Ok(markets)
 }
 
 #[cfg(test)]
@@ -366,5 +403,64 @@ mod tests {
         .unwrap();
         assert_eq!(s.markets.len(), 2);
         assert_eq!(s.grace, Duration::from_secs(60));
+    }
+
+    const VOICE: Capabilities = Capabilities {
+        voice: true,
+        sms: false,
+    };
+
+    fn markets_of(value: &str) -> Result<AssignSettings, ConfigError> {
+        assign_settings(&src(&[("VNMASK_MARKETS", value)]))
+    }
+
+    #[test]
+    fn each_market_names_the_channels_its_pairs_need() {
+        let s = markets_of("IN:voice, US:voice+sms").unwrap();
+        assert_eq!(s.needs_for(&"IN".parse().unwrap()), Some(VOICE));
+        assert_eq!(
+            s.needs_for(&"US".parse().unwrap()),
+            Some(Capabilities::VOICE_AND_SMS)
+        );
+        assert_eq!(s.needs_for(&"GB".parse().unwrap()), None);
+        // Order and case do not matter.
+        let s = markets_of("in:SMS+Voice").unwrap();
+        assert_eq!(
+            s.needs_for(&"IN".parse().unwrap()),
+            Some(Capabilities::VOICE_AND_SMS)
+        );
+    }
+
+    #[test]
+    fn a_market_without_channels_keeps_needing_voice_and_sms() {
+        let s = markets_of("IN,US:voice").unwrap();
+        assert_eq!(
+            s.needs_for(&"IN".parse().unwrap()),
+            Some(Capabilities::VOICE_AND_SMS)
+        );
+        assert_eq!(s.needs_for(&"US".parse().unwrap()), Some(VOICE));
+    }
+
+    #[test]
+    fn bad_channels_are_refused_naming_the_variable() {
+        for (value, says) in [
+            ("IN:sms", "needs voice"),
+            ("IN:", "unknown channel"),
+            ("IN:voice+fax", "unknown channel `fax`"),
+            ("IN:voice,IN:voice+sms", "listed twice"),
+            ("IN,in", "listed twice"),
+            ("XX:voice", "unknown market"),
+            ("IN:voice sms", "unknown channel"),
+        ] {
+            let err = markets_of(value).unwrap_err().to_string();
+            assert!(
+                err.contains("VNMASK_MARKETS") && err.contains(says),
+                "{value}: {err}"
+            );
+        }
+        assert!(markets_of(" , ")
+            .unwrap_err()
+            .to_string()
+            .contains("VNMASK_MARKETS"));
     }
 }

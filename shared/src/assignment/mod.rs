@@ -11,7 +11,7 @@ use rand::Rng;
 
 use crate::domain::{
     validate_participants, Capabilities, Contact, ContactPolicy, Market, OrderId, Participant,
-    PoolNumber, RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime,
+    PoolNumber, RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, VirtualNumber,
 };
 use crate::store::{AssignmentStore, CommitError, PairWrite, SessionCommit, StoreError};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
@@ -71,8 +71,9 @@ impl AssignError {
 #[derive(Debug, Clone)]
 pub struct AssignSettings {
     pub contact_policy: ContactPolicy,
-    /// Markets served; an update for another market is refused.
-    pub markets: HashSet<Market>,
+    /// Markets served, each with the channels every pair in it needs of its number: only numbers
+    /// carrying at least those get new contacts there. An update for another market is refused.
+    pub markets: HashMap<Market, Capabilities>,
     /// How long the parties of an ended order can still reach each other.
     pub grace: Duration,
     /// How long an active order's routes live without any newer event (a lost completion must not
@@ -84,21 +85,34 @@ pub struct AssignSettings {
     pub max_attempts: u32,
     /// How long a market's pool list is reused before it is read again.
     pub pool_cache: Duration,
-    pub needs: Capabilities,
 }
 
 impl AssignSettings {
+    /// Defaults for `markets`, each needing voice and SMS.
     pub fn for_markets(markets: impl IntoIterator<Item = Market>) -> Self {
         AssignSettings {
             contact_policy: ContactPolicy::default(),
-            markets: markets.into_iter().collect(),
+            markets: markets
+                .into_iter()
+                .map(|m| (m, Capabilities::VOICE_AND_SMS))
+                .collect(),
             grace: Duration::from_secs(30 * 60),
             session_ttl: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(14 * 24 * 3600),
             max_attempts: 8,
             pool_cache: Duration::from_secs(60),
-            needs: Capabilities::VOICE_AND_SMS,
         }
+    }
+
+    /// These settings with `market` served and needing `needs` of its numbers.
+    pub fn with_needs(mut self, market: Market, needs: Capabilities) -> Self {
+        self.markets.insert(market, needs);
+        self
+    }
+
+    /// The channels every pair in `market` needs, or `None` if the market is not served.
+    pub fn needs_for(&self, market: &Market) -> Option<Capabilities> {
+        self.markets.get(market).copied()
     }
 }
 
@@ -140,9 +154,9 @@ impl Assigner {
         if let OrderChange::Participants(people) = &update.change {
             validate_participants(people)?;
         }
-        if !self.settings.markets.contains(&update.market) {
+        let Some(needs) = self.settings.needs_for(&update.market) else {
             return Err(AssignError::UnknownMarket(update.market.clone()));
-        }
+        };
         // Route keys a commit was refused: held by another live order or, for an end, no longer
         // this order's live route. Never deleted; on an end, their pairs are dropped whole.
         let mut refused: HashSet<RouteKey> = HashSet::new();
@@ -152,7 +166,7 @@ impl Assigner {
             let commit = match &update.change {
                 OrderChange::Participants(people) => {
                     match self
-                        .plan_participants(update, people, now, refreshed_pool, &refused)
+                        .plan_participants(update, people, needs, now, refreshed_pool, &refused)
                         .await?
                     {
                         Planned::Commit(c, peak) => {
@@ -213,6 +227,7 @@ impl Assigner {
         &self,
         update: &OrderUpdate,
         people: &[Participant],
+        needs: Capabilities,
         now: UnixTime,
         fresh_pool: bool,
         refused: &HashSet<RouteKey>,
@@ -247,7 +262,7 @@ impl Assigner {
             busy: &busy,
             pool: &pool,
             contact_policy: &self.settings.contact_policy,
-            needs: self.settings.needs,
+            needs,
         }) {
             Ok(c) => c,
             Err(e) => return Ok(Planned::Exhausted(e)),
@@ -263,18 +278,25 @@ impl Assigner {
             updated_at: now,
             routes_until,
         };
-        // What each participant holds once this commits: their other orders' contacts and this
-        // order's. The most of it is the policy's bound on the pool, recorded for pool-refresh.
+        // What each participant holds once this commits on the numbers this market's pairs can
+        // take: their other orders' contacts and this order's. The most of it is the policy's
+        // bound on the market's eligible numbers, recorded for pool-refresh's headroom.
+        let eligible: HashSet<&VirtualNumber> = pool
+            .iter()
+            .filter(|v| v.eligible_for(&update.market, needs))
+            .map(|v| &v.number)
+            .collect();
         let live_peak = busy
             .iter()
             .zip(people)
             .map(|(other, p)| {
+                let other = other.iter().filter(|n| eligible.contains(n)).count();
                 let here = session
                     .contacts
                     .iter()
-                    .filter(|c| c.involves(&p.user_id))
+                    .filter(|c| c.involves(&p.user_id) && eligible.contains(&c.number))
                     .count();
-                u32::try_from(other.len() + here).unwrap_or(u32::MAX)
+                u32::try_from(other + here).unwrap_or(u32::MAX)
             })
             .max();
         // Every pair is claimed whole in one transaction: if either direction is taken, nothing

@@ -22,7 +22,8 @@ use crate::domain::{
 pub struct PoolExhausted {
     pub market: Market,
     pub eligible: usize,
-    /// The larger live-contact count of the two parties of the pair that could not be served.
+    /// The larger live-contact count of the two parties of the pair that could not be served,
+    /// on the market's eligible numbers.
     pub live_contacts: usize,
 }
 
@@ -62,6 +63,8 @@ pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhauste
         }
     }
 
+    // The market's bound: only numbers carrying its channels serve, and only contacts on them
+    // count against a person.
     let eligible: Vec<&PoolNumber> = req
         .pool
         .iter()
@@ -77,10 +80,18 @@ pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhauste
             .filter(|v| !used[i].contains(&v.number) && !used[j].contains(&v.number))
             .max_by_key(|v| spread_score(req.order_id, a, b, &v.number))
             .copied()
-            .ok_or_else(|| PoolExhausted {
-                market: req.market.clone(),
-                eligible: eligible.len(),
-                live_contacts: used[i].len().max(used[j].len()),
+            .ok_or_else(|| {
+                let held = |k: usize| {
+                    eligible
+                        .iter()
+                        .filter(|v| used[k].contains(&v.number))
+                        .count()
+                };
+                PoolExhausted {
+                    market: req.market.clone(),
+                    eligible: eligible.len(),
+                    live_contacts: held(i).max(held(j)),
+                }
             })?;
         used[i].insert(best.number.clone());
         used[j].insert(best.number.clone());
