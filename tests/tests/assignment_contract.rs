@@ -7,7 +7,10 @@ use std::time::Duration;
 use vnmask::assignment::{
     AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
 };
-use vnmask::domain::{NumberState, Participant, RouteKey, Session, SessionState, VirtualNumber};
+use vnmask::domain::{
+    Capabilities, NumberState, Participant, PoolNumber, RouteKey, Session, SessionState,
+    VirtualNumber,
+};
 use vnmask::routing::live_route;
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::AssignmentStore;
@@ -681,6 +684,217 @@ async fn a_retired_number_hands_its_pairs_over_whole(fx: Fx) {
     assert_eq!(audit(fx.store.as_ref(), t + 5).await.unwrap(), vec![]);
 }
 
+const VOICE: Capabilities = Capabilities {
+    voice: true,
+    sms: false,
+};
+
+/// `count` numbers of `market`'s test numbering from the `first`th on, carrying `caps`.
+fn numbers(market: &str, first: usize, count: usize, caps: Capabilities) -> Vec<PoolNumber> {
+    pool(market, first + count)
+        .into_iter()
+        .skip(first)
+        .map(|n| PoolNumber {
+            capabilities: caps,
+            ..n
+        })
+        .collect()
+}
+
+/// An assigner over `fx`'s store serving `markets` with their channels, after seeding `numbers`.
+async fn serving(fx: &Fx, markets: &[(&str, Capabilities)], numbers: &[PoolNumber]) -> Assigner {
+    seed_pool(fx.store.as_ref(), numbers).await;
+    let settings = markets
+        .iter()
+        .fold(AssignSettings::for_markets([]), |s, (m, needs)| {
+            s.with_needs(market(m), *needs)
+        });
+    Assigner::new(fx.store.clone(), settings)
+}
+
+fn order_in(m: &str, order: &str, people: &[Participant]) -> OrderUpdate {
+    OrderUpdate {
+        market: market(m),
+        ..assign(order, 1, people)
+    }
+}
+
+/// The numbers of an applied outcome's contacts, with what each carries.
+fn contacts_of(outcome: Result<Outcome, AssignError>) -> Vec<(VirtualNumber, Capabilities)> {
+    match outcome {
+        Ok(Outcome::Applied { session, .. }) => session
+            .contacts
+            .iter()
+            .map(|c| (c.number.clone(), c.capabilities))
+            .collect(),
+        other => panic!("expected the order applied, got {other:?}"),
+    }
+}
+
+async fn a_voice_only_market_assigns_from_voice_only_numbers(fx: Fx) {
+    // GIVEN India needs voice only and its pool is three voice-only numbers
+    let voice_only = numbers("IN", 0, 3, VOICE);
+    let assigner = serving(&fx, &[("IN", VOICE)], &voice_only).await;
+    let (c, d, m) = (customer(1), driver(1), merchant(1));
+    let t = now();
+    // WHEN a three-party order arrives
+    let contacts = contacts_of(
+        assigner
+            .apply(&order_in("IN", "o1", &[c.clone(), d.clone(), m.clone()]), t)
+            .await,
+    );
+    // THEN every pair is served by one of them, and says it carries voice only
+    assert_eq!(contacts.len(), 3);
+    for (number, caps) in &contacts {
+        assert!(voice_only.iter().any(|v| &v.number == number));
+        assert_eq!(*caps, VOICE);
+    }
+    fx.number_between("o1", &c, &d, t).await;
+    fx.number_between("o1", &d, &m, t).await;
+}
+
+async fn a_voice_and_sms_market_never_takes_a_voice_only_number(fx: Fx) {
+    // GIVEN the US needs voice and SMS; its pool has one such number and three voice-only ones
+    let both = numbers("US", 0, 1, Capabilities::VOICE_AND_SMS);
+    let voice_only = numbers("US", 1, 3, VOICE);
+    let pool: Vec<_> = both.iter().chain(&voice_only).cloned().collect();
+    let assigner = serving(&fx, &[("US", Capabilities::VOICE_AND_SMS)], &pool).await;
+    let d = driver(1);
+    let t = now();
+    // WHEN a driver takes a first order, then a second
+    let first = contacts_of(
+        assigner
+            .apply(&order_in("US", "o1", &[customer(1), d.clone()]), t)
+            .await,
+    );
+    let second = assigner
+        .apply(&order_in("US", "o2", &[customer(2), d.clone()]), t)
+        .await;
+    // THEN the first gets the voice+sms number, and the second finds the pool exhausted
+    // although three voice-only numbers are free
+    assert_eq!(
+        first,
+        vec![(both[0].number.clone(), Capabilities::VOICE_AND_SMS)]
+    );
+    match second {
+        Err(AssignError::PoolExhausted(e)) => {
+            assert_eq!((e.eligible, e.live_contacts), (1, 1), "{e}");
+        }
+        other => panic!("expected PoolExhausted, got {other:?}"),
+    }
+    for v in &voice_only {
+        assert!(live_route(fx.store.as_ref(), &d.phone, &v.number, t)
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
+
+async fn a_mixed_pool_serves_each_market_from_its_subset_and_bounds_each_apart(fx: Fx) {
+    // GIVEN India (voice) and the US (voice+sms), each with two voice-only numbers and two
+    // voice+sms ones, and one driver who works in both
+    let mut pool = numbers("IN", 0, 2, VOICE);
+    pool.extend(numbers("IN", 2, 2, Capabilities::VOICE_AND_SMS));
+    pool.extend(numbers("US", 0, 2, VOICE));
+    pool.extend(numbers("US", 2, 2, Capabilities::VOICE_AND_SMS));
+    let assigner = serving(
+        &fx,
+        &[("IN", VOICE), ("US", Capabilities::VOICE_AND_SMS)],
+        &pool,
+    )
+    .await;
+    let d = driver(1);
+    let t = now();
+    let mut india = Vec::new();
+    let mut us = Vec::new();
+    // WHEN the driver takes four Indian orders, then two American ones
+    for i in 0..4 {
+        let order = format!("in-{i}");
+        india.extend(contacts_of(
+            assigner
+                .apply(&order_in("IN", &order, &[customer(i), d.clone()]), t)
+                .await,
+        ));
+    }
+    for i in 4..6 {
+        let order = format!("us-{i}");
+        us.extend(contacts_of(
+            assigner
+                .apply(&order_in("US", &order, &[customer(i), d.clone()]), t)
+                .await,
+        ));
+    }
+    // THEN India used all four of its numbers, each contact saying what its number carries;
+    // the US only its two voice+sms numbers
+    let carried = |n: &VirtualNumber| pool.iter().find(|v| &v.number == n).unwrap();
+    assert_eq!(india.iter().collect::<HashSet<_>>().len(), 4);
+    for (n, caps) in india.iter().chain(&us) {
+        assert_eq!(carried(n).capabilities, *caps);
+    }
+    assert!(india.iter().all(|(n, _)| carried(n).market == market("IN")));
+    assert_eq!(
+        us.iter().map(|(n, _)| n).collect::<HashSet<_>>(),
+        pool[6..].iter().map(|v| &v.number).collect()
+    );
+    // AND each market's bound counts only its own eligible numbers: India is full at four, the
+    // US at two, although the driver holds six live contacts in all
+    for (m, order, eligible) in [("IN", "in-x", 4), ("US", "us-x", 2)] {
+        match assigner
+            .apply(&order_in(m, order, &[customer(9), d.clone()]), t)
+            .await
+        {
+            Err(AssignError::PoolExhausted(e)) => {
+                assert_eq!(
+                    (e.eligible, e.live_contacts),
+                    (eligible, eligible),
+                    "{m}: {e}"
+                );
+            }
+            other => panic!("{m}: expected PoolExhausted, got {other:?}"),
+        }
+    }
+    // AND the live-contacts peak recorded for pool-refresh is per market
+    let day = vnmask::pool::day_key(t);
+    assert_eq!(
+        fx.store.live_peak(&market("IN"), &day).await.unwrap(),
+        Some(4)
+    );
+    assert_eq!(
+        fx.store.live_peak(&market("US"), &day).await.unwrap(),
+        Some(2)
+    );
+}
+
+async fn changing_a_markets_channels_applies_to_new_assignments_only(fx: Fx) {
+    // GIVEN India served voice+sms, with one voice+sms number and two voice-only ones, and a
+    // live order on the voice+sms number
+    let mut pool = numbers("IN", 0, 1, Capabilities::VOICE_AND_SMS);
+    pool.extend(numbers("IN", 1, 2, VOICE));
+    let before = serving(&fx, &[("IN", Capabilities::VOICE_AND_SMS)], &pool).await;
+    let (c, d) = (customer(1), driver(1));
+    let t = now();
+    before
+        .apply(&order_in("IN", "o1", &[c.clone(), d.clone()]), t)
+        .await
+        .unwrap();
+    // WHEN the market turns voice-only (a new deployment) and the driver takes two more orders
+    let after = serving(&fx, &[("IN", VOICE)], &[]).await;
+    for (i, order) in [(2, "o2"), (3, "o3")] {
+        after
+            .apply(&order_in("IN", order, &[customer(i), d.clone()]), t + 1)
+            .await
+            .unwrap();
+    }
+    // THEN the live order keeps its number, and the new ones use the voice-only numbers
+    assert_eq!(fx.number_between("o1", &c, &d, t + 1).await, pool[0].number);
+    let newer: HashSet<_> = [
+        fx.number_between("o2", &customer(2), &d, t + 1).await,
+        fx.number_between("o3", &customer(3), &d, t + 1).await,
+    ]
+    .into();
+    assert_eq!(newer, pool[1..].iter().map(|v| v.number.clone()).collect());
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -713,6 +927,10 @@ contract! {
     an_end_ends_a_half_pair_both_ways: 3,
     fallback_racing_its_event_applies_once: 3,
     a_retired_number_hands_its_pairs_over_whole: 3,
+    a_voice_only_market_assigns_from_voice_only_numbers: 0,
+    a_voice_and_sms_market_never_takes_a_voice_only_number: 0,
+    a_mixed_pool_serves_each_market_from_its_subset_and_bounds_each_apart: 0,
+    changing_a_markets_channels_applies_to_new_assignments_only: 0,
 }
 
 #[tokio::test]
