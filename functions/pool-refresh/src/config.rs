@@ -104,8 +104,7 @@ impl Config {
             // number: no keys to read, no KMS call at cold start.
             store: StoreConfig::without_keys(src)?,
             refresh: RefreshSettings {
-                markets: assign.markets.into_iter().collect::<BTreeSet<_>>(),
-                needs: assign.needs,
+                markets: assign.markets.into_iter().collect(),
                 drain,
                 min_headroom: parsed(src, "VNMASK_POOL_MIN_HEADROOM", 4)?,
                 buying,

@@ -15,7 +15,7 @@
 pub mod config;
 pub mod inventory;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,10 +46,11 @@ const DAY: i64 = 24 * 3600;
 /// What a run does, from configuration.
 #[derive(Debug, Clone)]
 pub struct RefreshSettings {
-    /// Markets to refresh; numbers the providers list in other countries are left alone.
-    pub markets: BTreeSet<Market>,
-    /// What new contacts need of a number (as the assignment policy sees it).
-    pub needs: Capabilities,
+    /// Markets to refresh, each with what new contacts there need of a number (as the
+    /// assignment policy sees it): a market's headroom counts and its purchases bring only
+    /// numbers carrying those channels. Numbers the providers list in other countries are left
+    /// alone.
+    pub markets: BTreeMap<Market, Capabilities>,
     /// Numbers operators want drained.
     pub drain: HashSet<VirtualNumber>,
     /// Below this headroom a market needs more numbers.
@@ -254,13 +255,13 @@ impl Refresher {
             sample: self.sample_routes(now).await,
             buy_left: self.settings.buying.as_ref().map_or(0, |b| b.per_run),
         };
-        for market in &self.settings.markets {
+        for (market, &needs) in &self.settings.markets {
             let mut m = MarketSummary {
                 market: market.to_string(),
                 ..MarketSummary::default()
             };
             let refreshed = self
-                .refresh_market(&mut run, market, &listings, &mut m)
+                .refresh_market(&mut run, market, needs, &listings, &mut m)
                 .await;
             if let Err(e) = refreshed {
                 tracing::error!(market = %market, error = %e, "market not refreshed");
@@ -292,12 +293,13 @@ impl Refresher {
         &self,
         run: &mut Run,
         market: &Market,
+        needs: Capabilities,
         listings: &BTreeMap<Provider, Listing>,
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
         let numbers = self.reconcile(market, listings, summary).await?;
         let peak = self.live_peak(market, run.now).await?;
-        let health = pool::health(market, &numbers, self.settings.needs, peak);
+        let health = pool::health(market, &numbers, needs, peak);
         summary.record_health(&health);
         if let Some(sample) = &run.sample {
             let routes: Vec<&VirtualNumber> = sample
@@ -319,7 +321,8 @@ impl Refresher {
         }
         match (&self.settings.buying, &self.vendor) {
             (Some(buying), Some(vendor)) => {
-                self.buy(run, market, vendor.as_ref(), buying, peak, summary)
+                let demand = Demand { needs, peak };
+                self.buy(run, market, demand, vendor.as_ref(), buying, summary)
                     .await?;
             }
             _ => {
@@ -421,9 +424,9 @@ impl Refresher {
         &self,
         run: &mut Run,
         market: &Market,
+        demand: Demand,
         vendor: &dyn Vendor,
         buying: &Buying,
-        peak: u32,
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
         if run.buy_left == 0 {
@@ -443,7 +446,7 @@ impl Refresher {
             return Ok(());
         }
         let bought = self
-            .buy_under_lease(run, market, vendor, buying, peak, summary)
+            .buy_under_lease(run, market, demand, vendor, buying, summary)
             .await;
         if let Err(e) = self.store.release_lease(&lease, &run.id).await {
             tracing::warn!(market = %market, error = %e, "buying lease not released; it expires on its own");
@@ -455,15 +458,15 @@ impl Refresher {
         &self,
         run: &mut Run,
         market: &Market,
+        demand: Demand,
         vendor: &dyn Vendor,
         buying: &Buying,
-        peak: u32,
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
         let now = run.now;
         // Read again under the lease: a run that held it before may have filled the need.
         let numbers = self.numbers(market).await?;
-        let health = pool::health(market, &numbers, self.settings.needs, peak);
+        let health = pool::health(market, &numbers, demand.needs, demand.peak);
         let want = pool::purchases_wanted(
             health.headroom,
             self.settings.min_headroom,
@@ -475,7 +478,7 @@ impl Refresher {
         }
         let ours: HashSet<&VirtualNumber> = numbers.iter().map(|v| &v.number).collect();
         let offered = match vendor
-            .offered_numbers(market, self.settings.needs, want.saturating_mul(2).max(5))
+            .offered_numbers(market, demand.needs, want.saturating_mul(2).max(5))
             .await
         {
             Ok(offered) => offered,
@@ -562,6 +565,14 @@ impl Refresher {
             }
         }
     }
+}
+
+/// What a market's numbers must cover: the channels its pairs need, and the most live contacts
+/// one person held there lately.
+#[derive(Debug, Clone, Copy)]
+struct Demand {
+    needs: Capabilities,
+    peak: u32,
 }
 
 /// What one run carries from market to market.

@@ -954,6 +954,120 @@ async fn with_buying_off_a_shortfall_is_only_reported() {
 }
 
 #[tokio::test]
+async fn headroom_counts_only_numbers_carrying_each_markets_channels() {
+    // GIVEN a voice-only Indian market and a voice+sms US market, each pool mixing voice-only
+    // numbers with voice+sms ones, and a busiest person holding one live contact in each
+    let dynamo = local_dynamo().await;
+    let entries = [
+        ("+911140001000", r#"["voice"]"#),
+        ("+911140001001", r#"["voice"]"#),
+        ("+911140001002", r#"["voice"]"#),
+        ("+911140001003", r#"["voice", "sms"]"#),
+        ("+14155551000", r#"["voice"]"#),
+        ("+14155551001", r#"["voice"]"#),
+        ("+14155551002", r#"["voice", "sms"]"#),
+    ];
+    let listed: Vec<String> = entries
+        .iter()
+        .map(|(n, caps)| format!(r#"{{"number": "{n}", "capabilities": {caps}}}"#))
+        .collect();
+    let static_list = StaticList::from_json(&format!("[{}]", listed.join(","))).unwrap();
+    let today = vnmask::pool::day_key(now());
+    for m in ["IN", "US"] {
+        dynamo
+            .store
+            .raise_live_peak(&market(m), &today, 1, now() + 3600)
+            .await
+            .unwrap();
+    }
+    let mut settings = settings(&["IN", "US"]);
+    settings.markets.insert(market("IN"), VOICE_ONLY);
+    let refresher = refresher(
+        keyless(&dynamo),
+        vec![Arc::new(static_list)],
+        None,
+        settings,
+    );
+
+    // WHEN the pools are refreshed
+    let summary = refresher.refresh(now()).await;
+
+    // THEN India counts its voice-only numbers and the voice+sms one; the US only its
+    // voice+sms number, and is one short of nothing
+    let by_market: BTreeMap<&str, _> = summary
+        .markets
+        .iter()
+        .map(|m| (m.market.as_str(), m))
+        .collect();
+    let (india, us) = (by_market["IN"], by_market["US"]);
+    assert!(india.error.is_none() && us.error.is_none(), "{summary:?}");
+    assert_eq!(
+        (india.numbers_active, india.eligible, india.headroom),
+        (4, 4, 3),
+        "{india:?}"
+    );
+    assert_eq!(
+        (us.numbers_active, us.eligible, us.headroom),
+        (3, 1, 0),
+        "{us:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_voice_only_market_buys_voice_numbers_without_asking_for_sms() {
+    // GIVEN a dry US pool whose market is configured voice-only, and buying on
+    let server = MockServer::start().await;
+    let dynamo = dry_us_pool(&server).await;
+    twilio_offers(&server).await;
+    Mock::given(method("POST"))
+        .and(path(twilio_path("IncomingPhoneNumbers.json")))
+        .respond_with(TwilioCreates)
+        .mount(&server)
+        .await;
+    let twilio = twilio(&server);
+    let mut settings = settings(&["US"]);
+    settings.markets.insert(market("US"), VOICE_ONLY);
+    settings.min_headroom = 3;
+    settings.buying = Some(buying(1, 10));
+    let refresher = refresher(
+        keyless(&dynamo),
+        vec![twilio.clone()],
+        Some(twilio as Arc<dyn Vendor>),
+        settings,
+    );
+
+    // WHEN
+    let summary = refresher.refresh(now()).await;
+
+    // THEN the search asked for voice and not for SMS, and a number was bought
+    let m = &summary.markets[0];
+    assert_eq!(m.bought, 1, "{m:?}");
+    let searches: Vec<Vec<(String, String)>> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r.url
+                .path()
+                .ends_with("AvailablePhoneNumbers/US/Local.json")
+        })
+        .map(|r| {
+            r.url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(searches.len(), 1);
+    assert!(searches[0].contains(&("VoiceEnabled".into(), "true".into())));
+    assert!(
+        !searches[0].iter().any(|(k, _)| k == "SmsEnabled"),
+        "{searches:?}"
+    );
+}
+
+#[tokio::test]
 async fn headroom_and_busiest_share_follow_the_assignments() {
     // GIVEN four static Indian numbers, and three live orders of one customer
     let dynamo = local_dynamo().await;

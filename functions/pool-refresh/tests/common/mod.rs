@@ -229,8 +229,10 @@ pub fn market(m: &str) -> Market {
 
 pub fn settings(markets: &[&str]) -> RefreshSettings {
     RefreshSettings {
-        markets: markets.iter().map(|m| market(m)).collect::<BTreeSet<_>>(),
-        needs: Capabilities::VOICE_AND_SMS,
+        markets: markets
+            .iter()
+            .map(|m| (market(m), Capabilities::VOICE_AND_SMS))
+            .collect(),
         drain: HashSet::new(),
         min_headroom: 0,
         buying: None,
