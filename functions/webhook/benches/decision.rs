@@ -408,6 +408,7 @@ fn bench(c: &mut Criterion) {
         max_ringing_duration: 30,
         max_conversation_duration: 3600,
     };
+    let market = "IN".parse().unwrap();
     let taken = samples.entry("exotel").or_default();
     group.bench_function("exotel", |b| {
         per_request(b, taken, || {
@@ -415,7 +416,7 @@ fn bench(c: &mut Criterion) {
             let params = parse_query(black_box(&query_string)).unwrap();
             let token = param(&params, exotel::TOKEN_PARAM);
             exotel::verify_token(&exotel_tokens, token).unwrap();
-            let query = exotel::connect_query(&params).unwrap();
+            let query = exotel::connect_query(&params, &market).unwrap();
             let decision = rt.block_on(decide(store, &query, now(), BUDGET));
             exotel::connect_response(&decision, &limits)
         })

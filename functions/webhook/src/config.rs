@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use vnmask::config::{parsed, ConfigError, Source};
+use vnmask::domain::Market;
 use vnmask::providers::exotel::{ConnectSettings, SourceAllowList};
 use vnmask::providers::twilio::{VoiceRefusal, VoiceSettings};
 use vnmask::providers::Secret;
@@ -63,6 +64,9 @@ pub struct ExotelConfig {
     /// Where Exotel's requests may come from. Exotel signs nothing, so this is required unless
     /// `VNMASK_LOCAL_DEVELOPMENT=true` (never in a deployment).
     pub allowed_sources: Option<SourceAllowList>,
+    /// The market whose national forms Exotel's numbers come in (`VNMASK_EXOTEL_MARKET`,
+    /// default `IN`): `CallFrom=09494865411` is read as `+919494865411`.
+    pub market: Market,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +97,7 @@ impl Providers {
             Some(tokens) => Some(ExotelConfig {
                 tokens,
                 allowed_sources: exotel_sources(src)?,
+                market: exotel_market(src)?,
             }),
         };
         let generic =
@@ -183,6 +188,19 @@ fn exotel_sources(src: &dyn Source) -> Result<Option<SourceAllowList>, ConfigErr
                 .into(),
         }),
     }
+}
+
+/// The market Exotel's account is in: an ISO country code.
+fn exotel_market(src: &dyn Source) -> Result<Market, ConfigError> {
+    const VAR: &str = "VNMASK_EXOTEL_MARKET";
+    src.get(VAR)
+        .as_deref()
+        .unwrap_or("IN")
+        .parse()
+        .map_err(|e: vnmask::domain::PhoneError| ConfigError::Invalid {
+            var: VAR,
+            reason: e.to_string(),
+        })
 }
 
 /// A comma-separated list of at most two secrets (current and next), each at least `min` bytes.
@@ -363,5 +381,28 @@ mod tests {
         ]))
         .unwrap();
         assert!(listed.exotel.unwrap().allowed_sources.is_some());
+    }
+
+    #[test]
+    fn exotel_reads_numbers_in_india_unless_told_otherwise() {
+        let base = [
+            ("VNMASK_EXOTEL_TOKENS", "exotel-token-0123456789abcdef"),
+            ("VNMASK_LOCAL_DEVELOPMENT", "true"),
+        ];
+        let exotel = |extra: &[(&str, &str)]| {
+            let env: Vec<_> = base.iter().chain(extra).copied().collect();
+            Providers::from_source(&src(&env)).map(|p| p.exotel.unwrap().market)
+        };
+        assert_eq!(exotel(&[]).unwrap().as_str(), "IN");
+        assert_eq!(
+            exotel(&[("VNMASK_EXOTEL_MARKET", "sg")]).unwrap().as_str(),
+            "SG"
+        );
+        for bad in ["", "XX", "IND", "+91"] {
+            let err = exotel(&[("VNMASK_EXOTEL_MARKET", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("VNMASK_EXOTEL_MARKET"), "{bad:?}: {err}");
+        }
     }
 }

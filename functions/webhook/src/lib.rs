@@ -285,7 +285,7 @@ impl Webhook {
         let params = parse_query(uri.query().unwrap_or_default())?;
         let query_token = param(&params, exotel::TOKEN_PARAM);
         exotel::verify_token(&config.tokens, path_token.or(query_token))?;
-        Ok(exotel::connect_query(&params)?)
+        Ok(exotel::connect_query(&params, &config.market)?)
     }
 
     async fn generic(&self, headers: &HeaderMap, body: &[u8]) -> Response {

@@ -1,8 +1,14 @@
-//! Exotel: the Connect applet's dynamic URL ("Programmable Connect").
+//! Exotel: the Connect applet's dynamic URL ("Programmable Connect"), and Passthru.
 //!
 //! Exotel GETs the configured URL with the call's details as query parameters (`CallSid`,
 //! `CallFrom`, `CallTo`, …) and expects JSON naming the number to dial. Exotel signs nothing,
 //! so the URL carries a secret token and, optionally, only Exotel's addresses are let in.
+//!
+//! Exotel writes numbers the way its account's market does, not in E.164: `CallFrom=09494865411`
+//! (trunk prefix `0`), `CallTo=08047113155` (a landline ExoPhone with its STD code). The two
+//! numbers are read in the market configured for Exotel ([`E164::parse_national`]).
+//!
+//! [`E164::parse_national`]: crate::domain::E164::parse_national
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -11,30 +17,46 @@ use std::str::FromStr;
 use serde_json::json;
 
 use super::{same_bytes, AuthError, RequestError, Secret};
-use crate::domain::{CallId, Channel};
+use crate::domain::{CallId, Channel, Market, RealNumber, VirtualNumber};
 use crate::routing::{Decision, RouteQuery};
 
 /// The query parameter that may carry the token (the other place is the last path segment).
 pub const TOKEN_PARAM: &str = "vnmask_token";
 
-/// Reads a Connect applet request. Exotel's own pages spell `CallFrom` both ways, so names are
-/// matched without regard to case.
-pub fn connect_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
-    let get = |name: &'static str| {
+/// Reads a Connect applet or Passthru request, its two numbers in `market`'s national forms or
+/// in E.164. Exotel's own pages spell `CallFrom` both ways, so names are matched without regard
+/// to case.
+///
+/// The caller is `CallFrom` and the dialled ExoPhone `CallTo`; Passthru's older parameter set
+/// names them only `From` and `To`, read when the `Call…` name is absent. Nothing else is a
+/// number to route on: `DialWhomNumber` is whom the applet last dialled (our answer, not the
+/// question) and `digits` is what the caller keyed in.
+pub fn connect_query(
+    params: &[(Cow<'_, str>, Cow<'_, str>)],
+    market: &Market,
+) -> Result<RouteQuery, RequestError> {
+    let find = |name: &str| {
         params
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_ref())
+    };
+    let get = |name: &'static str, older: &'static str| {
+        find(name)
+            .or_else(|| find(older))
             .ok_or(RequestError::Missing(name))
     };
-    let id = CallId::parse(get("CallSid")?).map_err(|_| RequestError::Malformed("CallSid"))?;
-    Ok(RouteQuery::new(
-        Channel::Voice,
-        id,
-        get("CallFrom")?,
-        get("CallTo")?,
-        None,
-    ))
+    let sid = find("CallSid").ok_or(RequestError::Missing("CallSid"))?;
+    let call_id = CallId::parse(sid).map_err(|_| RequestError::Malformed("CallSid"))?;
+    let caller = get("CallFrom", "From")?;
+    let dialled = get("CallTo", "To")?;
+    Ok(RouteQuery {
+        channel: Channel::Voice,
+        call_id,
+        caller: RealNumber::parse_national(caller, market),
+        dialled: VirtualNumber::parse_national(dialled, market),
+        text: None,
+    })
 }
 
 /// Checks the presented token against the configured ones (two during a rotation).
@@ -169,6 +191,77 @@ pub fn connect_response(decision: &Decision, settings: &ConnectSettings) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn query(
+        pairs: &[(&'static str, &'static str)],
+    ) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+            .collect()
+    }
+
+    fn india() -> Market {
+        "IN".parse().unwrap()
+    }
+
+    #[test]
+    fn national_numbers_are_read_in_the_market() {
+        let q = connect_query(
+            &query(&[
+                ("CallSid", "b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a"),
+                ("CallFrom", "09494865411"),
+                ("CallTo", "08047113155"),
+                ("DialWhomNumber", ""),
+                ("digits", "\"1\""),
+            ]),
+            &india(),
+        )
+        .unwrap();
+        assert_eq!(q.caller.unwrap().expose(), "+919494865411");
+        assert_eq!(q.dialled.unwrap().as_str(), "+918047113155");
+        let us: Market = "US".parse().unwrap();
+        let q = connect_query(
+            &query(&[
+                ("CallSid", "b6"),
+                ("CallFrom", "09494865411"),
+                ("CallTo", "08047113155"),
+            ]),
+            &us,
+        )
+        .unwrap();
+        assert!(q.caller.is_err() && q.dialled.is_err());
+    }
+
+    #[test]
+    fn passthru_from_and_to_stand_in_only_for_missing_call_names() {
+        let older = query(&[
+            ("CallSid", "b6"),
+            ("From", "9494865411"),
+            ("To", "918047113155"),
+        ]);
+        let q = connect_query(&older, &india()).unwrap();
+        assert_eq!(q.caller.unwrap().expose(), "+919494865411");
+        assert_eq!(q.dialled.unwrap().as_str(), "+918047113155");
+        let both = query(&[
+            ("CallSid", "b6"),
+            ("callfrom", "09494865411"),
+            ("From", "09812345678"),
+            ("CallTo", "08047113155"),
+            ("To", "08000000000"),
+        ]);
+        let q = connect_query(&both, &india()).unwrap();
+        assert_eq!(q.caller.unwrap().expose(), "+919494865411");
+        assert_eq!(q.dialled.unwrap().as_str(), "+918047113155");
+        assert_eq!(
+            connect_query(
+                &query(&[("CallSid", "b6"), ("CallTo", "08047113155")]),
+                &india()
+            )
+            .unwrap_err(),
+            RequestError::Missing("CallFrom")
+        );
+    }
 
     #[test]
     fn allow_list_matches_addresses_and_blocks() {
