@@ -1,7 +1,8 @@
 //! Provider requests as they reach the function: API Gateway HTTP API (payload 2.0) events,
 //! base64 bodies included, turned into requests by lambda_http exactly as in Lambda. The
 //! fixtures carry parameter sets shaped like Twilio's and Exotel's documented webhooks; their
-//! signatures were computed independently, with Python's `hmac` module.
+//! signatures were computed independently, with Python's `hmac` module. Exotel's come in
+//! national format too (`CallFrom=09810000001`), as Exotel sends them from an Indian account.
 
 use std::sync::Arc;
 
@@ -151,5 +152,139 @@ async fn generic_event_connects_once_signed_for_now() {
     assert_eq!(
         answer.json(),
         serde_json::json!({"action": "connect", "callee": D, "caller_id": VN})
+    );
+}
+
+/// The forms Exotel may use for an Indian number, E.164 last.
+fn indian_forms(e164: &str) -> Vec<String> {
+    let national = e164.strip_prefix("+91").unwrap();
+    let mut forms = vec![format!("0{national}"), format!("91{national}")];
+    if matches!(national.as_bytes()[0], b'6'..=b'9') {
+        forms.push(national.to_owned());
+    }
+    forms.push(e164.to_owned());
+    forms
+}
+
+fn exotel_dial(answer: &Answer) -> (serde_json::Value, serde_json::Value) {
+    let json = answer.json();
+    (
+        json["destination"]["numbers"].clone(),
+        json["outgoing_phone_number"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn exotel_connect_event_in_national_format_connects() {
+    let event = fixture("apigw-v2-exotel-connect-national.json");
+    assert!(event.contains("CallFrom=09810000001&CallTo=01140001000"));
+    let answer = send(&app(store().await), lambda_request(&event)).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        exotel_dial(&answer),
+        (serde_json::json!([D]), serde_json::json!(VN))
+    );
+}
+
+/// Passthru's query, with `CallFrom`/`CallTo` and with only the older `From`/`To`.
+#[tokio::test]
+async fn exotel_passthru_queries_in_national_format_connect() {
+    let app = app(store().await);
+    for name in [
+        "exotel-passthru-national.query",
+        "exotel-passthru-legacy.query",
+    ] {
+        let query = fixture(name);
+        let answer = send(&app, ApiGatewayEvent::get(EXOTEL, query.trim()).request()).await;
+        assert_eq!(answer.status, 200, "{name}: {answer:?}");
+        assert_eq!(
+            exotel_dial(&answer),
+            (serde_json::json!([D]), serde_json::json!(VN)),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_national_form_routes_to_the_same_pair_as_its_e164_twin() {
+    let app = app(store().await);
+    let mut sid = 0;
+    for (caller, callee) in [(C, D), (D, C)] {
+        for from in indian_forms(caller) {
+            for to in indian_forms(VN) {
+                sid += 1;
+                let call = exotel_call_as(&format!("national-{sid}"), &from, &to);
+                let answer = send(&app, call).await;
+                assert_eq!(
+                    exotel_dial(&answer),
+                    (serde_json::json!([callee]), serde_json::json!(VN)),
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+    // Every caller form of C and D, times the VN's three (a landline has no bare form).
+    assert_eq!(sid, 2 * 4 * 3);
+}
+
+#[tokio::test]
+async fn malformed_or_foreign_looking_exotel_numbers_are_refused() {
+    let app = app(store().await);
+    let refused = [
+        "",
+        "anonymous",
+        "+91 9810000001",
+        "0981000000",
+        "098100000011",
+        "981000000",
+        "9198100000011",
+        "00919810000001",
+        "0919810000001",
+        "09810-000001",
+        "1140001000",
+    ];
+    let mut sid = 0;
+    for bad in refused {
+        for (from, to) in [(bad, VN), (C, bad)] {
+            sid += 1;
+            let answer = send(&app, exotel_call_as(&format!("bad-{sid}"), from, to)).await;
+            assert_eq!(answer.status, 200, "{from} -> {to}: {answer:?}");
+            assert_eq!(
+                answer.json()["destination"]["numbers"],
+                serde_json::json!([]),
+                "{from:?} -> {to:?}"
+            );
+        }
+    }
+}
+
+/// Twilio and generic callers send E.164: a national form there is refused, as before.
+#[tokio::test]
+async fn only_exotel_reads_national_forms() {
+    let app = app(store().await);
+    let answer = send(&app, twilio_call("09810000001", VN)).await;
+    assert!(answer.is_twiml_refusal(), "{answer:?}");
+    let answer = send(&app, generic_call("09810000001", VN)).await;
+    assert_eq!(answer.json()["action"], "reject", "{answer:?}");
+}
+
+#[tokio::test]
+async fn exotel_in_another_market_takes_e164_only() {
+    let mut env = env();
+    env.insert("VNMASK_EXOTEL_MARKET".into(), "US".into());
+    let app = app_with(
+        store().await,
+        WebhookConfig::from_source(&env).unwrap(),
+        None,
+    );
+    let answer = send(&app, exotel_call_as("us-1", "09810000001", "01140001000")).await;
+    assert_eq!(
+        answer.json()["destination"]["numbers"],
+        serde_json::json!([])
+    );
+    let answer = send(&app, exotel_call_as("us-2", C, VN)).await;
+    assert_eq!(
+        answer.json()["destination"]["numbers"],
+        serde_json::json!([D])
     );
 }

@@ -197,8 +197,13 @@ pub fn twilio_text(from: &str, to: &str, body: &str) -> Request<Body> {
 }
 
 pub fn exotel_call(from: &str, to: &str) -> Request<Body> {
+    exotel_call_as("b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a", from, to)
+}
+
+/// An Exotel Connect request with its own call id: several in one test are not replays.
+pub fn exotel_call_as(call_sid: &str, from: &str, to: &str) -> Request<Body> {
     let query = form(&[
-        ("CallSid", "b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a"),
+        ("CallSid", call_sid),
         ("CallFrom", from),
         ("CallTo", to),
         ("Direction", "incoming"),
