@@ -316,6 +316,32 @@ mod tests {
     }
 
     #[test]
+    fn each_market_refreshes_with_its_own_channels() {
+        use vnmask::domain::Capabilities;
+        let c = Config::from_source(&src(&[
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[]"),
+            ("VNMASK_MARKETS", "IN:voice,US"),
+        ]))
+        .unwrap();
+        let needs = |m: &str| c.refresh.markets[&m.parse().unwrap()];
+        assert_eq!(
+            needs("IN"),
+            Capabilities {
+                voice: true,
+                sms: false
+            }
+        );
+        assert_eq!(needs("US"), Capabilities::VOICE_AND_SMS);
+        assert!(err(&[
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[]"),
+            ("VNMASK_MARKETS", "IN:sms"),
+        ])
+        .contains("VNMASK_MARKETS"));
+    }
+
+    #[test]
     fn errors_name_the_variable_and_never_the_secret() {
         assert!(err(&[]).contains("VNMASK_PROVIDERS"));
         assert!(err(&[("VNMASK_PROVIDERS", "twilio,vonage")]).contains("vonage"));

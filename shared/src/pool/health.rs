@@ -141,6 +141,26 @@ mod tests {
     }
 
     #[test]
+    fn a_voice_only_market_counts_voice_only_numbers_and_a_voice_and_sms_one_does_not() {
+        let voice_only = Capabilities {
+            voice: true,
+            sms: false,
+        };
+        let both = Capabilities::VOICE_AND_SMS;
+        let pool = [
+            number(0, "IN", voice_only, NumberState::Active),
+            number(1, "IN", voice_only, NumberState::Active),
+            number(2, "IN", both, NumberState::Active),
+            number(3, "IN", voice_only, NumberState::Draining),
+        ];
+        let market = "IN".parse().unwrap();
+        let voice = health(&market, &pool, voice_only, 1);
+        assert_eq!((voice.eligible, voice.headroom), (3, 2));
+        let texts_too = health(&market, &pool, both, 1);
+        assert_eq!((texts_too.eligible, texts_too.headroom), (1, 0));
+    }
+
+    #[test]
     fn busiest_share_names_the_number_with_most_routes() {
         let sample = [vn(1), vn(2), vn(2), vn(3)];
         let busiest = busiest_share(&sample).unwrap();
