@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vnmask::assignment::{
-    AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
+    plan_contacts, AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
+    PlanRequest,
 };
 use vnmask::domain::{
-    ContactPolicy, NumberState, Participant, PoolNumber, Session, SessionState, UnixTime,
+    Capabilities, ContactPolicy, NumberState, OrderId, Participant, PoolNumber, Session,
+    SessionState, UnixTime, VirtualNumber,
 };
 use vnmask::routing::live_route;
 use vnmask::store::memory::MemoryStore;
@@ -604,4 +606,139 @@ fn people_in_fixtures_are_distinct() {
         .flat_map(|i| [customer(i).phone, driver(i).phone, merchant(i).phone])
         .collect();
     assert_eq!(phones.len(), 60);
+}
+
+const VOICE: Capabilities = Capabilities {
+    voice: true,
+    sms: false,
+};
+
+/// A market's pool of up to ten numbers, each voice-only or voice+sms and in any state.
+fn mixed_pool() -> impl Strategy<Value = Vec<PoolNumber>> {
+    proptest::collection::vec((any::<bool>(), 0..4u8), 0..10).prop_map(|kinds| {
+        pool("IN", kinds.len())
+            .into_iter()
+            .zip(kinds)
+            .map(|(n, (sms, state))| PoolNumber {
+                capabilities: if sms {
+                    Capabilities::VOICE_AND_SMS
+                } else {
+                    VOICE
+                },
+                state: match state {
+                    0 => NumberState::Draining,
+                    1 => NumberState::Retired,
+                    _ => NumberState::Active,
+                },
+                ..n
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Whatever a market needs, the policy hands out only active numbers carrying it, distinct
+    /// for each person, and runs dry only when the market's own bound says so: a pair's two
+    /// parties already dial every eligible number.
+    #[test]
+    fn a_market_gets_only_numbers_with_its_channels_and_runs_dry_only_over_them(
+        numbers in mixed_pool(),
+        sms_needed in any::<bool>(),
+        busy_picks in proptest::collection::vec(proptest::collection::vec(0..10usize, 0..6), 3),
+    ) {
+        let needs = if sms_needed { Capabilities::VOICE_AND_SMS } else { VOICE };
+        let people = [customer(0), driver(0), merchant(0)];
+        let busy: Vec<HashSet<VirtualNumber>> = busy_picks
+            .iter()
+            .map(|picks| {
+                picks
+                    .iter()
+                    .filter_map(|&i| numbers.get(i).map(|v| v.number.clone()))
+                    .collect()
+            })
+            .collect();
+        let in_market = market("IN");
+        let order: OrderId = "o1".parse().unwrap();
+        let policy = ContactPolicy::default();
+        let eligible: HashSet<&VirtualNumber> = numbers
+            .iter()
+            .filter(|v| v.state == NumberState::Active && v.capabilities.contains(needs))
+            .map(|v| &v.number)
+            .collect();
+        let planned = plan_contacts(&PlanRequest {
+            order_id: &order,
+            market: &in_market,
+            participants: &people,
+            previous: None,
+            busy: &busy,
+            pool: &numbers,
+            contact_policy: &policy,
+            needs,
+        });
+        match planned {
+            Ok(contacts) => {
+                prop_assert_eq!(contacts.len(), policy.pairs(&people).len());
+                let mut dialled: Vec<HashSet<VirtualNumber>> = busy.clone();
+                for c in &contacts {
+                    prop_assert!(eligible.contains(&c.number), "{} is not eligible", c.number);
+                    let carried = numbers.iter().find(|v| v.number == c.number).unwrap();
+                    prop_assert_eq!(c.capabilities, carried.capabilities);
+                    for (k, p) in people.iter().enumerate() {
+                        if c.involves(&p.user_id) {
+                            prop_assert!(dialled[k].insert(c.number.clone()), "a person dials a number twice");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.eligible, eligible.len());
+                // Running dry means a pair's two parties dial every eligible number between
+                // them: their other orders' eligible numbers, and at most one more each from
+                // this order's other pair.
+                let held = |k: usize| busy[k].iter().filter(|n| eligible.contains(n)).count();
+                prop_assert!(e.live_contacts <= eligible.len());
+                prop_assert!(policy
+                    .pairs(&people)
+                    .iter()
+                    .any(|&(i, j)| held(i) + held(j) + 2 >= eligible.len()));
+            }
+        }
+    }
+
+    /// SMS missing costs no number: a voice-only market over voice-only numbers plans exactly
+    /// what a voice+sms market plans over the same numbers carrying SMS.
+    #[test]
+    fn a_voice_only_market_plans_as_a_voice_and_sms_one_does(
+        size in 1..12usize,
+        busy_picks in proptest::collection::vec(proptest::collection::vec(0..12usize, 0..8), 3),
+    ) {
+        let people = [customer(0), driver(0), merchant(0)];
+        let with_sms = pool("IN", size);
+        let voice_only: Vec<PoolNumber> = with_sms
+            .iter()
+            .map(|v| PoolNumber { capabilities: VOICE, ..v.clone() })
+            .collect();
+        let busy: Vec<HashSet<VirtualNumber>> = busy_picks
+            .iter()
+            .map(|picks| picks.iter().filter_map(|&i| with_sms.get(i).map(|v| v.number.clone())).collect())
+            .collect();
+        let (in_market, order, policy) = (market("IN"), "o1".parse::<OrderId>().unwrap(), ContactPolicy::default());
+        let plan = |numbers: &[PoolNumber], needs| {
+            plan_contacts(&PlanRequest {
+                order_id: &order,
+                market: &in_market,
+                participants: &people,
+                previous: None,
+                busy: &busy,
+                pool: numbers,
+                contact_policy: &policy,
+                needs,
+            })
+            .map(|cs| cs.into_iter().map(|c| c.number).collect::<Vec<_>>())
+            .map_err(|e| (e.eligible, e.live_contacts))
+        };
+        prop_assert_eq!(plan(&voice_only, VOICE), plan(&with_sms, Capabilities::VOICE_AND_SMS));
+    }
 }
