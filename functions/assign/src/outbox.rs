@@ -196,17 +196,10 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use vnmask::domain::{Capabilities, Contact, Participant, RealNumber, SessionState};
+    use vnmask::domain::{Capabilities, Contact, SessionState};
+    use vnmask_tests::participant as person;
 
     use super::*;
-
-    fn person(role: &str, user: &str, phone: &str) -> Participant {
-        Participant {
-            role: role.parse().unwrap(),
-            user_id: user.parse().unwrap(),
-            phone: RealNumber::parse(phone).unwrap(),
-        }
-    }
 
     #[test]
     fn each_contact_says_what_its_number_carries() {

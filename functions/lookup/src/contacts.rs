@@ -255,17 +255,10 @@ pub fn contact_list(session: &Session, user: &UserId, now: UnixTime) -> Option<C
 
 #[cfg(test)]
 mod tests {
-    use vnmask::domain::{Capabilities, Contact, Participant, RealNumber};
+    use vnmask::domain::{Capabilities, Contact};
+    use vnmask_tests::participant as person;
 
     use super::*;
-
-    fn person(role: &str, user: &str, phone: &str) -> Participant {
-        Participant {
-            role: role.parse().unwrap(),
-            user_id: user.parse().unwrap(),
-            phone: RealNumber::parse(phone).unwrap(),
-        }
-    }
 
     fn contact(a: &str, b: &str, vn: &str) -> Contact {
         Contact {
