@@ -18,7 +18,7 @@ use vnmask::domain::{
     RealNumber, Session, SessionState, VirtualNumber,
 };
 use vnmask::events::OrderEvent;
-use vnmask::providers::twilio;
+use vnmask::providers::{exotel, twilio};
 use vnmask::store::{AssignmentStore, AuditStore, PoolStore, PoolWriteError, Store, StoreError};
 
 const EXAMPLES: &str = "\
@@ -28,6 +28,7 @@ Examples:
   vnctl session show ord-1001
   vnctl simulate call --from +919812345678 --to +911140000010
   vnctl simulate sms --from +919812345678 --to +911140000010 --body 'at the gate'
+  vnctl simulate call --provider exotel --from 09812345678 --to 01140000010
   vnctl pool list --market IN --json
   vnctl pool drain +911140000010 --market IN
   vnctl dlq list
@@ -118,18 +119,34 @@ enum SessionCommand {
 
 #[derive(Debug, Args)]
 struct Call {
-    /// The caller's real number, E.164.
+    /// The caller's real number: E.164, or with exotel the market's national forms.
     #[arg(long)]
     from: String,
-    /// The virtual number dialled, E.164.
+    /// The virtual number dialled: E.164, or with exotel the market's national forms.
     #[arg(long)]
     to: String,
+    /// Whose request to send: twilio (a signed form POST) or exotel (the Connect applet's GET,
+    /// calls only).
+    #[arg(long, value_enum, default_value = "twilio")]
+    provider: SimulatedProvider,
     /// The webhook's public base URL (the stack's API URL; locally the cargo lambda watch URL).
     #[arg(long, env = "VNMASK_PUBLIC_BASE_URL")]
     webhook_base: String,
     /// Twilio auth token(s) the webhook trusts; the first signs.
     #[arg(long, env = "VNMASK_TWILIO_AUTH_TOKENS", hide_env_values = true)]
-    auth_token: String,
+    auth_token: Option<String>,
+    /// Exotel token(s) the webhook trusts; the first is presented.
+    #[arg(long, env = "VNMASK_EXOTEL_TOKENS", hide_env_values = true)]
+    exotel_token: Option<String>,
+    /// The market whose national forms Exotel's numbers come in.
+    #[arg(long, env = "VNMASK_EXOTEL_MARKET", default_value = "IN")]
+    exotel_market: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SimulatedProvider {
+    Twilio,
+    Exotel,
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,15 +435,29 @@ async fn show_session(
 }
 
 async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliError> {
+    match (call.provider, sms_body) {
+        (SimulatedProvider::Twilio, _) => simulate_twilio(call, sms_body).await,
+        (SimulatedProvider::Exotel, None) => simulate_exotel(call).await,
+        (SimulatedProvider::Exotel, Some(_)) => Err(CliError::Usage(
+            "Exotel's Connect applet routes calls only; simulate a text with --provider twilio"
+                .into(),
+        )),
+    }
+}
+
+/// The first of a comma-separated list of credentials.
+fn first_credential(list: Option<&str>, flag: &str) -> Result<String, CliError> {
+    list.and_then(|l| l.split(',').next())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::Usage(format!("{flag} is required for this provider")))
+}
+
+async fn simulate_twilio(call: &Call, sms_body: Option<&str>) -> Result<Output, CliError> {
     RealNumber::parse(&call.from)?;
     VirtualNumber::parse(&call.to)?;
-    let token = call
-        .auth_token
-        .split(',')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let token = first_credential(call.auth_token.as_deref(), "--auth-token")?;
     let path = if sms_body.is_some() {
         "/v1/providers/twilio/sms"
     } else {
@@ -453,19 +484,11 @@ async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliErro
         }
     }
     let signature = twilio::sign(token.as_bytes(), &url, &params);
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(&url)
         .header(twilio::SIGNATURE_HEADER, signature)
-        .form(&params)
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| CliError::Failed(format!("webhook request failed: {e}")))?;
-    let status = response.status().as_u16();
-    let twiml = response
-        .text()
-        .await
-        .map_err(|e| CliError::Failed(format!("reading the answer: {e}")))?;
+        .form(&params);
+    let (status, twiml) = send(request).await?;
     let decision = if twiml.contains("<Dial") || twiml.contains("<Message") {
         "connect"
     } else {
@@ -476,6 +499,52 @@ async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliErro
         json: json!({"status": status, "decision": decision, "twiml": twiml}),
         code: 0,
     })
+}
+
+/// The Connect applet's request, numbers as given (Exotel sends national forms); the answer
+/// connects when it names a number to dial.
+async fn simulate_exotel(call: &Call) -> Result<Output, CliError> {
+    let market: Market = call.exotel_market.parse()?;
+    RealNumber::parse_national(&call.from, &market)?;
+    VirtualNumber::parse_national(&call.to, &market)?;
+    let token = first_credential(call.exotel_token.as_deref(), "--exotel-token")?;
+    let url = format!(
+        "{}/v1/providers/exotel/connect",
+        call.webhook_base.trim_end_matches('/')
+    );
+    let request = reqwest::Client::new().get(&url).query(&[
+        ("CallSid", format!("{:032x}", rand_id()).as_str()),
+        ("CallFrom", &call.from),
+        ("CallTo", &call.to),
+        ("Direction", "incoming"),
+        ("CallType", "call-attempt"),
+        (exotel::TOKEN_PARAM, &token),
+    ]);
+    let (status, body) = send(request).await?;
+    let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let connects = answer["destination"]["numbers"]
+        .as_array()
+        .is_some_and(|n| !n.is_empty());
+    let decision = if connects { "connect" } else { "refuse" };
+    Ok(Output {
+        text: format!("HTTP {status}: {decision}\n{body}"),
+        json: json!({"status": status, "decision": decision, "answer": answer}),
+        code: 0,
+    })
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<(u16, String), CliError> {
+    let response = request
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| CliError::Failed(format!("webhook request failed: {e}")))?;
+    let status = response.status().as_u16();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| CliError::Failed(format!("reading the answer: {e}")))?;
+    Ok((status, body))
 }
 
 fn rand_id() -> u128 {

@@ -451,3 +451,73 @@ async fn simulated_calls_carry_a_valid_twilio_signature() {
         Some(2)
     );
 }
+
+#[tokio::test]
+async fn simulated_exotel_calls_send_the_connect_applets_request_in_national_form() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/providers/exotel/connect"))
+        .and(query_param("CallFrom", "09812345678"))
+        .and(query_param("CallTo", "01140000010"))
+        .and(query_param("vnmask_token", "exo-a"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            r#"{"fetch_after_attempt":false,"destination":{"numbers":["+919898765432"]},"outgoing_phone_number":"+911140000010"}"#,
+        ))
+        .mount(&server)
+        .await;
+    let (mut cli, _) = vnctl().await;
+    cli.env
+        .insert("VNMASK_PUBLIC_BASE_URL".into(), server.uri());
+    cli.env
+        .insert("VNMASK_EXOTEL_TOKENS".into(), "exo-a,exo-b".into());
+    cli.env.remove("VNMASK_TWILIO_AUTH_TOKENS");
+    let call = |from: &'static str, extra: &[&'static str]| {
+        let mut args = vec!["simulate", "call", "--provider", "exotel"];
+        args.extend(["--from", from, "--to", "01140000010"]);
+        args.extend(extra);
+        args
+    };
+    let out = cli.json(&call("09812345678", &[]));
+    assert_eq!(out["decision"], "connect", "{out}");
+    let received = server.received_requests().await.unwrap();
+    let query = received[0].url.query().unwrap_or_default().to_owned();
+    assert!(query.contains("CallSid="), "{query}");
+
+    // Another answer (no number to dial) is a refusal; bad input never leaves vnctl.
+    server.reset().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"fetch_after_attempt":false,"destination":{"numbers":[]}}"#),
+        )
+        .mount(&server)
+        .await;
+    assert_eq!(cli.json(&call("09812345678", &[]))["decision"], "refuse");
+    for bad in [
+        call("0981234", &[]),
+        call("09812345678", &["--exotel-market", "XX"]),
+        vec![
+            "simulate",
+            "sms",
+            "--provider",
+            "exotel",
+            "--from",
+            "09812345678",
+            "--to",
+            "01140000010",
+        ],
+    ] {
+        assert_eq!(cli.run(&bad).status.code(), Some(2), "{bad:?}");
+    }
+    cli.env.remove("VNMASK_EXOTEL_TOKENS");
+    let missing = cli.run(&call("09812345678", &[]));
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--exotel-token"));
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "only the good request was sent"
+    );
+}
