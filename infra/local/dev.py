@@ -30,9 +30,13 @@ import boto3
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-MARKET = "IN"
-# A static pool for the local stack: Delhi-style numbers, valid E.164 for India.
-STATIC_POOL = [f"+9111400{n:05d}" for n in range(10, 16)]
+# Two markets, as a platform in India and the US would run them: India's pairs need only voice
+# (ExoPhone-style landline numbers, which carry no SMS), US pairs need voice and SMS.
+MARKETS = "IN:voice,US:voice+sms"
+STATIC_POOL = [
+    *({"number": f"+9111400{n:05d}", "market": "IN", "capabilities": ["voice"]} for n in range(10, 16)),
+    *({"number": f"+1415867{n:04d}", "market": "US", "capabilities": ["voice", "sms"]} for n in range(10, 14)),
+]
 
 
 def log(msg):
@@ -149,7 +153,9 @@ class Stack:
             "VNMASK_TABLE": self.table,
             "VNMASK_HMAC_KEY": wrapped("hmac"),
             "VNMASK_DATA_KEYS": "k1=" + wrapped("data:k1"),
-            "VNMASK_MARKETS": MARKET,
+            "VNMASK_MARKETS": MARKETS,
+            # Exotel sends India's numbers in national form (09812345678): the webhook reads them so.
+            "VNMASK_EXOTEL_MARKET": "IN",
             "VNMASK_GRACE_SECONDS": str(self.grace_seconds),
             "VNMASK_DLQ_URL": self.queues["OrderEventsDlq"],
             "VNMASK_NOTIFY_QUEUE_URL": self.queues["NotificationsQueue"],
@@ -159,9 +165,7 @@ class Stack:
             # cargo lambda watch has no JWT authorizer: lookup takes claims from this header, and
             # only outside AWS Lambda (the function checks; template.yaml never sets it).
             "VNMASK_LOCAL_CLAIMS_HEADER": "x-vnmask-local-claims",
-            "VNMASK_STATIC_NUMBERS": json.dumps(
-                [{"number": n, "market": MARKET, "capabilities": ["voice", "sms"]} for n in STATIC_POOL]
-            ),
+            "VNMASK_STATIC_NUMBERS": json.dumps(STATIC_POOL),
             "RUST_LOG": "info",
         }
         # Credentials made up for this run only. As in a deployment, the functions read them
@@ -338,7 +342,9 @@ def print_try_it(stack):
     print(f"""
 vnmask is running on 127.0.0.1.
   functions (cargo lambda watch)   {base}
+  markets                          {MARKETS}
   webhook (Twilio voice)           {base}/lambda-url/webhook/v1/providers/twilio/voice
+  webhook (Exotel Connect)         {base}/lambda-url/webhook/v1/providers/exotel/connect
   lookup                           {base}/lambda-url/lookup/v1/orders/{{order_id}}/contacts
   order-events queue               {stack.queues['OrderEventsQueue']}
   environment for clients          {stack.state / 'dev.env'}   (source it)

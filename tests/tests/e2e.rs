@@ -193,21 +193,45 @@ impl DevStack {
 
     /// A correctly signed Twilio voice webhook; returns the TwiML.
     async fn call(&self, from: &str, to: &str) -> String {
+        self.twilio(
+            "voice",
+            vec![
+                (
+                    "CallSid".to_owned(),
+                    format!("CA{:032x}", rand::random::<u128>()),
+                ),
+                ("From".to_owned(), from.to_owned()),
+                ("To".to_owned(), to.to_owned()),
+                ("CallStatus".to_owned(), "ringing".to_owned()),
+            ],
+        )
+        .await
+    }
+
+    /// A correctly signed Twilio messaging webhook; returns the TwiML.
+    async fn text(&self, from: &str, to: &str) -> String {
+        self.twilio(
+            "sms",
+            vec![
+                (
+                    "MessageSid".to_owned(),
+                    format!("SM{:032x}", rand::random::<u128>()),
+                ),
+                ("From".to_owned(), from.to_owned()),
+                ("To".to_owned(), to.to_owned()),
+                ("Body".to_owned(), "at the gate".to_owned()),
+            ],
+        )
+        .await
+    }
+
+    async fn twilio(&self, endpoint: &str, mut params: Vec<(String, String)>) -> String {
         let url = format!(
-            "{}/v1/providers/twilio/voice",
+            "{}/v1/providers/twilio/{endpoint}",
             self.var("VNMASK_PUBLIC_BASE_URL")
         );
-        let params = vec![
-            ("AccountSid".to_owned(), format!("AC{}", "0".repeat(32))),
-            (
-                "CallSid".to_owned(),
-                format!("CA{:032x}", rand::random::<u128>()),
-            ),
-            ("From".to_owned(), from.to_owned()),
-            ("To".to_owned(), to.to_owned()),
-            ("Direction".to_owned(), "inbound".to_owned()),
-            ("CallStatus".to_owned(), "ringing".to_owned()),
-        ];
+        params.push(("AccountSid".to_owned(), format!("AC{}", "0".repeat(32))));
+        params.push(("Direction".to_owned(), "inbound".to_owned()));
         let token = self
             .var("VNMASK_TWILIO_AUTH_TOKENS")
             .split(',')
@@ -225,6 +249,35 @@ impl DevStack {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200, "Twilio always gets 200");
         resp.text().await.unwrap()
+    }
+
+    /// Exotel's Connect applet asking about a call, numbers as Exotel sends them (national
+    /// form); returns the JSON answer.
+    async fn exotel_call(&self, call_from: &str, call_to: &str) -> Value {
+        let token = self.var("VNMASK_EXOTEL_TOKENS").split(',').next().unwrap();
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v1/providers/exotel/connect",
+                self.var("VNMASK_PUBLIC_BASE_URL")
+            ))
+            .query(&[
+                (
+                    "CallSid",
+                    format!("{:032x}", rand::random::<u128>()).as_str(),
+                ),
+                ("CallFrom", call_from),
+                ("CallTo", call_to),
+                ("Direction", "incoming"),
+                ("CallType", "call-attempt"),
+                ("DialWhomNumber", ""),
+                ("vnmask_token", token),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "Exotel always gets 200");
+        resp.json().await.unwrap()
     }
 
     /// Waits until vnctl's listing of the DLQ satisfies `ready`, and returns it.
@@ -320,8 +373,37 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
         "try-it failed: {out}\n{}",
         String::from_utf8_lossy(&try_it.stderr)
     );
-    assert!(out.contains("connect") && out.contains("<Dial"), "{out}");
-    assert!(out.contains("refuse"), "{out}");
+    // Each step's output, by its number.
+    let step = |n: u32| {
+        let start = out
+            .find(&format!("\n{n}. "))
+            .or_else(|| (n == 1).then_some(0))
+            .unwrap_or_else(|| panic!("try-it has step {n}: {out}"));
+        let rest = &out[start + 1..];
+        rest[..rest.find(&format!("\n{}. ", n + 1)).unwrap_or(rest.len())].to_owned()
+    };
+    assert!(step(2).contains(r#""capabilities":["voice"]"#), "{out}");
+    assert!(
+        step(3).contains("HTTP 200: connect") && step(3).contains("+919898765432"),
+        "India: the customer's call through Exotel, in national form, connects: {out}"
+    );
+    assert!(
+        step(4).contains("HTTP 200: refuse"),
+        "India: a text to a voice-only number is refused: {out}"
+    );
+    assert!(step(5).contains("HTTP 200: refuse"), "{out}");
+    assert!(
+        step(7).contains(r#""capabilities":["voice","sms"]"#),
+        "{out}"
+    );
+    assert!(
+        step(8).contains("HTTP 200: connect") && step(8).contains("<Dial"),
+        "{out}"
+    );
+    assert!(
+        step(9).contains("HTTP 200: connect") && step(9).contains("<Message"),
+        "the US: a text is relayed: {out}"
+    );
 
     // The seeds' scenario: customers C and N order at once, driver D takes both.
     stack
@@ -361,6 +443,29 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
     connects(&stack.call(D, &v_c).await, C, &v_c);
     connects(&stack.call(D, &v_n).await, N, &v_n);
     refuses(&stack.call("+919811111111", &v_c).await);
+    // India's numbers are voice-only: Exotel's Connect applet asks in national form (trunk 0)
+    // and is answered like Twilio; a text on the same number is refused.
+    let national = |e164: &str| format!("0{}", e164.strip_prefix("+91").unwrap());
+    let exotel = stack.exotel_call(&national(C), &national(&v_c)).await;
+    assert_eq!(exotel["destination"]["numbers"], json!([D]), "{exotel}");
+    assert_eq!(exotel["outgoing_phone_number"], v_c.as_str(), "{exotel}");
+    let exotel = stack.exotel_call(&C[3..], &national(&v_n)).await;
+    assert_eq!(
+        exotel["destination"]["numbers"],
+        json!([]),
+        "C has no route on N's number: {exotel}"
+    );
+    let texted = stack.text(C, &v_c).await;
+    assert!(
+        !texted.contains("<Message") && texted.contains("<Response"),
+        "a text to a voice-only pair is refused: {texted}"
+    );
+    let (_, seen) = stack.contacts("ord-c", "u-c").await;
+    assert_eq!(
+        seen["contacts"][0]["capabilities"],
+        json!(["voice"]),
+        "{seen}"
+    );
     let (status, _) = stack.contacts("ord-c", "u-n").await;
     assert_eq!(status, 404, "N is not part of C's order");
 

@@ -943,7 +943,8 @@ pub async fn main_with(cli: Cli) -> ExitCode {
             ExitCode::from(out.code)
         }
         Ok(out) => {
-            print!("{}", out.text);
+            // One trailing newline, so that a script's next line starts on its own.
+            println!("{}", out.text.trim_end_matches('\n'));
             ExitCode::from(out.code)
         }
         Err(e) => {
