@@ -6,7 +6,8 @@
 - a bridge that long-polls the order-events queue and invokes `assign` with SqsEvent batches,
   honouring partial batch failures (failed messages stay on the queue, and moto's redrive policy
   moves them to the DLQ after maxReceiveCount), as the Lambda event source mapping would;
-- a timer that invokes `pool-refresh` (seeded with a static pool, so calls work at once).
+- a timer that invokes `pool-refresh` (seeded with a static pool, so calls work at once);
+- a consumer of the interactions queue, writing what the webhook publishes to interactions.log.
 
 Ctrl-C (or SIGTERM) stops everything it started.
 """
@@ -27,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,6 +250,29 @@ class Stack:
                 log(f"assign invocation failed ({e}); the batch will be redelivered")
                 self.stopping.wait(2)
 
+    # -- a consumer of the interactions queue --------------------------------------------------
+    def interactions(self):
+        """Reads the interactions the webhook publishes into interactions.log (they carry no real
+        number), so that the queue stays empty however long the stack runs."""
+        sqs = self.client("sqs")
+        queue = self.queues["InteractionsQueue"]
+        with open(self.state / "interactions.log", "a") as out:
+            while not self.stopping.is_set():
+                try:
+                    got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+                    messages = got.get("Messages", [])
+                    if not messages:
+                        continue
+                    out.writelines(m["Body"] + "\n" for m in messages)
+                    out.flush()
+                    sqs.delete_message_batch(
+                        QueueUrl=queue,
+                        Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+                    )
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+                    log(f"reading interactions failed: {e}")
+                    self.stopping.wait(2)
+
     def refresh_pool(self):
         summary = self.invoke("pool-refresh", {"source": "vnmask.dev", "detail-type": "Scheduled Event", "detail": {}})
         log(f"pool-refresh: {json.dumps(summary)[:300]}")
@@ -327,6 +352,7 @@ def main():
         stack.refresh_pool()
         threading.Thread(target=stack.timer, daemon=True).start()
         threading.Thread(target=stack.bridge, daemon=True).start()
+        threading.Thread(target=stack.interactions, daemon=True).start()
         stack.write_env_file()
         print_try_it(stack)
         (stack.state / "ready").write_text("ready\n")

@@ -22,7 +22,7 @@ pub struct WebhookSettings {
     pub lookup_timeout: Duration,
     /// Where interaction events go, when set.
     pub interactions_queue_url: Option<String>,
-    /// How long sending one interaction event may delay the answer.
+    /// How long publishing one batch of interactions may take (after the answer).
     pub interactions_timeout: Duration,
     /// How a provider's retry is told from a replayed request.
     pub replay: ReplayPolicy,

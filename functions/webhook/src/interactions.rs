@@ -1,9 +1,12 @@
 //! Interactions: one record per call or message decided — who reached whom by role, in which
 //! order, with what outcome — as a log line and, when configured, an SQS event. Never a real number.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::{mpsc, watch};
 use vnmask::domain::{CallId, Channel};
 use vnmask::domain::{OrderId, UnixTime, VirtualNumber};
 use vnmask::routing::{Decision, Refusal, RouteQuery};
@@ -115,8 +118,10 @@ impl Interaction {
 pub enum QueueError {
     #[error("the interactions queue did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("the interactions queue refused the event: {0}")]
+    #[error("the interactions queue refused the events: {0}")]
     Send(String),
+    #[error("{0} of the interactions were not accepted by the queue")]
+    Partial(usize),
     #[error("the interaction could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -129,8 +134,14 @@ pub struct InteractionQueue {
     timeout: Duration,
 }
 
+/// How long a flush waits for its invocation's answer: every answer is due within 2 s.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+/// SQS takes at most ten messages a batch.
+const BATCH: usize = 10;
+
 impl InteractionQueue {
-    /// `timeout` bounds how long one send may delay a provider's answer.
+    /// `timeout` bounds each batch sent.
     pub fn new(client: aws_sdk_sqs::Client, queue_url: String, timeout: Duration) -> Self {
         InteractionQueue {
             client,
@@ -139,20 +150,142 @@ impl InteractionQueue {
         }
     }
 
-    pub async fn send(&self, interaction: &Interaction) -> Result<(), QueueError> {
-        let body = serde_json::to_string(interaction)?;
-        let send = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send();
-        match tokio::time::timeout(self.timeout, send).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(QueueError::Send(
-                aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-            )),
-            Err(_) => Err(QueueError::Timeout(self.timeout)),
+    /// Sends the interactions, ten to a batch.
+    pub async fn publish(&self, interactions: &[Interaction]) -> Result<(), QueueError> {
+        let mut failed = 0;
+        for batch in interactions.chunks(BATCH) {
+            let entries = batch
+                .iter()
+                .enumerate()
+                .map(|(n, i)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(n.to_string())
+                        .message_body(serde_json::to_string(i)?)
+                        .build()
+                        .map_err(|e| QueueError::Send(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let send = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send();
+            match tokio::time::timeout(self.timeout, send).await {
+                Ok(Ok(out)) => failed += out.failed.len(),
+                Ok(Err(e)) => {
+                    return Err(QueueError::Send(
+                        aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+                    ))
+                }
+                Err(_) => return Err(QueueError::Timeout(self.timeout)),
+            }
+        }
+        match failed {
+            0 => Ok(()),
+            n => Err(QueueError::Partial(n)),
+        }
+    }
+}
+
+/// Where the handler leaves each interaction, so that publishing never delays an answer: the
+/// provider is answered first, and the [`Drain`] publishes afterwards.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    interactions: mpsc::UnboundedSender<Interaction>,
+    answered: Arc<watch::Sender<VecDeque<String>>>,
+}
+
+/// The other end of an [`Outbox`]: publishes what the handler left.
+#[derive(Debug)]
+pub struct Drain {
+    interactions: mpsc::UnboundedReceiver<Interaction>,
+    answered: watch::Receiver<VecDeque<String>>,
+    queue: InteractionQueue,
+}
+
+/// Lambda runs one request at a time per instance: a few recent ids are plenty.
+const RECENT_ANSWERS: usize = 16;
+
+impl Outbox {
+    pub fn new(queue: InteractionQueue) -> (Outbox, Drain) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (answered, answered_rx) = watch::channel(VecDeque::new());
+        (
+            Outbox {
+                interactions: tx,
+                answered: Arc::new(answered),
+            },
+            Drain {
+                interactions: rx,
+                answered: answered_rx,
+                queue,
+            },
+        )
+    }
+
+    /// Leaves an interaction to be published; never waits.
+    pub fn push(&self, interaction: Interaction) {
+        // The drain is gone only when the process is stopping: the log line remains.
+        let _ = self.interactions.send(interaction);
+    }
+
+    /// The invocation `request_id` is answered (whatever the answer): everything it left is in
+    /// the outbox.
+    pub fn answered(&self, request_id: &str) {
+        self.answered.send_modify(|ids| {
+            if ids.len() == RECENT_ANSWERS {
+                ids.pop_front();
+            }
+            ids.push_back(request_id.to_owned());
+        });
+    }
+}
+
+impl Drain {
+    /// Lambda's way: an internal extension calls this on each INVOKE event. Lambda sends the
+    /// answer back as soon as the handler returns, and freezes the environment only after
+    /// every extension has asked for its next event: so this waits until the invocation
+    /// `request_id` is answered (at most `wait`: a request that never reached the router
+    /// leaves no mark), then publishes everything left so far, its own interactions and any
+    /// earlier ones. Nothing is left behind when the environment is frozen or shut down.
+    pub async fn flush_invocation(&mut self, request_id: &str, wait: Duration) -> usize {
+        let answered = self
+            .answered
+            .wait_for(|ids| ids.iter().any(|id| id == request_id));
+        // Timed out or the outbox is gone: publish what there is.
+        let _ = tokio::time::timeout(wait, answered).await;
+        let mut pending = Vec::new();
+        while let Ok(interaction) = self.interactions.try_recv() {
+            pending.push(interaction);
+        }
+        self.publish(&pending).await;
+        pending.len()
+    }
+
+    /// Outside Lambda (`cargo lambda watch`, tests) nothing is frozen: publishes as interactions
+    /// arrive, whatever is waiting in one batch, until every [`Outbox`] is dropped.
+    pub async fn run(mut self) {
+        while let Some(first) = self.interactions.recv().await {
+            let mut pending = vec![first];
+            while let Ok(next) = self.interactions.try_recv() {
+                pending.push(next);
+            }
+            self.publish(&pending).await;
+        }
+    }
+
+    async fn publish(&self, pending: &[Interaction]) {
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(error) = self.queue.publish(pending).await {
+            // Every interaction is also a log line: the stream misses it, the record does not.
+            tracing::warn!(
+                interactions = pending.len(),
+                %error,
+                "interactions not published"
+            );
         }
     }
 }

@@ -26,6 +26,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -42,7 +43,7 @@ use vnmask::store::CallRouting;
 use vnmask::telemetry::{MetricSet, Unit};
 
 pub use config::{Providers, WebhookConfig, WebhookSettings};
-pub use interactions::{Interaction, InteractionQueue, ProviderKind};
+pub use interactions::{Drain, Interaction, InteractionQueue, Outbox, ProviderKind, ANSWER_WAIT};
 pub use readiness::{EnvironmentLoader, LoadError, Loader, Readiness, Ready};
 
 /// Requests larger than this are refused with 413: provider webhooks are a few kilobytes.
@@ -55,33 +56,29 @@ const JSON: &str = "application/json";
 pub struct Webhook {
     settings: WebhookSettings,
     ready: Arc<Readiness>,
-    interactions: Option<InteractionQueue>,
+    outbox: Option<Outbox>,
 }
 
 impl Webhook {
     /// A webhook whose store and providers are at hand.
-    pub fn new(
-        store: Arc<dyn CallRouting>,
-        config: WebhookConfig,
-        interactions: Option<InteractionQueue>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn CallRouting>, config: WebhookConfig, outbox: Option<Outbox>) -> Self {
         let ready = Readiness::loaded(Ready {
             store,
             providers: config.providers,
         });
-        Self::with_readiness(config.settings, Arc::new(ready), interactions)
+        Self::with_readiness(config.settings, Arc::new(ready), outbox)
     }
 
     /// A webhook whose store and providers are loaded (and reloaded) by `ready`.
     pub fn with_readiness(
         settings: WebhookSettings,
         ready: Arc<Readiness>,
-        interactions: Option<InteractionQueue>,
+        outbox: Option<Outbox>,
     ) -> Self {
         Webhook {
             settings,
             ready,
-            interactions,
+            outbox,
         }
     }
 }
@@ -98,7 +95,28 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
         )
         .route("/v1/providers/generic/route", post(generic_route))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            webhook.clone(),
+            mark_answered,
+        ))
         .with_state(webhook)
+}
+
+/// Every invocation, whatever its answer, tells the outbox it is answered: the interactions it
+/// left are then published (see [`Drain::flush_invocation`]).
+async fn mark_answered(
+    State(app): State<Arc<Webhook>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let request_id = request
+        .lambda_context_ref()
+        .map(|context| context.request_id.clone());
+    let response = next.run(request).await;
+    if let (Some(outbox), Some(id)) = (&app.outbox, request_id) {
+        outbox.answered(&id);
+    }
+    response
 }
 
 /// Why a request was turned away before any decision.
@@ -350,7 +368,7 @@ impl Webhook {
         .await;
         let (content_type, body) = render(&decision, Some(&query));
         let interaction = Interaction::new(provider, &query, &decision, now, started.elapsed());
-        self.record(&interaction).await;
+        self.record(interaction);
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
     }
 
@@ -390,9 +408,9 @@ impl Webhook {
         (rejection.status(), rejection.to_string()).into_response()
     }
 
-    /// Logs the interaction, emits its metrics and, when configured, publishes it. Publishing is
-    /// bounded by its own timeout and never changes the answer.
-    async fn record(&self, interaction: &Interaction) {
+    /// Logs the interaction, emits its metrics and, when configured, leaves it in the outbox to
+    /// be published after the answer.
+    fn record(&self, interaction: Interaction) {
         interaction.log();
         let connected = u64::from(interaction.outcome == interactions::Outcome::Connected);
         MetricSet::new("webhook")
@@ -413,10 +431,8 @@ impl Webhook {
                     .emit();
             }
         }
-        if let Some(queue) = &self.interactions {
-            if let Err(error) = queue.send(interaction).await {
-                tracing::warn!(call_id = %interaction.call_id, %error, "interaction event not published");
-            }
+        if let Some(outbox) = &self.outbox {
+            outbox.push(interaction);
         }
     }
 }

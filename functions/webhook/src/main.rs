@@ -2,10 +2,15 @@
 
 use std::sync::Arc;
 
+use lambda_extension::{service_fn, Extension, LambdaEvent, NextEvent};
 use lambda_http::{run, tracing, Error};
+use tokio::sync::Mutex;
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::config::Env;
-use webhook::{router, EnvironmentLoader, InteractionQueue, Readiness, Webhook, WebhookSettings};
+use webhook::{
+    router, EnvironmentLoader, InteractionQueue, Outbox, Readiness, Webhook, WebhookSettings,
+    ANSWER_WAIT,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -29,17 +34,40 @@ async fn main() -> Result<(), Error> {
         settings.first_load_wait,
     )
     .await;
-    let interactions = settings.interactions_queue_url.clone().map(|url| {
-        InteractionQueue::new(
-            aws_sdk_sqs::Client::new(&interactive_sdk),
-            url,
-            settings.interactions_timeout,
-        )
-    });
-    run(router(Arc::new(Webhook::with_readiness(
-        settings,
-        ready,
-        interactions,
-    ))))
-    .await
+    let Some(url) = settings.interactions_queue_url.clone() else {
+        return run(router(Arc::new(Webhook::with_readiness(
+            settings, ready, None,
+        ))))
+        .await;
+    };
+    let queue = InteractionQueue::new(
+        aws_sdk_sqs::Client::new(&interactive_sdk),
+        url,
+        settings.interactions_timeout,
+    );
+    let (outbox, drain) = Outbox::new(queue);
+    let webhook = Arc::new(Webhook::with_readiness(settings, ready, Some(outbox)));
+    // An internal extension: Lambda returns the answer as soon as the handler does, and freezes
+    // the environment only once every extension has asked for its next event, so each
+    // invocation's interactions are published after its answer and before any freeze.
+    let drain = Arc::new(Mutex::new(drain));
+    let extension = Extension::new()
+        .with_events(&["INVOKE"])
+        .with_events_processor(service_fn(move |event: LambdaEvent| {
+            let drain = drain.clone();
+            async move {
+                if let NextEvent::Invoke(invoke) = event.next {
+                    let mut drain = drain.lock().await;
+                    drain
+                        .flush_invocation(&invoke.request_id, ANSWER_WAIT)
+                        .await;
+                }
+                Ok::<(), Error>(())
+            }
+        }))
+        .with_extension_name("vnmask-interactions")
+        .register()
+        .await?;
+    tokio::try_join!(run(router(webhook)), extension.run())?;
+    Ok(())
 }

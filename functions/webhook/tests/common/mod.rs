@@ -16,7 +16,7 @@ use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, now, pool, seed_pool, CallCounter};
-use webhook::{router, InteractionQueue, Webhook, WebhookConfig};
+use webhook::{router, InteractionQueue, Outbox, Webhook, WebhookConfig};
 
 pub const BASE_URL: &str = "https://hooks.vnmask.test";
 pub const TWILIO_TOKEN: &str = "8f3c1a9e5b7d2046c1e9a3f5b7d90e12";
@@ -59,12 +59,26 @@ pub fn app(store: Arc<dyn Store>) -> axum::Router {
     app_with(store, config(), None)
 }
 
+/// The webhook, publishing its interactions (if `queue`) as they come, as outside Lambda.
 pub fn app_with(
     store: Arc<dyn Store>,
     config: WebhookConfig,
     queue: Option<InteractionQueue>,
 ) -> axum::Router {
-    router(Arc::new(Webhook::new(store, config, queue)))
+    let outbox = queue.map(|queue| {
+        let (outbox, drain) = Outbox::new(queue);
+        tokio::spawn(drain.run());
+        outbox
+    });
+    router(Arc::new(Webhook::new(store, config, outbox)))
+}
+
+/// `req` as Lambda hands it over: with its invocation's context.
+pub fn in_invocation<B>(mut req: Request<B>, request_id: &str) -> Request<B> {
+    let mut context = lambda_http::Context::default();
+    context.request_id = request_id.to_owned();
+    req.extensions_mut().insert(context);
+    req
 }
 
 /// What came back.
