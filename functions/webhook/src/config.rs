@@ -145,7 +145,7 @@ impl WebhookSettings {
             lookup_timeout: Duration::from_millis(lookup_ms.into()),
             interactions_queue_url: src.get("VNMASK_INTERACTIONS_QUEUE_URL"),
             interactions_timeout: Duration::from_millis(
-                bounded(src, "VNMASK_INTERACTIONS_TIMEOUT_MS", 200, 10, 1000)?.into(),
+                bounded(src, "VNMASK_INTERACTIONS_TIMEOUT_MS", 1000, 10, 5000)?.into(),
             ),
             // Providers retry within seconds; a day outlasts any request's validity.
             replay: ReplayPolicy {

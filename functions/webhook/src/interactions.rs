@@ -120,8 +120,6 @@ pub enum QueueError {
     Timeout(Duration),
     #[error("the interactions queue refused the events: {0}")]
     Send(String),
-    #[error("{0} of the interactions were not accepted by the queue")]
-    Partial(usize),
     #[error("the interaction could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -150,43 +148,71 @@ impl InteractionQueue {
         }
     }
 
-    /// Sends the interactions, ten to a batch.
-    pub async fn publish(&self, interactions: &[Interaction]) -> Result<(), QueueError> {
-        let mut failed = 0;
-        for batch in interactions.chunks(BATCH) {
-            let entries = batch
-                .iter()
-                .enumerate()
-                .map(|(n, i)| {
-                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                        .id(n.to_string())
-                        .message_body(serde_json::to_string(i)?)
-                        .build()
-                        .map_err(|e| QueueError::Send(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let send = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send();
-            match tokio::time::timeout(self.timeout, send).await {
-                Ok(Ok(out)) => failed += out.failed.len(),
-                Ok(Err(e)) => {
-                    return Err(QueueError::Send(
-                        aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
-                    ))
+    /// Sends the interactions, ten to a batch, and returns those SQS did not take (all of a
+    /// batch that failed or timed out; a timed-out batch may yet arrive, so a consumer may see
+    /// an interaction twice: `call_id` tells).
+    pub async fn publish(&self, interactions: Vec<Interaction>) -> Unsent {
+        let mut unsent = Unsent::default();
+        let mut batches = interactions.into_iter().peekable();
+        while batches.peek().is_some() {
+            let batch: Vec<Interaction> = batches.by_ref().take(BATCH).collect();
+            match self.send_batch(&batch).await {
+                Ok(failed) => unsent
+                    .interactions
+                    .extend(failed.into_iter().map(|n| batch[n].clone())),
+                Err(error) => {
+                    unsent.interactions.extend(batch);
+                    unsent.error = Some(error);
                 }
-                Err(_) => return Err(QueueError::Timeout(self.timeout)),
             }
         }
-        match failed {
-            0 => Ok(()),
-            n => Err(QueueError::Partial(n)),
+        unsent
+    }
+
+    /// One batch; the positions SQS refused.
+    async fn send_batch(&self, batch: &[Interaction]) -> Result<Vec<usize>, QueueError> {
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(n, i)| {
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(n.to_string())
+                    .message_body(serde_json::to_string(i)?)
+                    .build()
+                    .map_err(|e| QueueError::Send(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let send = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send();
+        match tokio::time::timeout(self.timeout, send).await {
+            Ok(Ok(out)) => Ok(out
+                .failed
+                .iter()
+                .filter_map(|f| f.id.parse().ok())
+                .filter(|n| *n < batch.len())
+                .collect()),
+            Ok(Err(e)) => Err(QueueError::Send(
+                aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+            )),
+            Err(_) => Err(QueueError::Timeout(self.timeout)),
         }
     }
 }
+
+/// What a publish left behind, and the last error that made it so.
+#[derive(Debug, Default)]
+pub struct Unsent {
+    pub interactions: Vec<Interaction>,
+    pub error: Option<QueueError>,
+}
+
+/// At most this many unsent interactions wait for the next flush; older ones are dropped (their
+/// log lines remain).
+const MAX_UNSENT: usize = 100;
 
 /// Where the handler leaves each interaction, so that publishing never delays an answer: the
 /// provider is answered first, and the [`Drain`] publishes afterwards.
@@ -202,6 +228,8 @@ pub struct Drain {
     interactions: mpsc::UnboundedReceiver<Interaction>,
     answered: watch::Receiver<VecDeque<String>>,
     queue: InteractionQueue,
+    /// What earlier flushes could not send: tried again first.
+    unsent: Vec<Interaction>,
 }
 
 /// Lambda runs one request at a time per instance: a few recent ids are plenty.
@@ -220,6 +248,7 @@ impl Outbox {
                 interactions: rx,
                 answered: answered_rx,
                 queue,
+                unsent: Vec::new(),
             },
         )
     }
@@ -254,38 +283,59 @@ impl Drain {
             .answered
             .wait_for(|ids| ids.iter().any(|id| id == request_id));
         // Timed out or the outbox is gone: publish what there is.
-        let _ = tokio::time::timeout(wait, answered).await;
-        let mut pending = Vec::new();
+        let answered = tokio::time::timeout(wait, answered)
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let mut pending = std::mem::take(&mut self.unsent);
         while let Ok(interaction) = self.interactions.try_recv() {
             pending.push(interaction);
         }
-        self.publish(&pending).await;
-        pending.len()
+        tracing::debug!(
+            request_id,
+            answered,
+            interactions = pending.len(),
+            "flushing the invocation's interactions"
+        );
+        let count = pending.len();
+        self.publish(pending).await;
+        count
     }
 
     /// Outside Lambda (`cargo lambda watch`, tests) nothing is frozen: publishes as interactions
     /// arrive, whatever is waiting in one batch, until every [`Outbox`] is dropped.
     pub async fn run(mut self) {
         while let Some(first) = self.interactions.recv().await {
-            let mut pending = vec![first];
+            let mut pending = std::mem::take(&mut self.unsent);
+            pending.push(first);
             while let Ok(next) = self.interactions.try_recv() {
                 pending.push(next);
             }
-            self.publish(&pending).await;
+            self.publish(pending).await;
         }
     }
 
-    async fn publish(&self, pending: &[Interaction]) {
+    /// Publishes `pending`; what SQS did not take waits for the next flush, the newest
+    /// [`MAX_UNSENT`] of it.
+    async fn publish(&mut self, pending: Vec<Interaction>) {
         if pending.is_empty() {
             return;
         }
-        if let Err(error) = self.queue.publish(pending).await {
-            // Every interaction is also a log line: the stream misses it, the record does not.
-            tracing::warn!(
-                interactions = pending.len(),
-                %error,
-                "interactions not published"
-            );
+        let Unsent {
+            mut interactions,
+            error,
+        } = self.queue.publish(pending).await;
+        if interactions.is_empty() {
+            return;
         }
+        let dropped = interactions.len().saturating_sub(MAX_UNSENT);
+        interactions.drain(..dropped);
+        // Every interaction is also a log line: the stream may miss one, the record does not.
+        tracing::warn!(
+            kept = interactions.len(),
+            dropped,
+            error = error.map(|e| e.to_string()),
+            "interactions not published; kept for the next flush"
+        );
+        self.unsent = interactions;
     }
 }

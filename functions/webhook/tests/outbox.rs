@@ -198,3 +198,42 @@ async fn a_flush_waits_for_its_own_invocation_only() {
     );
     assert_eq!(published(&sqs, &queue_url).await.len(), 2);
 }
+
+#[tokio::test]
+async fn what_a_flush_could_not_send_goes_with_the_next_one() {
+    let s = memory().await;
+    let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
+    // A queue that does not exist yet: the first flush fails.
+    let name = format!(
+        "vnmask-outbox-late-{}-{}",
+        std::process::id(),
+        QUEUES.fetch_add(1, Ordering::Relaxed)
+    );
+    let queue_url = format!(
+        "{}/123456789012/{name}",
+        std::env::var("AWS_ENDPOINT_URL_SQS").unwrap()
+    );
+    let queue = InteractionQueue::new(sqs.clone(), queue_url.clone(), Duration::from_secs(2));
+    let (app, mut drain) = webhook(&s, queue);
+    send(
+        &app,
+        in_invocation(twilio_call(phone(&s.c), s.vn_cd.as_str()), "req-1"),
+    )
+    .await;
+    assert_eq!(drain.flush_invocation("req-1", ANSWER).await, 1);
+
+    // WHEN the queue is back and the next call is flushed
+    let created = sqs.create_queue().queue_name(&name).send().await.unwrap();
+    assert_eq!(created.queue_url.as_deref(), Some(queue_url.as_str()));
+    send(
+        &app,
+        in_invocation(twilio_call(phone(&s.d), s.vn_cd.as_str()), "req-2"),
+    )
+    .await;
+    assert_eq!(drain.flush_invocation("req-2", ANSWER).await, 2);
+
+    // THEN both calls' interactions are on it, the kept one first
+    let events = published(&sqs, &queue_url).await;
+    let directions: Vec<_> = events.iter().map(|e| e["direction"].clone()).collect();
+    assert_eq!(directions, ["customer->driver", "driver->customer"]);
+}
