@@ -21,6 +21,7 @@ pub fn install_panic_hook() {
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
     Count,
+    Seconds,
     Milliseconds,
     Percent,
     None,
@@ -30,6 +31,7 @@ impl Unit {
     fn as_str(self) -> &'static str {
         match self {
             Unit::Count => "Count",
+            Unit::Seconds => "Seconds",
             Unit::Milliseconds => "Milliseconds",
             Unit::Percent => "Percent",
             Unit::None => "None",

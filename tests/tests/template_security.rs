@@ -610,17 +610,21 @@ fn lookup_server_errors_alarm_on_the_lookups_own_route() {
 // Least privilege
 
 #[test]
-fn webhook_reads_only_routes_and_writes_only_call_ids() {
+fn webhook_reads_only_routes_and_calls_and_writes_only_calls() {
     let doc = template();
     let grants = table_grants(&doc, role_of(&doc, "webhook"));
-    let route_keys = BTreeSet::from([key_pattern(attrs::ROUTE_PK_PREFIX)]);
-    // The replay ledger's items (`CALL#<endpoint>#<call id>`, attrs::call_pk).
+    // The replay ledger's items (`CALL#<endpoint>#<call id>`, attrs::call_pk), which also note
+    // what a connected call joined, read back at its end.
     let call_keys = BTreeSet::from([key_pattern(attrs::CALL_PK_PREFIX)]);
+    let read_keys = BTreeSet::from([
+        key_pattern(attrs::ROUTE_PK_PREFIX),
+        key_pattern(attrs::CALL_PK_PREFIX),
+    ]);
     let mut seen = BTreeSet::new();
     for (action, prefixes) in &grants {
         let expected = match action.as_str() {
-            "dynamodb:GetItem" => &route_keys,
-            "dynamodb:PutItem" => &call_keys,
+            "dynamodb:GetItem" => &read_keys,
+            "dynamodb:PutItem" | "dynamodb:UpdateItem" => &call_keys,
             other => panic!("the webhook is allowed {other}"),
         };
         assert_eq!(
@@ -632,7 +636,11 @@ fn webhook_reads_only_routes_and_writes_only_call_ids() {
     }
     assert_eq!(
         seen,
-        BTreeSet::from(["dynamodb:GetItem", "dynamodb:PutItem"])
+        BTreeSet::from([
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem"
+        ])
     );
 }
 

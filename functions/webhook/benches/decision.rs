@@ -32,6 +32,7 @@ const TWILIO_TOKEN: &str = "8f3c1a9e5b7d2046c1e9a3f5b7d90e12";
 const TWILIO_NEXT_TOKEN: &str = "2b4d6f8091a3c5e7f9b1d3f5a7c9e1f3";
 const GENERIC_SECRET: &str = "generic-3c5e7f9b1d3f5a7c9e1f3a5c7e9b";
 const BUDGET: Duration = Duration::from_millis(1500);
+const DIAL_END_URL: &str = "https://hooks.vnmask.test/v1/providers/twilio/dial-end";
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -364,7 +365,8 @@ fn bench(c: &mut Criterion) {
             let answer = if sms {
                 twilio::message_response(&decision, query.text.as_deref().unwrap_or_default())
             } else {
-                twilio::voice_response(&decision, &voice)
+                // As the webhook answers: with where to report the call's end.
+                twilio::voice_response(&decision, &voice, Some(DIAL_END_URL))
             };
             assert!(answer.contains("+919710000001"));
             answer

@@ -1,14 +1,13 @@
 //! Interactions: one record per call or message decided — who reached whom by role, in which
-//! order, with what outcome — as a log line and, when configured, an SQS event. Never a real number.
+//! order, with what outcome — and one per connected call's end, each a log line and, when
+//! configured, an event on an SQS queue. Never a real number.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
-use vnmask::domain::{CallId, Channel};
-use vnmask::domain::{OrderId, UnixTime, VirtualNumber};
+use vnmask::domain::{
+    CallEnd, CallId, Channel, ConnectedCall, DialStatus, Market, OrderId, UnixTime, VirtualNumber,
+};
 use vnmask::routing::{Decision, Refusal, RouteQuery};
 
 /// The provider that asked.
@@ -114,6 +113,73 @@ impl Interaction {
     }
 }
 
+/// How a connected call ended: the provider's report, read against what the call joined.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallOutcome {
+    /// When the report came, Unix seconds.
+    pub at: UnixTime,
+    pub provider: ProviderKind,
+    pub call_id: CallId,
+    pub number: VirtualNumber,
+    pub market: Market,
+    pub order_id: OrderId,
+    /// Who called whom, by role: `customer->driver`.
+    pub direction: String,
+    pub status: DialStatus,
+    /// Seconds the two talked; 0 unless answered.
+    pub talk_seconds: u32,
+}
+
+impl CallOutcome {
+    pub fn new(provider: ProviderKind, end: &CallEnd, call: &ConnectedCall, at: UnixTime) -> Self {
+        CallOutcome {
+            at,
+            provider,
+            call_id: end.call_id.clone(),
+            number: call.number.clone(),
+            market: call.market.clone(),
+            order_id: call.order_id.clone(),
+            direction: call.direction(),
+            status: end.status,
+            talk_seconds: end.talk_seconds,
+        }
+    }
+
+    /// The structured log line.
+    pub fn log(&self) {
+        tracing::info!(
+            provider = self.provider.as_str(),
+            call_id = self.call_id.as_str(),
+            number = self.number.as_str(),
+            market = self.market.as_str(),
+            order_id = self.order_id.as_str(),
+            direction = self.direction.as_str(),
+            status = self.status.as_str(),
+            talk_seconds = self.talk_seconds,
+            "call outcome"
+        );
+    }
+}
+
+/// What the interactions stream carries, told apart by `kind`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A call or message decided (connected or refused).
+    Decision(Interaction),
+    /// How a connected call ended.
+    Outcome(CallOutcome),
+}
+
+impl StreamEvent {
+    pub fn call_id(&self) -> &CallId {
+        match self {
+            StreamEvent::Decision(i) => &i.call_id,
+            StreamEvent::Outcome(o) => &o.call_id,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("the interactions queue did not answer within {0:?}")]
@@ -132,9 +198,6 @@ pub struct InteractionQueue {
     timeout: Duration,
 }
 
-/// How long a flush waits for its invocation's answer: every answer is due within 2 s.
-pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
-
 /// SQS takes at most ten messages a batch.
 const BATCH: usize = 10;
 
@@ -148,20 +211,20 @@ impl InteractionQueue {
         }
     }
 
-    /// Sends the interactions, ten to a batch, and returns those SQS did not take (all of a
+    /// Sends the events, ten to a batch, and returns those SQS did not take (all of a
     /// batch that failed or timed out; a timed-out batch may yet arrive, so a consumer may see
     /// an interaction twice: `call_id` tells).
-    pub async fn publish(&self, interactions: Vec<Interaction>) -> Unsent {
+    pub async fn publish(&self, events: Vec<StreamEvent>) -> Unsent {
         let mut unsent = Unsent::default();
-        let mut batches = interactions.into_iter().peekable();
+        let mut batches = events.into_iter().peekable();
         while batches.peek().is_some() {
-            let batch: Vec<Interaction> = batches.by_ref().take(BATCH).collect();
+            let batch: Vec<StreamEvent> = batches.by_ref().take(BATCH).collect();
             match self.send_batch(&batch).await {
                 Ok(failed) => unsent
-                    .interactions
+                    .events
                     .extend(failed.into_iter().map(|n| batch[n].clone())),
                 Err(error) => {
-                    unsent.interactions.extend(batch);
+                    unsent.events.extend(batch);
                     unsent.error = Some(error);
                 }
             }
@@ -170,7 +233,7 @@ impl InteractionQueue {
     }
 
     /// One batch; the positions SQS refused.
-    async fn send_batch(&self, batch: &[Interaction]) -> Result<Vec<usize>, QueueError> {
+    async fn send_batch(&self, batch: &[StreamEvent]) -> Result<Vec<usize>, QueueError> {
         let entries = batch
             .iter()
             .enumerate()
@@ -206,136 +269,6 @@ impl InteractionQueue {
 /// What a publish left behind, and the last error that made it so.
 #[derive(Debug, Default)]
 pub struct Unsent {
-    pub interactions: Vec<Interaction>,
+    pub events: Vec<StreamEvent>,
     pub error: Option<QueueError>,
-}
-
-/// At most this many unsent interactions wait for the next flush; older ones are dropped (their
-/// log lines remain).
-const MAX_UNSENT: usize = 100;
-
-/// Where the handler leaves each interaction, so that publishing never delays an answer: the
-/// provider is answered first, and the [`Drain`] publishes afterwards.
-#[derive(Debug, Clone)]
-pub struct Outbox {
-    interactions: mpsc::UnboundedSender<Interaction>,
-    answered: Arc<watch::Sender<VecDeque<String>>>,
-}
-
-/// The other end of an [`Outbox`]: publishes what the handler left.
-#[derive(Debug)]
-pub struct Drain {
-    interactions: mpsc::UnboundedReceiver<Interaction>,
-    answered: watch::Receiver<VecDeque<String>>,
-    queue: InteractionQueue,
-    /// What earlier flushes could not send: tried again first.
-    unsent: Vec<Interaction>,
-}
-
-/// Lambda runs one request at a time per instance: a few recent ids are plenty.
-const RECENT_ANSWERS: usize = 16;
-
-impl Outbox {
-    pub fn new(queue: InteractionQueue) -> (Outbox, Drain) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (answered, answered_rx) = watch::channel(VecDeque::new());
-        (
-            Outbox {
-                interactions: tx,
-                answered: Arc::new(answered),
-            },
-            Drain {
-                interactions: rx,
-                answered: answered_rx,
-                queue,
-                unsent: Vec::new(),
-            },
-        )
-    }
-
-    /// Leaves an interaction to be published; never waits.
-    pub fn push(&self, interaction: Interaction) {
-        // The drain is gone only when the process is stopping: the log line remains.
-        let _ = self.interactions.send(interaction);
-    }
-
-    /// The invocation `request_id` is answered (whatever the answer): everything it left is in
-    /// the outbox.
-    pub fn answered(&self, request_id: &str) {
-        self.answered.send_modify(|ids| {
-            if ids.len() == RECENT_ANSWERS {
-                ids.pop_front();
-            }
-            ids.push_back(request_id.to_owned());
-        });
-    }
-}
-
-impl Drain {
-    /// Lambda's way: an internal extension calls this on each INVOKE event. Lambda sends the
-    /// answer back as soon as the handler returns, and freezes the environment only after
-    /// every extension has asked for its next event: so this waits until the invocation
-    /// `request_id` is answered (at most `wait`: a request that never reached the router
-    /// leaves no mark), then publishes everything left so far, its own interactions and any
-    /// earlier ones. Nothing is left behind when the environment is frozen or shut down.
-    pub async fn flush_invocation(&mut self, request_id: &str, wait: Duration) -> usize {
-        let answered = self
-            .answered
-            .wait_for(|ids| ids.iter().any(|id| id == request_id));
-        // Timed out or the outbox is gone: publish what there is.
-        let answered = tokio::time::timeout(wait, answered)
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let mut pending = std::mem::take(&mut self.unsent);
-        while let Ok(interaction) = self.interactions.try_recv() {
-            pending.push(interaction);
-        }
-        tracing::debug!(
-            request_id,
-            answered,
-            interactions = pending.len(),
-            "flushing the invocation's interactions"
-        );
-        let count = pending.len();
-        self.publish(pending).await;
-        count
-    }
-
-    /// Outside Lambda (`cargo lambda watch`, tests) nothing is frozen: publishes as interactions
-    /// arrive, whatever is waiting in one batch, until every [`Outbox`] is dropped.
-    pub async fn run(mut self) {
-        while let Some(first) = self.interactions.recv().await {
-            let mut pending = std::mem::take(&mut self.unsent);
-            pending.push(first);
-            while let Ok(next) = self.interactions.try_recv() {
-                pending.push(next);
-            }
-            self.publish(pending).await;
-        }
-    }
-
-    /// Publishes `pending`; what SQS did not take waits for the next flush, the newest
-    /// [`MAX_UNSENT`] of it.
-    async fn publish(&mut self, pending: Vec<Interaction>) {
-        if pending.is_empty() {
-            return;
-        }
-        let Unsent {
-            mut interactions,
-            error,
-        } = self.queue.publish(pending).await;
-        if interactions.is_empty() {
-            return;
-        }
-        let dropped = interactions.len().saturating_sub(MAX_UNSENT);
-        interactions.drain(..dropped);
-        // Every interaction is also a log line: the stream may miss one, the record does not.
-        tracing::warn!(
-            kept = interactions.len(),
-            dropped,
-            error = error.map(|e| e.to_string()),
-            "interactions not published; kept for the next flush"
-        );
-        self.unsent = interactions;
-    }
 }

@@ -8,6 +8,9 @@
 //! | `POST /v1/providers/twilio/sms` | Twilio incoming message → TwiML `<Message>` |
 //! | `GET /v1/providers/exotel/connect[/{token}]` | Exotel Connect applet → JSON |
 //! | `POST /v1/providers/generic/route` | carriers, in-house IVRs → JSON |
+//! | `POST /v1/providers/twilio/dial-end` | Twilio `<Dial action>`: how a connected call ended |
+//! | `GET /v1/providers/exotel/call-end[/{token}]` | Exotel Passthru after Connect: the same |
+//! | `POST /v1/providers/generic/call-end` | carriers, in-house IVRs: the same |
 //!
 //! Each request is authenticated first (403, nothing looked up), read (400 when malformed),
 //! then decided with one strongly consistent read of the route while its call id is recorded
@@ -18,6 +21,7 @@
 
 pub mod config;
 pub mod interactions;
+pub mod outbox;
 pub mod readiness;
 
 use std::convert::Infallible;
@@ -34,22 +38,24 @@ use http::request::Parts;
 use http::{header, HeaderMap, StatusCode, Uri};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
-use vnmask::domain::{self, Channel};
+use vnmask::domain::{self, CallEnd, Channel, ConnectedCall};
 use vnmask::providers::{
-    exotel, generic, param, parse_form, parse_query, twilio, AuthError, RequestError,
+    exotel, generic, param, parse_form, parse_query, twilio, AuthError, Params, RequestError,
 };
 use vnmask::routing::{decide_once, Decision, Refusal, RouteQuery};
-use vnmask::store::CallRouting;
+use vnmask::store::{CallRouting, Sighting};
 use vnmask::telemetry::{MetricSet, Unit};
 
 pub use config::{Providers, WebhookConfig, WebhookSettings};
-pub use interactions::{Drain, Interaction, InteractionQueue, Outbox, ProviderKind, ANSWER_WAIT};
+pub use interactions::{CallOutcome, Interaction, InteractionQueue, ProviderKind, StreamEvent};
+pub use outbox::{Drain, Outbox, ANSWER_WAIT};
 pub use readiness::{EnvironmentLoader, LoadError, Loader, Readiness, Ready};
 
 /// Requests larger than this are refused with 413: provider webhooks are a few kilobytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 const TWIML: &str = "text/xml; charset=utf-8";
+const TWILIO_DIAL_END: &str = twilio::DIAL_END_PATH;
 const JSON: &str = "application/json";
 
 /// Everything a request needs, built once per cold start.
@@ -94,6 +100,13 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
             get(exotel_connect_with_token),
         )
         .route("/v1/providers/generic/route", post(generic_route))
+        .route(TWILIO_DIAL_END, post(twilio_dial_end))
+        .route("/v1/providers/exotel/call-end", get(exotel_call_end))
+        .route(
+            "/v1/providers/exotel/call-end/{token}",
+            get(exotel_call_end_with_token),
+        )
+        .route("/v1/providers/generic/call-end", post(generic_call_end))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             webhook.clone(),
@@ -117,6 +130,41 @@ async fn mark_answered(
         outbox.answered(&id);
     }
     response
+}
+
+/// The ledger endpoints of the routing requests, whose connected calls their ends are read
+/// against; an end's own ledger entry is the routing endpoint's with [`CALL_END_SUFFIX`].
+const TWILIO_VOICE: &str = "twilio-voice";
+const EXOTEL_CONNECT: &str = "exotel-connect";
+const GENERIC_ROUTE: &str = "generic-route";
+const CALL_END_SUFFIX: &str = "-end";
+
+/// What became of a provider's report of a call's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndResult {
+    /// The outcome is recorded.
+    Recorded,
+    /// Not a call connected here, or one no longer remembered: counted, not an error.
+    UnknownCall,
+    /// The same report again: recorded once already.
+    Repeat,
+    /// The ledger could not be read in time.
+    Failed,
+}
+
+impl EndResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndResult::Recorded => "recorded",
+            EndResult::UnknownCall => "unknown_call",
+            EndResult::Repeat => "repeat",
+            EndResult::Failed => "failed",
+        }
+    }
+
+    fn json(self) -> String {
+        serde_json::json!({ "result": self.as_str() }).to_string()
+    }
 }
 
 /// Why a request was turned away before any decision.
@@ -207,6 +255,36 @@ async fn generic_route(
     app.generic(&headers, &body).await
 }
 
+async fn twilio_dial_end(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.twilio_call_end(&uri, &headers, &body).await
+}
+
+async fn exotel_call_end(State(app): State<Arc<Webhook>>, uri: Uri, source: SourceIp) -> Response {
+    app.exotel_call_end(None, &uri, source).await
+}
+
+async fn exotel_call_end_with_token(
+    State(app): State<Arc<Webhook>>,
+    Path(token): Path<String>,
+    uri: Uri,
+    source: SourceIp,
+) -> Response {
+    app.exotel_call_end(Some(token), &uri, source).await
+}
+
+async fn generic_call_end(
+    State(app): State<Arc<Webhook>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.generic_call_end(&headers, &body).await
+}
+
 impl Webhook {
     async fn twilio(
         &self,
@@ -216,9 +294,9 @@ impl Webhook {
         body: &[u8],
     ) -> Response {
         let started = Instant::now();
-        let render = |decision: &Decision, query: Option<&RouteQuery>| {
+        let render = |decision: &Decision, query: Option<&RouteQuery>, dial_end: Option<&str>| {
             let twiml = match channel {
-                Channel::Voice => twilio::voice_response(decision, &self.settings.voice),
+                Channel::Voice => twilio::voice_response(decision, &self.settings.voice, dial_end),
                 Channel::Sms => twilio::message_response(
                     decision,
                     query.and_then(|q| q.text.as_deref()).unwrap_or_default(),
@@ -227,31 +305,42 @@ impl Webhook {
             (TWIML, twiml)
         };
         let Some(ready) = self.ready.get() else {
-            return self.not_ready(ProviderKind::Twilio, render);
+            return self.not_ready(ProviderKind::Twilio, |d, q| render(d, q, None));
         };
         let endpoint = match channel {
-            Channel::Voice => "twilio-voice",
+            Channel::Voice => TWILIO_VOICE,
             Channel::Sms => "twilio-sms",
         };
-        let admitted = Self::admit_twilio(&ready.providers, channel, uri, headers, body);
+        // Twilio asks here once a connected call's callee leg is over.
+        let dial_end = ready
+            .providers
+            .twilio
+            .as_ref()
+            .map(|c| [c.public_base_url.as_str(), TWILIO_DIAL_END].concat());
+        let admitted = Self::twilio_params(&ready.providers, uri, headers, body).and_then(|p| {
+            Ok(match channel {
+                Channel::Voice => twilio::voice_query(&p)?,
+                Channel::Sms => twilio::message_query(&p)?,
+            })
+        });
         self.answer(
             &ready,
             ProviderKind::Twilio,
             endpoint,
             started,
             admitted,
-            render,
+            |d, q| render(d, q, dial_end.as_deref()),
         )
         .await
     }
 
-    fn admit_twilio(
+    /// A Twilio request's parameters, once its signature is checked.
+    fn twilio_params<'a>(
         providers: &Providers,
-        channel: Channel,
         uri: &Uri,
         headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<RouteQuery, Rejection> {
+        body: &'a [u8],
+    ) -> Result<Params<'a>, Rejection> {
         let config = providers.twilio.as_ref().ok_or(Rejection::NotConfigured)?;
         let signature =
             header_str(headers, twilio::SIGNATURE_HEADER).ok_or(AuthError::MissingSignature)?;
@@ -263,10 +352,7 @@ impl Webhook {
             None => [base, uri.path()].concat(),
         };
         twilio::verify(&config.auth_tokens, &url, &params, Some(signature))?;
-        Ok(match channel {
-            Channel::Voice => twilio::voice_query(&params)?,
-            Channel::Sms => twilio::message_query(&params)?,
-        })
+        Ok(params)
     }
 
     async fn exotel(&self, path_token: Option<String>, uri: &Uri, source: SourceIp) -> Response {
@@ -278,11 +364,12 @@ impl Webhook {
         let Some(ready) = self.ready.get() else {
             return self.not_ready(ProviderKind::Exotel, render);
         };
-        let admitted = Self::admit_exotel(&ready.providers, path_token.as_deref(), uri, source);
+        let admitted = Self::exotel_params(&ready.providers, path_token.as_deref(), uri, source)
+            .and_then(|(params, market)| Ok(exotel::connect_query(&params, market)?));
         self.answer(
             &ready,
             ProviderKind::Exotel,
-            "exotel-connect",
+            EXOTEL_CONNECT,
             started,
             admitted,
             render,
@@ -290,12 +377,14 @@ impl Webhook {
         .await
     }
 
-    fn admit_exotel(
-        providers: &Providers,
+    /// An Exotel request's parameters and the market of its national forms, once its source and
+    /// token are checked.
+    fn exotel_params<'a, 'p>(
+        providers: &'p Providers,
         path_token: Option<&str>,
-        uri: &Uri,
+        uri: &'a Uri,
         source: SourceIp,
-    ) -> Result<RouteQuery, Rejection> {
+    ) -> Result<(Params<'a>, &'p domain::Market), Rejection> {
         let config = providers.exotel.as_ref().ok_or(Rejection::NotConfigured)?;
         if let Some(allowed) = &config.allowed_sources {
             allowed.check(source.0.as_deref())?;
@@ -303,7 +392,7 @@ impl Webhook {
         let params = parse_query(uri.query().unwrap_or_default())?;
         let query_token = param(&params, exotel::TOKEN_PARAM);
         exotel::verify_token(&config.tokens, path_token.or(query_token))?;
-        Ok(exotel::connect_query(&params, &config.market)?)
+        Ok((params, &config.market))
     }
 
     async fn generic(&self, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -313,11 +402,12 @@ impl Webhook {
         let Some(ready) = self.ready.get() else {
             return self.not_ready(ProviderKind::Generic, render);
         };
-        let admitted = Self::admit_generic(&ready.providers, headers, body);
+        let admitted = Self::generic_verified(&ready.providers, headers, body)
+            .and_then(|()| Ok(generic::route_query(body)?));
         self.answer(
             &ready,
             ProviderKind::Generic,
-            "generic-route",
+            GENERIC_ROUTE,
             started,
             admitted,
             render,
@@ -325,11 +415,12 @@ impl Webhook {
         .await
     }
 
-    fn admit_generic(
+    /// Checks a generic request's signature.
+    fn generic_verified(
         providers: &Providers,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<RouteQuery, Rejection> {
+    ) -> Result<(), Rejection> {
         let config = providers.generic.as_ref().ok_or(Rejection::NotConfigured)?;
         generic::verify(
             &config.secrets,
@@ -338,7 +429,7 @@ impl Webhook {
             body,
             domain::now(),
         )?;
-        Ok(generic::route_query(body)?)
+        Ok(())
     }
 
     /// Decides an admitted request and answers in the provider's format, recording the
@@ -347,7 +438,7 @@ impl Webhook {
         &self,
         ready: &Ready,
         provider: ProviderKind,
-        endpoint: &str,
+        endpoint: &'static str,
         started: Instant,
         admitted: Result<RouteQuery, Rejection>,
         render: impl FnOnce(&Decision, Option<&RouteQuery>) -> (&'static str, String),
@@ -367,9 +458,129 @@ impl Webhook {
         )
         .await;
         let (content_type, body) = render(&decision, Some(&query));
+        if let (Decision::Connect(route), Channel::Voice, Some(outbox)) =
+            (&decision, query.channel, &self.outbox)
+        {
+            // For the provider's report of the call's end, noted after the answer.
+            let call = ConnectedCall::new(query.call_id.clone(), route);
+            outbox.remember(ready.store.clone(), endpoint, call);
+        }
         let interaction = Interaction::new(provider, &query, &decision, now, started.elapsed());
         self.record(interaction);
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
+
+    async fn twilio_call_end(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+        // Whatever happens here, the call is over: the answer only ends it.
+        let answer = ([(header::CONTENT_TYPE, TWIML)], twilio::call_end_response());
+        let Some(ready) = self.ready.get() else {
+            self.count_turned_away(ProviderKind::Twilio, &Rejection::NotReady);
+            return answer.into_response();
+        };
+        let end = Self::twilio_params(&ready.providers, uri, headers, body)
+            .and_then(|p| Ok(twilio::call_end(&p)?));
+        match end {
+            Ok(end) => {
+                self.note_end(&ready, ProviderKind::Twilio, TWILIO_VOICE, end)
+                    .await;
+                answer.into_response()
+            }
+            Err(rejection) => self.turn_away(ProviderKind::Twilio, rejection),
+        }
+    }
+
+    async fn exotel_call_end(
+        &self,
+        path_token: Option<String>,
+        uri: &Uri,
+        source: SourceIp,
+    ) -> Response {
+        let Some(ready) = self.ready.get() else {
+            return self.turn_away(ProviderKind::Exotel, Rejection::NotReady);
+        };
+        let end = Self::exotel_params(&ready.providers, path_token.as_deref(), uri, source)
+            .and_then(|(params, _)| Ok(exotel::call_end(&params)?));
+        match end {
+            Ok(end) => {
+                let result = self
+                    .note_end(&ready, ProviderKind::Exotel, EXOTEL_CONNECT, end)
+                    .await;
+                // A 200 takes the flow down the Passthru applet's success branch.
+                ([(header::CONTENT_TYPE, JSON)], result.json()).into_response()
+            }
+            Err(rejection) => self.turn_away(ProviderKind::Exotel, rejection),
+        }
+    }
+
+    async fn generic_call_end(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        let Some(ready) = self.ready.get() else {
+            return self.turn_away(ProviderKind::Generic, Rejection::NotReady);
+        };
+        let end = Self::generic_verified(&ready.providers, headers, body)
+            .and_then(|()| Ok(generic::call_end(body)?));
+        match end {
+            Ok(end) => {
+                let result = self
+                    .note_end(&ready, ProviderKind::Generic, GENERIC_ROUTE, end)
+                    .await;
+                ([(header::CONTENT_TYPE, JSON)], result.json()).into_response()
+            }
+            Err(rejection) => self.turn_away(ProviderKind::Generic, rejection),
+        }
+    }
+
+    /// Reads a connected call's end against what `routed_at` noted of it, by call id alone, and
+    /// records the outcome once: a provider's repeat of the same report is not counted again,
+    /// and a report of a call not connected here (or no longer remembered) is counted as such.
+    async fn note_end(
+        &self,
+        ready: &Ready,
+        provider: ProviderKind,
+        routed_at: &'static str,
+        end: CallEnd,
+    ) -> EndResult {
+        let now = domain::now();
+        let limit = self.settings.lookup_timeout;
+        let ledger = ready.store.as_ref();
+        let end_endpoint = [routed_at, CALL_END_SUFFIX].concat();
+        let (seen, call) = tokio::join!(
+            tokio::time::timeout(
+                limit,
+                ledger.sight(
+                    &end_endpoint,
+                    &end.call_id,
+                    now,
+                    self.settings.replay.keep_until(now),
+                ),
+            ),
+            tokio::time::timeout(limit, ledger.connected(routed_at, &end.call_id, now)),
+        );
+        let result = match (seen, call) {
+            (Ok(Ok(Sighting::Repeat { .. })), _) => EndResult::Repeat,
+            (Ok(Ok(Sighting::First)), Ok(Ok(Some(call)))) => {
+                let outcome = CallOutcome::new(provider, &end, &call, now);
+                outcome.log();
+                outcome_metrics(&outcome).emit();
+                if let Some(outbox) = &self.outbox {
+                    outbox.publish(StreamEvent::Outcome(outcome));
+                }
+                EndResult::Recorded
+            }
+            (Ok(Ok(Sighting::First)), Ok(Ok(None))) => {
+                tracing::info!(provider = provider.as_str(), call_id = %end.call_id, "the end of a call not connected here");
+                EndResult::UnknownCall
+            }
+            _ => {
+                tracing::warn!(provider = provider.as_str(), call_id = %end.call_id, "a call's end could not be read against the ledger");
+                EndResult::Failed
+            }
+        };
+        MetricSet::new("webhook")
+            .dimension("Provider", provider.as_str())
+            .dimension("Result", result.as_str())
+            .count("CallEnds", 1)
+            .emit();
+        result
     }
 
     /// Before credentials and keys are loaded nothing can be checked: the provider's normal
@@ -399,13 +610,17 @@ impl Webhook {
     }
 
     fn turn_away(&self, provider: ProviderKind, rejection: Rejection) -> Response {
+        self.count_turned_away(provider, &rejection);
+        (rejection.status(), rejection.to_string()).into_response()
+    }
+
+    fn count_turned_away(&self, provider: ProviderKind, rejection: &Rejection) {
         tracing::warn!(provider = provider.as_str(), reason = rejection.label(), error = %rejection, "request turned away");
         MetricSet::new("webhook")
             .dimension("Provider", provider.as_str())
             .dimension("Rejection", rejection.label())
             .count("Rejected", 1)
             .emit();
-        (rejection.status(), rejection.to_string()).into_response()
     }
 
     /// Logs the interaction, emits its metrics and, when configured, leaves it in the outbox to
@@ -432,11 +647,68 @@ impl Webhook {
             }
         }
         if let Some(outbox) = &self.outbox {
-            outbox.push(interaction);
+            outbox.publish(StreamEvent::Decision(interaction));
         }
     }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A call's outcome as metrics: answered or not, and the talk time, by provider and market.
+fn outcome_metrics(outcome: &CallOutcome) -> MetricSet {
+    let answered = u64::from(outcome.status.answered());
+    MetricSet::new("webhook")
+        .dimension("Provider", outcome.provider.as_str())
+        .dimension("Market", outcome.market.as_str())
+        .count("CallsAnswered", answered)
+        .count("CallsUnanswered", 1 - answered)
+        .value(
+            "TalkSeconds",
+            f64::from(outcome.talk_seconds),
+            Unit::Seconds,
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vnmask::domain::{CallId, DialStatus};
+
+    fn outcome(status: DialStatus, talk_seconds: u32) -> CallOutcome {
+        CallOutcome {
+            at: 1_796_285_533,
+            provider: ProviderKind::Exotel,
+            call_id: CallId::parse("b6cf").unwrap(),
+            number: vnmask::domain::VirtualNumber::parse("+911140000010").unwrap(),
+            market: "IN".parse().unwrap(),
+            order_id: "ord-1".parse().unwrap(),
+            direction: "customer->driver".into(),
+            status,
+            talk_seconds,
+        }
+    }
+
+    #[test]
+    fn an_outcome_counts_as_answered_or_not_with_its_talk_time_by_provider_and_market() {
+        let answered = outcome_metrics(&outcome(DialStatus::Answered, 65)).to_json();
+        assert_eq!(answered["CallsAnswered"], 1.0);
+        assert_eq!(answered["CallsUnanswered"], 0.0);
+        assert_eq!(answered["TalkSeconds"], 65.0);
+        assert_eq!(answered["Provider"], "exotel");
+        assert_eq!(answered["Market"], "IN");
+        let metrics = &answered["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(
+            metrics["Dimensions"],
+            serde_json::json!([["Function", "Provider", "Market"]])
+        );
+        assert!(metrics["Metrics"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"Name": "TalkSeconds", "Unit": "Seconds"})));
+        let busy = outcome_metrics(&outcome(DialStatus::Busy, 0)).to_json();
+        assert_eq!(busy["CallsAnswered"], 0.0);
+        assert_eq!(busy["CallsUnanswered"], 1.0);
+    }
 }

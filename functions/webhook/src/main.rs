@@ -34,22 +34,19 @@ async fn main() -> Result<(), Error> {
         settings.first_load_wait,
     )
     .await;
-    let Some(url) = settings.interactions_queue_url.clone() else {
-        return run(router(Arc::new(Webhook::with_readiness(
-            settings, ready, None,
-        ))))
-        .await;
-    };
-    let queue = InteractionQueue::new(
-        aws_sdk_sqs::Client::new(&interactive_sdk),
-        url,
-        settings.interactions_timeout,
-    );
+    let queue = settings.interactions_queue_url.clone().map(|url| {
+        InteractionQueue::new(
+            aws_sdk_sqs::Client::new(&interactive_sdk),
+            url,
+            settings.interactions_timeout,
+        )
+    });
     let (outbox, drain) = Outbox::new(queue);
     let webhook = Arc::new(Webhook::with_readiness(settings, ready, Some(outbox)));
     // An internal extension: Lambda returns the answer as soon as the handler does, and freezes
     // the environment only once every extension has asked for its next event, so each
-    // invocation's interactions are published after its answer and before any freeze.
+    // invocation's after-the-answer work (interactions, connected calls) is done before any
+    // freeze.
     let drain = Arc::new(Mutex::new(drain));
     let extension = Extension::new()
         .with_events(&["INVOKE"])
@@ -65,7 +62,7 @@ async fn main() -> Result<(), Error> {
                 Ok::<(), Error>(())
             }
         }))
-        .with_extension_name("vnmask-interactions")
+        .with_extension_name("vnmask-after-answer")
         .register()
         .await?;
     tokio::try_join!(run(router(webhook)), extension.run())?;

@@ -135,6 +135,23 @@ impl CallLedger for Slow {
         tokio::time::sleep(self.delay).await;
         self.inner.sight(endpoint, call_id, now, keep_until).await
     }
+
+    async fn remember_connected(
+        &self,
+        endpoint: &str,
+        call: &vnmask::domain::ConnectedCall,
+    ) -> Result<(), StoreError> {
+        self.inner.remember_connected(endpoint, call).await
+    }
+
+    async fn connected(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        now: UnixTime,
+    ) -> Result<Option<vnmask::domain::ConnectedCall>, StoreError> {
+        self.inner.connected(endpoint, call_id, now).await
+    }
 }
 
 #[tokio::test]

@@ -100,7 +100,8 @@ async fn real_binary_under_cargo_lambda_watch_answers_a_signed_twilio_call() {
         body,
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial callerId=\"{vn}\" answerOnBridge=\"true\" \
-             timeout=\"30\" timeLimit=\"3600\"><Number>{}</Number></Dial></Response>",
+             timeout=\"30\" timeLimit=\"3600\" action=\"{BASE_URL}/v1/providers/twilio/dial-end\">\
+             <Number>{}</Number></Dial></Response>",
             driver(1).phone.expose()
         )
     );

@@ -2,7 +2,6 @@
 //! Lambda's INVOKE event (the internal extension) flushes it, so a provider never waits on SQS
 //! and nothing is left when the function is frozen or stopped. Needs moto's SQS.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,47 +13,8 @@ use webhook::{router, Drain, InteractionQueue, Outbox, Webhook};
 mod common;
 use common::*;
 
-/// One queue per test: they run at once in this process.
-static QUEUES: AtomicUsize = AtomicUsize::new(0);
-
-async fn new_queue(sqs: &aws_sdk_sqs::Client) -> String {
-    sqs.create_queue()
-        .queue_name(format!(
-            "vnmask-outbox-{}-{}",
-            std::process::id(),
-            QUEUES.fetch_add(1, Ordering::Relaxed)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap()
-}
-
-async fn published(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<serde_json::Value> {
-    let mut bodies = Vec::new();
-    loop {
-        let out = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        let got = out.messages.unwrap_or_default();
-        if got.is_empty() {
-            return bodies;
-        }
-        bodies.extend(
-            got.into_iter()
-                .filter_map(|m| m.body)
-                .map(|b| serde_json::from_str(&b).unwrap()),
-        );
-    }
-}
-
 fn webhook(s: &Seeds, queue: InteractionQueue) -> (axum::Router, Drain) {
-    let (outbox, drain) = Outbox::new(queue);
+    let (outbox, drain) = Outbox::new(Some(queue));
     let app = router(Arc::new(Webhook::new(
         s.store.clone(),
         config(),
@@ -78,14 +38,15 @@ async fn the_last_interaction_of_a_run_is_published_before_the_function_stops() 
     )
     .await;
     assert!(first.dial().is_some());
-    assert_eq!(drain.flush_invocation("req-1", ANSWER).await, 1);
+    // Its interaction, and the connected call to note.
+    assert_eq!(drain.flush_invocation("req-1", ANSWER).await, 2);
     let last = send(
         &app,
         in_invocation(twilio_call(phone(&s.d), s.vn_cd.as_str()), "req-2"),
     )
     .await;
     assert!(last.dial().is_some());
-    assert_eq!(drain.flush_invocation("req-2", ANSWER).await, 1);
+    assert_eq!(drain.flush_invocation("req-2", ANSWER).await, 2);
     // AND the function stops right after the last one
     drop((app, drain));
 
@@ -140,7 +101,7 @@ async fn the_answer_does_not_wait_for_the_interactions_queue() {
     assert!(answered_in < Duration::from_millis(300), "{answered_in:?}");
     // AND the flush after it gives up at the publish timeout, not at the answer's deadline
     let started = Instant::now();
-    assert_eq!(drain.flush_invocation("req-1", ANSWER).await, 1);
+    assert_eq!(drain.flush_invocation("req-1", ANSWER).await, 2);
     let flushed_in = started.elapsed();
     assert!(
         flushed_in >= publish_timeout && flushed_in < publish_timeout * 2,
@@ -179,7 +140,7 @@ async fn a_flush_waits_for_its_own_invocation_only() {
     )
     .await;
     let (n, mut drain) = flush.await.unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, 2);
 
     // An invocation that never reached the router (Lambda could not read it) holds the flush
     // at most the wait, and what an earlier invocation left is published with it.
@@ -189,7 +150,7 @@ async fn a_flush_waits_for_its_own_invocation_only() {
         drain
             .flush_invocation("req-unread", Duration::from_millis(300))
             .await,
-        1
+        2
     );
     let waited = started.elapsed();
     assert!(
@@ -204,11 +165,7 @@ async fn what_a_flush_could_not_send_goes_with_the_next_one() {
     let s = memory().await;
     let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
     // A queue that does not exist yet: the first flush fails.
-    let name = format!(
-        "vnmask-outbox-late-{}-{}",
-        std::process::id(),
-        QUEUES.fetch_add(1, Ordering::Relaxed)
-    );
+    let name = queue_name();
     let queue_url = format!(
         "{}/123456789012/{name}",
         std::env::var("AWS_ENDPOINT_URL_SQS").unwrap()
@@ -220,7 +177,7 @@ async fn what_a_flush_could_not_send_goes_with_the_next_one() {
         in_invocation(twilio_call(phone(&s.c), s.vn_cd.as_str()), "req-1"),
     )
     .await;
-    assert_eq!(drain.flush_invocation("req-1", ANSWER).await, 1);
+    assert_eq!(drain.flush_invocation("req-1", ANSWER).await, 2);
 
     // WHEN the queue is back and the next call is flushed
     let created = sqs.create_queue().queue_name(&name).send().await.unwrap();
@@ -230,6 +187,7 @@ async fn what_a_flush_could_not_send_goes_with_the_next_one() {
         in_invocation(twilio_call(phone(&s.d), s.vn_cd.as_str()), "req-2"),
     )
     .await;
+    // Its interaction and connected call, and the one kept from before.
     assert_eq!(drain.flush_invocation("req-2", ANSWER).await, 2);
 
     // THEN both calls' interactions are on it, the kept one first

@@ -16,8 +16,8 @@ use std::str::FromStr;
 
 use serde_json::json;
 
-use super::{same_bytes, AuthError, RequestError, Secret};
-use crate::domain::{CallId, Channel, Market, RealNumber, VirtualNumber};
+use super::{same_bytes, seconds, AuthError, RequestError, Secret};
+use crate::domain::{CallEnd, CallId, Channel, DialStatus, Market, RealNumber, VirtualNumber};
 use crate::routing::{Decision, RouteQuery};
 
 /// The query parameter that may carry the token (the other place is the last path segment).
@@ -57,6 +57,35 @@ pub fn connect_query(
         dialled: VirtualNumber::parse_national(dialled, market),
         text: None,
     })
+}
+
+/// Reads the Passthru applet placed after the Connect applet in the flow: Exotel's report of
+/// how the connected call ended. `DialCallStatus` says it; an older flow may send only
+/// `CallType` (`completed`, `client-hangup`, `incomplete`). `DialCallDuration` counts from the
+/// callee's leg being dialled, so for Exotel talk time includes the callee's ringing.
+pub fn call_end(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<CallEnd, RequestError> {
+    let find = |name: &str| {
+        params
+            .iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case(name) && !v.trim().is_empty())
+            .map(|(_, v)| v.as_ref())
+    };
+    let sid = find("CallSid").ok_or(RequestError::Missing("CallSid"))?;
+    let call_id = CallId::parse(sid).map_err(|_| RequestError::Malformed("CallSid"))?;
+    let status = match (find("DialCallStatus"), find("CallType")) {
+        (Some(status), _) => {
+            DialStatus::parse(status).map_err(|_| RequestError::Malformed("DialCallStatus"))?
+        }
+        (None, Some(kind)) => match kind.trim().to_ascii_lowercase().as_str() {
+            "completed" => DialStatus::Answered,
+            "client-hangup" => DialStatus::Canceled,
+            "incomplete" => DialStatus::NoAnswer,
+            _ => return Err(RequestError::Malformed("CallType")),
+        },
+        (None, None) => return Err(RequestError::Missing("DialCallStatus")),
+    };
+    let talk = seconds(find("DialCallDuration"), "DialCallDuration")?;
+    Ok(CallEnd::new(call_id, status, talk))
 }
 
 /// Checks the presented token against the configured ones (two during a rotation).
@@ -203,6 +232,53 @@ mod tests {
 
     fn india() -> Market {
         "IN".parse().unwrap()
+    }
+
+    #[test]
+    fn a_passthru_after_connect_reads_how_the_call_ended() {
+        // As Exotel's Passthru applet sends it after a Connect applet.
+        let end = call_end(&query(&[
+            ("CallSid", "b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a"),
+            ("CallFrom", "09494865411"),
+            ("CallTo", "08047113155"),
+            ("Direction", "incoming"),
+            ("Created", "Wed, 02 Dec 2026 10:15:00"),
+            ("DialCallDuration", "65"),
+            ("StartTime", "2026-12-02 10:15:00"),
+            ("EndTime", "1970-01-01 05:30:00"),
+            ("CallType", "completed"),
+            ("DialWhomNumber", "09710000001"),
+            ("DialCallStatus", "completed"),
+            ("digits", ""),
+        ]))
+        .unwrap();
+        assert_eq!(end.call_id.as_str(), "b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a");
+        assert_eq!((end.status, end.talk_seconds), (DialStatus::Answered, 65));
+        // An older flow says only CallType.
+        for (kind, status) in [
+            ("client-hangup", DialStatus::Canceled),
+            ("incomplete", DialStatus::NoAnswer),
+        ] {
+            let end = call_end(&query(&[
+                ("CallSid", "b6"),
+                ("CallType", kind),
+                ("DialCallDuration", "12"),
+            ]))
+            .unwrap();
+            assert_eq!((end.status, end.talk_seconds), (status, 0), "{kind}");
+        }
+        assert_eq!(
+            call_end(&query(&[("CallSid", "b6")])),
+            Err(RequestError::Missing("DialCallStatus"))
+        );
+        assert_eq!(
+            call_end(&query(&[("CallSid", "b6"), ("CallType", "voicemail")])),
+            Err(RequestError::Malformed("CallType"))
+        );
+        assert_eq!(
+            call_end(&query(&[("DialCallStatus", "busy")])),
+            Err(RequestError::Missing("CallSid"))
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use super::{same_bytes, AuthError, RequestError, Secret};
 use crate::domain::UnixTime;
-use crate::domain::{CallId, Channel};
+use crate::domain::{CallEnd, CallId, Channel, DialStatus};
 use crate::routing::{Decision, RouteQuery};
 
 pub const TIMESTAMP_HEADER: &str = "x-vnmask-timestamp";
@@ -91,6 +91,32 @@ pub fn route_query(body: &[u8]) -> Result<RouteQuery, RequestError> {
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallEndRequest<'a> {
+    #[serde(borrow)]
+    call_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    status: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    talk_seconds: u32,
+}
+
+/// Reads the end of a connected call, `{"call_id", "status", "talk_seconds"}`, signed like a
+/// route question. `status` is `answered`, `no-answer`, `busy`, `failed` or `canceled`.
+pub fn call_end(body: &[u8]) -> Result<CallEnd, RequestError> {
+    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
+    let req: CallEndRequest = serde_json::from_str(text).map_err(|e| RequestError::Json {
+        line: e.line(),
+        column: e.column(),
+    })?;
+    Ok(CallEnd::new(
+        CallId::parse(&req.call_id).map_err(|_| RequestError::Malformed("call_id"))?,
+        DialStatus::parse(&req.status).map_err(|_| RequestError::Malformed("status"))?,
+        req.talk_seconds,
+    ))
+}
+
 /// The JSON answer: `connect` with the callee and the caller id to present, or `reject` with why.
 pub fn route_response(decision: &Decision) -> String {
     let doc = match decision {
@@ -107,6 +133,30 @@ pub fn route_response(decision: &Decision) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_end_reads_its_status_and_talk_time_strictly() {
+        let end =
+            call_end(br#"{"call_id": "c-1", "status": "answered", "talk_seconds": 30}"#).unwrap();
+        assert_eq!((end.status, end.talk_seconds), (DialStatus::Answered, 30));
+        let end = call_end(br#"{"call_id": "c-1", "status": "no-answer"}"#).unwrap();
+        assert_eq!((end.status, end.talk_seconds), (DialStatus::NoAnswer, 0));
+        assert_eq!(
+            call_end(br#"{"call_id": "c-1", "status": "ringing"}"#),
+            Err(RequestError::Malformed("status"))
+        );
+        assert_eq!(
+            call_end(br#"{"call_id": "c 1", "status": "busy"}"#),
+            Err(RequestError::Malformed("call_id"))
+        );
+        for bad in [
+            &br#"{"status": "busy"}"#[..],
+            br#"{"call_id": "c-1", "status": "busy", "caller": "+919810000001"}"#,
+            br#"{"call_id": "c-1", "status": "busy", "talk_seconds": -1}"#,
+        ] {
+            assert!(matches!(call_end(bad), Err(RequestError::Json { .. })));
+        }
+    }
 
     const NOW: i64 = 1_767_225_600;
 

@@ -63,6 +63,14 @@ impl AuthError {
     }
 }
 
+/// An optional count of seconds: absent or empty is 0, anything but digits is malformed.
+pub(crate) fn seconds(value: Option<&str>, name: &'static str) -> Result<u32, RequestError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(v) => v.parse().map_err(|_| RequestError::Malformed(name)),
+    }
+}
+
 /// Equality whose time does not depend on where the inputs differ.
 pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()

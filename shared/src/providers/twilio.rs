@@ -14,8 +14,8 @@ use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 use sha1::Sha1;
 
-use super::{param, same_bytes, AuthError, RequestError, Secret};
-use crate::domain::{CallId, Channel};
+use super::{param, same_bytes, seconds, AuthError, RequestError, Secret};
+use crate::domain::{CallEnd, CallId, Channel, DialStatus};
 use crate::routing::{Decision, RouteQuery};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
@@ -170,6 +170,19 @@ fn query(
     ))
 }
 
+/// Reads the request Twilio sends to `<Dial action>` when the callee's leg is over: the call's
+/// `CallSid` (the one the voice webhook routed), `DialCallStatus` and, when the callee answered,
+/// `DialCallDuration` in seconds.
+pub fn call_end(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<CallEnd, RequestError> {
+    let sid = param(params, "CallSid").ok_or(RequestError::Missing("CallSid"))?;
+    let call_id = CallId::parse(sid).map_err(|_| RequestError::Malformed("CallSid"))?;
+    let status = param(params, "DialCallStatus").ok_or(RequestError::Missing("DialCallStatus"))?;
+    let status =
+        DialStatus::parse(status).map_err(|_| RequestError::Malformed("DialCallStatus"))?;
+    let talk = seconds(param(params, "DialCallDuration"), "DialCallDuration")?;
+    Ok(CallEnd::new(call_id, status, talk))
+}
+
 /// How calls are connected and refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoiceSettings {
@@ -189,22 +202,34 @@ pub enum VoiceRefusal {
     Reject,
 }
 
-/// The TwiML answer to an incoming call.
-pub fn voice_response(decision: &Decision, settings: &VoiceSettings) -> String {
+/// The path of the `<Dial action>` endpoint, under the webhook's public base URL.
+pub const DIAL_END_PATH: &str = "/v1/providers/twilio/dial-end";
+
+/// The TwiML answer to an incoming call. `dial_end_url`, when given, is the URL Twilio asks once
+/// the callee's leg is over ([`call_end`] reads that request); its answer then ends the call.
+pub fn voice_response(
+    decision: &Decision,
+    settings: &VoiceSettings,
+    dial_end_url: Option<&str>,
+) -> String {
     document(|w| match decision {
         Decision::Connect(route) => {
             let timeout = settings.dial_timeout.to_string();
             let limit = settings.time_limit.to_string();
-            w.create_element("Dial")
+            let mut dial = w
+                .create_element("Dial")
                 .with_attribute(("callerId", route.caller_id().as_str()))
                 .with_attribute(("answerOnBridge", "true"))
                 .with_attribute(("timeout", timeout.as_str()))
-                .with_attribute(("timeLimit", limit.as_str()))
-                .write_inner_content(|w| {
-                    w.create_element("Number")
-                        .write_text_content(BytesText::new(route.callee.expose()))?;
-                    Ok(())
-                })?;
+                .with_attribute(("timeLimit", limit.as_str()));
+            if let Some(url) = dial_end_url {
+                dial = dial.with_attribute(("action", url));
+            }
+            dial.write_inner_content(|w| {
+                w.create_element("Number")
+                    .write_text_content(BytesText::new(route.callee.expose()))?;
+                Ok(())
+            })?;
             Ok(())
         }
         Decision::Refuse(_) => match &settings.refusal {
@@ -235,6 +260,11 @@ pub fn message_response(decision: &Decision, text: &str) -> String {
         }
         Decision::Refuse(_) => Ok(()),
     })
+}
+
+/// The answer to a [`call_end`] request: nothing more to do, the call ends.
+pub fn call_end_response() -> String {
+    document(|_| Ok(()))
 }
 
 /// A `<Response>` document with `body` inside. Escaping is quick-xml's.
@@ -524,10 +554,70 @@ mod tests {
             refusal: VoiceRefusal::Reject,
         };
         assert_eq!(
-            voice_response(&Decision::Connect(route()), &settings),
+            voice_response(&Decision::Connect(route()), &settings, None),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial callerId=\"+911140001000\" \
              answerOnBridge=\"true\" timeout=\"25\" timeLimit=\"3600\"><Number>+919710000001</Number></Dial></Response>"
         );
+        let with_end = voice_response(
+            &Decision::Connect(route()),
+            &settings,
+            Some("https://hooks.example.com/v1/providers/twilio/dial-end"),
+        );
+        assert!(
+            with_end.contains(
+                " timeLimit=\"3600\" action=\"https://hooks.example.com/v1/providers/twilio/dial-end\">"
+            ),
+            "{with_end}"
+        );
+    }
+
+    #[test]
+    fn a_call_end_reads_the_calls_status_and_talk_time() {
+        let params = |pairs: &[(&'static str, &'static str)]| -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+                .collect()
+        };
+        // As Twilio sends it after an answered call (its documented Dial action parameters).
+        let end = call_end(&params(&[
+            ("AccountSid", "AC00000000000000000000000000000000"),
+            ("CallSid", "CAfedcba9876543210fedcba9876543210"),
+            ("CallStatus", "in-progress"),
+            ("DialCallSid", "CA0123456789abcdef0123456789abcdef"),
+            ("DialCallStatus", "completed"),
+            ("DialCallDuration", "42"),
+            ("Direction", "inbound"),
+        ]))
+        .unwrap();
+        assert_eq!(end.call_id.as_str(), "CAfedcba9876543210fedcba9876543210");
+        assert_eq!((end.status, end.talk_seconds), (DialStatus::Answered, 42));
+        let busy = call_end(&params(&[("CallSid", "CA1"), ("DialCallStatus", "busy")])).unwrap();
+        assert_eq!((busy.status, busy.talk_seconds), (DialStatus::Busy, 0));
+        for (bad, err) in [
+            (
+                vec![("DialCallStatus", "busy")],
+                RequestError::Missing("CallSid"),
+            ),
+            (
+                vec![("CallSid", "CA1")],
+                RequestError::Missing("DialCallStatus"),
+            ),
+            (
+                vec![("CallSid", "CA1"), ("DialCallStatus", "ringing")],
+                RequestError::Malformed("DialCallStatus"),
+            ),
+            (
+                vec![
+                    ("CallSid", "CA1"),
+                    ("DialCallStatus", "completed"),
+                    ("DialCallDuration", "-3"),
+                ],
+                RequestError::Malformed("DialCallDuration"),
+            ),
+        ] {
+            assert_eq!(call_end(&params(&bad)), Err(err));
+        }
     }
 
     #[test]

@@ -304,6 +304,23 @@ mod tests {
         ) -> Result<Sighting, StoreError> {
             self.1.sight(endpoint, call_id, now, keep_until).await
         }
+
+        async fn remember_connected(
+            &self,
+            endpoint: &str,
+            call: &crate::domain::ConnectedCall,
+        ) -> Result<(), StoreError> {
+            self.1.remember_connected(endpoint, call).await
+        }
+
+        async fn connected(
+            &self,
+            endpoint: &str,
+            call_id: &CallId,
+            now: UnixTime,
+        ) -> Result<Option<crate::domain::ConnectedCall>, StoreError> {
+            self.1.connected(endpoint, call_id, now).await
+        }
     }
 
     /// A live route from +919810000001 on +911140001000 whose pair carries `capabilities`.

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{PersonKey, RouteAt, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
-    CallId, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime,
-    VirtualNumber,
+    CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session,
+    UnixTime, VirtualNumber,
 };
 use crate::store::{
     AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake, LiveContact,
@@ -28,6 +28,7 @@ struct Tables {
     leases: HashMap<String, (String, UnixTime)>,
     /// (endpoint, call id) → (first seen, kept until)
     calls: HashMap<(String, CallId), (UnixTime, UnixTime)>,
+    connected: HashMap<(String, CallId), ConnectedCall>,
 }
 
 #[derive(Default)]
@@ -78,10 +79,39 @@ impl CallLedger for MemoryStore {
             // DynamoDB's TTL deletes late; a lapsed entry is as good as gone.
             Some(&(first_seen, until)) if until > now => Ok(Sighting::Repeat { first_seen }),
             _ => {
-                tables.calls.insert(key, (now, keep_until));
+                tables.calls.insert(key.clone(), (now, keep_until));
+                tables.connected.remove(&key);
                 Ok(Sighting::First)
             }
         }
+    }
+
+    async fn remember_connected(
+        &self,
+        endpoint: &str,
+        call: &ConnectedCall,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.lock()?;
+        let key = (endpoint.to_owned(), call.call_id.clone());
+        // As on DynamoDB: only a call the ledger has seen.
+        if tables.calls.contains_key(&key) {
+            tables.connected.insert(key, call.clone());
+        }
+        Ok(())
+    }
+
+    async fn connected(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        now: UnixTime,
+    ) -> Result<Option<ConnectedCall>, StoreError> {
+        let tables = self.lock()?;
+        let key = (endpoint.to_owned(), call_id.clone());
+        Ok(match tables.calls.get(&key) {
+            Some(&(_, until)) if until > now => tables.connected.get(&key).cloned(),
+            _ => None,
+        })
     }
 }
 

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{Audit, Breach, RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    CallId, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, RoutePair, Session, UnixTime,
-    VirtualNumber,
+    CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, RoutePair,
+    Session, UnixTime, VirtualNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +196,22 @@ pub trait CallLedger: Send + Sync {
         now: UnixTime,
         keep_until: UnixTime,
     ) -> Result<Sighting, StoreError>;
+
+    /// Notes on `endpoint`'s entry for the call what it connected, after the answer, so that the
+    /// provider's report of the call's end is read by call id alone. Kept as long as the entry.
+    async fn remember_connected(
+        &self,
+        endpoint: &str,
+        call: &ConnectedCall,
+    ) -> Result<(), StoreError>;
+
+    /// What `endpoint` connected as `call_id`, while its entry lives (`now` before its end).
+    async fn connected(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        now: UnixTime,
+    ) -> Result<Option<ConnectedCall>, StoreError>;
 }
 
 /// Whether a call id is new to an endpoint.

@@ -59,18 +59,16 @@ pub fn app(store: Arc<dyn Store>) -> axum::Router {
     app_with(store, config(), None)
 }
 
-/// The webhook, publishing its interactions (if `queue`) as they come, as outside Lambda.
+/// The webhook doing its after-the-answer work (interactions to `queue`, if given; connected
+/// calls noted) as it comes, as outside Lambda.
 pub fn app_with(
     store: Arc<dyn Store>,
     config: WebhookConfig,
     queue: Option<InteractionQueue>,
 ) -> axum::Router {
-    let outbox = queue.map(|queue| {
-        let (outbox, drain) = Outbox::new(queue);
-        tokio::spawn(drain.run());
-        outbox
-    });
-    router(Arc::new(Webhook::new(store, config, outbox)))
+    let (outbox, drain) = Outbox::new(queue);
+    tokio::spawn(drain.run());
+    router(Arc::new(Webhook::new(store, config, Some(outbox))))
 }
 
 /// `req` as Lambda hands it over: with its invocation's context.
@@ -233,8 +231,13 @@ pub fn generic_body(caller: &str, dialled: &str, channel: &str) -> String {
 }
 
 pub fn generic_signed(body: &str, timestamp: i64, secret: &str) -> Request<Body> {
+    generic_signed_to(GENERIC, body, timestamp, secret)
+}
+
+/// A generic POST to `path`, signed with `secret` at `timestamp`.
+pub fn generic_signed_to(path: &str, body: &str, timestamp: i64, secret: &str) -> Request<Body> {
     let ts = timestamp.to_string();
-    Request::post(GENERIC)
+    Request::post(path)
         .header("content-type", "application/json")
         .header(generic::TIMESTAMP_HEADER, &ts)
         .header(
@@ -412,4 +415,50 @@ pub async fn dynamo() -> Seeds {
 
 pub fn phone(p: &Participant) -> &str {
     p.phone.expose()
+}
+
+/// One queue per test: they run at once in this process.
+static QUEUES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A queue name no other test of this process uses.
+pub fn queue_name() -> String {
+    format!(
+        "vnmask-test-events-{}-{}",
+        std::process::id(),
+        QUEUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// A fresh interactions queue in moto.
+pub async fn new_queue(sqs: &aws_sdk_sqs::Client) -> String {
+    sqs.create_queue()
+        .queue_name(queue_name())
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+/// Every event on the queue, read and decoded.
+pub async fn published(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<serde_json::Value> {
+    let mut bodies = Vec::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let got = out.messages.unwrap_or_default();
+        if got.is_empty() {
+            return bodies;
+        }
+        bodies.extend(
+            got.into_iter()
+                .filter_map(|m| m.body)
+                .map(|b| serde_json::from_str(&b).unwrap()),
+        );
+    }
 }

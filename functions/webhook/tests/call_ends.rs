@@ -1,0 +1,250 @@
+//! How a connected call ended: each provider's report (Twilio's `<Dial action>`, Exotel's
+//! Passthru after Connect, the generic callback) is read against what the webhook noted of the
+//! call after its answer, by call id alone, and recorded once on the interactions stream.
+//! On both stores; needs moto's SQS and DynamoDB Local.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::Request;
+use serde_json::Value;
+use vnmask::providers::{exotel, twilio};
+use vnmask_tests::local_sdk;
+use webhook::{router, Drain, InteractionQueue, Outbox, Webhook, ANSWER_WAIT};
+
+mod common;
+use common::*;
+
+const CALL_SID: &str = "CAfedcba9876543210fedcba9876543210";
+
+struct Fx {
+    app: axum::Router,
+    drain: Drain,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    s: Seeds,
+    invocations: usize,
+}
+
+impl Fx {
+    async fn new(s: Seeds) -> Fx {
+        let sqs = aws_sdk_sqs::Client::new(&local_sdk().await);
+        let queue_url = new_queue(&sqs).await;
+        let queue = InteractionQueue::new(sqs.clone(), queue_url.clone(), Duration::from_secs(2));
+        let (outbox, drain) = Outbox::new(Some(queue));
+        let app = router(Arc::new(Webhook::new(
+            s.store.clone(),
+            config(),
+            Some(outbox),
+        )));
+        Fx {
+            app,
+            drain,
+            sqs,
+            queue_url,
+            s,
+            invocations: 0,
+        }
+    }
+
+    /// One invocation, as Lambda runs it: the answer, then the after-the-answer work.
+    async fn invoke(&mut self, req: Request<Body>) -> Answer {
+        self.invocations += 1;
+        let id = format!("req-{}", self.invocations);
+        let answer = send(&self.app, in_invocation(req, &id)).await;
+        self.drain.flush_invocation(&id, ANSWER_WAIT).await;
+        answer
+    }
+
+    /// The outcome events published so far, and a check that no real number went out.
+    async fn outcomes(&self) -> Vec<Value> {
+        let events = published(&self.sqs, &self.queue_url).await;
+        let all = serde_json::to_string(&events).unwrap();
+        for person in [&self.s.c, &self.s.d, &self.s.n] {
+            assert!(!all.contains(&phone(person)[3..]), "a real number: {all}");
+        }
+        events
+            .into_iter()
+            .filter(|e| e["kind"] == "outcome")
+            .collect()
+    }
+}
+
+fn dial_end(call_sid: &str, status: &str, duration: &str) -> Request<Body> {
+    // Twilio's documented <Dial action> parameters.
+    twilio_request(
+        twilio::DIAL_END_PATH,
+        &[
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("ApiVersion", "2010-04-01"),
+            ("CallSid", call_sid),
+            ("CallStatus", "in-progress"),
+            ("DialCallSid", "CA0123456789abcdef0123456789abcdef"),
+            ("DialCallStatus", status),
+            ("DialCallDuration", duration),
+            ("Direction", "inbound"),
+        ],
+    )
+}
+
+fn exotel_end(call_sid: &str, status: &str, duration: &str, token: &str) -> Request<Body> {
+    // The Passthru applet placed after Connect, as Exotel sends it.
+    let query = form(&[
+        ("CallSid", call_sid),
+        ("CallFrom", "09810000001"),
+        ("CallTo", "01140001000"),
+        ("Direction", "incoming"),
+        ("Created", "Wed, 02 Dec 2026 10:15:00"),
+        ("DialCallDuration", duration),
+        ("StartTime", "2026-12-02 10:15:00"),
+        ("EndTime", "1970-01-01 05:30:00"),
+        ("CallType", "completed"),
+        ("DialWhomNumber", "09710000001"),
+        ("DialCallStatus", status),
+        ("digits", ""),
+        (exotel::TOKEN_PARAM, token),
+    ]);
+    Request::get(format!("/v1/providers/exotel/call-end?{query}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn generic_end(body: &str, secret: &str) -> Request<Body> {
+    generic_signed_to(
+        "/v1/providers/generic/call-end",
+        body,
+        vnmask_tests::now(),
+        secret,
+    )
+}
+
+async fn twilio_reports_a_connected_calls_end_once(s: Seeds) {
+    let mut fx = Fx::new(s).await;
+    let (c, vn) = (phone(&fx.s.c).to_owned(), fx.s.vn_cd.clone());
+
+    // GIVEN C's call to D, connected, and Twilio told where to report its end
+    let answer = fx.invoke(twilio_call(&c, vn.as_str())).await;
+    assert!(
+        answer
+            .body
+            .contains(&format!(" action=\"{BASE_URL}{}\"", twilio::DIAL_END_PATH)),
+        "{}",
+        answer.body
+    );
+
+    // WHEN Twilio reports it answered and lasted 42 s
+    let end = fx.invoke(dial_end(CALL_SID, "completed", "42")).await;
+
+    // THEN the call simply ends, and its outcome is on the stream, by role and order
+    assert_eq!(end.status.as_u16(), 200);
+    assert!(end.body.ends_with("<Response></Response>"), "{}", end.body);
+    let outcomes = fx.outcomes().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let o = &outcomes[0];
+    assert_eq!(o["provider"], "twilio");
+    assert_eq!(o["call_id"], CALL_SID);
+    assert_eq!(o["order_id"], "ord-c");
+    assert_eq!(o["number"], vn.as_str());
+    assert_eq!(o["market"], "IN");
+    assert_eq!(o["direction"], "customer->driver");
+    assert_eq!(o["status"], "answered");
+    assert_eq!(o["talk_seconds"], 42);
+
+    // AND the same report again, an unknown call's and a forged one record nothing more
+    assert_eq!(
+        fx.invoke(dial_end(CALL_SID, "completed", "42"))
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+    let unknown = fx
+        .invoke(dial_end("CA00000000000000000000000000000000", "busy", "0"))
+        .await;
+    assert_eq!(unknown.status.as_u16(), 200, "accepted, not an error");
+    let mut forged = dial_end("CA11111111111111111111111111111111", "busy", "0");
+    forged
+        .headers_mut()
+        .insert(twilio::SIGNATURE_HEADER, "forged".parse().unwrap());
+    assert_eq!(fx.invoke(forged).await.status.as_u16(), 403);
+    assert_eq!(fx.outcomes().await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn twilio_reports_a_connected_calls_end_once_in_memory() {
+    twilio_reports_a_connected_calls_end_once(memory().await).await;
+}
+
+#[tokio::test]
+async fn twilio_reports_a_connected_calls_end_once_on_dynamodb() {
+    twilio_reports_a_connected_calls_end_once(dynamo().await).await;
+}
+
+#[tokio::test]
+async fn exotels_passthru_reports_the_end_of_a_call_connected_in_national_form() {
+    let mut fx = Fx::new(dynamo().await).await;
+    let national = |e164: &str| format!("0{}", &e164[3..]);
+    let (c, vn) = (phone(&fx.s.c).to_owned(), fx.s.vn_cd.clone());
+    let sid = "b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a";
+    let answer = fx
+        .invoke(exotel_call_as(sid, &national(&c), &national(vn.as_str())))
+        .await;
+    assert_eq!(answer.json()["outgoing_phone_number"], vn.as_str());
+
+    let end = fx.invoke(exotel_end(sid, "busy", "12", EXOTEL_TOKEN)).await;
+    assert_eq!(end.status.as_u16(), 200);
+    assert_eq!(end.json()["result"], "recorded");
+    let outcomes = fx.outcomes().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["provider"], "exotel");
+    assert_eq!(outcomes[0]["status"], "busy");
+    assert_eq!(
+        outcomes[0]["talk_seconds"], 0,
+        "no talk time when unanswered"
+    );
+
+    let unknown = fx
+        .invoke(exotel_end("c0ffee", "completed", "30", EXOTEL_TOKEN))
+        .await;
+    assert_eq!(unknown.json()["result"], "unknown_call");
+    let again = fx.invoke(exotel_end(sid, "busy", "12", EXOTEL_TOKEN)).await;
+    assert_eq!(again.json()["result"], "repeat");
+    let wrong = fx
+        .invoke(exotel_end(sid, "busy", "12", "not-the-token"))
+        .await;
+    assert_eq!(wrong.status.as_u16(), 403);
+    assert_eq!(fx.outcomes().await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn the_generic_callback_reports_a_calls_end_signed_like_a_route_question() {
+    let mut fx = Fx::new(memory().await).await;
+    let (d, vn) = (phone(&fx.s.d).to_owned(), fx.s.vn_cd.clone());
+    let answer = fx.invoke(generic_call(&d, vn.as_str())).await;
+    assert_eq!(answer.json()["action"], "connect");
+
+    let body = r#"{"call_id": "carrier-77", "status": "no-answer"}"#;
+    assert_eq!(
+        fx.invoke(generic_end(body, "not-the-secret-at-all-0000000000000"))
+            .await
+            .status
+            .as_u16(),
+        403
+    );
+    let end = fx.invoke(generic_end(body, GENERIC_SECRET)).await;
+    assert_eq!(end.json()["result"], "recorded");
+    let outcomes = fx.outcomes().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["provider"], "generic");
+    assert_eq!(outcomes[0]["direction"], "driver->customer");
+    assert_eq!(outcomes[0]["status"], "no-answer");
+
+    let malformed = fx
+        .invoke(generic_end(
+            r#"{"call_id": "carrier-77", "status": "ringing"}"#,
+            GENERIC_SECRET,
+        ))
+        .await;
+    assert_eq!(malformed.status.as_u16(), 400);
+}
