@@ -894,3 +894,100 @@ fn exotel_sources_are_passed_to_the_webhook() {
         .expect("a parameter");
     assert_eq!(parameter(&doc, sources)["Type"], "String");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard
+
+/// Every metric name the functions emit through `MetricSet::count` and `MetricSet::value`.
+fn emitted_metrics() -> BTreeSet<String> {
+    let root = template_path()
+        .parent()
+        .expect("the template is in the checkout")
+        .to_owned();
+    let mut sources = Vec::new();
+    let mut dirs = vec![root.join("shared/src"), root.join("functions")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "tests" && name != "benches" {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    for source in sources {
+        // rustfmt may break a call after its parenthesis.
+        let flat: String = source.split_whitespace().collect();
+        for call in [".count(\"", ".value(\""] {
+            for (at, _) in flat.match_indices(call) {
+                let rest = &flat[at + call.len()..];
+                if let Some(end) = rest.find('"') {
+                    names.insert(rest[..end].to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_shows_only_metrics_the_code_emits() {
+    let doc = template();
+    let [(_, dashboard)] = resources_of_type(&doc, "AWS::CloudWatch::Dashboard")[..] else {
+        panic!("one dashboard");
+    };
+    let sub = &dashboard["Properties"]["DashboardBody"]["Fn::Sub"];
+    let body = sub[0].as_str().expect("the body is a !Sub template");
+    assert!(
+        sub[1]["DlqName"] == get_att("OrderEventsDlq", "QueueName"),
+        "the dead letters are the order events' DLQ"
+    );
+    let body: Value = serde_json::from_str(body).expect("the body is JSON");
+    let emitted = emitted_metrics();
+    assert!(emitted.contains("Connected") && emitted.contains("TalkSeconds"));
+    let mut shown = BTreeSet::new();
+    let mut titles = Vec::new();
+    for widget in body["widgets"].as_array().unwrap() {
+        titles.push(widget["properties"]["title"].as_str().unwrap().to_owned());
+        for metric in widget["properties"]["metrics"].as_array().unwrap() {
+            let metric = metric.as_array().unwrap();
+            match (&metric[0], metric[0]["expression"].as_str()) {
+                (_, Some(expression)) => {
+                    for (at, _) in expression.match_indices("MetricName=\"") {
+                        let rest = &expression[at + "MetricName=\"".len()..];
+                        let name = &rest[..rest.find('"').unwrap()];
+                        assert!(
+                            expression.contains("{vnmask,"),
+                            "vnmask's namespace: {expression}"
+                        );
+                        shown.insert(name.to_owned());
+                    }
+                }
+                (Value::String(namespace), None) if namespace == "vnmask" => {
+                    shown.insert(metric[1].as_str().unwrap().to_owned());
+                }
+                (Value::String(namespace), None) => {
+                    assert_eq!(namespace, "AWS/SQS", "{metric:?}");
+                    assert_eq!(metric[1], "ApproximateNumberOfMessagesVisible");
+                }
+                other => panic!("a metric neither named nor searched: {other:?}"),
+            }
+        }
+    }
+    let unknown: Vec<_> = shown.difference(&emitted).collect();
+    assert!(unknown.is_empty(), "shown but never emitted: {unknown:?}");
+    for wanted in [
+        "Connected",
+        "Refused",
+        "CallsAnswered",
+        "CallsUnanswered",
+        "TalkSeconds",
+        "Headroom",
+    ] {
+        assert!(shown.contains(wanted), "{wanted} is not on the dashboard");
+    }
+    assert_eq!(titles.len(), 6, "{titles:?}");
+}
