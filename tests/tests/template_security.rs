@@ -610,12 +610,17 @@ fn lookup_server_errors_alarm_on_the_lookups_own_route() {
 // Least privilege
 
 #[test]
-fn webhook_reads_only_routes_and_calls_and_writes_only_calls() {
+fn webhook_reads_only_routes_and_calls_and_writes_only_calls_and_answer_tallies() {
     let doc = template();
     let grants = table_grants(&doc, role_of(&doc, "webhook"));
     // The replay ledger's items (`CALL#<endpoint>#<call id>`, attrs::call_pk), which also note
     // what a connected call joined, read back at its end.
     let call_keys = BTreeSet::from([key_pattern(attrs::CALL_PK_PREFIX)]);
+    // … and the numbers' answer tallies (`ANSWERS#<number>#<shard>`, attrs::answers_pk).
+    let noted_keys = BTreeSet::from([
+        key_pattern(attrs::CALL_PK_PREFIX),
+        key_pattern(attrs::ANSWERS_PK_PREFIX),
+    ]);
     let read_keys = BTreeSet::from([
         key_pattern(attrs::ROUTE_PK_PREFIX),
         key_pattern(attrs::CALL_PK_PREFIX),
@@ -624,7 +629,8 @@ fn webhook_reads_only_routes_and_calls_and_writes_only_calls() {
     for (action, prefixes) in &grants {
         let expected = match action.as_str() {
             "dynamodb:GetItem" => &read_keys,
-            "dynamodb:PutItem" | "dynamodb:UpdateItem" => &call_keys,
+            "dynamodb:PutItem" => &call_keys,
+            "dynamodb:UpdateItem" => &noted_keys,
             other => panic!("the webhook is allowed {other}"),
         };
         assert_eq!(

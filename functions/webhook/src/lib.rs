@@ -562,6 +562,13 @@ impl Webhook {
                 outcome.log();
                 outcome_metrics(&outcome).emit();
                 if let Some(outbox) = &self.outbox {
+                    outbox.count_answer(
+                        ready.store.clone(),
+                        call.number.clone(),
+                        end.call_id.clone(),
+                        end.status.answered(),
+                        now,
+                    );
                     outbox.publish(StreamEvent::Outcome(outcome));
                 }
                 EndResult::Recorded

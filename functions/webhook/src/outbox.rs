@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use vnmask::domain::ConnectedCall;
-use vnmask::store::CallRouting;
+use vnmask::domain::{CallId, ConnectedCall, UnixTime, VirtualNumber};
+use vnmask::store::{CallRouting, MAX_TALLY_DAYS};
 
 use crate::interactions::{InteractionQueue, StreamEvent, Unsent};
 
 /// How long a flush waits for its invocation's answer: every answer is due within 2 s.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
 
-/// How long noting one connected call may take.
+/// How long noting one connected call, or counting its end, may take.
 const REMEMBER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// At most this many unsent events wait for the next flush; older ones are dropped (their log
@@ -34,7 +34,18 @@ enum Work {
         endpoint: &'static str,
         call: ConnectedCall,
     },
+    /// Count a connected call's end on its number's answer tally.
+    CountAnswer {
+        stats: Arc<dyn CallRouting>,
+        number: VirtualNumber,
+        call_id: CallId,
+        answered: bool,
+        at: UnixTime,
+    },
 }
+
+/// How long a day's answer tally is kept: longer than the most days read at once.
+const KEEP_TALLY: UnixTime = (MAX_TALLY_DAYS as UnixTime + 2) * 86_400;
 
 /// Where the handler leaves its after-the-answer work.
 #[derive(Clone)]
@@ -88,6 +99,24 @@ impl Outbox {
             ledger,
             endpoint,
             call,
+        });
+    }
+
+    /// Leaves a connected call's end to be counted on its number's answer tally; never waits.
+    pub fn count_answer(
+        &self,
+        stats: Arc<dyn CallRouting>,
+        number: VirtualNumber,
+        call_id: CallId,
+        answered: bool,
+        at: UnixTime,
+    ) {
+        let _ = self.work.send(Work::CountAnswer {
+            stats,
+            number,
+            call_id,
+            answered,
+            at,
         });
     }
 
@@ -156,6 +185,23 @@ impl Drain {
                     endpoint,
                     call,
                 } => remember(ledger.as_ref(), endpoint, &call).await,
+                Work::CountAnswer {
+                    stats,
+                    number,
+                    call_id,
+                    answered,
+                    at,
+                } => {
+                    let counted =
+                        stats.count_answer(&number, &call_id, answered, at, at + KEEP_TALLY);
+                    match tokio::time::timeout(REMEMBER_TIMEOUT, counted).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            tracing::warn!(%call_id, %error, "answer tally not counted")
+                        }
+                        Err(_) => tracing::warn!(%call_id, "answer tally not counted in time"),
+                    }
+                }
             }
         }
         self.publish(events).await;

@@ -150,6 +150,13 @@ async fn twilio_reports_a_connected_calls_end_once(s: Seeds) {
     assert_eq!(o["direction"], "customer->driver");
     assert_eq!(o["status"], "answered");
     assert_eq!(o["talk_seconds"], 42);
+    // AND it counts on the number's answer tally
+    let tally =
+        fx.s.store
+            .answer_tally(&vn, vnmask_tests::now(), 7)
+            .await
+            .unwrap();
+    assert_eq!((tally.attempted, tally.answered), (1, 1));
 
     // AND the same report again, an unknown call's and a forged one record nothing more
     assert_eq!(
@@ -169,6 +176,15 @@ async fn twilio_reports_a_connected_calls_end_once(s: Seeds) {
         .insert(twilio::SIGNATURE_HEADER, "forged".parse().unwrap());
     assert_eq!(fx.invoke(forged).await.status.as_u16(), 403);
     assert_eq!(fx.outcomes().await, Vec::<Value>::new());
+    let tally =
+        fx.s.store
+            .answer_tally(&vn, vnmask_tests::now(), 7)
+            .await
+            .unwrap();
+    assert_eq!(
+        tally.attempted, 1,
+        "a repeat, an unknown call and a forgery count nothing"
+    );
 }
 
 #[tokio::test]
@@ -247,4 +263,85 @@ async fn the_generic_callback_reports_a_calls_end_signed_like_a_route_question()
         ))
         .await;
     assert_eq!(malformed.status.as_u16(), 400);
+}
+
+async fn answer_tallies_add_up_over_shards_and_days(store: Arc<dyn vnmask::store::Store>) {
+    use vnmask::domain::{AnswerTally, CallId, VirtualNumber};
+    const DAY: i64 = 86_400;
+    let vn = VirtualNumber::parse("+911140009999").unwrap();
+    let other = VirtualNumber::parse("+911140009998").unwrap();
+    let today = vnmask_tests::now();
+    // Today 40 calls, every third answered, over every shard; 5 yesterday, all answered;
+    // 7 eight days ago; and one on another number.
+    for n in 0..40 {
+        let id = CallId::parse(&format!("CA{n:032x}")).unwrap();
+        store
+            .count_answer(&vn, &id, n % 3 == 0, today, today + 14 * DAY)
+            .await
+            .unwrap();
+    }
+    for n in 0..5 {
+        let id = CallId::parse(&format!("CB{n:032x}")).unwrap();
+        store
+            .count_answer(&vn, &id, true, today - DAY, today + 13 * DAY)
+            .await
+            .unwrap();
+    }
+    for n in 0..7 {
+        let id = CallId::parse(&format!("CC{n:032x}")).unwrap();
+        store
+            .count_answer(&vn, &id, false, today - 8 * DAY, today + 6 * DAY)
+            .await
+            .unwrap();
+    }
+    let id = CallId::parse("CD1").unwrap();
+    store
+        .count_answer(&other, &id, true, today, today + DAY)
+        .await
+        .unwrap();
+    let shards: std::collections::BTreeSet<_> = (0..40)
+        .map(|n| vnmask::store::answer_shard(&CallId::parse(&format!("CA{n:032x}")).unwrap()))
+        .collect();
+    assert_eq!(
+        shards.len(),
+        vnmask::store::ANSWER_SHARDS as usize,
+        "every shard used"
+    );
+
+    let tally = |days| store.answer_tally(&vn, today, days);
+    assert_eq!(
+        tally(1).await.unwrap(),
+        AnswerTally {
+            attempted: 40,
+            answered: 14
+        }
+    );
+    assert_eq!(
+        tally(7).await.unwrap(),
+        AnswerTally {
+            attempted: 45,
+            answered: 19
+        }
+    );
+    assert_eq!(tally(12).await.unwrap().attempted, 52);
+    assert_eq!(tally(12).await.unwrap().rate(), Some(19.0 / 52.0));
+    assert_eq!(
+        store
+            .answer_tally(&other, today, 7)
+            .await
+            .unwrap()
+            .attempted,
+        1
+    );
+}
+
+#[tokio::test]
+async fn answer_tallies_add_up_over_shards_and_days_in_memory() {
+    answer_tallies_add_up_over_shards_and_days(Arc::new(vnmask::store::memory::MemoryStore::new()))
+        .await;
+}
+
+#[tokio::test]
+async fn answer_tallies_add_up_over_shards_and_days_on_dynamodb() {
+    answer_tallies_add_up_over_shards_and_days(dynamo().await.store).await;
 }

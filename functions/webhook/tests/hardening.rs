@@ -154,6 +154,31 @@ impl CallLedger for Slow {
     }
 }
 
+#[async_trait]
+impl vnmask::store::AnswerStats for Slow {
+    async fn count_answer(
+        &self,
+        number: &VirtualNumber,
+        call_id: &CallId,
+        answered: bool,
+        now: UnixTime,
+        keep_until: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .count_answer(number, call_id, answered, now, keep_until)
+            .await
+    }
+
+    async fn answer_tally(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+        days: u32,
+    ) -> Result<vnmask::domain::AnswerTally, StoreError> {
+        self.inner.answer_tally(number, now, days).await
+    }
+}
+
 #[tokio::test]
 async fn the_ledger_write_runs_beside_the_route_read() {
     let s = memory().await;

@@ -167,6 +167,22 @@ impl CallEnd {
     }
 }
 
+/// How often a virtual number's connected calls were answered, over some days: what shows a
+/// number that carriers have started to flag (its calls ring out unanswered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AnswerTally {
+    /// Connected calls whose end a provider reported.
+    pub attempted: u64,
+    pub answered: u64,
+}
+
+impl AnswerTally {
+    /// Answered over attempted; `None` before any call.
+    pub fn rate(&self) -> Option<f64> {
+        (self.attempted > 0).then(|| self.answered as f64 / self.attempted as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

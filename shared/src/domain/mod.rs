@@ -6,7 +6,9 @@ mod number;
 mod phone;
 mod session;
 
-pub use call::{CallEnd, CallId, CallIdError, Channel, ConnectedCall, DialStatus, DialStatusError};
+pub use call::{
+    AnswerTally, CallEnd, CallId, CallIdError, Channel, ConnectedCall, DialStatus, DialStatusError,
+};
 pub use number::{Capabilities, Capability, NumberError, NumberState, PoolNumber, Provider};
 pub use phone::{Market, PhoneError, RealNumber, VirtualNumber, E164};
 pub use session::{

@@ -323,6 +323,31 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
+    impl crate::store::AnswerStats for OneRoute {
+        async fn count_answer(
+            &self,
+            number: &VirtualNumber,
+            call_id: &CallId,
+            answered: bool,
+            now: UnixTime,
+            keep_until: UnixTime,
+        ) -> Result<(), StoreError> {
+            self.1
+                .count_answer(number, call_id, answered, now, keep_until)
+                .await
+        }
+
+        async fn answer_tally(
+            &self,
+            number: &VirtualNumber,
+            now: UnixTime,
+            days: u32,
+        ) -> Result<crate::domain::AnswerTally, StoreError> {
+            self.1.answer_tally(number, now, days).await
+        }
+    }
+
     /// A live route from +919810000001 on +911140001000 whose pair carries `capabilities`.
     fn route(capabilities: Capabilities) -> Route {
         Route {

@@ -8,13 +8,14 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{PersonKey, RouteAt, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
-    CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session,
-    UnixTime, VirtualNumber,
+    AnswerTally, CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey,
+    Session, UnixTime, VirtualNumber,
 };
 use crate::store::{
-    AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake, LiveContact,
-    Outage, PairWrite, PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount,
+    AnswerStats, AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake,
+    LiveContact, Outage, PairWrite, PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount,
     PurchaseLedger, RouteReader, SampledRoute, SessionCommit, Sighting, StoreError, WalkCursor,
+    MAX_TALLY_DAYS,
 };
 
 #[derive(Default)]
@@ -29,6 +30,8 @@ struct Tables {
     /// (endpoint, call id) → (first seen, kept until)
     calls: HashMap<(String, CallId), (UnixTime, UnixTime)>,
     connected: HashMap<(String, CallId), ConnectedCall>,
+    /// Answer tallies by (number, UTC day index).
+    answers: HashMap<(VirtualNumber, i64), AnswerTally>,
 }
 
 #[derive(Default)]
@@ -114,6 +117,47 @@ impl CallLedger for MemoryStore {
         })
     }
 }
+
+#[async_trait]
+impl AnswerStats for MemoryStore {
+    async fn count_answer(
+        &self,
+        number: &VirtualNumber,
+        _call_id: &CallId,
+        answered: bool,
+        now: UnixTime,
+        _keep_until: UnixTime,
+    ) -> Result<(), StoreError> {
+        let mut tables = self.lock()?;
+        let tally = tables
+            .answers
+            .entry((number.clone(), now.div_euclid(DAY)))
+            .or_default();
+        tally.attempted += 1;
+        tally.answered += u64::from(answered);
+        Ok(())
+    }
+
+    async fn answer_tally(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+        days: u32,
+    ) -> Result<AnswerTally, StoreError> {
+        let tables = self.lock()?;
+        let today = now.div_euclid(DAY);
+        let days = i64::from(days.clamp(1, MAX_TALLY_DAYS));
+        Ok((today - days + 1..=today)
+            .filter_map(|day| tables.answers.get(&(number.clone(), day)))
+            .fold(AnswerTally::default(), |sum, t| AnswerTally {
+                attempted: sum.attempted + t.attempted,
+                answered: sum.answered + t.answered,
+            }))
+    }
+}
+
+/// Seconds in a UTC day: the answer tally's bucket.
+const DAY: UnixTime = 86_400;
 
 #[async_trait]
 impl AssignmentStore for MemoryStore {

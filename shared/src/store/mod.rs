@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{Audit, Breach, RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, RoutePair,
-    Session, UnixTime, VirtualNumber,
+    AnswerTally, CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey,
+    RoutePair, Session, UnixTime, VirtualNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +214,44 @@ pub trait CallLedger: Send + Sync {
     ) -> Result<Option<ConnectedCall>, StoreError>;
 }
 
+/// Per virtual number, how many connected calls were answered, by UTC day: counters spread over
+/// [`ANSWER_SHARDS`] items a day so that a busy number is no hot key, read back in one request.
+#[async_trait]
+pub trait AnswerStats: Send + Sync {
+    /// Counts one connected call's end on `number`'s tally for the day of `now` (its shard
+    /// chosen by `call_id`), kept until `keep_until`.
+    async fn count_answer(
+        &self,
+        number: &VirtualNumber,
+        call_id: &CallId,
+        answered: bool,
+        now: UnixTime,
+        keep_until: UnixTime,
+    ) -> Result<(), StoreError>;
+
+    /// `number`'s tally over the `days` UTC days up to and including the day of `now`.
+    async fn answer_tally(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+        days: u32,
+    ) -> Result<AnswerTally, StoreError>;
+}
+
+/// Items a number's daily answer tally is spread over.
+pub const ANSWER_SHARDS: u32 = 8;
+
+/// At most this many days of a tally are read at once (one request).
+pub const MAX_TALLY_DAYS: u32 = 12;
+
+/// The shard of `call_id`'s count: stable across runs, spread over [`ANSWER_SHARDS`].
+pub fn answer_shard(call_id: &CallId) -> u32 {
+    let hash = call_id.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash % ANSWER_SHARDS
+}
+
 /// Whether a call id is new to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sighting {
@@ -224,10 +262,10 @@ pub enum Sighting {
     },
 }
 
-/// What the webhook uses: routes to read, and the ledger of call ids.
-pub trait CallRouting: RouteReader + CallLedger {}
+/// What the webhook uses: routes to read, the ledger of call ids, and numbers' answer tallies.
+pub trait CallRouting: RouteReader + CallLedger + AnswerStats {}
 
-impl<T: RouteReader + CallLedger + ?Sized> CallRouting for T {}
+impl<T: RouteReader + CallLedger + AnswerStats + ?Sized> CallRouting for T {}
 
 /// What assignment reads and commits: the assign function, and lookup's fallback.
 #[async_trait]

@@ -72,6 +72,18 @@ pub fn day_sk(day: &str) -> String {
     format!("DAY#{day}")
 }
 
+/// One shard of a virtual number's answer tally, one item per UTC day under [`day_sk`]. The
+/// number is a virtual one (ours, never a person's).
+pub fn answers_pk(number: &str, shard: u32) -> String {
+    format!("{ANSWERS_PK_PREFIX}{number}#{shard}")
+}
+
+/// What every answer-tally item's partition key starts with.
+pub const ANSWERS_PK_PREFIX: &str = "ANSWERS#";
+/// Connected calls whose end was reported, and of them those answered.
+pub const ATTEMPTED: &str = "attempted";
+pub const ANSWERED: &str = "answered";
+
 /// Numbers bought, one item per month under [`month_sk`].
 pub const PURCHASES_PK: &str = "PURCHASES";
 

@@ -1,5 +1,6 @@
 //! The DynamoDB store: one table, conditional writes, one transaction per order change.
 
+mod answers;
 pub mod attrs;
 mod calls;
 mod codec;
