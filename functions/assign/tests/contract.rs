@@ -50,15 +50,17 @@ fn schema_and_parser_agree_on_every_fixture_body() {
     assert!(beyond >= 4, "{beyond} refused beyond the schema");
 }
 
-/// The ```json blocks of docs/events.md.
+/// The ```json blocks of docs/events.md, but the interactions stream's (those have a `kind`:
+/// the webhook's tests check them).
 fn documented_examples() -> Vec<Value> {
     events_doc()
         .split("```json")
         .skip(1)
         .map(|block| {
             let json = block.split("```").next().unwrap();
-            serde_json::from_str(json).expect("a documented example is JSON")
+            serde_json::from_str::<Value>(json).expect("a documented example is JSON")
         })
+        .filter(|example| example.get("kind").is_none())
         .collect()
 }
 

@@ -57,18 +57,24 @@ impl Fx {
         answer
     }
 
-    /// The outcome events published so far, and a check that no real number went out.
-    async fn outcomes(&self) -> Vec<Value> {
+    /// The events published so far, with a check that no real number went out.
+    async fn events(&self) -> Vec<Value> {
         let events = published(&self.sqs, &self.queue_url).await;
         let all = serde_json::to_string(&events).unwrap();
         for person in [&self.s.c, &self.s.d, &self.s.n] {
             assert!(!all.contains(&phone(person)[3..]), "a real number: {all}");
         }
         events
-            .into_iter()
-            .filter(|e| e["kind"] == "outcome")
-            .collect()
     }
+
+    /// The outcome events published so far.
+    async fn outcomes(&self) -> Vec<Value> {
+        of_kind(self.events().await, "outcome")
+    }
+}
+
+fn of_kind(events: Vec<Value>, kind: &str) -> Vec<Value> {
+    events.into_iter().filter(|e| e["kind"] == kind).collect()
 }
 
 fn dial_end(call_sid: &str, status: &str, duration: &str) -> Request<Body> {
@@ -119,6 +125,17 @@ fn generic_end(body: &str, secret: &str) -> Request<Body> {
     )
 }
 
+/// The example of the interactions stream's `kind` in docs/events.md.
+fn documented_event(kind: &str) -> Value {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/events.md"))
+        .unwrap();
+    doc.split("```json")
+        .skip(1)
+        .map(|block| serde_json::from_str::<Value>(block.split("```").next().unwrap()).unwrap())
+        .find(|example| example["kind"] == kind)
+        .unwrap_or_else(|| panic!("docs/events.md shows a {kind} event"))
+}
+
 async fn twilio_reports_a_connected_calls_end_once(s: Seeds) {
     let mut fx = Fx::new(s).await;
     let (c, vn) = (phone(&fx.s.c).to_owned(), fx.s.vn_cd.clone());
@@ -139,8 +156,10 @@ async fn twilio_reports_a_connected_calls_end_once(s: Seeds) {
     // THEN the call simply ends, and its outcome is on the stream, by role and order
     assert_eq!(end.status.as_u16(), 200);
     assert!(end.body.ends_with("<Response></Response>"), "{}", end.body);
-    let outcomes = fx.outcomes().await;
-    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let events = fx.events().await;
+    let decisions = of_kind(events.clone(), "decision");
+    let outcomes = of_kind(events, "outcome");
+    assert_eq!((decisions.len(), outcomes.len()), (1, 1), "{outcomes:?}");
     let o = &outcomes[0];
     assert_eq!(o["provider"], "twilio");
     assert_eq!(o["call_id"], CALL_SID);
@@ -150,6 +169,18 @@ async fn twilio_reports_a_connected_calls_end_once(s: Seeds) {
     assert_eq!(o["direction"], "customer->driver");
     assert_eq!(o["status"], "answered");
     assert_eq!(o["talk_seconds"], 42);
+    // AND both kinds of event have the fields docs/events.md shows
+    for (kind, event) in [("decision", &decisions[0]), ("outcome", o)] {
+        let documented = documented_event(kind);
+        let keys = |v: &Value| {
+            v.as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(keys(event), keys(&documented), "{kind}");
+    }
     // AND it counts on the number's answer tally
     let tally =
         fx.s.store
