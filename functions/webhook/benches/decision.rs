@@ -169,6 +169,7 @@ mod reference {
     pub struct Settings {
         pub dial_timeout: u32,
         pub time_limit: u32,
+        pub dial_end_url: &'static str,
     }
 
     /// The TwiML that connects the call, or `None` for any reason to refuse it.
@@ -227,6 +228,7 @@ mod reference {
                     .with_attribute(("answerOnBridge", "true"))
                     .with_attribute(("timeout", timeout.as_str()))
                     .with_attribute(("timeLimit", limit.as_str()))
+                    .with_attribute(("action", settings.dial_end_url))
                     .write_inner_content(|w| {
                         w.create_element("Number")
                             .write_text_content(BytesText::new(&callee))?;
@@ -306,6 +308,7 @@ fn bench(c: &mut Criterion) {
     let reference_settings = reference::Settings {
         dial_timeout: 30,
         time_limit: 3600,
+        dial_end_url: DIAL_END_URL,
     };
     let mut reference_taken = Recent::default();
     // During a rotation, with the request signed by the second token: the most work.
