@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use vnmask::domain::RealNumber;
 use vnmask_tests::bench::{machine, publish, target, timing_proxy, Busy};
@@ -26,7 +26,19 @@ const RUNS: usize = 15;
 const FUNCTIONS: [&str; 4] = ["webhook", "lookup", "assign", "pool-refresh"];
 const TARGET: Duration = Duration::from_millis(20);
 
-/// Lambda's runtime API, as far as a cold start goes: notes when the first `next` arrives.
+/// The Extensions API's answer to a registration (the webhook registers an internal extension
+/// during its init, as on Lambda).
+fn registered() -> String {
+    let body = r#"{"functionName":"bench","functionVersion":"1","handler":"bootstrap"}"#;
+    format!(
+        "HTTP/1.1 200 OK\r\nLambda-Extension-Identifier: bench\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Lambda's runtime API, as far as a cold start goes: answers an extension's registration and
+/// notes when the first `next` arrives.
 async fn runtime_api(first_next: Arc<Mutex<Option<Instant>>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -38,7 +50,15 @@ async fn runtime_api(first_next: Arc<Mutex<Option<Instant>>>) -> String {
                 let mut buf = [0u8; 4096];
                 while let Ok(n @ 1..) = conn.read(&mut buf).await {
                     seen.extend_from_slice(&buf[..n]);
-                    if String::from_utf8_lossy(&seen).contains("/runtime/invocation/next") {
+                    let request = String::from_utf8_lossy(&seen);
+                    if request.contains("/extension/register") && request.contains("\r\n\r\n{") {
+                        seen.clear();
+                        if conn.write_all(registered().as_bytes()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    if request.contains("/runtime/invocation/next") {
                         first_next.lock().unwrap().get_or_insert_with(Instant::now);
                         break;
                     }
@@ -311,7 +331,8 @@ async fn main() {
          Init: each function's binary for this machine (x86_64, bench profile: release without \
          LTO) started {RUNS} times the way Lambda starts it, timed from process start to its \
          runtime's first request for an event, against a stand-in for Lambda's runtime API on \
-         127.0.0.1. Its calls to AWS at init (KMS unwrapping the data keys, against moto) pass \
+         127.0.0.1 (which also answers the webhook's internal extension's registration, part of \
+         its init as on Lambda). Its calls to AWS at init (KMS unwrapping the data keys, against moto) pass \
          through timing proxies; \"of which AWS\" is the time a request was outstanding, and \
          init without the network is the rest. Peak RSS is the process's high-water mark when it \
          asked for its first event (the largest of the runs). Medians.\n\n\
