@@ -661,14 +661,24 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
     );
 
     // schemathesis: generated requests against the running lookup and webhook endpoints never
-    // get a 5xx nor a response docs/openapi.yaml does not describe.
-    for (function, paths, header) in [
+    // get a 5xx nor a response docs/openapi.yaml does not describe. The webhook gets schema-valid
+    // data only: cargo lambda's emulator itself answers 500, without invoking the function, to a
+    // JSON or text body that is not UTF-8 (API Gateway base64-encodes such a body, and the
+    // webhook answers it 400: functions/webhook/tests/bad_input.rs), and every generated
+    // webhook request is turned away at the signature or token check whatever its body.
+    for (function, paths, header, mode) in [
         (
             "lookup",
             "^/v1/orders",
             r#"x-vnmask-local-claims: {"sub": "u-c"}"#,
+            "all",
         ),
-        ("webhook", "^/v1/providers", "x-vnmask-test: schemathesis"),
+        (
+            "webhook",
+            "^/v1/providers",
+            "x-vnmask-test: schemathesis",
+            "positive",
+        ),
     ] {
         let out = Command::new(root().join(".venv/bin/schemathesis"))
             .arg("run")
@@ -676,6 +686,7 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
             .args(["--url", &format!("{}/lambda-url/{function}", stack.base())])
             .args(["--include-path-regex", paths, "-H", header])
             .args(["--checks", "not_a_server_error,response_schema_conformance"])
+            .args(["--mode", mode])
             .args([
                 "--max-examples",
                 "15",
