@@ -167,6 +167,10 @@ pub struct OrderEvent {
     /// The order's full current participant list (required when the type names participants).
     #[serde(default)]
     pub participants: Option<Vec<Participant>>,
+    /// Whether the order's connected calls are recorded (opt-in, where consent and the law allow;
+    /// docs/events.md). Read with a participants snapshot, like the participants themselves.
+    #[serde(default)]
+    pub record: bool,
 }
 
 /// Why a message is not a valid order event. Never carries a phone number or any other value
@@ -338,6 +342,7 @@ impl OrderEvent {
             market: self.market.clone(),
             version: self.version,
             change,
+            record: self.record,
         })
     }
 }
@@ -469,5 +474,24 @@ mod tests {
             OrderEvent::parse(&v.to_string()).unwrap_err(),
             EventError::Missing("participants[0].user_id".into())
         );
+    }
+
+    #[test]
+    fn recording_is_off_unless_the_event_asks_for_it_with_a_boolean() {
+        assert!(
+            !OrderEvent::parse(ASSIGNED)
+                .unwrap()
+                .update()
+                .unwrap()
+                .record
+        );
+        let on = OrderEvent::parse(&with("record", true.into())).unwrap();
+        assert!(on.update().unwrap().record);
+        for bad in [Value::from("yes"), Value::from(1)] {
+            assert_eq!(
+                OrderEvent::parse(&with("record", bad)).unwrap_err(),
+                EventError::Invalid("record".into())
+            );
+        }
     }
 }

@@ -50,6 +50,7 @@ async fn run(s: &Scenario) -> Figures {
                 order_id: "ord-warm".parse().unwrap(),
                 market: market("IN"),
                 version: 1,
+                record: false,
                 change: OrderChange::Participants(vec![customer(99_999), driver(99_999)]),
             },
             now(),
@@ -68,6 +69,7 @@ async fn run(s: &Scenario) -> Figures {
             order_id: format!("ord-{i}").parse().unwrap(),
             market: market("IN"),
             version: 1,
+            record: false,
             change: OrderChange::Participants(vec![
                 customer(rng.gen_range(0..CUSTOMERS)),
                 driver(i % s.drivers),

@@ -264,6 +264,7 @@ async fn main() {
             order_id: order.parse().unwrap(),
             market: market("IN"),
             version,
+            record: false,
             change,
         };
         let assigner = &assigner;

@@ -57,6 +57,7 @@ fn assign(order: &str, version: u64, people: &[Participant]) -> OrderUpdate {
         order_id: order.parse().unwrap(),
         market: market("IN"),
         version,
+        record: false,
         change: OrderChange::Participants(people.to_vec()),
     }
 }
@@ -66,6 +67,7 @@ fn end(order: &str, version: u64) -> OrderUpdate {
         order_id: order.parse().unwrap(),
         market: market("IN"),
         version,
+        record: false,
         change: OrderChange::End,
     }
 }
@@ -895,6 +897,102 @@ async fn changing_a_markets_channels_applies_to_new_assignments_only(fx: Fx) {
     assert_eq!(newer, pool[1..].iter().map(|v| v.number.clone()).collect());
 }
 
+/// Every route of `order`'s pairs (both directions), as the webhook reads it at `at`.
+async fn routes_of(fx: &Fx, order: &str, at: i64) -> Vec<vnmask::domain::Route> {
+    let session = fx
+        .store
+        .session(&order.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("session exists");
+    let mut routes = Vec::new();
+    for pair in session.route_pairs(session.routes_until) {
+        for r in pair.routes() {
+            routes.push(
+                live_route(fx.store.as_ref(), &r.caller, &r.number, at)
+                    .await
+                    .unwrap()
+                    .expect("route is live"),
+            );
+        }
+    }
+    routes
+}
+
+/// Recording is the order's choice, kept on its session and on both directions of every pair,
+/// written in the same transaction as the pair: a pair records both ways or neither, a newer
+/// event turns it on or off for every pair at once, an end keeps it and a stale event changes
+/// nothing. The audit finds every pair whole throughout.
+async fn recording_is_the_orders_and_both_directions_of_each_pair_carry_it(fx: Fx) {
+    let (c, d, m) = (customer(1), driver(1), merchant(1));
+    let t = now();
+    let people = [c.clone(), d.clone(), m.clone()];
+    let recorded = |version, record| OrderUpdate {
+        record,
+        ..assign("ord-1", version, &people)
+    };
+    let records = |routes: &[vnmask::domain::Route]| -> Vec<bool> {
+        routes.iter().map(|r| r.record).collect()
+    };
+
+    fx.apply(&assign("ord-1", 1, &people), t).await;
+    let routes = routes_of(&fx, "ord-1", t).await;
+    assert_eq!(routes.len(), 6, "three pairs, both ways");
+    assert_eq!(records(&routes), vec![false; 6], "off by default");
+
+    let Outcome::Applied { session, .. } = fx.apply(&recorded(2, true), t + 1).await else {
+        panic!("applies")
+    };
+    assert!(session.record);
+    let on = routes_of(&fx, "ord-1", t + 1).await;
+    assert_eq!(records(&on), vec![true; 6]);
+    assert_eq!(
+        on.iter().map(|r| r.number.clone()).collect::<Vec<_>>(),
+        routes.iter().map(|r| r.number.clone()).collect::<Vec<_>>(),
+        "recording changes no number"
+    );
+    assert_eq!(audit(fx.store.as_ref(), t + 1).await.unwrap(), vec![]);
+
+    // A stale event that did not record changes nothing.
+    assert!(matches!(
+        fx.apply(&recorded(1, false), t + 2).await,
+        Outcome::Stale { stored_version: 2 }
+    ));
+    assert_eq!(
+        records(&routes_of(&fx, "ord-1", t + 2).await),
+        vec![true; 6]
+    );
+
+    // The end keeps the order's choice for its grace period.
+    fx.apply(&end("ord-1", 3), t + 3).await;
+    assert_eq!(
+        records(&routes_of(&fx, "ord-1", t + 3).await),
+        vec![true; 6]
+    );
+    assert_eq!(audit(fx.store.as_ref(), t + 3).await.unwrap(), vec![]);
+
+    // Another order turns it off at a newer version: every pair, both ways, at once.
+    let people2 = [c.clone(), d.clone()];
+    fx.apply(
+        &OrderUpdate {
+            record: true,
+            ..assign("ord-2", 1, &people2)
+        },
+        t + 4,
+    )
+    .await;
+    assert_eq!(
+        records(&routes_of(&fx, "ord-2", t + 4).await),
+        vec![true; 2]
+    );
+    fx.apply(&assign("ord-2", 2, &people2), t + 5).await;
+    assert_eq!(
+        records(&routes_of(&fx, "ord-2", t + 5).await),
+        vec![false; 2]
+    );
+    assert_eq!(audit(fx.store.as_ref(), t + 5).await.unwrap(), vec![]);
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -931,6 +1029,7 @@ contract! {
     a_voice_and_sms_market_never_takes_a_voice_only_number: 0,
     a_mixed_pool_serves_each_market_from_its_subset_and_bounds_each_apart: 0,
     changing_a_markets_channels_applies_to_new_assignments_only: 0,
+    recording_is_the_orders_and_both_directions_of_each_pair_carry_it: 5,
 }
 
 #[tokio::test]

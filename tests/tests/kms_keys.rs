@@ -96,6 +96,7 @@ async fn a_new_data_key_seals_new_values_and_old_ones_still_open() {
             order_id: order.parse().unwrap(),
             market: market("IN"),
             version: 1,
+            record: false,
             change: OrderChange::Participants(vec![customer(n), driver(n)]),
         };
         async move { assigner.apply(&update, now()).await.unwrap() }

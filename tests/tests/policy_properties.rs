@@ -214,6 +214,7 @@ impl World {
             order_id: format!("o{index}").parse().unwrap(),
             market: market("IN"),
             version,
+            record: false,
             change,
         };
         let people = match &update.change {

@@ -61,6 +61,7 @@ async fn run(d: &LocalDynamo, orders: Orders, pool_size: usize) -> Run {
                 order_id: id.parse().unwrap(),
                 market: market("IN"),
                 version: 1,
+                record: false,
                 change: OrderChange::Participants(people.clone()),
             };
             tokio::spawn(async move { assigner.apply(&update, t).await })
@@ -254,6 +255,7 @@ async fn churn(
             order_id: id.parse().unwrap(),
             market: market("IN"),
             version: 2,
+            record: false,
             change,
         };
         match i % 3 {

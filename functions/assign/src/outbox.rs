@@ -229,6 +229,7 @@ mod tests {
             ],
             updated_at: 0,
             routes_until: 100,
+            record: false,
         };
         let event_id: EventId = serde_json::from_str("\"e-1\"").unwrap();
         let note = NumbersAssigned::new(&event_id, &session);

@@ -183,6 +183,7 @@ impl ContactDirectory {
             order_id: snapshot.order_id,
             market: snapshot.market,
             version: snapshot.version,
+            record: snapshot.record,
             change: OrderChange::Participants(snapshot.participants),
         };
         match self.assigner.apply(&update, now).await {
@@ -287,6 +288,7 @@ mod tests {
             ],
             updated_at: 1_000,
             routes_until,
+            record: false,
         }
     }
 

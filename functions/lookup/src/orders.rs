@@ -88,6 +88,10 @@ pub struct OrderSnapshot {
     /// The order's full current participant list; may be empty unless the order is active.
     #[serde(default)]
     pub participants: Vec<Participant>,
+    /// Whether the order's calls are recorded, as its events' `record` says (the same version
+    /// must ask the same whichever of the event and this answer is applied first).
+    #[serde(default)]
+    pub record: bool,
 }
 
 impl OrderSnapshot {
@@ -261,6 +265,16 @@ mod tests {
         assert_eq!(order.version, 3);
         assert_eq!(order.market.as_str(), "IN");
         assert_eq!(order.participants[1].user_id.as_str(), "u-d");
+    }
+
+    #[test]
+    fn an_order_records_only_when_it_says_so() {
+        assert!(!parse(ACTIVE_ORDER, "ord-1001").unwrap().record);
+        let recorded = ACTIVE_ORDER.replace("\"version\": 3,", "\"version\": 3, \"record\": true,");
+        assert!(parse(&recorded, "ord-1001").unwrap().record);
+        let garbage =
+            ACTIVE_ORDER.replace("\"version\": 3,", "\"version\": 3, \"record\": \"yes\",");
+        assert!(parse(&garbage, "ord-1001").is_err());
     }
 
     #[test]

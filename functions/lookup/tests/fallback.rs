@@ -117,6 +117,39 @@ async fn late_event_order_is_assigned_and_answered() {
 }
 
 #[tokio::test]
+async fn a_fallback_keeps_the_orders_recording_choice_as_its_event_would() {
+    let server = MockServer::start().await;
+    let fx = with_orders_service(&server).await;
+    let (c, d) = (customer(1), driver(1));
+    let mut order = order_json("ord-1", "active", 7, &[c.clone(), d.clone()]);
+    order["record"] = true.into();
+    serve_order(&server, "ord-1", order).await;
+
+    assert_eq!(fx.ask("c1", "ord-1").await.status, StatusCode::OK);
+
+    let session = fx
+        .store
+        .session(&"ord-1".parse().unwrap())
+        .await
+        .unwrap()
+        .expect("the fallback stored the session");
+    assert!(session.record);
+    for (from, to) in [(&c, &d), (&d, &c)] {
+        let route = live_route(
+            fx.store.as_ref(),
+            &from.phone,
+            &session.contacts[0].number,
+            now(),
+        )
+        .await
+        .unwrap()
+        .expect("route");
+        assert_eq!(&route.callee, &to.phone);
+        assert!(route.record, "both directions record");
+    }
+}
+
+#[tokio::test]
 async fn orders_service_credential_is_sent() {
     let server = MockServer::start().await;
     let fx = with_orders_service(&server).await;

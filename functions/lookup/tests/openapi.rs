@@ -253,6 +253,7 @@ fn webhook_json_answers_match_the_document() {
         callee_role: "driver".parse().unwrap(),
         callee: RealNumber::parse("+919710000001").unwrap(),
         capabilities: vnmask::domain::Capabilities::VOICE_AND_SMS,
+        record: false,
         expires_at: now() + 60,
     };
     // Every refusal: a new one stops this from compiling until it is listed below.
@@ -266,7 +267,11 @@ fn webhook_json_answers_match_the_document() {
         | Refusal::NotReady
         | Refusal::ChannelUnavailable => (),
     };
-    let mut decisions = vec![Decision::Connect(route)];
+    let recorded = Route {
+        record: true,
+        ..route.clone()
+    };
+    let mut decisions = vec![Decision::Connect(route), Decision::Connect(recorded)];
     decisions.extend(
         [
             Refusal::CallerUnknown,

@@ -27,6 +27,7 @@ async fn real_binary_under_cargo_lambda_watch_answers_a_lookup() {
         order_id: "ord-e2e".parse().unwrap(),
         market: market("IN"),
         version: 1,
+        record: false,
         change: OrderChange::Participants(vec![c.clone(), d.clone()]),
     };
     let Outcome::Applied { session, .. } = assigner.apply(&update, now()).await.unwrap() else {

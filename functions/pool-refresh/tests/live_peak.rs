@@ -17,6 +17,7 @@ fn order(id: &str, people: Vec<Participant>) -> OrderUpdate {
         order_id: id.parse().unwrap(),
         market: market("IN"),
         version: 1,
+        record: false,
         change: OrderChange::Participants(people),
     }
 }

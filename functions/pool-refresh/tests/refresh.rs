@@ -274,6 +274,7 @@ async fn a_number_that_stops_pointing_at_us_keeps_its_live_routes_until_they_lap
                 order_id: "o1".parse().unwrap(),
                 market: market("IN"),
                 version: 1,
+                record: false,
                 change: OrderChange::Participants(vec![customer(0), driver(0)]),
             },
             t,
@@ -1081,6 +1082,7 @@ async fn headroom_and_busiest_share_follow_the_assignments() {
             order_id: format!("order-{i}").parse().unwrap(),
             market: market("IN"),
             version: 1,
+            record: false,
             change: OrderChange::Participants(vec![customer(0), driver(i)]),
         };
         assigner.apply(&update, t).await.unwrap();

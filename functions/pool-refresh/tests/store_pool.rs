@@ -314,6 +314,7 @@ async fn route_sample_sees_live_routes_within_its_budget() {
                 order_id: format!("o{i}").parse().unwrap(),
                 market: market("IN"),
                 version: 1,
+                record: false,
                 change: OrderChange::Participants(vec![customer(i), driver(i)]),
             };
             assigner.apply(&update, t).await.unwrap();
@@ -349,6 +350,7 @@ async fn a_store_without_keys_refuses_real_numbers_with_a_typed_error() {
         order_id: "o1".parse().unwrap(),
         market: market("IN"),
         version: 1,
+        record: false,
         change: OrderChange::Participants(vec![customer(1), driver(1)]),
     };
     assigner.apply(&order, t).await.unwrap();
@@ -367,6 +369,7 @@ async fn a_store_without_keys_refuses_real_numbers_with_a_typed_error() {
         .apply(
             &OrderUpdate {
                 version: 2,
+                record: false,
                 change: OrderChange::Participants(vec![customer(1), driver(2)]),
                 ..order.clone()
             },

@@ -32,6 +32,7 @@ const TWILIO_TOKEN: &str = "8f3c1a9e5b7d2046c1e9a3f5b7d90e12";
 const TWILIO_NEXT_TOKEN: &str = "2b4d6f8091a3c5e7f9b1d3f5a7c9e1f3";
 const GENERIC_SECRET: &str = "generic-3c5e7f9b1d3f5a7c9e1f3a5c7e9b";
 const BUDGET: Duration = Duration::from_millis(1500);
+const BASE_URL: &str = "https://hooks.vnmask.test";
 const DIAL_END_URL: &str = "https://hooks.vnmask.test/v1/providers/twilio/dial-end";
 
 fn fixture(name: &str) -> String {
@@ -284,6 +285,7 @@ fn bench(c: &mut Criterion) {
                     order_id: "ord-c".parse().unwrap(),
                     market: market("IN"),
                     version: 1,
+                    record: false,
                     change: OrderChange::Participants(vec![customer(1), driver(1)]),
                 },
                 now(),
@@ -311,6 +313,7 @@ fn bench(c: &mut Criterion) {
         dial_end_url: DIAL_END_URL,
     };
     let mut reference_taken = Recent::default();
+    let callbacks = twilio::CallbackUrls::under(BASE_URL);
     // During a rotation, with the request signed by the second token: the most work.
     let tokens = [Secret::new(TWILIO_TOKEN), Secret::new(TWILIO_NEXT_TOKEN)];
     let voice = VoiceSettings {
@@ -369,7 +372,7 @@ fn bench(c: &mut Criterion) {
                 twilio::message_response(&decision, query.text.as_deref().unwrap_or_default())
             } else {
                 // As the webhook answers: with where to report the call's end.
-                twilio::voice_response(&decision, &voice, Some(DIAL_END_URL))
+                twilio::voice_response(&decision, &voice, Some(&callbacks))
             };
             assert!(answer.contains("+919710000001"));
             answer

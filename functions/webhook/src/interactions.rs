@@ -1,12 +1,13 @@
 //! Interactions: one record per call or message decided — who reached whom by role, in which
-//! order, with what outcome — and one per connected call's end, each a log line and, when
-//! configured, an event on an SQS queue. Never a real number.
+//! order, with what outcome — one per connected call's end and one per recording a provider
+//! reports, each a log line and, when configured, an event on an SQS queue. Never a real number.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use vnmask::domain::{
-    CallEnd, CallId, Channel, ConnectedCall, DialStatus, Market, OrderId, UnixTime, VirtualNumber,
+    CallEnd, CallId, Channel, ConnectedCall, DialStatus, Market, OrderId, Recording,
+    RecordingReady, UnixTime, VirtualNumber,
 };
 use vnmask::routing::{Decision, Refusal, RouteQuery};
 
@@ -128,6 +129,9 @@ pub struct CallOutcome {
     pub status: DialStatus,
     /// Seconds the two talked; 0 unless answered.
     pub talk_seconds: u32,
+    /// Where the recording is, when the provider said so in this report (Exotel).
+    #[serde(flatten)]
+    pub recording: Option<Recording>,
 }
 
 impl CallOutcome {
@@ -142,6 +146,7 @@ impl CallOutcome {
             direction: call.direction(),
             status: end.status,
             talk_seconds: end.talk_seconds,
+            recording: end.recording.clone(),
         }
     }
 
@@ -156,7 +161,60 @@ impl CallOutcome {
             direction = self.direction.as_str(),
             status = self.status.as_str(),
             talk_seconds = self.talk_seconds,
+            recorded = self.recording.is_some(),
             "call outcome"
+        );
+    }
+}
+
+/// Where a connected call's recording is, as its provider reported once it was ready, read
+/// against what the call joined.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingEvent {
+    /// When the report came, Unix seconds.
+    pub at: UnixTime,
+    pub provider: ProviderKind,
+    pub call_id: CallId,
+    pub number: VirtualNumber,
+    pub market: Market,
+    pub order_id: OrderId,
+    /// Who called whom, by role: `customer->driver`.
+    pub direction: String,
+    #[serde(flatten)]
+    pub recording: Recording,
+}
+
+impl RecordingEvent {
+    pub fn new(
+        provider: ProviderKind,
+        report: RecordingReady,
+        call: &ConnectedCall,
+        at: UnixTime,
+    ) -> Self {
+        RecordingEvent {
+            at,
+            provider,
+            call_id: report.call_id,
+            number: call.number.clone(),
+            market: call.market.clone(),
+            order_id: call.order_id.clone(),
+            direction: call.direction(),
+            recording: report.recording,
+        }
+    }
+
+    /// The structured log line: the recording's id, never its URL (which may fetch the audio).
+    pub fn log(&self) {
+        tracing::info!(
+            provider = self.provider.as_str(),
+            call_id = self.call_id.as_str(),
+            number = self.number.as_str(),
+            market = self.market.as_str(),
+            order_id = self.order_id.as_str(),
+            direction = self.direction.as_str(),
+            recording_id = self.recording.recording_id.as_deref(),
+            recording_seconds = self.recording.recording_seconds,
+            "call recording"
         );
     }
 }
@@ -169,6 +227,8 @@ pub enum StreamEvent {
     Decision(Interaction),
     /// How a connected call ended.
     Outcome(CallOutcome),
+    /// Where a recorded call's recording is.
+    Recording(RecordingEvent),
 }
 
 impl StreamEvent {
@@ -176,6 +236,7 @@ impl StreamEvent {
         match self {
             StreamEvent::Decision(i) => &i.call_id,
             StreamEvent::Outcome(o) => &o.call_id,
+            StreamEvent::Recording(r) => &r.call_id,
         }
     }
 }

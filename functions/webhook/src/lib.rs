@@ -11,6 +11,7 @@
 //! | `POST /v1/providers/twilio/dial-end` | Twilio `<Dial action>`: how a connected call ended |
 //! | `GET /v1/providers/exotel/call-end[/{token}]` | Exotel Passthru after Connect: the same |
 //! | `POST /v1/providers/generic/call-end` | carriers, in-house IVRs: the same |
+//! | `POST /v1/providers/twilio/recording` | Twilio: where a recorded call's recording is |
 //!
 //! Each request is authenticated first (403, nothing looked up), read (400 when malformed),
 //! then decided with one strongly consistent read of the route while its call id is recorded
@@ -38,7 +39,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, StatusCode, Uri};
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
-use vnmask::domain::{self, CallEnd, Channel, ConnectedCall};
+use vnmask::domain::{self, CallEnd, CallId, Channel, ConnectedCall, RecordingReady};
 use vnmask::providers::{
     exotel, generic, param, parse_form, parse_query, twilio, AuthError, Params, RequestError,
 };
@@ -47,7 +48,9 @@ use vnmask::store::{CallRouting, Sighting};
 use vnmask::telemetry::{MetricSet, Unit};
 
 pub use config::{Providers, WebhookConfig, WebhookSettings};
-pub use interactions::{CallOutcome, Interaction, InteractionQueue, ProviderKind, StreamEvent};
+pub use interactions::{
+    CallOutcome, Interaction, InteractionQueue, ProviderKind, RecordingEvent, StreamEvent,
+};
 pub use outbox::{Drain, Outbox, ANSWER_WAIT};
 pub use readiness::{EnvironmentLoader, LoadError, Loader, Readiness, Ready};
 
@@ -56,6 +59,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 const TWIML: &str = "text/xml; charset=utf-8";
 const TWILIO_DIAL_END: &str = twilio::DIAL_END_PATH;
+const TWILIO_RECORDING: &str = twilio::RECORDING_PATH;
 const JSON: &str = "application/json";
 
 /// Everything a request needs, built once per cold start.
@@ -107,6 +111,7 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
             get(exotel_call_end_with_token),
         )
         .route("/v1/providers/generic/call-end", post(generic_call_end))
+        .route(TWILIO_RECORDING, post(twilio_recording))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             webhook.clone(),
@@ -133,16 +138,18 @@ async fn mark_answered(
 }
 
 /// The ledger endpoints of the routing requests, whose connected calls their ends are read
-/// against; an end's own ledger entry is the routing endpoint's with [`CALL_END_SUFFIX`].
+/// against; an end's own ledger entry is the routing endpoint's with [`CALL_END_SUFFIX`], a
+/// recording report's with [`RECORDING_SUFFIX`].
 const TWILIO_VOICE: &str = "twilio-voice";
 const EXOTEL_CONNECT: &str = "exotel-connect";
 const GENERIC_ROUTE: &str = "generic-route";
 const CALL_END_SUFFIX: &str = "-end";
+const RECORDING_SUFFIX: &str = "-recording";
 
-/// What became of a provider's report of a call's end.
+/// What became of a provider's report on a connected call (its end, or its recording).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EndResult {
-    /// The outcome is recorded.
+    /// The report is published and counted.
     Recorded,
     /// Not a call connected here, or one no longer remembered: counted, not an error.
     UnknownCall,
@@ -264,6 +271,15 @@ async fn twilio_dial_end(
     app.twilio_call_end(&uri, &headers, &body).await
 }
 
+async fn twilio_recording(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.twilio_recording(&uri, &headers, &body).await
+}
+
 async fn exotel_call_end(State(app): State<Arc<Webhook>>, uri: Uri, source: SourceIp) -> Response {
     app.exotel_call_end(None, &uri, source).await
 }
@@ -294,9 +310,11 @@ impl Webhook {
         body: &[u8],
     ) -> Response {
         let started = Instant::now();
-        let render = |decision: &Decision, query: Option<&RouteQuery>, dial_end: Option<&str>| {
+        let render = |decision: &Decision,
+                      query: Option<&RouteQuery>,
+                      callbacks: Option<&twilio::CallbackUrls>| {
             let twiml = match channel {
-                Channel::Voice => twilio::voice_response(decision, &self.settings.voice, dial_end),
+                Channel::Voice => twilio::voice_response(decision, &self.settings.voice, callbacks),
                 Channel::Sms => twilio::message_response(
                     decision,
                     query.and_then(|q| q.text.as_deref()).unwrap_or_default(),
@@ -311,12 +329,12 @@ impl Webhook {
             Channel::Voice => TWILIO_VOICE,
             Channel::Sms => "twilio-sms",
         };
-        // Twilio asks here once a connected call's callee leg is over.
-        let dial_end = ready
+        // Where Twilio reports a connected call's end and, if recorded, its recording.
+        let callbacks = ready
             .providers
             .twilio
             .as_ref()
-            .map(|c| [c.public_base_url.as_str(), TWILIO_DIAL_END].concat());
+            .map(|c| twilio::CallbackUrls::under(&c.public_base_url));
         let admitted = Self::twilio_params(&ready.providers, uri, headers, body).and_then(|p| {
             Ok(match channel {
                 Channel::Voice => twilio::voice_query(&p)?,
@@ -329,7 +347,7 @@ impl Webhook {
             endpoint,
             started,
             admitted,
-            |d, q| render(d, q, dial_end.as_deref()),
+            |d, q| render(d, q, callbacks.as_ref()),
         )
         .await
     }
@@ -489,6 +507,23 @@ impl Webhook {
         }
     }
 
+    async fn twilio_recording(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+        let Some(ready) = self.ready.get() else {
+            return self.turn_away(ProviderKind::Twilio, Rejection::NotReady);
+        };
+        let report = Self::twilio_params(&ready.providers, uri, headers, body)
+            .and_then(|p| Ok(twilio::recording_ready(&p)?));
+        match report {
+            Ok(report) => {
+                let result = self
+                    .note_recording(&ready, ProviderKind::Twilio, TWILIO_VOICE, report)
+                    .await;
+                ([(header::CONTENT_TYPE, JSON)], result.json()).into_response()
+            }
+            Err(rejection) => self.turn_away(ProviderKind::Twilio, rejection),
+        }
+    }
+
     async fn exotel_call_end(
         &self,
         path_token: Option<String>,
@@ -540,24 +575,18 @@ impl Webhook {
         end: CallEnd,
     ) -> EndResult {
         let now = domain::now();
-        let limit = self.settings.lookup_timeout;
-        let ledger = ready.store.as_ref();
-        let end_endpoint = [routed_at, CALL_END_SUFFIX].concat();
-        let (seen, call) = tokio::join!(
-            tokio::time::timeout(
-                limit,
-                ledger.sight(
-                    &end_endpoint,
-                    &end.call_id,
-                    now,
-                    self.settings.replay.keep_until(now),
-                ),
-            ),
-            tokio::time::timeout(limit, ledger.connected(routed_at, &end.call_id, now)),
-        );
-        let result = match (seen, call) {
-            (Ok(Ok(Sighting::Repeat { .. })), _) => EndResult::Repeat,
-            (Ok(Ok(Sighting::First)), Ok(Ok(Some(call)))) => {
+        let result = match self
+            .connected_call(
+                ready,
+                provider,
+                routed_at,
+                CALL_END_SUFFIX,
+                &end.call_id,
+                now,
+            )
+            .await
+        {
+            Ok(call) => {
                 let outcome = CallOutcome::new(provider, &end, &call, now);
                 outcome.log();
                 outcome_metrics(&outcome).emit();
@@ -573,21 +602,85 @@ impl Webhook {
                 }
                 EndResult::Recorded
             }
+            Err(result) => result,
+        };
+        count_report("CallEnds", provider, result);
+        result
+    }
+
+    /// Reads a recording report like a call's end, and publishes where the recording is once.
+    async fn note_recording(
+        &self,
+        ready: &Ready,
+        provider: ProviderKind,
+        routed_at: &'static str,
+        report: RecordingReady,
+    ) -> EndResult {
+        let now = domain::now();
+        let result = match self
+            .connected_call(
+                ready,
+                provider,
+                routed_at,
+                RECORDING_SUFFIX,
+                &report.call_id,
+                now,
+            )
+            .await
+        {
+            Ok(call) => {
+                let event = RecordingEvent::new(provider, report, &call, now);
+                event.log();
+                if let Some(outbox) = &self.outbox {
+                    outbox.publish(StreamEvent::Recording(event));
+                }
+                EndResult::Recorded
+            }
+            Err(result) => result,
+        };
+        count_report("RecordingReports", provider, result);
+        result
+    }
+
+    /// The call a report is about, as the webhook noted it when `routed_at` connected it, if
+    /// this is the first such report (`suffix` names the report's kind in the ledger);
+    /// otherwise what to count instead.
+    async fn connected_call(
+        &self,
+        ready: &Ready,
+        provider: ProviderKind,
+        routed_at: &'static str,
+        suffix: &str,
+        call_id: &CallId,
+        now: domain::UnixTime,
+    ) -> Result<ConnectedCall, EndResult> {
+        let limit = self.settings.lookup_timeout;
+        let ledger = ready.store.as_ref();
+        let report_endpoint = [routed_at, suffix].concat();
+        let (seen, call) = tokio::join!(
+            tokio::time::timeout(
+                limit,
+                ledger.sight(
+                    &report_endpoint,
+                    call_id,
+                    now,
+                    self.settings.replay.keep_until(now),
+                ),
+            ),
+            tokio::time::timeout(limit, ledger.connected(routed_at, call_id, now)),
+        );
+        match (seen, call) {
+            (Ok(Ok(Sighting::Repeat { .. })), _) => Err(EndResult::Repeat),
+            (Ok(Ok(Sighting::First)), Ok(Ok(Some(call)))) => Ok(call),
             (Ok(Ok(Sighting::First)), Ok(Ok(None))) => {
-                tracing::info!(provider = provider.as_str(), call_id = %end.call_id, "the end of a call not connected here");
-                EndResult::UnknownCall
+                tracing::info!(provider = provider.as_str(), call_id = %call_id, report = suffix, "a report on a call not connected here");
+                Err(EndResult::UnknownCall)
             }
             _ => {
-                tracing::warn!(provider = provider.as_str(), call_id = %end.call_id, "a call's end could not be read against the ledger");
-                EndResult::Failed
+                tracing::warn!(provider = provider.as_str(), call_id = %call_id, report = suffix, "a report on a call could not be read against the ledger");
+                Err(EndResult::Failed)
             }
-        };
-        MetricSet::new("webhook")
-            .dimension("Provider", provider.as_str())
-            .dimension("Result", result.as_str())
-            .count("CallEnds", 1)
-            .emit();
-        result
+        }
     }
 
     /// Before credentials and keys are loaded nothing can be checked: the provider's normal
@@ -663,6 +756,16 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// One report on a connected call (`metric`: `CallEnds` or `RecordingReports`), by provider and
+/// what became of it.
+fn count_report(metric: &str, provider: ProviderKind, result: EndResult) {
+    MetricSet::new("webhook")
+        .dimension("Provider", provider.as_str())
+        .dimension("Result", result.as_str())
+        .count(metric, 1)
+        .emit();
+}
+
 /// A call's outcome as metrics: answered or not, and the talk time, by provider and market.
 fn outcome_metrics(outcome: &CallOutcome) -> MetricSet {
     let answered = u64::from(outcome.status.answered());
@@ -694,6 +797,7 @@ mod tests {
             direction: "customer->driver".into(),
             status,
             talk_seconds,
+            recording: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! How a connected call ended: each provider's report (Twilio's `<Dial action>`, Exotel's
 //! Passthru after Connect, the generic callback) is read against what the webhook noted of the
-//! call after its answer, by call id alone, and recorded once on the interactions stream.
-//! On both stores; needs moto's SQS and DynamoDB Local.
+//! call after its answer, by call id alone, and recorded once on the interactions stream; so is
+//! where a recorded order's call recording is. On both stores; needs moto's SQS and DynamoDB
+//! Local.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,8 +96,18 @@ fn dial_end(call_sid: &str, status: &str, duration: &str) -> Request<Body> {
 }
 
 fn exotel_end(call_sid: &str, status: &str, duration: &str, token: &str) -> Request<Body> {
+    exotel_end_with(call_sid, status, duration, token, &[])
+}
+
+fn exotel_end_with(
+    call_sid: &str,
+    status: &str,
+    duration: &str,
+    token: &str,
+    more: &[(&str, &str)],
+) -> Request<Body> {
     // The Passthru applet placed after Connect, as Exotel sends it.
-    let query = form(&[
+    let mut params = vec![
         ("CallSid", call_sid),
         ("CallFrom", "09810000001"),
         ("CallTo", "01140001000"),
@@ -110,7 +121,9 @@ fn exotel_end(call_sid: &str, status: &str, duration: &str, token: &str) -> Requ
         ("DialCallStatus", status),
         ("digits", ""),
         (exotel::TOKEN_PARAM, token),
-    ]);
+    ];
+    params.extend_from_slice(more);
+    let query = form(&params);
     Request::get(format!("/v1/providers/exotel/call-end?{query}"))
         .body(Body::empty())
         .unwrap()
@@ -294,6 +307,247 @@ async fn the_generic_callback_reports_a_calls_end_signed_like_a_route_question()
         ))
         .await;
     assert_eq!(malformed.status.as_u16(), 400);
+}
+
+/// Order `ord-c` (C and D) records its calls from version 2 on; `ord-n` (N and D) does not.
+async fn record_ord_c(s: &Seeds) {
+    let update = vnmask::assignment::OrderUpdate {
+        version: 2,
+        record: true,
+        ..assign("ord-c", &[s.c.clone(), s.d.clone()])
+    };
+    vnmask::assignment::Assigner::new(s.store.clone(), settings())
+        .apply(&update, vnmask_tests::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        number_between(&s.store, "ord-c", &s.c, &s.d).await,
+        s.vn_cd,
+        "recording changes no number"
+    );
+}
+
+const RECORDING_SID: &str = "RE0123456789abcdef0123456789abcdef";
+
+fn recording_ready(call_sid: &str) -> Request<Body> {
+    // Twilio's documented recording-status parameters for a <Dial record> recording.
+    let url = format!(
+        "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/{RECORDING_SID}"
+    );
+    twilio_request(
+        twilio::RECORDING_PATH,
+        &[
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("CallSid", call_sid),
+            ("RecordingSid", RECORDING_SID),
+            ("RecordingUrl", &url),
+            ("RecordingStatus", "completed"),
+            ("RecordingDuration", "41"),
+            ("RecordingChannels", "2"),
+            ("RecordingSource", "DialVerb"),
+            ("RecordingStartTime", "Thu, 03 Dec 2026 12:00:05 +0000"),
+        ],
+    )
+}
+
+async fn a_recorded_orders_twilio_call_is_recorded_and_its_recording_published(s: Seeds) {
+    record_ord_c(&s).await;
+    let mut fx = Fx::new(s).await;
+    let (c, n, vn_cd, vn_nd) = (
+        phone(&fx.s.c).to_owned(),
+        phone(&fx.s.n).to_owned(),
+        fx.s.vn_cd.clone(),
+        fx.s.vn_nd.clone(),
+    );
+
+    // GIVEN N's order does not record: its call's TwiML is as it was before recording existed
+    let plain = fx.invoke(twilio_call(&n, vn_nd.as_str())).await;
+    assert!(plain.body.contains("<Dial "), "{}", plain.body);
+    assert!(!plain.body.contains("record"), "{}", plain.body);
+
+    // WHEN C calls D in the order that records
+    let answer = fx
+        .invoke(twilio_request(
+            VOICE,
+            &voice_params(&c, vn_cd.as_str())
+                .into_iter()
+                .map(|(k, v)| match k {
+                    "CallSid" => (k, "CA22222222222222222222222222222222"),
+                    _ => (k, v),
+                })
+                .collect::<Vec<_>>(),
+        ))
+        .await;
+
+    // THEN Twilio records the bridged call from the answer, on two channels, and says where
+    assert!(
+        answer.body.contains(&format!(
+            " record=\"record-from-answer-dual\" recordingStatusCallback=\"{BASE_URL}{}\"",
+            twilio::RECORDING_PATH
+        )),
+        "{}",
+        answer.body
+    );
+
+    // WHEN the call ends and Twilio reports the recording
+    fx.invoke(dial_end(
+        "CA22222222222222222222222222222222",
+        "completed",
+        "40",
+    ))
+    .await;
+    let ready = fx
+        .invoke(recording_ready("CA22222222222222222222222222222222"))
+        .await;
+
+    // THEN the recording is on the stream once, with the call's order, number and roles
+    assert_eq!(ready.status.as_u16(), 200);
+    assert_eq!(ready.json()["result"], "recorded");
+    let recordings = of_kind(fx.events().await, "recording");
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let r = &recordings[0];
+    assert_eq!(r["provider"], "twilio");
+    assert_eq!(r["call_id"], "CA22222222222222222222222222222222");
+    assert_eq!(r["order_id"], "ord-c");
+    assert_eq!(r["number"], vn_cd.as_str());
+    assert_eq!(r["direction"], "customer->driver");
+    assert_eq!(r["recording_id"], RECORDING_SID);
+    assert!(r["recording_url"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/Recordings/{RECORDING_SID}")));
+    assert_eq!(r["recording_seconds"], 41);
+    let keys = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(keys(r), keys(&documented_event("recording")));
+
+    // AND a repeat, a recording of a call not connected here and a forged one publish nothing
+    let again = fx
+        .invoke(recording_ready("CA22222222222222222222222222222222"))
+        .await;
+    assert_eq!(again.json()["result"], "repeat");
+    let unknown = fx
+        .invoke(recording_ready("CA33333333333333333333333333333333"))
+        .await;
+    assert_eq!(unknown.status.as_u16(), 200, "accepted, not an error");
+    assert_eq!(unknown.json()["result"], "unknown_call");
+    let mut forged = recording_ready("CA44444444444444444444444444444444");
+    forged
+        .headers_mut()
+        .insert(twilio::SIGNATURE_HEADER, "forged".parse().unwrap());
+    assert_eq!(fx.invoke(forged).await.status.as_u16(), 403);
+    assert_eq!(of_kind(fx.events().await, "recording"), Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn a_recorded_orders_twilio_call_is_recorded_and_its_recording_published_in_memory() {
+    a_recorded_orders_twilio_call_is_recorded_and_its_recording_published(memory().await).await;
+}
+
+#[tokio::test]
+async fn a_recorded_orders_twilio_call_is_recorded_and_its_recording_published_on_dynamodb() {
+    a_recorded_orders_twilio_call_is_recorded_and_its_recording_published(dynamo().await).await;
+}
+
+#[tokio::test]
+async fn exotel_records_only_a_recorded_orders_call_and_its_passthru_says_where() {
+    let s = dynamo().await;
+    record_ord_c(&s).await;
+    let mut fx = Fx::new(s).await;
+    let national = |e164: &str| format!("0{}", &e164[3..]);
+    let (c, n, d) = (
+        phone(&fx.s.c).to_owned(),
+        phone(&fx.s.n).to_owned(),
+        phone(&fx.s.d).to_owned(),
+    );
+    let (vn_cd, vn_nd) = (fx.s.vn_cd.clone(), fx.s.vn_nd.clone());
+
+    let plain = fx
+        .invoke(exotel_call_as(
+            "a1",
+            &national(&n),
+            &national(vn_nd.as_str()),
+        ))
+        .await
+        .json();
+    assert_eq!(plain["record"], false);
+    assert!(plain.get("recording_channels").is_none(), "{plain}");
+
+    let recorded = fx
+        .invoke(exotel_call_as(
+            "b2",
+            &national(&d),
+            &national(vn_cd.as_str()),
+        ))
+        .await
+        .json();
+    assert_eq!(recorded["destination"]["numbers"][0], c.as_str());
+    assert_eq!(recorded["record"], true);
+    assert_eq!(recorded["recording_channels"], "dual");
+
+    let url = "https://s3-ap-southeast-1.amazonaws.com/exotelrecordings/acme/b2.mp3";
+    let end = exotel_end_with(
+        "b2",
+        "completed",
+        "30",
+        EXOTEL_TOKEN,
+        &[("RecordingUrl", url)],
+    );
+    assert_eq!(fx.invoke(end).await.json()["result"], "recorded");
+    let outcomes = fx.outcomes().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["direction"], "driver->customer");
+    assert_eq!(outcomes[0]["recording_url"], url);
+    assert!(outcomes[0].get("recording_id").is_none());
+}
+
+#[tokio::test]
+async fn the_generic_answer_asks_to_record_a_recorded_orders_call_and_its_end_says_where() {
+    let s = memory().await;
+    record_ord_c(&s).await;
+    let mut fx = Fx::new(s).await;
+    let (c, n, d) = (
+        phone(&fx.s.c).to_owned(),
+        phone(&fx.s.n).to_owned(),
+        phone(&fx.s.d).to_owned(),
+    );
+    let call = |caller: &str, dialled: &str, call_id: &str| {
+        let body = serde_json::json!({"caller": caller, "dialled": dialled, "call_id": call_id, "channel": "voice"});
+        generic_signed(&body.to_string(), vnmask_tests::now(), GENERIC_SECRET)
+    };
+    let plain = fx
+        .invoke(call(&n, fx.s.vn_nd.as_str(), "carrier-1"))
+        .await
+        .json();
+    assert_eq!(
+        plain,
+        serde_json::json!({"action": "connect", "callee": d, "caller_id": fx.s.vn_nd.as_str()}),
+        "no `record` unless the order records"
+    );
+    let recorded = fx
+        .invoke(call(&c, fx.s.vn_cd.as_str(), "carrier-2"))
+        .await
+        .json();
+    assert_eq!(recorded["record"], true);
+
+    let body = r#"{"call_id": "carrier-2", "status": "answered", "talk_seconds": 30,
+        "recording_id": "rec-9", "recording_url": "https://media.example.com/rec-9.wav"}"#;
+    assert_eq!(
+        fx.invoke(generic_end(body, GENERIC_SECRET)).await.json()["result"],
+        "recorded"
+    );
+    let outcomes = fx.outcomes().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["recording_id"], "rec-9");
+    assert_eq!(
+        outcomes[0]["recording_url"],
+        "https://media.example.com/rec-9.wav"
+    );
 }
 
 async fn answer_tallies_add_up_over_shards_and_days(store: Arc<dyn vnmask::store::Store>) {

@@ -54,6 +54,7 @@ async fn order(
         }],
         updated_at: t,
         routes_until: t + 3600,
+        record: false,
     };
     let pairs = session.route_pairs(session.routes_until);
     store

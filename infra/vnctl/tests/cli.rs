@@ -127,6 +127,7 @@ async fn one_served_order(order: &str) -> (Vnctl, aws_config::SdkConfig, [String
                 order_id: order.parse().unwrap(),
                 market: market("IN"),
                 version: 1,
+                record: false,
                 change: OrderChange::Participants(vec![c, d]),
             },
             now(),

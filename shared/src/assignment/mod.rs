@@ -33,6 +33,9 @@ pub struct OrderUpdate {
     pub market: Market,
     pub version: u64,
     pub change: OrderChange,
+    /// Whether the order's connected calls are recorded from this change on (its event's
+    /// `record`). Read with a participants change; an end keeps what the session had.
+    pub record: bool,
 }
 
 #[derive(Debug)]
@@ -277,6 +280,7 @@ impl Assigner {
             contacts,
             updated_at: now,
             routes_until,
+            record: update.record,
         };
         // What each participant holds once this commits on the numbers this market's pairs can
         // take: their other orders' contacts and this order's. The most of it is the policy's
@@ -383,6 +387,7 @@ impl Assigner {
                     contacts: Vec::new(),
                     updated_at: now,
                     routes_until: now,
+                    record: false,
                 },
                 Vec::new(),
                 Vec::new(),

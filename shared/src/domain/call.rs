@@ -39,11 +39,7 @@ impl CallId {
 
     /// Accepts 1–64 characters of `A-Z a-z 0-9 . _ : -`.
     pub fn parse(s: &str) -> Result<Self, CallIdError> {
-        let ok = !s.is_empty()
-            && s.len() <= Self::MAX_LEN
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        if ok {
+        if safe_id(s, Self::MAX_LEN) {
             Ok(CallId(s.to_owned()))
         } else {
             Err(CallIdError)
@@ -53,6 +49,14 @@ impl CallId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// 1 to `max` characters of `A-Z a-z 0-9 . _ : -`: a provider's id that may be logged.
+fn safe_id(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 impl From<CallId> for String {
@@ -145,13 +149,15 @@ impl DialStatus {
     }
 }
 
-/// The end of a connected call, from the provider's callback: which call, how it ended and how
-/// long the two talked (0 unless answered).
+/// The end of a connected call, from the provider's callback: which call, how it ended, how
+/// long the two talked (0 unless answered) and, for a recorded call whose provider says so in
+/// the same report (Exotel), where the recording is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
     pub call_id: CallId,
     pub status: DialStatus,
     pub talk_seconds: u32,
+    pub recording: Option<Recording>,
 }
 
 impl CallEnd {
@@ -163,8 +169,79 @@ impl CallEnd {
             call_id,
             status,
             talk_seconds,
+            recording: None,
         }
     }
+
+    /// This end, with the recording its report named.
+    pub fn with_recording(self, recording: Option<Recording>) -> Self {
+        CallEnd { recording, ..self }
+    }
+}
+
+/// Why a provider's recording reference is refused. Never carries the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordingError {
+    #[error("a recording id must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'")]
+    Id,
+    #[error(
+        "a recording URL must be an https URL of at most 2048 characters, without credentials"
+    )]
+    Url,
+}
+
+/// Where a provider keeps a recorded call's audio: its id of the recording, when it has one apart
+/// from the URL, and the URL the platform fetches the audio from with its own provider
+/// credentials. vnmask passes these on and keeps no audio. The URL is never logged: whoever
+/// holds it may be able to fetch the recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recording {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_id: Option<String>,
+    pub recording_url: String,
+    /// Seconds of audio, when the provider says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_seconds: Option<u32>,
+}
+
+impl Recording {
+    pub const MAX_URL_LEN: usize = 2048;
+
+    /// Checks what a provider sent: the id in the safe alphabet, the URL an absolute `https`
+    /// URL with a host and no user or password.
+    pub fn parse(
+        id: Option<&str>,
+        url: &str,
+        seconds: Option<u32>,
+    ) -> Result<Self, RecordingError> {
+        if let Some(id) = id {
+            if !safe_id(id, CallId::MAX_LEN) {
+                return Err(RecordingError::Id);
+            }
+        }
+        let parsed = url::Url::parse(url).map_err(|_| RecordingError::Url)?;
+        let acceptable = url.len() <= Self::MAX_URL_LEN
+            && parsed.scheme() == "https"
+            && parsed.host_str().is_some_and(|h| !h.is_empty())
+            && parsed.username().is_empty()
+            && parsed.password().is_none();
+        if !acceptable {
+            return Err(RecordingError::Url);
+        }
+        Ok(Recording {
+            recording_id: id.map(str::to_owned),
+            recording_url: url.to_owned(),
+            recording_seconds: seconds,
+        })
+    }
+}
+
+/// A provider's report that a connected call's recording is ready (Twilio's recording-status
+/// callback), read by call id like the call's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingReady {
+    pub call_id: CallId,
+    pub recording: Recording,
 }
 
 /// How often a virtual number's connected calls were answered, over some days: what shows a
@@ -205,6 +282,35 @@ mod tests {
         }
         let unanswered = CallEnd::new(CallId::parse("CA1").unwrap(), DialStatus::Busy, 17);
         assert_eq!(unanswered.talk_seconds, 0);
+    }
+
+    #[test]
+    fn a_recording_is_an_https_url_without_credentials_and_a_safe_id() {
+        let twilio = "https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/RE0123456789abcdef0123456789abcdef";
+        let ok =
+            Recording::parse(Some("RE0123456789abcdef0123456789abcdef"), twilio, Some(42)).unwrap();
+        assert_eq!(ok.recording_url, twilio);
+        assert_eq!(ok.recording_seconds, Some(42));
+        let exotel = "https://recordings.exotel.com/exotelrecordings/acme/b6cf1c5c8ec8d2bd.mp3";
+        assert!(Recording::parse(None, exotel, None).is_ok());
+        for bad in [
+            "http://api.twilio.com/r.mp3",
+            "https://user:pw@api.twilio.com/r.mp3",
+            "javascript:alert(1)",
+            "/relative/r.mp3",
+            "",
+            &format!("https://api.twilio.com/{}", "r".repeat(2048)),
+        ] {
+            assert_eq!(
+                Recording::parse(None, bad, None),
+                Err(RecordingError::Url),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Recording::parse(Some("RE<script>"), twilio, None),
+            Err(RecordingError::Id)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod session;
 
 pub use call::{
     AnswerTally, CallEnd, CallId, CallIdError, Channel, ConnectedCall, DialStatus, DialStatusError,
+    Recording, RecordingError, RecordingReady,
 };
 pub use number::{Capabilities, Capability, NumberError, NumberState, PoolNumber, Provider};
 pub use phone::{Market, PhoneError, RealNumber, VirtualNumber, E164};

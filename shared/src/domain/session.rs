@@ -277,6 +277,9 @@ pub struct Session {
     /// When this session's routes end: every route it holds expires at this instant, so that
     /// the session and its routes are live together (docs/data-model.md, the pair invariant).
     pub routes_until: UnixTime,
+    /// Whether the order's connected calls are recorded: opt-in per order, off unless its newest
+    /// participants event says `"record": true`.
+    pub record: bool,
 }
 
 impl Session {
@@ -298,7 +301,8 @@ impl Session {
     }
 
     /// Both directions of contact `c`, or `None` if it names someone who is not a participant.
-    /// Both carry the contact's channels: a pair lives, ends and carries texts together.
+    /// Both carry the contact's channels and the order's recording choice: a pair lives, ends,
+    /// carries texts and is recorded together.
     pub fn route_pair(&self, c: &Contact, expires_at: UnixTime) -> Option<RoutePair> {
         let (a, b) = (self.participant(&c.a)?, self.participant(&c.b)?);
         let route = |from: &Participant, to: &Participant| Route {
@@ -310,6 +314,7 @@ impl Session {
             callee_role: to.role.clone(),
             callee: to.phone.clone(),
             capabilities: c.capabilities,
+            record: self.record,
             expires_at,
         };
         Some(RoutePair([route(a, b), route(b, a)]))
@@ -345,6 +350,8 @@ pub struct Route {
     /// The channels of the pair's virtual number (its contact's capabilities), the same both
     /// ways: a text to a voice-only pair is refused.
     pub capabilities: Capabilities,
+    /// Whether calls over this route are recorded (the order's choice, the same both ways).
+    pub record: bool,
     pub expires_at: UnixTime,
 }
 
@@ -407,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn both_directions_of_a_pair_carry_its_contacts_channels() {
+    fn both_directions_of_a_pair_carry_its_contacts_channels_and_the_orders_recording() {
         let voice_only = Capabilities {
             voice: true,
             sms: false,
@@ -429,12 +436,22 @@ mod tests {
             }],
             updated_at: 0,
             routes_until: 100,
+            record: false,
         };
         let pairs = session.route_pairs(100);
         for route in pairs[0].routes() {
             assert_eq!(route.capabilities, voice_only);
             assert!(route.carries(Channel::Voice) && !route.carries(Channel::Sms));
+            assert!(!route.record);
         }
+        let recorded = Session {
+            record: true,
+            ..session
+        };
+        assert!(recorded.route_pairs(100)[0]
+            .routes()
+            .iter()
+            .all(|r| r.record));
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::str::FromStr;
 use serde_json::json;
 
 use super::{same_bytes, seconds, AuthError, RequestError, Secret};
-use crate::domain::{CallEnd, CallId, Channel, DialStatus, Market, RealNumber, VirtualNumber};
+use crate::domain::{
+    CallEnd, CallId, Channel, DialStatus, Market, RealNumber, Recording, VirtualNumber,
+};
 use crate::routing::{Decision, RouteQuery};
 
 /// The query parameter that may carry the token (the other place is the last path segment).
@@ -62,7 +64,8 @@ pub fn connect_query(
 /// Reads the Passthru applet placed after the Connect applet in the flow: Exotel's report of
 /// how the connected call ended. `DialCallStatus` says it; an older flow may send only
 /// `CallType` (`completed`, `client-hangup`, `incomplete`). `DialCallDuration` counts from the
-/// callee's leg being dialled, so for Exotel talk time includes the callee's ringing.
+/// callee's leg being dialled, so for Exotel talk time includes the callee's ringing. A recorded
+/// call's Passthru also carries `RecordingUrl` (Exotel has no recording id apart from it).
 pub fn call_end(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<CallEnd, RequestError> {
     let find = |name: &str| {
         params
@@ -85,7 +88,15 @@ pub fn call_end(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<CallEnd, Requ
         (None, None) => return Err(RequestError::Missing("DialCallStatus")),
     };
     let talk = seconds(find("DialCallDuration"), "DialCallDuration")?;
-    Ok(CallEnd::new(call_id, status, talk))
+    // Exotel writes `null` where a call has no recording.
+    let recording = match find("RecordingUrl").filter(|u| !u.trim().eq_ignore_ascii_case("null")) {
+        Some(url) => Some(
+            Recording::parse(None, url.trim(), None)
+                .map_err(|_| RequestError::Malformed("RecordingUrl"))?,
+        ),
+        None => None,
+    };
+    Ok(CallEnd::new(call_id, status, talk).with_recording(recording))
 }
 
 /// Checks the presented token against the configured ones (two during a rotation).
@@ -198,17 +209,24 @@ pub struct ConnectSettings {
 }
 
 /// Exotel's JSON answer: the callee's number to dial with the virtual number shown, or no
-/// number at all, which sends the call down the applet's "no answer" branch.
+/// number at all, which sends the call down the applet's "no answer" branch. A route of an
+/// order that records its calls asks Exotel to record, each party on its own channel.
 pub fn connect_response(decision: &Decision, settings: &ConnectSettings) -> String {
     let doc = match decision {
-        Decision::Connect(route) => json!({
-            "fetch_after_attempt": false,
-            "destination": { "numbers": [route.callee.expose()] },
-            "outgoing_phone_number": route.caller_id().as_str(),
-            "record": false,
-            "max_ringing_duration": settings.max_ringing_duration,
-            "max_conversation_duration": settings.max_conversation_duration,
-        }),
+        Decision::Connect(route) => {
+            let mut doc = json!({
+                "fetch_after_attempt": false,
+                "destination": { "numbers": [route.callee.expose()] },
+                "outgoing_phone_number": route.caller_id().as_str(),
+                "record": route.record,
+                "max_ringing_duration": settings.max_ringing_duration,
+                "max_conversation_duration": settings.max_conversation_duration,
+            });
+            if route.record {
+                doc["recording_channels"] = json!("dual");
+            }
+            doc
+        }
         Decision::Refuse(_) => json!({
             "fetch_after_attempt": false,
             "destination": { "numbers": [] },
@@ -278,6 +296,81 @@ mod tests {
         assert_eq!(
             call_end(&query(&[("DialCallStatus", "busy")])),
             Err(RequestError::Missing("CallSid"))
+        );
+    }
+
+    #[test]
+    fn a_recorded_calls_passthru_carries_its_recording_url() {
+        let recorded = call_end(&query(&[
+            ("CallSid", "b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a"),
+            ("CallFrom", "09494865411"),
+            ("CallTo", "08047113155"),
+            ("DialCallStatus", "completed"),
+            ("DialCallDuration", "65"),
+            (
+                "RecordingUrl",
+                "https://s3-ap-southeast-1.amazonaws.com/exotelrecordings/acme/b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a.mp3",
+            ),
+        ]))
+        .unwrap();
+        let recording = recorded.recording.unwrap();
+        assert!(recording
+            .recording_url
+            .ends_with("/b6cf1c5c8ec8d2bd0a1a6c4a4e3d1b7a.mp3"));
+        assert_eq!(recording.recording_id, None);
+        for none in ["", "null"] {
+            let end = call_end(&query(&[
+                ("CallSid", "b6"),
+                ("DialCallStatus", "completed"),
+                ("RecordingUrl", none),
+            ]))
+            .unwrap();
+            assert_eq!(end.recording, None, "{none:?}");
+        }
+        assert_eq!(
+            call_end(&query(&[
+                ("CallSid", "b6"),
+                ("DialCallStatus", "completed"),
+                ("RecordingUrl", "ftp://exotel/recording.mp3"),
+            ])),
+            Err(RequestError::Malformed("RecordingUrl"))
+        );
+    }
+
+    #[test]
+    fn the_connect_answer_records_only_an_order_that_asked() {
+        let route = crate::domain::Route {
+            caller: RealNumber::parse("+919494865411").unwrap(),
+            number: VirtualNumber::parse("+918047113155").unwrap(),
+            order_id: "ord-1".parse().unwrap(),
+            market: india(),
+            caller_role: "customer".parse().unwrap(),
+            callee_role: "driver".parse().unwrap(),
+            callee: RealNumber::parse("+919710000001").unwrap(),
+            capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
+            record: false,
+            expires_at: i64::MAX,
+        };
+        let settings = ConnectSettings {
+            max_ringing_duration: 30,
+            max_conversation_duration: 3600,
+        };
+        assert_eq!(
+            connect_response(&Decision::Connect(route.clone()), &settings),
+            "{\"destination\":{\"numbers\":[\"+919710000001\"]},\"fetch_after_attempt\":false,\
+             \"max_conversation_duration\":3600,\"max_ringing_duration\":30,\
+             \"outgoing_phone_number\":\"+918047113155\",\"record\":false}"
+        );
+        let recorded = crate::domain::Route {
+            record: true,
+            ..route
+        };
+        assert_eq!(
+            connect_response(&Decision::Connect(recorded), &settings),
+            "{\"destination\":{\"numbers\":[\"+919710000001\"]},\"fetch_after_attempt\":false,\
+             \"max_conversation_duration\":3600,\"max_ringing_duration\":30,\
+             \"outgoing_phone_number\":\"+918047113155\",\"record\":true,\
+             \"recording_channels\":\"dual\"}"
         );
     }
 

@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use super::{same_bytes, AuthError, RequestError, Secret};
 use crate::domain::UnixTime;
-use crate::domain::{CallEnd, CallId, Channel, DialStatus};
+use crate::domain::{CallEnd, CallId, Channel, DialStatus, Recording, RecordingError};
 use crate::routing::{Decision, RouteQuery};
 
 pub const TIMESTAMP_HEADER: &str = "x-vnmask-timestamp";
@@ -100,26 +100,51 @@ struct CallEndRequest<'a> {
     status: std::borrow::Cow<'a, str>,
     #[serde(default)]
     talk_seconds: u32,
+    #[serde(borrow, default)]
+    recording_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    recording_url: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    recording_seconds: Option<u32>,
 }
 
 /// Reads the end of a connected call, `{"call_id", "status", "talk_seconds"}`, signed like a
-/// route question. `status` is `answered`, `no-answer`, `busy`, `failed` or `canceled`.
+/// route question. `status` is `answered`, `no-answer`, `busy`, `failed` or `canceled`. A
+/// recorded call may add `recording_url` (https), `recording_id` and `recording_seconds`.
 pub fn call_end(body: &[u8]) -> Result<CallEnd, RequestError> {
     let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
     let req: CallEndRequest = serde_json::from_str(text).map_err(|e| RequestError::Json {
         line: e.line(),
         column: e.column(),
     })?;
+    let recording = match (&req.recording_url, &req.recording_id) {
+        (Some(url), id) => Some(
+            Recording::parse(id.as_deref(), url, req.recording_seconds).map_err(|e| match e {
+                RecordingError::Id => RequestError::Malformed("recording_id"),
+                RecordingError::Url => RequestError::Malformed("recording_url"),
+            })?,
+        ),
+        (None, Some(_)) => return Err(RequestError::Missing("recording_url")),
+        (None, None) => None,
+    };
     Ok(CallEnd::new(
         CallId::parse(&req.call_id).map_err(|_| RequestError::Malformed("call_id"))?,
         DialStatus::parse(&req.status).map_err(|_| RequestError::Malformed("status"))?,
         req.talk_seconds,
-    ))
+    )
+    .with_recording(recording))
 }
 
-/// The JSON answer: `connect` with the callee and the caller id to present, or `reject` with why.
+/// The JSON answer: `connect` with the callee and the caller id to present (and `record: true`
+/// when the order records its calls), or `reject` with why.
 pub fn route_response(decision: &Decision) -> String {
     let doc = match decision {
+        Decision::Connect(route) if route.record => json!({
+            "action": "connect",
+            "callee": route.callee.expose(),
+            "caller_id": route.caller_id().as_str(),
+            "record": true,
+        }),
         Decision::Connect(route) => json!({
             "action": "connect",
             "callee": route.callee.expose(),
@@ -156,6 +181,29 @@ mod tests {
         ] {
             assert!(matches!(call_end(bad), Err(RequestError::Json { .. })));
         }
+    }
+
+    #[test]
+    fn a_recorded_calls_end_may_say_where_its_recording_is() {
+        let end = call_end(
+            br#"{"call_id": "c-1", "status": "answered", "talk_seconds": 30,
+                 "recording_id": "rec-9", "recording_url": "https://media.example.com/rec-9.wav",
+                 "recording_seconds": 31}"#,
+        )
+        .unwrap();
+        let recording = end.recording.unwrap();
+        assert_eq!(recording.recording_id.as_deref(), Some("rec-9"));
+        assert_eq!(recording.recording_seconds, Some(31));
+        assert_eq!(
+            call_end(br#"{"call_id": "c-1", "status": "answered", "recording_id": "rec-9"}"#),
+            Err(RequestError::Missing("recording_url"))
+        );
+        assert_eq!(
+            call_end(
+                br#"{"call_id": "c-1", "status": "answered", "recording_url": "http://media.example.com/r"}"#
+            ),
+            Err(RequestError::Malformed("recording_url"))
+        );
     }
 
     const NOW: i64 = 1_767_225_600;

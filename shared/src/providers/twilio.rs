@@ -15,7 +15,7 @@ use quick_xml::Writer;
 use sha1::Sha1;
 
 use super::{param, same_bytes, seconds, AuthError, RequestError, Secret};
-use crate::domain::{CallEnd, CallId, Channel, DialStatus};
+use crate::domain::{CallEnd, CallId, Channel, DialStatus, Recording, RecordingReady};
 use crate::routing::{Decision, RouteQuery};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
@@ -183,6 +183,32 @@ pub fn call_end(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<CallEnd, Requ
     Ok(CallEnd::new(call_id, status, talk))
 }
 
+/// Reads Twilio's recording-status callback for a recorded `<Dial>`: `CallSid` is the call
+/// that was routed (the caller's leg, whose `<Dial>` recorded), `RecordingSid` and
+/// `RecordingUrl` where the audio is, `RecordingDuration` its length. Only `completed`
+/// recordings are asked for, so any other `RecordingStatus` is refused.
+pub fn recording_ready(
+    params: &[(Cow<'_, str>, Cow<'_, str>)],
+) -> Result<RecordingReady, RequestError> {
+    let sid = param(params, "CallSid").ok_or(RequestError::Missing("CallSid"))?;
+    let call_id = CallId::parse(sid).map_err(|_| RequestError::Malformed("CallSid"))?;
+    let status =
+        param(params, "RecordingStatus").ok_or(RequestError::Missing("RecordingStatus"))?;
+    if status != "completed" {
+        return Err(RequestError::Malformed("RecordingStatus"));
+    }
+    let id = param(params, "RecordingSid").ok_or(RequestError::Missing("RecordingSid"))?;
+    let url = param(params, "RecordingUrl").ok_or(RequestError::Missing("RecordingUrl"))?;
+    let seconds = param(params, "RecordingDuration")
+        .map(|d| seconds(Some(d), "RecordingDuration"))
+        .transpose()?;
+    let recording = Recording::parse(Some(id), url, seconds).map_err(|e| match e {
+        crate::domain::RecordingError::Id => RequestError::Malformed("RecordingSid"),
+        crate::domain::RecordingError::Url => RequestError::Malformed("RecordingUrl"),
+    })?;
+    Ok(RecordingReady { call_id, recording })
+}
+
 /// How calls are connected and refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoiceSettings {
@@ -204,13 +230,35 @@ pub enum VoiceRefusal {
 
 /// The path of the `<Dial action>` endpoint, under the webhook's public base URL.
 pub const DIAL_END_PATH: &str = "/v1/providers/twilio/dial-end";
+/// The path of the recording-status callback, under the webhook's public base URL.
+pub const RECORDING_PATH: &str = "/v1/providers/twilio/recording";
 
-/// The TwiML answer to an incoming call. `dial_end_url`, when given, is the URL Twilio asks once
-/// the callee's leg is over ([`call_end`] reads that request); its answer then ends the call.
+/// Where Twilio reports on a connected call, under the webhook's public base URL: the end of
+/// the callee's leg (`<Dial action>`, read by [`call_end`]) and, for a recorded call, its
+/// recording (`recordingStatusCallback`, read by [`recording_ready`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackUrls {
+    pub dial_end: String,
+    pub recording: String,
+}
+
+impl CallbackUrls {
+    pub fn under(public_base_url: &str) -> Self {
+        CallbackUrls {
+            dial_end: [public_base_url, DIAL_END_PATH].concat(),
+            recording: [public_base_url, RECORDING_PATH].concat(),
+        }
+    }
+}
+
+/// The TwiML answer to an incoming call. With `callbacks`, Twilio asks `dial_end` once the
+/// callee's leg is over (its answer then ends the call). A route of an order that records its
+/// calls records the bridged call from the answer, each party on its own channel, and Twilio
+/// reports the recording to `recording`; any other answer is as it was before recording existed.
 pub fn voice_response(
     decision: &Decision,
     settings: &VoiceSettings,
-    dial_end_url: Option<&str>,
+    callbacks: Option<&CallbackUrls>,
 ) -> String {
     document(|w| match decision {
         Decision::Connect(route) => {
@@ -222,8 +270,16 @@ pub fn voice_response(
                 .with_attribute(("answerOnBridge", "true"))
                 .with_attribute(("timeout", timeout.as_str()))
                 .with_attribute(("timeLimit", limit.as_str()));
-            if let Some(url) = dial_end_url {
-                dial = dial.with_attribute(("action", url));
+            if let Some(urls) = callbacks {
+                dial = dial.with_attribute(("action", urls.dial_end.as_str()));
+            }
+            if route.record {
+                dial = dial.with_attribute(("record", "record-from-answer-dual"));
+                if let Some(urls) = callbacks {
+                    dial = dial
+                        .with_attribute(("recordingStatusCallback", urls.recording.as_str()))
+                        .with_attribute(("recordingStatusCallbackEvent", "completed"));
+                }
             }
             dial.write_inner_content(|w| {
                 w.create_element("Number")
@@ -542,6 +598,7 @@ mod tests {
             callee_role: "driver".parse().unwrap(),
             callee: crate::domain::RealNumber::parse("+919710000001").unwrap(),
             capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
+            record: false,
             expires_at: i64::MAX,
         }
     }
@@ -558,16 +615,108 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial callerId=\"+911140001000\" \
              answerOnBridge=\"true\" timeout=\"25\" timeLimit=\"3600\"><Number>+919710000001</Number></Dial></Response>"
         );
-        let with_end = voice_response(
-            &Decision::Connect(route()),
-            &settings,
-            Some("https://hooks.example.com/v1/providers/twilio/dial-end"),
+        let urls = CallbackUrls::under("https://hooks.example.com");
+        let with_end = voice_response(&Decision::Connect(route()), &settings, Some(&urls));
+        assert_eq!(
+            with_end,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial callerId=\"+911140001000\" \
+             answerOnBridge=\"true\" timeout=\"25\" timeLimit=\"3600\" \
+             action=\"https://hooks.example.com/v1/providers/twilio/dial-end\">\
+             <Number>+919710000001</Number></Dial></Response>"
         );
-        assert!(
-            with_end.contains(
-                " timeLimit=\"3600\" action=\"https://hooks.example.com/v1/providers/twilio/dial-end\">"
+    }
+
+    #[test]
+    fn a_recorded_orders_call_is_recorded_from_answer_on_two_channels() {
+        let settings = VoiceSettings {
+            dial_timeout: 25,
+            time_limit: 3600,
+            refusal: VoiceRefusal::Reject,
+        };
+        let recorded = Route {
+            record: true,
+            ..route()
+        };
+        let urls = CallbackUrls::under("https://hooks.example.com");
+        assert_eq!(
+            voice_response(&Decision::Connect(recorded.clone()), &settings, Some(&urls)),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial callerId=\"+911140001000\" \
+             answerOnBridge=\"true\" timeout=\"25\" timeLimit=\"3600\" \
+             action=\"https://hooks.example.com/v1/providers/twilio/dial-end\" \
+             record=\"record-from-answer-dual\" \
+             recordingStatusCallback=\"https://hooks.example.com/v1/providers/twilio/recording\" \
+             recordingStatusCallbackEvent=\"completed\">\
+             <Number>+919710000001</Number></Dial></Response>"
+        );
+        // A refusal is a refusal, whatever the order would have recorded.
+        assert_eq!(
+            voice_response(
+                &Decision::Refuse(crate::routing::Refusal::NoRoute),
+                &settings,
+                Some(&urls)
             ),
-            "{with_end}"
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Reject/></Response>"
+        );
+    }
+
+    #[test]
+    fn a_recording_callback_names_the_call_and_where_its_audio_is() {
+        let params = |pairs: &[(&'static str, &'static str)]| -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+                .collect()
+        };
+        // Twilio's documented RecordingStatusCallback parameters for a <Dial> recording.
+        let full = [
+            ("AccountSid", "AC00000000000000000000000000000000"),
+            ("CallSid", "CAfedcba9876543210fedcba9876543210"),
+            ("RecordingSid", "RE0123456789abcdef0123456789abcdef"),
+            ("RecordingUrl", "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000000/Recordings/RE0123456789abcdef0123456789abcdef"),
+            ("RecordingStatus", "completed"),
+            ("RecordingDuration", "61"),
+            ("RecordingChannels", "2"),
+            ("RecordingSource", "DialVerb"),
+            ("RecordingStartTime", "Thu, 03 Dec 2026 12:00:05 +0000"),
+        ];
+        let ready = recording_ready(&params(&full)).unwrap();
+        assert_eq!(ready.call_id.as_str(), "CAfedcba9876543210fedcba9876543210");
+        assert_eq!(
+            ready.recording.recording_id.as_deref(),
+            Some("RE0123456789abcdef0123456789abcdef")
+        );
+        assert!(ready
+            .recording
+            .recording_url
+            .ends_with("/Recordings/RE0123456789abcdef0123456789abcdef"));
+        assert_eq!(ready.recording.recording_seconds, Some(61));
+        let with = |name: &'static str, value: &'static str| {
+            let mut p = full.to_vec();
+            p.retain(|(k, _)| *k != name);
+            p.push((name, value));
+            recording_ready(&params(&p))
+        };
+        assert_eq!(
+            with("RecordingStatus", "absent"),
+            Err(RequestError::Malformed("RecordingStatus"))
+        );
+        assert_eq!(
+            with("RecordingUrl", "http://api.twilio.com/r"),
+            Err(RequestError::Malformed("RecordingUrl"))
+        );
+        assert_eq!(
+            with("RecordingSid", "RE 1"),
+            Err(RequestError::Malformed("RecordingSid"))
+        );
+        assert_eq!(
+            with("RecordingDuration", "x"),
+            Err(RequestError::Malformed("RecordingDuration"))
+        );
+        let mut no_url = full.to_vec();
+        no_url.retain(|(k, _)| *k != "RecordingUrl");
+        assert_eq!(
+            recording_ready(&params(&no_url)),
+            Err(RequestError::Missing("RecordingUrl"))
         );
     }
 

@@ -359,6 +359,7 @@ mod tests {
             callee_role: "driver".parse::<Role>().unwrap(),
             callee: RealNumber::parse("+919710000001").unwrap(),
             capabilities,
+            record: false,
             expires_at: 10_000,
         }
     }

@@ -75,6 +75,7 @@ pub fn assignment(order: &str, version: u64, people: &[Participant]) -> OrderUpd
         order_id: order.parse().unwrap(),
         market: market("IN"),
         version,
+        record: false,
         change: OrderChange::Participants(people.to_vec()),
     }
 }
@@ -84,6 +85,7 @@ pub fn completion(order: &str, version: u64) -> OrderUpdate {
         order_id: order.parse().unwrap(),
         market: market("IN"),
         version,
+        record: false,
         change: OrderChange::End,
     }
 }

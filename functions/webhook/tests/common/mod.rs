@@ -261,6 +261,7 @@ pub fn assign(order: &str, people: &[Participant]) -> OrderUpdate {
         order_id: order.parse().unwrap(),
         market: vnmask_tests::market("IN"),
         version: 1,
+        record: false,
         change: OrderChange::Participants(people.to_vec()),
     }
 }

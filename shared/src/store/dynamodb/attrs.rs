@@ -28,6 +28,9 @@ pub const NUMBER: &str = "number";
 /// What a number carries: on pool items, session contacts and route items (a route item
 /// without it was written before routes carried channels, and carries voice and SMS).
 pub const CAPABILITIES: &str = "capabilities";
+/// `true` on a route item and session item of an order that records its calls; absent
+/// otherwise (items of orders that do not record are as they were before recording existed).
+pub const RECORD: &str = "record";
 
 pub const CALLER_ROLE: &str = "caller_role";
 pub const CALLEE_ROLE: &str = "callee_role";

@@ -127,7 +127,19 @@ pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
         (attrs::KEY.to_owned(), s(key)),
         (attrs::EXPIRES_AT.to_owned(), n(route.expires_at)),
     ]);
+    if route.record {
+        item.insert(attrs::RECORD.to_owned(), AttributeValue::Bool(true));
+    }
     Ok(item)
+}
+
+/// Whether an item says its order records calls: `record` is `true`, or absent for no.
+fn record_from(item: &Item) -> Result<bool, StoreError> {
+    match item.get(attrs::RECORD) {
+        None => Ok(false),
+        Some(AttributeValue::Bool(on)) => Ok(*on),
+        Some(_) => Err(corrupt(attrs::RECORD)),
+    }
 }
 
 /// The route item's callee, opened: its context is the item's own key.
@@ -162,6 +174,7 @@ pub fn route_from_item(
         callee_role: parse(item, attrs::CALLEE_ROLE)?,
         callee,
         capabilities: route_caps_from(item)?,
+        record: record_from(item)?,
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }
@@ -239,6 +252,9 @@ pub fn session_item(
         SessionState::Ended => "ended",
     };
     item.insert(attrs::STATE.to_owned(), s(state));
+    if session.record {
+        item.insert(attrs::RECORD.to_owned(), AttributeValue::Bool(true));
+    }
     Ok(item)
 }
 
@@ -297,6 +313,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         contacts,
         updated_at: get_n(item, attrs::UPDATED_AT)?,
         routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
+        record: record_from(item)?,
     })
 }
 
@@ -420,6 +437,7 @@ mod tests {
             callee_role: "driver".parse().unwrap(),
             callee: RealNumber::parse("+919710000001").unwrap(),
             capabilities,
+            record: false,
             expires_at: 10_000,
         }
     }
@@ -478,5 +496,27 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn only_a_recorded_orders_route_item_says_record() {
+        let vault = vault();
+        let plain = route_item(&vault, &route(VOICE_ONLY)).unwrap();
+        assert!(!plain.contains_key(attrs::RECORD));
+        assert!(!read(&vault, &plain).unwrap().record);
+        let recorded = Route {
+            record: true,
+            ..route(VOICE_ONLY)
+        };
+        let mut item = route_item(&vault, &recorded).unwrap();
+        assert_eq!(item[attrs::RECORD], AttributeValue::Bool(true));
+        assert_eq!(read(&vault, &item).unwrap(), recorded);
+        item.insert(attrs::RECORD.to_owned(), s("yes"));
+        assert!(matches!(
+            read(&vault, &item),
+            Err(StoreError::Corrupt {
+                attribute: attrs::RECORD
+            })
+        ));
     }
 }

@@ -803,6 +803,7 @@ mod tests {
                 contacts: Vec::new(),
                 updated_at: now,
                 routes_until: now + 60,
+                record: false,
             },
             session_expires_at: now + 120,
             pairs: Vec::new(),
