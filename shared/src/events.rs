@@ -303,8 +303,14 @@ impl OrderEvent {
         }
         let event: OrderEvent = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
+            let in_alternates = e.path().iter().any(
+                |s| matches!(s, serde_path_to_error::Segment::Map { key } if key == "alternate_phones"),
+            );
             match e.path().iter().next_back() {
                 Some(serde_path_to_error::Segment::Map { key }) if key == "phone" => {
+                    EventError::InvalidPhone(path)
+                }
+                Some(serde_path_to_error::Segment::Seq { .. }) if in_alternates => {
                     EventError::InvalidPhone(path)
                 }
                 Some(serde_path_to_error::Segment::Map { key }) if key == "market" => {
@@ -493,5 +499,47 @@ mod tests {
                 EventError::Invalid("record".into())
             );
         }
+    }
+
+    #[test]
+    fn alternate_phones_are_read_strictly_and_count_as_the_person() {
+        let mut v: Value = serde_json::from_str(ASSIGNED).unwrap();
+        v["participants"][1]["alternate_phones"] = serde_json::json!(["+919898765433"]);
+        let event = OrderEvent::parse(&v.to_string()).unwrap();
+        let people = event.participants.unwrap();
+        assert_eq!(people[1].alternate_phones[0].expose(), "+919898765433");
+        assert!(people[0].alternate_phones.is_empty());
+
+        v["participants"][1]["alternate_phones"] = serde_json::json!(["+919898765433", "0989"]);
+        let err = OrderEvent::parse(&v.to_string()).unwrap_err();
+        assert_eq!(
+            err,
+            EventError::InvalidPhone("participants[1].alternate_phones[1]".into())
+        );
+        assert_eq!(err.reason().as_str(), "invalid_phone");
+        assert!(!err.to_string().contains("0989"));
+
+        // Someone else's main phone, or four alternates, is refused.
+        v["participants"][1]["alternate_phones"] = serde_json::json!(["+919812345678"]);
+        assert_eq!(
+            OrderEvent::parse(&v.to_string())
+                .unwrap_err()
+                .reason()
+                .as_str(),
+            "person_twice"
+        );
+        v["participants"][1]["alternate_phones"] = serde_json::json!([
+            "+919898765433",
+            "+919898765434",
+            "+919898765435",
+            "+919898765436"
+        ]);
+        assert_eq!(
+            OrderEvent::parse(&v.to_string())
+                .unwrap_err()
+                .reason()
+                .as_str(),
+            "schema_violation"
+        );
     }
 }

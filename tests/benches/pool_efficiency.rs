@@ -156,6 +156,7 @@ fn participant((driver, id): Person, phone: &RealNumber) -> Participant {
             .parse()
             .unwrap(),
         phone: phone.clone(),
+        alternate_phones: Vec::new(),
     }
 }
 

@@ -471,6 +471,7 @@ pub fn participant(role: &str, user: &str, phone: &str) -> Participant {
         role: role.parse().unwrap(),
         user_id: user.parse().unwrap(),
         phone: RealNumber::parse(phone).unwrap(),
+        alternate_phones: Vec::new(),
     }
 }
 

@@ -993,6 +993,74 @@ async fn recording_is_the_orders_and_both_directions_of_each_pair_carry_it(fx: F
     assert_eq!(audit(fx.store.as_ref(), t + 5).await.unwrap(), vec![]);
 }
 
+/// A participant's alternate phone dials their contacts as their main phone does, and calls to
+/// them ring the main phone; its routes are the pair's, written, renewed and ended with it; and
+/// rule 1 holds for it as for any phone.
+async fn an_alternate_phone_calls_in_as_its_person(fx: Fx) {
+    let t = now();
+    let alt = vnmask::domain::RealNumber::parse("+919720000001").unwrap();
+    let (c, d) = (customer(1), driver(1));
+    let d_with_alt = Participant {
+        alternate_phones: vec![alt.clone()],
+        ..d.clone()
+    };
+    fx.apply(&assign("o1", 1, &[c.clone(), d_with_alt.clone()]), t)
+        .await;
+    let vn = fx.number_between("o1", &c, &d_with_alt, t).await;
+    let from_alt = live_route(fx.store.as_ref(), &alt, &vn, t)
+        .await
+        .unwrap()
+        .expect("the alternate dials D's contact");
+    assert_eq!(from_alt.callee, c.phone);
+    assert_eq!(from_alt.caller_role.as_str(), "driver");
+    assert_eq!(from_alt.stands_for, Some(d.phone.clone()));
+    let to_d = live_route(fx.store.as_ref(), &c.phone, &vn, t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(to_d.callee, d.phone, "calls to D ring D's main phone");
+    assert_eq!(audit(fx.store.as_ref(), t).await.unwrap(), vec![]);
+
+    // Rule 1: the alternate's owner in another live order never gets the number it dials in o1.
+    let x = Participant {
+        phone: alt.clone(),
+        ..customer(7)
+    };
+    fx.apply(&assign("o2", 1, &[x.clone(), driver(2)]), t).await;
+    let other = fx.number_between("o2", &x, &driver(2), t).await;
+    assert_ne!(other, vn, "the alternate already dials {vn} in o1");
+    assert_eq!(audit(fx.store.as_ref(), t).await.unwrap(), vec![]);
+
+    // D drops the alternate: its route ends at once, the pair's main routes stay.
+    fx.apply(&assign("o1", 2, &[c.clone(), d.clone()]), t + 1)
+        .await;
+    assert_eq!(fx.number_between("o1", &c, &d, t + 1).await, vn);
+    assert!(live_route(fx.store.as_ref(), &alt, &vn, t + 1)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(audit(fx.store.as_ref(), t + 1).await.unwrap(), vec![]);
+
+    // An ended order's alternate routes live out the grace with the pair, and end with it.
+    let (c3, d3) = (customer(3), driver(3));
+    let alt3 = vnmask::domain::RealNumber::parse("+919720000003").unwrap();
+    let c3_with_alt = Participant {
+        alternate_phones: vec![alt3.clone()],
+        ..c3.clone()
+    };
+    fx.apply(&assign("o3", 1, &[c3_with_alt, d3.clone()]), t)
+        .await;
+    let vn3 = fx.number_between("o3", &c3, &d3, t).await;
+    fx.apply(&end("o3", 2), t + 10).await;
+    for (at, live) in [(t + 10 + 1799, true), (t + 10 + 1800, false)] {
+        let route = live_route(fx.store.as_ref(), &alt3, &vn3, at)
+            .await
+            .unwrap();
+        assert_eq!(route.is_some(), live, "at grace + {}", at - t - 10);
+    }
+    assert_eq!(audit(fx.store.as_ref(), t + 10).await.unwrap(), vec![]);
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -1030,6 +1098,7 @@ contract! {
     a_mixed_pool_serves_each_market_from_its_subset_and_bounds_each_apart: 0,
     changing_a_markets_channels_applies_to_new_assignments_only: 0,
     recording_is_the_orders_and_both_directions_of_each_pair_carry_it: 5,
+    an_alternate_phone_calls_in_as_its_person: 4,
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ async fn a_new_data_key_seals_new_values_and_old_ones_still_open() {
         .await
         .unwrap()
         .unwrap();
-    let [route, _] = old.route_pairs(now() + 60).remove(0).0;
+    let route = old.route_pairs(now() + 60).remove(0).routes()[0].clone();
     let read = after.route(&route.caller, &route.number).await.unwrap();
     assert_eq!(read.map(|r| r.callee), Some(route.callee));
     assert!(before.session(&"ord-new".parse().unwrap()).await.is_err());

@@ -1,6 +1,8 @@
 //! Property tests of order histories as the world delivers them. Order events (assign,
 //! reassign, complete; customers and drivers drawn from small sets, so shared across orders)
-//! arrive late, out of order and at least once; the lookup fallback applies an order's current
+//! arrive late, out of order and at least once; customers and drivers sometimes call from an
+//! alternate phone, drawn from a small set shared by people and orders (one of them another
+//! customer's own phone); the lookup fallback applies an order's current
 //! snapshot ahead of its events; time jumps to and past the grace and the session TTL.
 //!
 //! After every step the pair invariant holds over the whole store (`vnmask::store::audit`,
@@ -42,6 +44,8 @@ enum Happening {
         customer: usize,
         driver: usize,
         extra: Option<(bool, usize)>,
+        /// The customer's and the driver's alternate phone, if any ([`spare`]).
+        alternates: (Option<usize>, Option<usize>),
     },
     /// Another driver takes an open order.
     Reassign { driver: usize },
@@ -79,8 +83,18 @@ enum Step {
 
 fn happening() -> impl Strategy<Value = Happening> {
     prop_oneof![
-        4 => (0..3usize, 0..2usize, proptest::option::of((any::<bool>(), 0..2usize)))
-            .prop_map(|(customer, driver, extra)| Happening::Assign { customer, driver, extra }),
+        4 => (
+            0..3usize,
+            0..2usize,
+            proptest::option::of((any::<bool>(), 0..2usize)),
+            (proptest::option::of(0..4usize), proptest::option::of(0..4usize)),
+        )
+            .prop_map(|(customer, driver, extra, alternates)| Happening::Assign {
+                customer,
+                driver,
+                extra,
+                alternates,
+            }),
         2 => (0..2usize).prop_map(|driver| Happening::Reassign { driver }),
         2 => Just(Happening::Complete),
         1 => Just(Happening::Cancel),
@@ -140,6 +154,14 @@ fn history(steps: std::ops::Range<usize>) -> impl Strategy<Value = History> {
         })
 }
 
+/// The `i`-th alternate phone: a second SIM anybody may call from, or (3) customer 2's own phone.
+fn spare(i: usize) -> vnmask::domain::RealNumber {
+    match i {
+        3 => customer(2).phone,
+        i => vnmask::domain::RealNumber::parse(&format!("+91972000000{i}")).unwrap(),
+    }
+}
+
 /// One order as the Orders service knows it: `o<index>`.
 struct Order {
     version: u64,
@@ -186,12 +208,21 @@ impl World {
                 customer: c,
                 driver: d,
                 extra,
+                alternates: (c_alt, d_alt),
             } => {
                 let mut people = vec![customer(*c), driver(*d)];
                 match extra {
                     Some((true, m)) => people.push(merchant(*m)),
                     Some((false, c2)) => people.push(customer(10 + c2)),
                     None => {}
+                }
+                // The Orders service never sends one phone twice in an order.
+                for (who, alt) in [(0, c_alt), (1, d_alt)] {
+                    if let Some(phone) = alt.map(spare) {
+                        if people.iter().all(|p| p.phones().all(|q| q != &phone)) {
+                            people[who].alternate_phones.push(phone);
+                        }
+                    }
                 }
                 let index = match pick % (open.len() + 1) {
                     new if new == open.len() => self.orders.len(),
@@ -328,8 +359,12 @@ impl World {
             let b = session
                 .participant(&c.b)
                 .expect("contact names a participant");
-            for (from, to) in [(a, b), (b, a)] {
-                let route = live_route(self.store.as_ref(), &from.phone, &c.number, self.now)
+            for (from, phone, to) in a
+                .phones()
+                .map(|phone| (a, phone, b))
+                .chain(b.phones().map(|phone| (b, phone, a)))
+            {
+                let route = live_route(self.store.as_ref(), phone, &c.number, self.now)
                     .await
                     .unwrap();
                 let (who, order, number) = (&from.user_id, &session.order_id, &c.number);
@@ -349,11 +384,18 @@ impl World {
         }
     }
 
+    /// The numbers `p` dials in other live orders, from any of their phones.
     async fn live(&self, p: &Participant, except_order: &str) -> usize {
-        let live = self.store.live_contacts(&p.phone, self.now).await.unwrap();
-        live.iter()
-            .filter(|c| c.order_id.as_str() != except_order)
-            .count()
+        let mut numbers = HashSet::new();
+        for phone in p.phones() {
+            let live = self.store.live_contacts(phone, self.now).await.unwrap();
+            numbers.extend(
+                live.into_iter()
+                    .filter(|c| c.order_id.as_str() != except_order)
+                    .map(|c| c.number),
+            );
+        }
+        numbers.len()
     }
 
     /// Does the bound promise a number for some pair of this order? (It must, if we failed.)
@@ -393,7 +435,7 @@ impl World {
             ));
         }
         let mut claimed: HashMap<(String, String), String> = HashMap::new();
-        let (mut live_sessions, mut live_pairs) = (0, 0);
+        let (mut live_sessions, mut live_pairs, mut live_routes) = (0, 0, 0);
         for order in 0..self.orders.len() {
             let id = format!("o{order}");
             let Some(session) = self.store.session(&id.parse().unwrap()).await.unwrap() else {
@@ -403,6 +445,11 @@ impl World {
             if live {
                 live_sessions += 1;
                 live_pairs += session.contacts.len();
+                live_routes += session
+                    .route_pairs(session.routes_until)
+                    .iter()
+                    .map(|pair| pair.routes().len())
+                    .sum::<usize>();
             }
             for c in &session.contacts {
                 let vn = self
@@ -414,19 +461,28 @@ impl World {
                 if !live {
                     continue;
                 }
-                for p in [&c.a, &c.b] {
-                    let before = claimed.insert((p.to_string(), c.number.to_string()), id.clone());
-                    if before.is_some() {
-                        self.fail(format!("rule 1: {p} dials {} in two live orders", c.number));
+                for user in [&c.a, &c.b] {
+                    let p = session
+                        .participant(user)
+                        .expect("contact names a participant");
+                    for phone in p.phones() {
+                        let dials = (phone.expose().to_owned(), c.number.to_string());
+                        if claimed.insert(dials, id.clone()).is_some() {
+                            self.fail(format!(
+                                "rule 1: a phone of {user} dials {} in two live orders",
+                                c.number
+                            ));
+                        }
                     }
                 }
             }
         }
         let (routes, sessions) = self.walk().await;
-        if (routes, sessions) != (2 * live_pairs, live_sessions) {
+        if (routes, sessions) != (live_routes, live_sessions) {
             self.fail(format!(
                 "after {step}, the audit's walk saw {routes} live routes and {sessions} live \
-                 sessions; the sessions hold {live_pairs} pairs in {live_sessions}"
+                 sessions; the sessions hold {live_pairs} pairs ({live_routes} routes) in \
+                 {live_sessions}"
             ));
         }
     }

@@ -254,6 +254,7 @@ fn webhook_json_answers_match_the_document() {
         callee: RealNumber::parse("+919710000001").unwrap(),
         capabilities: vnmask::domain::Capabilities::VOICE_AND_SMS,
         record: false,
+        stands_for: None,
         expires_at: now() + 60,
     };
     // Every refusal: a new one stops this from compiling until it is listed below.

@@ -173,6 +173,41 @@ async fn a_text_is_relayed_escaped_from_the_virtual_number(s: Seeds) {
     );
 }
 
+async fn a_call_from_an_alternate_phone_reaches_the_counterpart_and_is_called_back_on_the_main(
+    s: Seeds,
+) {
+    // C adds a second SIM to her order (a newer snapshot).
+    let second_sim = vnmask::domain::RealNumber::parse("+919720000011").unwrap();
+    let c = vnmask::domain::Participant {
+        alternate_phones: vec![second_sim.clone()],
+        ..s.c.clone()
+    };
+    let update = vnmask::assignment::OrderUpdate {
+        version: 2,
+        ..assign("ord-c", &[c, s.d.clone()])
+    };
+    vnmask::assignment::Assigner::new(s.store.clone(), settings())
+        .apply(&update, now())
+        .await
+        .unwrap();
+    let app = app(s.store.clone());
+    for provider_call in [twilio_call, exotel_call, generic_call] {
+        let answer = send(&app, provider_call(second_sim.expose(), s.vn_cd.as_str())).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(answer.body.contains(phone(&s.d)), "{}", answer.body);
+        assert!(answer.body.contains(s.vn_cd.as_str()), "{}", answer.body);
+    }
+    // D calling back on the number rings C's main phone, never the second SIM.
+    let back = send(&app, twilio_call(phone(&s.d), s.vn_cd.as_str())).await;
+    assert_eq!(
+        back.dial(),
+        Some((s.vn_cd.as_str().to_owned(), phone(&s.c).to_owned()))
+    );
+    // The second SIM is nobody on N's number.
+    let elsewhere = send(&app, twilio_call(second_sim.expose(), s.vn_nd.as_str())).await;
+    assert!(elsewhere.is_twiml_refusal(), "{elsewhere:?}");
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -192,6 +227,7 @@ on_both_stores! {
     a_draining_number_keeps_routing_its_live_sessions,
     every_provider_connects_the_same_route,
     a_text_is_relayed_escaped_from_the_virtual_number,
+    a_call_from_an_alternate_phone_reaches_the_counterpart_and_is_called_back_on_the_main,
 }
 
 /// One read of the route, and in parallel one conditional put of the call id (the replay

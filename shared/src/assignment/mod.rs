@@ -235,12 +235,15 @@ impl Assigner {
         fresh_pool: bool,
         refused: &HashSet<RouteKey>,
     ) -> Result<Planned, AssignError> {
-        // One parallel set of reads: the session, each participant's live contacts, and the pool
-        // unless cached.
+        // One parallel set of reads: the session, the live contacts of each phone of each
+        // participant (an alternate dials numbers too), and the pool unless cached.
         let store = &self.store;
         let (previous, busy, pool) = tokio::try_join!(
             store.session(&update.order_id),
-            try_join_all(people.iter().map(|p| store.live_contacts(&p.phone, now))),
+            try_join_all(people.iter().map(|p| async move {
+                let each = try_join_all(p.phones().map(|phone| store.live_contacts(phone, now)));
+                Ok::<_, StoreError>(each.await?.concat())
+            })),
             self.pool(&update.market, fresh_pool),
         )?;
         if let Some(prev) = &previous {

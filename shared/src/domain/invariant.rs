@@ -7,6 +7,10 @@
 //!    pair a live session lists has both its routes;
 //! 3. nobody dials one number in two live orders.
 //!
+//! A participant's alternate phone p' dials their contacts as their main phone p does: the route
+//! (p', v) → q stands for p, and is live if and only if (p, v) → q is, for the same order; its
+//! way back is (q, v) → p. Rule 3 holds for every alternate as for every main phone.
+//!
 //! [`Audit`] collects what a walk over the store saw and names every breach by order and
 //! virtual number (ours, public), never by person.
 
@@ -47,10 +51,17 @@ pub struct StoredRoute {
     pub order_id: OrderId,
     pub callee: PersonKey,
     pub capabilities: Capabilities,
+    /// On a route from an alternate phone: the participant's main phone.
+    pub stands_for: Option<PersonKey>,
     pub expires_at: UnixTime,
 }
 
 impl StoredRoute {
+    /// Whose way in this is: the participant's main phone.
+    fn principal(&self) -> &PersonKey {
+        self.stands_for.as_ref().unwrap_or(&self.caller)
+    }
+
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.expires_at > now
     }
@@ -70,9 +81,21 @@ pub struct StoredSession {
     pub order_id: OrderId,
     pub routes_until: UnixTime,
     pub pairs: Vec<StoredPair>,
+    /// Each participant's alternate phones: alternate → main.
+    pub alternates: HashMap<PersonKey, PersonKey>,
 }
 
 impl StoredSession {
+    /// The phones that dial as `main` does: `main` and its alternates.
+    fn phones_of<'a>(&'a self, main: &'a PersonKey) -> impl Iterator<Item = &'a PersonKey> {
+        std::iter::once(main).chain(
+            self.alternates
+                .iter()
+                .filter(move |(_, m)| *m == main)
+                .map(|(alt, _)| alt),
+        )
+    }
+
     fn lists(&self, p: &PersonKey, q: &PersonKey, number: &VirtualNumber) -> bool {
         self.pairs
             .iter()
@@ -261,7 +284,7 @@ impl Audit {
                 }
                 Some(back)
                     if back.order_id != r.order_id
-                        || back.callee != r.caller
+                        || &back.callee != r.principal()
                         || back.capabilities != r.capabilities =>
                 {
                     found.insert(Breach::CrossedPair {
@@ -281,7 +304,12 @@ impl Audit {
                         route: at.clone(),
                     });
                 }
-                Some(s) if !s.lists(&r.caller, &r.callee, &r.number) => {
+                Some(s)
+                    if !s.lists(r.principal(), &r.callee, &r.number)
+                        || r.stands_for
+                            .as_ref()
+                            .is_some_and(|main| s.alternates.get(&r.caller) != Some(main)) =>
+                {
                     found.insert(Breach::NotInSession {
                         order_id: r.order_id.clone(),
                         number: r.number.clone(),
@@ -294,22 +322,26 @@ impl Audit {
         let mut dialled: HashMap<RouteAt, &OrderId> = HashMap::new();
         for s in self.sessions.values() {
             for c in &s.pairs {
-                let holds = |from: &PersonKey, to: &PersonKey| {
-                    self.live_route(from, &c.number)
-                        .is_some_and(|r| r.order_id == s.order_id && &r.callee == to)
+                let holds = |from: &PersonKey, main: &PersonKey, to: &PersonKey| {
+                    self.live_route(from, &c.number).is_some_and(|r| {
+                        r.order_id == s.order_id && &r.callee == to && r.principal() == main
+                    })
                 };
                 let at = |p: &PersonKey| RouteAt {
                     caller: p.clone(),
                     number: c.number.clone(),
                 };
-                if !holds(&c.a, &c.b) || !holds(&c.b, &c.a) {
+                let whole = [(&c.a, &c.b), (&c.b, &c.a)]
+                    .iter()
+                    .all(|(main, to)| s.phones_of(main).all(|from| holds(from, main, to)));
+                if !whole {
                     found.insert(Breach::MissingRoute {
                         order_id: s.order_id.clone(),
                         number: c.number.clone(),
                         pair: [at(&c.a), at(&c.b)],
                     });
                 }
-                for p in [&c.a, &c.b] {
+                for p in s.phones_of(&c.a).chain(s.phones_of(&c.b)) {
                     match dialled.insert(at(p), &s.order_id) {
                         Some(other) if other != &s.order_id => {
                             let mut orders = [other.clone(), s.order_id.clone()];
@@ -362,6 +394,7 @@ mod tests {
             order_id: order.parse().unwrap(),
             callee: key(to),
             capabilities: Capabilities::VOICE_AND_SMS,
+            stands_for: None,
             expires_at,
         }
     }
@@ -370,6 +403,7 @@ mod tests {
         StoredSession {
             order_id: order.parse().unwrap(),
             routes_until: until,
+            alternates: Default::default(),
             pairs: pairs
                 .iter()
                 .map(|(a, b, n)| StoredPair {
@@ -395,6 +429,68 @@ mod tests {
         a.add_route(route("d", "c", V, "o1", 2_000));
         assert!(a.breaches().is_empty());
         assert_eq!((a.live_routes(), a.live_sessions()), (2, 1));
+    }
+
+    fn alias(from: &str, main: &str, to: &str, number: &str, order: &str) -> StoredRoute {
+        StoredRoute {
+            stands_for: Some(key(main)),
+            ..route(from, to, number, order, 2_000)
+        }
+    }
+
+    #[test]
+    fn an_alternate_phone_dials_as_its_main_phone_and_is_checked_as_it() {
+        let with_alternate = || {
+            let mut s = session("o1", 2_000, &[("c", "d", V)]);
+            s.alternates.insert(key("c2"), key("c"));
+            s
+        };
+        let mut a = Audit::new(NOW);
+        a.add_session(with_alternate());
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(route("d", "c", V, "o1", 2_000));
+        a.add_route(alias("c2", "c", "d", V, "o1"));
+        assert!(a.breaches().is_empty(), "{:?}", a.breaches());
+
+        // The alternate's route missing: the pair is not whole.
+        let mut a = Audit::new(NOW);
+        a.add_session(with_alternate());
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(route("d", "c", V, "o1", 2_000));
+        assert_eq!(kinds(&a), ["missing_route"]);
+
+        // An alternate's route that its session does not list, or that stands for someone else.
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(route("d", "c", V, "o1", 2_000));
+        a.add_route(alias("c2", "c", "d", V, "o1"));
+        assert_eq!(kinds(&a), ["not_in_session"]);
+        let mut a = Audit::new(NOW);
+        a.add_session(with_alternate());
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(route("d", "c", V, "o1", 2_000));
+        a.add_route(alias("c2", "c", "d", V, "o1"));
+        a.add_route(alias("x", "c", "d", V, "o1"));
+        assert_eq!(kinds(&a), ["not_in_session"]);
+
+        // An alternate whose main phone's pair is gone: its way back does not lead to it.
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o2", 2_000, &[("d", "e", V)]));
+        a.add_route(route("d", "e", V, "o2", 2_000));
+        a.add_route(route("e", "d", V, "o2", 2_000));
+        a.add_route(alias("c2", "c", "d", V, "o1"));
+        assert_eq!(kinds(&a), ["crossed_pair", "no_live_session"]);
+    }
+
+    #[test]
+    fn an_alternate_dialling_one_number_in_two_live_orders_is_found() {
+        let mut a = Audit::new(NOW);
+        let mut o1 = session("o1", 2_000, &[("c", "d", V)]);
+        o1.alternates.insert(key("x"), key("c"));
+        a.add_session(o1);
+        a.add_session(session("o2", 2_000, &[("x", "e", V)]));
+        assert!(kinds(&a).contains(&"dialled_twice"), "{:?}", kinds(&a));
     }
 
     #[test]

@@ -14,5 +14,6 @@ pub use number::{Capabilities, Capability, NumberError, NumberState, PoolNumber,
 pub use phone::{Market, PhoneError, RealNumber, VirtualNumber, E164};
 pub use session::{
     now, validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route,
-    RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_PARTICIPANTS,
+    RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_ALTERNATES,
+    MAX_ORDER_PHONES, MAX_PARTICIPANTS,
 };

@@ -26,6 +26,14 @@ pub fn now() -> UnixTime {
 /// DynamoDB transaction holds at most 100 items (6 parties: 15 pairs, 30 routes, plus as many removed).
 pub const MAX_PARTICIPANTS: usize = 6;
 
+/// At most this many alternate phones per participant (a second SIM, a work phone).
+pub const MAX_ALTERNATES: usize = 3;
+
+/// At most this many phones in one order, main and alternate: each phone dials each of its
+/// owner's contacts on a route of its own, and a change writes and removes them in one
+/// transaction (8 phones, each with at most 5 contacts: 40 routes, plus as many removed).
+pub const MAX_ORDER_PHONES: usize = 8;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
     #[error("{what} must be 1-{max} characters of A-Z, a-z, 0-9, '.', '_', ':', '-'")]
@@ -42,6 +50,10 @@ pub enum SessionError {
         "participant {index} is the same person as an earlier participant (same user id or phone)"
     )]
     PersonTwice { index: usize },
+    #[error("participant {index} has more than {MAX_ALTERNATES} alternate phones")]
+    TooManyAlternates { index: usize },
+    #[error("an order has at most {MAX_ORDER_PHONES} phones, main and alternate, got {0}")]
+    TooManyPhones(usize),
     #[error("contact rule `{0}` must look like `role:role`")]
     BadContactRule(String),
 }
@@ -146,11 +158,23 @@ identifier!(
 pub struct Participant {
     pub role: Role,
     pub user_id: UserId,
+    /// The number calls to this person ring.
     pub phone: RealNumber,
+    /// Other phones this person may call from (a second SIM, a work phone): each dials this
+    /// person's contacts as `phone` does, and calls to the person still ring `phone`.
+    #[serde(default)]
+    pub alternate_phones: Vec<RealNumber>,
 }
 
-/// Checks a participant list: non-empty, bounded, and nobody twice (by user id or by phone,
-/// since routing tells people apart by their phone).
+impl Participant {
+    /// Every phone this person may call from: `phone`, then the alternates.
+    pub fn phones(&self) -> impl Iterator<Item = &RealNumber> {
+        std::iter::once(&self.phone).chain(&self.alternate_phones)
+    }
+}
+
+/// Checks a participant list: non-empty, bounded, and nobody twice (by user id or by any of
+/// their phones, since routing tells people apart by the phone they call from).
 pub fn validate_participants(participants: &[Participant]) -> Result<(), SessionError> {
     if participants.is_empty() {
         return Err(SessionError::NoParticipants);
@@ -161,9 +185,15 @@ pub fn validate_participants(participants: &[Participant]) -> Result<(), Session
     let mut users = HashSet::new();
     let mut phones = HashSet::new();
     for (index, p) in participants.iter().enumerate() {
-        if !users.insert(&p.user_id) || !phones.insert(&p.phone) {
+        if p.alternate_phones.len() > MAX_ALTERNATES {
+            return Err(SessionError::TooManyAlternates { index });
+        }
+        if !users.insert(&p.user_id) || !p.phones().all(|phone| phones.insert(phone)) {
             return Err(SessionError::PersonTwice { index });
         }
+    }
+    if phones.len() > MAX_ORDER_PHONES {
+        return Err(SessionError::TooManyPhones(phones.len()));
     }
     Ok(())
 }
@@ -300,13 +330,14 @@ impl Session {
             .collect()
     }
 
-    /// Both directions of contact `c`, or `None` if it names someone who is not a participant.
-    /// Both carry the contact's channels and the order's recording choice: a pair lives, ends,
-    /// carries texts and is recorded together.
+    /// Both directions of contact `c`, then the routes of each side's alternate phones to the
+    /// other side; `None` if it names someone who is not a participant. All carry the contact's
+    /// channels and the order's recording choice: a pair lives, ends, carries texts and is
+    /// recorded together.
     pub fn route_pair(&self, c: &Contact, expires_at: UnixTime) -> Option<RoutePair> {
         let (a, b) = (self.participant(&c.a)?, self.participant(&c.b)?);
-        let route = |from: &Participant, to: &Participant| Route {
-            caller: from.phone.clone(),
+        let route = |from: &Participant, caller: &RealNumber, to: &Participant| Route {
+            caller: caller.clone(),
             number: c.number.clone(),
             order_id: self.order_id.clone(),
             market: self.market.clone(),
@@ -315,24 +346,30 @@ impl Session {
             callee: to.phone.clone(),
             capabilities: c.capabilities,
             record: self.record,
+            stands_for: (caller != &from.phone).then(|| from.phone.clone()),
             expires_at,
         };
-        Some(RoutePair([route(a, b), route(b, a)]))
+        let mut routes = vec![route(a, &a.phone, b), route(b, &b.phone, a)];
+        for (from, to) in [(a, b), (b, a)] {
+            routes.extend(from.alternate_phones.iter().map(|alt| route(from, alt, to)));
+        }
+        Some(RoutePair(routes))
     }
 }
 
-/// Both directions of one contact on its number. Routes are only ever written, extended or
-/// revived a pair at a time, so that nobody reaches a person who cannot call them back.
+/// Both directions of one contact on its number, then the routes from either side's alternate
+/// phones (see [`Route::stands_for`]). Routes are only ever written, extended or revived a pair
+/// at a time, so that nobody reaches a person who cannot call them back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutePair(pub [Route; 2]);
+pub struct RoutePair(Vec<Route>);
 
 impl RoutePair {
-    pub fn routes(&self) -> &[Route; 2] {
+    pub fn routes(&self) -> &[Route] {
         &self.0
     }
 
-    pub fn keys(&self) -> [RouteKey; 2] {
-        [self.0[0].key(), self.0[1].key()]
+    pub fn keys(&self) -> Vec<RouteKey> {
+        self.0.iter().map(Route::key).collect()
     }
 }
 
@@ -352,6 +389,9 @@ pub struct Route {
     pub capabilities: Capabilities,
     /// Whether calls over this route are recorded (the order's choice, the same both ways).
     pub record: bool,
+    /// When `caller` is an alternate phone: the participant's main phone, whose way in this
+    /// route shares. The callee calls back that main phone, never the alternate.
+    pub stands_for: Option<RealNumber>,
     pub expires_at: UnixTime,
 }
 
@@ -397,7 +437,74 @@ mod tests {
             role: role.parse().unwrap(),
             user_id: user.parse().unwrap(),
             phone: RealNumber::parse(phone).unwrap(),
+            alternate_phones: Vec::new(),
         }
+    }
+
+    #[test]
+    fn alternates_dial_their_persons_contacts_and_calls_ring_the_main_phone() {
+        let mut driver = p("driver", "d", "+919898765432");
+        driver.alternate_phones = vec![RealNumber::parse("+919898765433").unwrap()];
+        let session = Session {
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version: 1,
+            state: SessionState::Active,
+            participants: vec![p("customer", "c", "+919812345678"), driver],
+            contacts: vec![Contact {
+                a: "c".parse().unwrap(),
+                b: "d".parse().unwrap(),
+                number: VirtualNumber::parse("+911140001000").unwrap(),
+                capabilities: Capabilities::VOICE_AND_SMS,
+            }],
+            updated_at: 0,
+            routes_until: 100,
+            record: false,
+        };
+        let pair = session.route_pairs(100).remove(0);
+        let shown: Vec<(&str, &str, Option<&str>)> = pair
+            .routes()
+            .iter()
+            .map(|r| {
+                (
+                    r.caller.expose(),
+                    r.callee.expose(),
+                    r.stands_for.as_ref().map(RealNumber::expose),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("+919812345678", "+919898765432", None),
+                ("+919898765432", "+919812345678", None),
+                ("+919898765433", "+919812345678", Some("+919898765432")),
+            ]
+        );
+        assert_eq!(pair.routes()[2].caller_role.as_str(), "driver");
+        assert_eq!(pair.keys().len(), 3);
+    }
+
+    #[test]
+    fn an_order_holds_a_bounded_number_of_phones() {
+        let alt = |n: usize| RealNumber::parse(&format!("+9198987654{n:02}")).unwrap();
+        let mut people: Vec<Participant> = (0..3)
+            .map(|i| p("driver", &format!("d{i}"), &format!("+91981234567{i}")))
+            .collect();
+        people[0].alternate_phones = (0..3).map(alt).collect();
+        people[1].alternate_phones = (3..5).map(alt).collect();
+        assert_eq!(validate_participants(&people), Ok(()));
+        people[2].alternate_phones = vec![alt(5)];
+        assert_eq!(
+            validate_participants(&people),
+            Err(SessionError::TooManyPhones(9))
+        );
+        people[2].alternate_phones = vec![];
+        people[1].alternate_phones = (3..7).map(alt).collect();
+        assert_eq!(
+            validate_participants(&people),
+            Err(SessionError::TooManyAlternates { index: 1 })
+        );
     }
 
     #[test]

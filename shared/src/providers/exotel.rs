@@ -349,6 +349,7 @@ mod tests {
             callee: RealNumber::parse("+919710000001").unwrap(),
             capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
             record: false,
+            stands_for: None,
             expires_at: i64::MAX,
         };
         let settings = ConnectSettings {

@@ -360,6 +360,7 @@ mod tests {
             callee: RealNumber::parse("+919710000001").unwrap(),
             capabilities,
             record: false,
+            stands_for: None,
             expires_at: 10_000,
         }
     }

@@ -462,6 +462,7 @@ fn stored_route(r: &Route) -> StoredRoute {
         order_id: r.order_id.clone(),
         callee: person(&r.callee),
         capabilities: r.capabilities,
+        stands_for: r.stands_for.as_ref().map(person),
         expires_at: r.expires_at,
     }
 }
@@ -479,6 +480,15 @@ fn stored_session(s: &Session) -> StoredSession {
                     b: person(&s.participant(&c.b)?.phone),
                     number: c.number.clone(),
                 })
+            })
+            .collect(),
+        alternates: s
+            .participants
+            .iter()
+            .flat_map(|p| {
+                p.alternate_phones
+                    .iter()
+                    .map(|alt| (person(alt), person(&p.phone)))
             })
             .collect(),
     }

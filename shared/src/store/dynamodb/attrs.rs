@@ -31,6 +31,12 @@ pub const CAPABILITIES: &str = "capabilities";
 /// `true` on a route item and session item of an order that records its calls; absent
 /// otherwise (items of orders that do not record are as they were before recording existed).
 pub const RECORD: &str = "record";
+/// On a route from an alternate phone: the participant's main phone, sealed (`stands_for`), and
+/// its person key (`principal`), which the audit reads without opening anything.
+pub const STANDS_FOR: &str = "stands_for";
+pub const PRINCIPAL: &str = "principal";
+/// A participant's alternate phones in a session item: L of M (`person`, sealed `phone`).
+pub const ALTERNATES: &str = "alternates";
 
 pub const CALLER_ROLE: &str = "caller_role";
 pub const CALLEE_ROLE: &str = "callee_role";

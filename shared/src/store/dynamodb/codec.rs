@@ -11,7 +11,7 @@ use crate::crypto::{Sealed, Vault};
 use crate::domain::invariant::{PersonKey, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
     Capabilities, Capability, Contact, Participant, PoolNumber, RealNumber, Route, Session,
-    SessionState, UnixTime, VirtualNumber,
+    SessionState, UnixTime, UserId, VirtualNumber,
 };
 use crate::store::{LiveContact, PoolEntry, SampledRoute, StoreError};
 
@@ -130,7 +130,37 @@ pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
     if route.record {
         item.insert(attrs::RECORD.to_owned(), AttributeValue::Bool(true));
     }
+    if let Some(main) = &route.stands_for {
+        let context = attrs::seal_context(
+            get_s(&item, attrs::PK)?,
+            get_s(&item, attrs::SK)?,
+            attrs::STANDS_FOR,
+        );
+        // Sealed with the vault's current key, as `callee` just was: the item's one `key`.
+        let (_, stands_for) = sealed(vault, main, &context)?;
+        item.insert(attrs::STANDS_FOR.to_owned(), stands_for);
+        item.insert(attrs::PRINCIPAL.to_owned(), s(vault.person_key(main)));
+    }
     Ok(item)
+}
+
+/// The main phone a route from an alternate phone stands for, opened; `None` on other routes.
+fn open_stands_for(vault: &Vault, item: &Item) -> Result<Option<RealNumber>, StoreError> {
+    if !item.contains_key(attrs::STANDS_FOR) {
+        return Ok(None);
+    }
+    let context = attrs::seal_context(
+        get_s(item, attrs::PK)?,
+        get_s(item, attrs::SK)?,
+        attrs::STANDS_FOR,
+    );
+    Ok(Some(vault.open(
+        &Sealed {
+            key: get_s(item, attrs::KEY)?.to_owned(),
+            blob: get_b(item, attrs::STANDS_FOR)?.to_vec(),
+        },
+        &context,
+    )?))
 }
 
 /// Whether an item says its order records calls: `record` is `true`, or absent for no.
@@ -175,6 +205,7 @@ pub fn route_from_item(
         callee,
         capabilities: route_caps_from(item)?,
         record: record_from(item)?,
+        stands_for: open_stands_for(vault, item)?,
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }
@@ -195,6 +226,20 @@ pub fn live_contact_from_item(item: &Item) -> Result<LiveContact, StoreError> {
     })
 }
 
+/// The seal context of a participant's `i`-th alternate phone in session `pk`.
+fn alternate_context(pk: &str, user_id: &UserId, i: usize) -> String {
+    attrs::seal_context(
+        pk,
+        attrs::SESSION_SK,
+        &format!(
+            "{}:{}:{}:{i}",
+            attrs::PARTICIPANTS,
+            user_id,
+            attrs::ALTERNATES
+        ),
+    )
+}
+
 pub fn session_item(
     vault: &Vault,
     session: &Session,
@@ -211,12 +256,29 @@ pub fn session_item(
                 &format!("{}:{}", attrs::PARTICIPANTS, p.user_id),
             );
             let (_, phone) = sealed(vault, &p.phone, &context)?;
-            Ok(AttributeValue::M(HashMap::from([
+            let mut m = HashMap::from([
                 (attrs::ROLE.to_owned(), s(p.role.as_str())),
                 (attrs::USER_ID.to_owned(), s(p.user_id.as_str())),
                 (attrs::PERSON.to_owned(), s(vault.person_key(&p.phone))),
                 (attrs::PHONE.to_owned(), phone),
-            ])))
+            ]);
+            if !p.alternate_phones.is_empty() {
+                let alternates = p
+                    .alternate_phones
+                    .iter()
+                    .enumerate()
+                    .map(|(i, alt)| {
+                        let (_, phone) =
+                            sealed(vault, alt, &alternate_context(&pk, &p.user_id, i))?;
+                        Ok(AttributeValue::M(HashMap::from([
+                            (attrs::PERSON.to_owned(), s(vault.person_key(alt))),
+                            (attrs::PHONE.to_owned(), phone),
+                        ])))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                m.insert(attrs::ALTERNATES.to_owned(), AttributeValue::L(alternates));
+            }
+            Ok(AttributeValue::M(m))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let contacts = session
@@ -278,10 +340,28 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
                 },
                 &context,
             )?;
+            let alternate_phones = match m.get(attrs::ALTERNATES) {
+                None => Vec::new(),
+                Some(_) => get_l(m, attrs::ALTERNATES)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let alt = v.as_m().map_err(|_| corrupt(attrs::ALTERNATES))?;
+                        Ok(vault.open(
+                            &Sealed {
+                                key: key.to_owned(),
+                                blob: get_b(alt, attrs::PHONE)?.to_vec(),
+                            },
+                            &alternate_context(pk, &user_id, i),
+                        )?)
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?,
+            };
             Ok(Participant {
                 role: parse(m, attrs::ROLE)?,
                 user_id,
                 phone,
+                alternate_phones,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -375,22 +455,29 @@ pub fn stored_route_from_item(vault: &Vault, item: &Item) -> Result<StoredRoute,
         order_id: parse(item, attrs::ORDER_ID)?,
         callee: PersonKey::new(vault.person_key(&open_callee(vault, item)?)),
         capabilities: route_caps_from(item)?,
+        stands_for: match item.get(attrs::PRINCIPAL) {
+            None => None,
+            Some(_) => Some(PersonKey::new(get_s(item, attrs::PRINCIPAL)?)),
+        },
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }
 
 /// A session item as the pair invariant sees it: its pairs by person key, nothing opened.
 pub fn stored_session_from_item(item: &Item) -> Result<StoredSession, StoreError> {
-    let people: HashMap<String, PersonKey> = get_l(item, attrs::PARTICIPANTS)?
-        .iter()
-        .map(|v| {
-            let m = v.as_m().map_err(|_| corrupt(attrs::PARTICIPANTS))?;
-            Ok((
-                get_s(m, attrs::USER_ID)?.to_owned(),
-                PersonKey::new(get_s(m, attrs::PERSON)?),
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
+    let mut people: HashMap<String, PersonKey> = HashMap::new();
+    let mut alternates: HashMap<PersonKey, PersonKey> = HashMap::new();
+    for v in get_l(item, attrs::PARTICIPANTS)? {
+        let m = v.as_m().map_err(|_| corrupt(attrs::PARTICIPANTS))?;
+        let main = PersonKey::new(get_s(m, attrs::PERSON)?);
+        if m.contains_key(attrs::ALTERNATES) {
+            for alt in get_l(m, attrs::ALTERNATES)? {
+                let alt = alt.as_m().map_err(|_| corrupt(attrs::ALTERNATES))?;
+                alternates.insert(PersonKey::new(get_s(alt, attrs::PERSON)?), main.clone());
+            }
+        }
+        people.insert(get_s(m, attrs::USER_ID)?.to_owned(), main);
+    }
     let pairs = get_l(item, attrs::CONTACTS)?
         .iter()
         .map(|v| {
@@ -413,6 +500,7 @@ pub fn stored_session_from_item(item: &Item) -> Result<StoredSession, StoreError
         order_id: parse(item, attrs::ORDER_ID)?,
         routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
         pairs,
+        alternates,
     })
 }
 
@@ -438,6 +526,7 @@ mod tests {
             callee: RealNumber::parse("+919710000001").unwrap(),
             capabilities,
             record: false,
+            stands_for: None,
             expires_at: 10_000,
         }
     }
@@ -518,5 +607,66 @@ mod tests {
                 attribute: attrs::RECORD
             })
         ));
+    }
+
+    #[test]
+    fn an_alternates_route_keeps_whom_it_stands_for_sealed() {
+        let vault = vault();
+        let main = RealNumber::parse("+919810000009").unwrap();
+        let alias = Route {
+            stands_for: Some(main.clone()),
+            ..route(VOICE_ONLY)
+        };
+        let item = route_item(&vault, &alias).unwrap();
+        assert!(matches!(item[attrs::STANDS_FOR], AttributeValue::B(_)));
+        assert_eq!(item[attrs::PRINCIPAL], s(vault.person_key(&main)));
+        assert!(
+            !format!("{item:?}").contains("9810000009"),
+            "sealed, never in the clear"
+        );
+        assert_eq!(read(&vault, &item).unwrap(), alias);
+        assert_eq!(
+            stored_route_from_item(&vault, &item).unwrap().stands_for,
+            Some(PersonKey::new(vault.person_key(&main)))
+        );
+        let plain = route_item(&vault, &route(VOICE_ONLY)).unwrap();
+        assert!(!plain.contains_key(attrs::STANDS_FOR) && !plain.contains_key(attrs::PRINCIPAL));
+    }
+
+    #[test]
+    fn a_sessions_alternates_are_sealed_and_seen_by_the_audit_by_person_key() {
+        let vault = vault();
+        let person = |role: &str, user: &str, phone: &str, alts: &[&str]| Participant {
+            role: role.parse().unwrap(),
+            user_id: user.parse().unwrap(),
+            phone: RealNumber::parse(phone).unwrap(),
+            alternate_phones: alts.iter().map(|a| RealNumber::parse(a).unwrap()).collect(),
+        };
+        let session = Session {
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version: 2,
+            state: SessionState::Active,
+            participants: vec![
+                person(
+                    "customer",
+                    "c",
+                    "+919810000001",
+                    &["+919810000002", "+919810000003"],
+                ),
+                person("driver", "d", "+919710000001", &[]),
+            ],
+            contacts: vec![],
+            updated_at: 5,
+            routes_until: 10,
+            record: false,
+        };
+        let item = session_item(&vault, &session, 99).unwrap();
+        assert!(!format!("{item:?}").contains("9810000002"));
+        assert_eq!(session_from_item(&vault, &item).unwrap(), session);
+        let stored = stored_session_from_item(&item).unwrap();
+        let main = PersonKey::new(vault.person_key(&session.participants[0].phone));
+        assert_eq!(stored.alternates.len(), 2);
+        assert!(stored.alternates.values().all(|m| m == &main));
     }
 }
