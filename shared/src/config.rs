@@ -1,7 +1,7 @@
 //! Configuration read once from the environment into typed values that validate themselves.
 //! Every error names the variable at fault and never echoes a secret.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -229,9 +229,17 @@ pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> 
             reason: "must be at least 1".into(),
         });
     }
+    let pin_markets = match src.get("VNMASK_PIN_MARKETS") {
+        None => HashSet::new(),
+        Some(v) => pin_markets(&v, &markets).map_err(|reason| ConfigError::Invalid {
+            var: "VNMASK_PIN_MARKETS",
+            reason,
+        })?,
+    };
     Ok(AssignSettings {
         contact_policy,
         markets,
+        pin_markets,
         grace: seconds(src, "VNMASK_GRACE_SECONDS", defaults.grace.as_secs())?,
         session_ttl: seconds(
             src,
@@ -250,6 +258,30 @@ pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> 
             defaults.pool_cache.as_secs(),
         )?,
     })
+}
+
+/// `VNMASK_PIN_MARKETS`: the served markets whose contacts get PINs, separated by commas
+/// (empty: none).
+fn pin_markets(
+    value: &str,
+    served: &HashMap<Market, Capabilities>,
+) -> Result<HashSet<Market>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            let market: Market = m
+                .to_ascii_uppercase()
+                .parse()
+                .map_err(|_| format!("`{m}` is not a country code"))?;
+            if served.contains_key(&market) {
+                Ok(market)
+            } else {
+                Err(format!("{market} is not in VNMASK_MARKETS"))
+            }
+        })
+        .collect()
 }
 
 /// `VNMASK_MARKETS`: markets separated by commas, each with the channels every pair in it needs

@@ -14,7 +14,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::domain::RealNumber;
+use crate::domain::{Pin, RealNumber, VirtualNumber};
 
 const NONCE_LEN: usize = 12;
 
@@ -28,6 +28,8 @@ pub enum CryptoError {
     Tampered,
     #[error("decrypted value is not a valid phone number")]
     NotANumber,
+    #[error("decrypted value is not a PIN")]
+    NotAPin,
     #[error("encryption failed")]
     Seal,
     #[error("KMS could not unwrap key `{name}`: {reason}")]
@@ -143,9 +145,34 @@ impl Vault {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// The key of a PIN on a virtual number: hex HMAC-SHA256 under the person-key secret, of a
+    /// message no person key hashes (those are E.164 numbers), so that a PIN is never stored
+    /// in the clear and its item is found with one read.
+    pub fn pin_key(&self, number: &VirtualNumber, pin: &Pin) -> String {
+        let mut mac = self.person_key.clone();
+        mac.update(b"pin:");
+        mac.update(number.as_str().as_bytes());
+        mac.update(b":");
+        mac.update(pin.expose().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// Encrypts a real number; `context` (the item key and attribute) is authenticated, so a
     /// ciphertext moved to another item or attribute fails to open.
     pub fn seal(&self, number: &RealNumber, context: &str) -> Result<Sealed, CryptoError> {
+        self.seal_text(number.expose(), context)
+    }
+
+    /// Encrypts a PIN, as [`Vault::seal`] a number: shown again only to its participant.
+    pub fn seal_pin(&self, pin: &Pin, context: &str) -> Result<Sealed, CryptoError> {
+        self.seal_text(pin.expose(), context)
+    }
+
+    pub fn open_pin(&self, sealed: &Sealed, context: &str) -> Result<Pin, CryptoError> {
+        Pin::parse(&self.open_text(sealed, context)?).map_err(|_| CryptoError::NotAPin)
+    }
+
+    fn seal_text(&self, text: &str, context: &str) -> Result<Sealed, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         let cipher = &self.data_keys[&self.current];
@@ -153,7 +180,7 @@ impl Vault {
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: number.expose().as_bytes(),
+                    msg: text.as_bytes(),
                     aad: context.as_bytes(),
                 },
             )
@@ -168,6 +195,12 @@ impl Vault {
     }
 
     pub fn open(&self, sealed: &Sealed, context: &str) -> Result<RealNumber, CryptoError> {
+        let text = self.open_text(sealed, context)?;
+        // Sealed only after a strict parse and authenticated on the way out: the form suffices.
+        RealNumber::parse_form(&text).map_err(|_| CryptoError::NotANumber)
+    }
+
+    fn open_text(&self, sealed: &Sealed, context: &str) -> Result<String, CryptoError> {
         let cipher = self
             .data_keys
             .get(&sealed.key)
@@ -185,9 +218,7 @@ impl Vault {
                 },
             )
             .map_err(|_| CryptoError::Tampered)?;
-        let text = std::str::from_utf8(&plain).map_err(|_| CryptoError::NotANumber)?;
-        // Sealed only after a strict parse and authenticated on the way out: the form suffices.
-        RealNumber::parse_form(text).map_err(|_| CryptoError::NotANumber)
+        String::from_utf8(plain).map_err(|_| CryptoError::NotANumber)
     }
 
     pub fn current_key(&self) -> &str {

@@ -612,6 +612,7 @@ async fn an_end_ends_a_half_pair_both_ways(fx: Fx) {
                 caller: d.phone.clone(),
                 number: v.clone(),
             }],
+            delete_pins: Vec::new(),
             now: t,
         })
         .await
@@ -1061,6 +1062,209 @@ async fn an_alternate_phone_calls_in_as_its_person(fx: Fx) {
     assert_eq!(audit(fx.store.as_ref(), t + 10).await.unwrap(), vec![]);
 }
 
+/// An assigner of `fx`'s store whose market IN has PINs.
+fn with_pins(fx: &Fx) -> Assigner {
+    let mut s = settings();
+    s.pin_markets.insert(market("IN"));
+    Assigner::new(fx.store.clone(), s)
+}
+
+/// The route PIN `pin` on `number` stands for, if live at `at`.
+async fn pin_route(
+    fx: &Fx,
+    number: &VirtualNumber,
+    pin: &vnmask::domain::Pin,
+    at: i64,
+) -> Option<vnmask::domain::Route> {
+    fx.store
+        .pin_route(&vnmask::domain::PinKey {
+            number: number.clone(),
+            pin: pin.clone(),
+        })
+        .await
+        .unwrap()
+        .filter(|r| r.is_live(at))
+}
+
+/// Each side of a contact gets a PIN that stands for them on the contact's number: entered
+/// there, it reaches their counterpart. PINs are written, kept, renewed and ended with their
+/// pair, unique among the live PINs of their number, and a replaced participant's PIN ends at
+/// once with their routes.
+async fn pins_stand_for_their_participant_and_live_and_die_with_the_pair(fx: Fx) {
+    let t = now();
+    let pins = with_pins(&fx);
+    let (c, d, d2) = (customer(1), driver(1), driver(2));
+    let session = |o: Outcome| match o {
+        Outcome::Applied { session, .. } => session,
+        other => panic!("{other:?}"),
+    };
+    let s1 = session(
+        pins.apply(&assign("o1", 1, &[c.clone(), d.clone()]), t)
+            .await
+            .unwrap(),
+    );
+    let contact = s1.contacts[0].clone();
+    let (pin_c, pin_d) = (
+        contact.pin_of(&c.user_id).unwrap().clone(),
+        contact.pin_of(&d.user_id).unwrap().clone(),
+    );
+    assert_ne!(pin_c, pin_d);
+    let vn = contact.number.clone();
+    let as_c = pin_route(&fx, &vn, &pin_c, t)
+        .await
+        .expect("C's PIN is live");
+    assert_eq!((&as_c.caller, &as_c.callee), (&c.phone, &d.phone));
+    assert_eq!(as_c.order_id.as_str(), "o1");
+    let as_d = pin_route(&fx, &vn, &pin_d, t)
+        .await
+        .expect("D's PIN is live");
+    assert_eq!((&as_d.caller, &as_d.callee), (&d.phone, &c.phone));
+    assert_eq!(as_d.expires_at, as_c.expires_at);
+    assert_eq!(audit(fx.store.as_ref(), t).await.unwrap(), vec![]);
+
+    // A newer snapshot of the same people keeps the PINs they were told.
+    let s2 = session(
+        pins.apply(&assign("o1", 2, &[c.clone(), d.clone()]), t + 1)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(s2.contacts[0].pins, contact.pins);
+
+    // Another order on the same number gets other PINs.
+    let (x, y) = (customer(5), driver(5));
+    let other = session(
+        pins.apply(&assign("o2", 1, &[x.clone(), y.clone()]), t + 1)
+            .await
+            .unwrap(),
+    );
+    let theirs = &other.contacts[0];
+    if theirs.number == vn {
+        let all = [
+            &pin_c,
+            &pin_d,
+            &theirs.pins.as_ref().unwrap().a,
+            &theirs.pins.as_ref().unwrap().b,
+        ];
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), 4, "PINs are unique on their number");
+    }
+
+    // D is replaced: C keeps the number with new PINs, and D's PIN reaches nobody at once.
+    let s3 = session(
+        pins.apply(&assign("o1", 3, &[c.clone(), d2.clone()]), t + 2)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(s3.contacts[0].number, vn, "C keeps the number");
+    assert!(
+        pin_route(&fx, &vn, &pin_d, t + 2).await.is_none(),
+        "D's PIN ended with D's routes"
+    );
+    let new_c = s3.contacts[0].pin_of(&c.user_id).unwrap();
+    let as_c = pin_route(&fx, &vn, new_c, t + 2)
+        .await
+        .expect("C's new PIN");
+    assert_eq!(as_c.callee, d2.phone);
+    if new_c != &pin_c {
+        assert!(pin_route(&fx, &vn, &pin_c, t + 2).await.is_none());
+    }
+    assert_eq!(audit(fx.store.as_ref(), t + 2).await.unwrap(), vec![]);
+
+    // The end renews the PINs for the grace, and they lapse with the routes.
+    pins.apply(&end("o1", 4), t + 10).await.unwrap();
+    assert!(pin_route(&fx, &vn, new_c, t + 10 + 1799).await.is_some());
+    assert!(pin_route(&fx, &vn, new_c, t + 10 + 1800).await.is_none());
+    assert!(
+        live_route(fx.store.as_ref(), &c.phone, &vn, t + 10 + 1800)
+            .await
+            .unwrap()
+            .is_none(),
+        "and so do the routes"
+    );
+
+    // A market without PINs issues none.
+    let plain = session(
+        fx.apply(&assign("o3", 1, &[customer(7), driver(7)]), t)
+            .await,
+    );
+    assert!(plain.contacts.iter().all(|c| c.pins.is_none()));
+}
+
+/// A PIN held by another live pair on the same number refuses the whole commit, and the
+/// assigner draws another.
+async fn a_pin_held_by_another_pair_is_refused_and_nothing_is_written(fx: Fx) {
+    let t = now();
+    let pins = with_pins(&fx);
+    let Outcome::Applied { session, .. } = pins
+        .apply(&assign("o1", 1, &[customer(1), driver(1)]), t)
+        .await
+        .unwrap()
+    else {
+        panic!("applies")
+    };
+    let held = session.contacts[0].pins.clone().unwrap().a;
+    let vn = session.contacts[0].number.clone();
+    // Another order's session that names the same PIN on the same number.
+    let (x, y) = (customer(2), driver(2));
+    let mut theirs = Session {
+        order_id: "o2".parse().unwrap(),
+        market: market("IN"),
+        version: 1,
+        state: SessionState::Active,
+        participants: vec![x.clone(), y.clone()],
+        contacts: vec![vnmask::domain::Contact {
+            a: x.user_id.clone(),
+            b: y.user_id.clone(),
+            number: vn.clone(),
+            capabilities: Capabilities::VOICE_AND_SMS,
+            pins: Some(vnmask::domain::ContactPins {
+                a: held.clone(),
+                b: vnmask::domain::Pin::parse("999999").unwrap(),
+            }),
+        }],
+        updated_at: t,
+        routes_until: t + 3600,
+        record: false,
+    };
+    let commit = |s: &Session| SessionCommit {
+        session: s.clone(),
+        session_expires_at: t + 7200,
+        pairs: s.route_pairs(t + 3600),
+        pair_write: PairWrite::Claim,
+        delete_routes: Vec::new(),
+        delete_pins: Vec::new(),
+        now: t,
+    };
+    match fx.store.commit(&commit(&theirs)).await {
+        Err(vnmask::store::CommitError::PinsTaken(keys)) => {
+            assert_eq!(keys.len(), 1);
+            assert_eq!(keys[0].number, vn);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(fx
+        .store
+        .session(&"o2".parse().unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(live_route(fx.store.as_ref(), &x.phone, &vn, t)
+        .await
+        .unwrap()
+        .is_none());
+    // With another PIN it goes through.
+    theirs.contacts[0].pins.as_mut().unwrap().a = vnmask::domain::Pin::parse("999998").unwrap();
+    fx.store.commit(&commit(&theirs)).await.unwrap();
+    assert_eq!(
+        pin_route(&fx, &vn, &held, t)
+            .await
+            .unwrap()
+            .order_id
+            .as_str(),
+        "o1"
+    );
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -1099,6 +1303,8 @@ contract! {
     changing_a_markets_channels_applies_to_new_assignments_only: 0,
     recording_is_the_orders_and_both_directions_of_each_pair_carry_it: 5,
     an_alternate_phone_calls_in_as_its_person: 4,
+    pins_stand_for_their_participant_and_live_and_die_with_the_pair: 1,
+    a_pin_held_by_another_pair_is_refused_and_nothing_is_written: 1,
 }
 
 #[tokio::test]

@@ -73,6 +73,9 @@ pub struct ContactNumber {
     pub number: VirtualNumber,
     /// What that number carries (`voice`, `sms`): an app offers a text only where `sms` is listed.
     pub capabilities: Vec<Capability>,
+    /// Where the market recovers callers by PIN: this participant's own PIN for the contact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
 }
 
 impl NumbersAssigned {
@@ -93,6 +96,7 @@ impl NumbersAssigned {
                             role: other.role.clone(),
                             number: c.number.clone(),
                             capabilities: c.capabilities.iter().collect(),
+                            pin: c.pin_of(&p.user_id).map(|p| p.expose().to_owned()),
                         })
                     })
                     .collect(),
@@ -208,6 +212,7 @@ mod tests {
             b: b.parse().unwrap(),
             number: VirtualNumber::parse(number).unwrap(),
             capabilities,
+            pins: None,
         };
         let voice_only = Capabilities {
             voice: true,

@@ -32,6 +32,10 @@ pub struct ContactView {
     /// What to dial (or text) to reach them.
     pub virtual_number: VirtualNumber,
     pub capabilities: Vec<Capability>,
+    /// Where the market recovers callers by PIN: the asker's own PIN for this contact, to enter
+    /// after dialling `virtual_number` from a phone the platform does not know. Never another's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
     /// `None` while the order is active; the end of the grace period once it ended (RFC 3339).
     #[serde(serialize_with = "rfc3339")]
     pub valid_until: Option<UnixTime>,
@@ -240,6 +244,7 @@ pub fn contact_list(session: &Session, user: &UserId, now: UnixTime) -> Option<C
                     user_id: other.user_id.clone(),
                     virtual_number: c.number.clone(),
                     capabilities: c.capabilities.iter().collect(),
+                    pin: c.pin_of(user).map(|p| p.expose().to_owned()),
                     valid_until,
                 })
             })
@@ -267,6 +272,7 @@ mod tests {
             b: b.parse().unwrap(),
             number: VirtualNumber::parse(vn).unwrap(),
             capabilities: Capabilities::VOICE_AND_SMS,
+            pins: None,
         }
     }
 
@@ -293,6 +299,30 @@ mod tests {
     }
 
     const DAY: UnixTime = 86_400;
+
+    #[test]
+    fn a_pin_is_shown_only_to_the_participant_it_was_given_to() {
+        let mut s = shared_ride(SessionState::Active, 1_000 + DAY);
+        s.contacts[0].pins = Some(vnmask::domain::ContactPins {
+            a: vnmask::domain::Pin::parse("111111").unwrap(),
+            b: vnmask::domain::Pin::parse("222222").unwrap(),
+        });
+        let uid = |u: &str| u.parse::<UserId>().unwrap();
+        let pins = |user: &str| -> Vec<Option<String>> {
+            contact_list(&s, &uid(user), 2_000)
+                .unwrap()
+                .contacts
+                .into_iter()
+                .map(|c| c.pin)
+                .collect()
+        };
+        assert_eq!(pins("c1"), [Some("111111".to_owned())]);
+        // The driver's own PIN with c1; none with c2, whose contact has no PINs.
+        assert_eq!(pins("d1"), [Some("222222".to_owned()), None]);
+        assert_eq!(pins("c2"), [None]);
+        let shown = serde_json::to_string(&contact_list(&s, &uid("c2"), 2_000).unwrap()).unwrap();
+        assert!(!shown.contains("111111") && !shown.contains("222222") && !shown.contains("pin"));
+    }
 
     #[test]
     fn each_participant_sees_only_their_own_contacts() {

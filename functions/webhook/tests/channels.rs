@@ -51,6 +51,7 @@ async fn order(
             b: people[1].user_id.clone(),
             number,
             capabilities,
+            pins: None,
         }],
         updated_at: t,
         routes_until: t + 3600,
@@ -64,6 +65,7 @@ async fn order(
             pairs,
             pair_write: PairWrite::Claim,
             delete_routes: Vec::new(),
+            delete_pins: Vec::new(),
             now: t,
         })
         .await

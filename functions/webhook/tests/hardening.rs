@@ -121,6 +121,11 @@ impl RouteReader for Slow {
         tokio::time::sleep(self.delay).await;
         self.inner.route(caller, dialled).await
     }
+
+    async fn pin_route(&self, key: &vnmask::domain::PinKey) -> Result<Option<Route>, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.pin_route(key).await
+    }
 }
 
 #[async_trait]

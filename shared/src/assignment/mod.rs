@@ -10,8 +10,9 @@ use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::domain::{
-    validate_participants, Capabilities, Contact, ContactPolicy, Market, OrderId, Participant,
-    PoolNumber, RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, VirtualNumber,
+    validate_participants, Capabilities, Contact, ContactPins, ContactPolicy, Market, OrderId,
+    Participant, Pin, PinKey, PinRoute, PoolNumber, RouteKey, RoutePair, Session, SessionError,
+    SessionState, UnixTime, VirtualNumber,
 };
 use crate::store::{AssignmentStore, CommitError, PairWrite, SessionCommit, StoreError};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
@@ -86,6 +87,9 @@ pub struct AssignSettings {
     pub retention: Duration,
     /// Commit attempts before giving up on a contended order.
     pub max_attempts: u32,
+    /// Markets whose contacts get PINs, so that a participant calling from a phone the platform
+    /// does not know can stand in for themselves (issue 19). None by default.
+    pub pin_markets: HashSet<Market>,
     /// How long a market's pool list is reused before it is read again.
     pub pool_cache: Duration,
 }
@@ -103,6 +107,7 @@ impl AssignSettings {
             session_ttl: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(14 * 24 * 3600),
             max_attempts: 8,
+            pin_markets: HashSet::new(),
             pool_cache: Duration::from_secs(60),
         }
     }
@@ -120,6 +125,90 @@ impl AssignSettings {
 }
 
 type CachedPool = (Instant, Arc<Vec<PoolNumber>>);
+
+/// What commits of one update were refused, for the next plan.
+#[derive(Default)]
+struct Refused {
+    routes: HashSet<RouteKey>,
+    pins: HashSet<PinKey>,
+}
+
+impl Refused {
+    /// Whether any route or PIN of `pair` was refused.
+    fn touches(&self, pair: &RoutePair) -> bool {
+        pair.keys().iter().any(|k| self.routes.contains(k))
+            || pair.pins().iter().any(|p| self.pins.contains(&p.key()))
+    }
+}
+
+fn pin_keys(pair: &RoutePair) -> Vec<PinKey> {
+    pair.pins().iter().map(PinRoute::key).collect()
+}
+
+/// Gives every contact its PINs where the market has them (and none where it does not): a
+/// contact the previous session had, same people on the same number, keeps its PINs, so that
+/// what a participant was told stays true; a new contact, or a PIN refused as taken, gets a new
+/// one, drawn apart from every other PIN of this session on that number.
+fn issue_pins(
+    contacts: &mut [Contact],
+    previous: Option<&Session>,
+    pins_on: bool,
+    refused: &HashSet<PinKey>,
+) {
+    if !pins_on {
+        for c in contacts.iter_mut() {
+            c.pins = None;
+        }
+        return;
+    }
+    // The previous session's PINs of each contact, as it is oriented now.
+    let kept: Vec<Option<ContactPins>> = contacts
+        .iter()
+        .map(|c| {
+            let before = previous?
+                .contacts
+                .iter()
+                .find(|p| p.number == c.number && p.joins(&c.a, &c.b))?;
+            let pins = before.pins.clone()?;
+            Some(if before.a == c.a {
+                pins
+            } else {
+                ContactPins {
+                    a: pins.b,
+                    b: pins.a,
+                }
+            })
+        })
+        .collect();
+    // Kept PINs first, so that a new one never takes a kept one's place.
+    let mut drawn: HashSet<PinKey> = HashSet::new();
+    let mut keep = |number: &VirtualNumber, pin: Pin| {
+        let key = PinKey {
+            number: number.clone(),
+            pin,
+        };
+        (!refused.contains(&key) && drawn.insert(key.clone())).then_some(key.pin)
+    };
+    let kept: Vec<[Option<Pin>; 2]> = contacts
+        .iter()
+        .zip(kept)
+        .map(|(c, pins)| match pins {
+            Some(p) => [keep(&c.number, p.a), keep(&c.number, p.b)],
+            None => [None, None],
+        })
+        .collect();
+    let mut rng = rand::thread_rng();
+    for (c, [a, b]) in contacts.iter_mut().zip(kept) {
+        let mut fresh = || loop {
+            if let Some(pin) = keep(&c.number, Pin::random(&mut rng)) {
+                break pin;
+            }
+        };
+        let a = a.unwrap_or_else(&mut fresh);
+        let b = b.unwrap_or_else(&mut fresh);
+        c.pins = Some(ContactPins { a, b });
+    }
+}
 
 /// How long a day's recorded live-contacts peak is kept (pool-refresh reads today and yesterday).
 const LIVE_PEAK_RETENTION: i64 = 8 * 24 * 3600;
@@ -160,9 +249,10 @@ impl Assigner {
         let Some(needs) = self.settings.needs_for(&update.market) else {
             return Err(AssignError::UnknownMarket(update.market.clone()));
         };
-        // Route keys a commit was refused: held by another live order or, for an end, no longer
-        // this order's live route. Never deleted; on an end, their pairs are dropped whole.
-        let mut refused: HashSet<RouteKey> = HashSet::new();
+        // What a commit was refused: routes held by another live order or, for an end, no
+        // longer this order's live route (never deleted; on an end their pairs are dropped
+        // whole), and PINs another pair holds (new ones are drawn).
+        let mut refused = Refused::default();
         let mut refreshed_pool = false;
         for attempt in 1..=self.settings.max_attempts {
             let mut live_peak = None;
@@ -210,7 +300,11 @@ impl Assigner {
                     tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "routes refused, re-planning");
                     // Routes of this order that lapsed and now serve other orders are left alone;
                     // an active order re-plans their pairs from fresh reads, an end drops them.
-                    refused.extend(keys);
+                    refused.routes.extend(keys);
+                }
+                Err(CommitError::PinsTaken(keys)) => {
+                    tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "PINs taken, drawing others");
+                    refused.pins.extend(keys);
                 }
                 Err(CommitError::Conflict) => {
                     tracing::debug!(order_id = %update.order_id, attempt, "transaction conflict, retrying");
@@ -233,7 +327,7 @@ impl Assigner {
         needs: Capabilities,
         now: UnixTime,
         fresh_pool: bool,
-        refused: &HashSet<RouteKey>,
+        refused: &Refused,
     ) -> Result<Planned, AssignError> {
         // One parallel set of reads: the session, the live contacts of each phone of each
         // participant (an alternate dials numbers too), and the pool unless cached.
@@ -260,7 +354,7 @@ impl Assigner {
                     .collect()
             })
             .collect();
-        let contacts = match plan_contacts(&PlanRequest {
+        let mut contacts = match plan_contacts(&PlanRequest {
             order_id: &update.order_id,
             market: &update.market,
             participants: people,
@@ -273,6 +367,8 @@ impl Assigner {
             Ok(c) => c,
             Err(e) => return Ok(Planned::Exhausted(e)),
         };
+        let pins_on = self.settings.pin_markets.contains(&update.market);
+        issue_pins(&mut contacts, previous.as_ref(), pins_on, &refused.pins);
         let routes_until = now + secs(self.settings.session_ttl);
         let session = Session {
             order_id: update.order_id.clone(),
@@ -310,13 +406,20 @@ impl Assigner {
         // is written and the pair is re-planned on a number both can take.
         let pairs = session.route_pairs(routes_until);
         let kept: HashSet<RouteKey> = pairs.iter().flat_map(RoutePair::keys).collect();
-        let delete_routes = previous
+        let kept_pins: HashSet<PinKey> = pairs.iter().flat_map(pin_keys).collect();
+        let (delete_routes, delete_pins) = previous
             .map(|prev| {
-                prev.route_pairs(0)
-                    .iter()
-                    .flat_map(RoutePair::keys)
-                    .filter(|k| !kept.contains(k) && !refused.contains(k))
-                    .collect()
+                let old = prev.route_pairs(0);
+                (
+                    old.iter()
+                        .flat_map(RoutePair::keys)
+                        .filter(|k| !kept.contains(k) && !refused.routes.contains(k))
+                        .collect(),
+                    old.iter()
+                        .flat_map(pin_keys)
+                        .filter(|k| !kept_pins.contains(k) && !refused.pins.contains(k))
+                        .collect(),
+                )
             })
             .unwrap_or_default();
         let commit = SessionCommit {
@@ -325,6 +428,7 @@ impl Assigner {
             pairs,
             pair_write: PairWrite::Claim,
             delete_routes,
+            delete_pins,
             now,
         };
         Ok(Planned::Commit(commit, live_peak))
@@ -337,10 +441,10 @@ impl Assigner {
         &self,
         update: &OrderUpdate,
         now: UnixTime,
-        refused: &HashSet<RouteKey>,
+        refused: &Refused,
     ) -> Result<Planned, AssignError> {
         let previous = self.store.session(&update.order_id).await?;
-        let (session, pairs, delete_routes) = match previous {
+        let (session, pairs, delete_routes, delete_pins) = match previous {
             Some(prev) if prev.version >= update.version => {
                 return Ok(Planned::Stale(prev.version))
             }
@@ -355,6 +459,7 @@ impl Assigner {
                 },
                 Vec::new(),
                 Vec::new(),
+                Vec::new(),
             ),
             Some(prev) => {
                 let routes_until = now + secs(self.settings.grace);
@@ -362,11 +467,16 @@ impl Assigner {
                     .contacts
                     .iter()
                     .filter_map(|c| Some((c.clone(), prev.route_pair(c, routes_until)?)))
-                    .partition(|(_, pair)| !pair.keys().iter().any(|k| refused.contains(k)));
+                    .partition(|(_, pair)| !refused.touches(pair));
                 let delete_routes = dropped
                     .iter()
                     .flat_map(|(_, pair)| pair.keys())
-                    .filter(|k| !refused.contains(k))
+                    .filter(|k| !refused.routes.contains(k))
+                    .collect();
+                let delete_pins = dropped
+                    .iter()
+                    .flat_map(|(_, pair)| pin_keys(pair))
+                    .filter(|k| !refused.pins.contains(k))
                     .collect();
                 let (contacts, pairs) = kept.into_iter().unzip();
                 let session = Session {
@@ -377,7 +487,7 @@ impl Assigner {
                     contacts,
                     ..prev
                 };
-                (session, pairs, delete_routes)
+                (session, pairs, delete_routes, delete_pins)
             }
             // The end arrived before the assignment: a tombstone makes the late assignment stale.
             None => (
@@ -394,6 +504,7 @@ impl Assigner {
                 },
                 Vec::new(),
                 Vec::new(),
+                Vec::new(),
             ),
         };
         let commit = SessionCommit {
@@ -402,6 +513,7 @@ impl Assigner {
             pairs,
             pair_write: PairWrite::Renew,
             delete_routes,
+            delete_pins,
             now,
         };
         Ok(Planned::Commit(commit, None))
@@ -467,4 +579,81 @@ fn secs(d: Duration) -> i64 {
 fn backoff(attempt: u32) -> Duration {
     let cap = 10u64 << attempt.min(6);
     Duration::from_millis(rand::thread_rng().gen_range(0..=cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(a: &str, b: &str, number: &str, pins: Option<(&str, &str)>) -> Contact {
+        Contact {
+            a: a.parse().unwrap(),
+            b: b.parse().unwrap(),
+            number: VirtualNumber::parse(number).unwrap(),
+            capabilities: Capabilities::VOICE_AND_SMS,
+            pins: pins.map(|(a, b)| ContactPins {
+                a: Pin::parse(a).unwrap(),
+                b: Pin::parse(b).unwrap(),
+            }),
+        }
+    }
+
+    fn previous(contacts: Vec<Contact>) -> Session {
+        Session {
+            order_id: "o1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version: 1,
+            state: SessionState::Active,
+            participants: Vec::new(),
+            contacts,
+            updated_at: 0,
+            routes_until: 10,
+            record: false,
+        }
+    }
+
+    const V: &str = "+911140001000";
+
+    #[test]
+    fn pins_are_kept_for_the_same_people_on_the_same_number_and_drawn_anew_otherwise() {
+        let before = previous(vec![contact("c", "d", V, Some(("111111", "222222")))]);
+        // The same pair, named the other way round: each keeps their own PIN.
+        let mut now = vec![contact("d", "c", V, None)];
+        issue_pins(&mut now, Some(&before), true, &HashSet::new());
+        let pins = now[0].pins.clone().unwrap();
+        assert_eq!((pins.a.expose(), pins.b.expose()), ("222222", "111111"));
+
+        // A refused PIN is drawn again; the other is kept.
+        let refused = HashSet::from([PinKey {
+            number: VirtualNumber::parse(V).unwrap(),
+            pin: Pin::parse("111111").unwrap(),
+        }]);
+        let mut now = vec![contact("c", "d", V, None)];
+        issue_pins(&mut now, Some(&before), true, &refused);
+        let pins = now[0].pins.clone().unwrap();
+        assert_ne!(pins.a.expose(), "111111");
+        assert_eq!(pins.b.expose(), "222222");
+
+        // Another person, or another number: new PINs, all distinct on a number.
+        let mut now = vec![
+            contact("c", "e", V, None),
+            contact("x", "y", V, None),
+            contact("c", "d", "+911140001001", None),
+        ];
+        issue_pins(&mut now, Some(&before), true, &HashSet::new());
+        let on_v: HashSet<&Pin> = now[..2]
+            .iter()
+            .flat_map(|c| {
+                let p = c.pins.as_ref().unwrap();
+                [&p.a, &p.b]
+            })
+            .collect();
+        assert_eq!(on_v.len(), 4);
+        assert_ne!(now[2].pins, before.contacts[0].pins);
+
+        // A market without PINs: none, even where there were.
+        let mut now = vec![contact("c", "d", V, Some(("111111", "222222")))];
+        issue_pins(&mut now, Some(&before), false, &HashSet::new());
+        assert_eq!(now[0].pins, None);
+    }
 }

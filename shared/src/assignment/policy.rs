@@ -107,6 +107,7 @@ pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhauste
                 b: req.participants[j].user_id.clone(),
                 number: vn.number.clone(),
                 capabilities: vn.capabilities,
+                pins: None,
             })
         })
         .collect())

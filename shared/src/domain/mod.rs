@@ -4,6 +4,7 @@ mod call;
 pub mod invariant;
 mod number;
 mod phone;
+mod pin;
 mod session;
 
 pub use call::{
@@ -12,6 +13,7 @@ pub use call::{
 };
 pub use number::{Capabilities, Capability, NumberError, NumberState, PoolNumber, Provider};
 pub use phone::{Market, PhoneError, RealNumber, VirtualNumber, E164};
+pub use pin::{ContactPins, Pin, PinError, PinKey, PinRoute, PIN_DIGITS};
 pub use session::{
     now, validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route,
     RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_ALTERNATES,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::call::Channel;
 use super::number::Capabilities;
 use super::phone::{Market, RealNumber, VirtualNumber};
+use super::pin::{ContactPins, Pin, PinRoute};
 
 /// Seconds since the Unix epoch.
 pub type UnixTime = i64;
@@ -261,9 +262,23 @@ pub struct Contact {
     pub b: UserId,
     pub number: VirtualNumber,
     pub capabilities: Capabilities,
+    /// Where the market recovers callers by PIN: each side's PIN on `number`.
+    pub pins: Option<ContactPins>,
 }
 
 impl Contact {
+    /// The PIN given to `user` on this contact (it stands for them), if the market has PINs.
+    pub fn pin_of(&self, user: &UserId) -> Option<&Pin> {
+        let pins = self.pins.as_ref()?;
+        if &self.a == user {
+            Some(&pins.a)
+        } else if &self.b == user {
+            Some(&pins.b)
+        } else {
+            None
+        }
+    }
+
     pub fn involves(&self, user: &UserId) -> bool {
         &self.a == user || &self.b == user
     }
@@ -353,23 +368,44 @@ impl Session {
         for (from, to) in [(a, b), (b, a)] {
             routes.extend(from.alternate_phones.iter().map(|alt| route(from, alt, to)));
         }
-        Some(RoutePair(routes))
+        let pins = c.pins.as_ref().map_or_else(Vec::new, |p| {
+            vec![
+                PinRoute {
+                    pin: p.a.clone(),
+                    route: routes[0].clone(),
+                },
+                PinRoute {
+                    pin: p.b.clone(),
+                    route: routes[1].clone(),
+                },
+            ]
+        });
+        Some(RoutePair { routes, pins })
     }
 }
 
 /// Both directions of one contact on its number, then the routes from either side's alternate
-/// phones (see [`Route::stands_for`]). Routes are only ever written, extended or revived a pair
-/// at a time, so that nobody reaches a person who cannot call them back.
+/// phones (see [`Route::stands_for`]), and each side's PIN where the market has them. Routes
+/// and PINs are only ever written, extended or revived a pair at a time, so that nobody reaches
+/// a person who cannot call them back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutePair(Vec<Route>);
+pub struct RoutePair {
+    routes: Vec<Route>,
+    pins: Vec<PinRoute>,
+}
 
 impl RoutePair {
     pub fn routes(&self) -> &[Route] {
-        &self.0
+        &self.routes
     }
 
     pub fn keys(&self) -> Vec<RouteKey> {
-        self.0.iter().map(Route::key).collect()
+        self.routes.iter().map(Route::key).collect()
+    }
+
+    /// Each side's PIN and the route it stands for (none where the market has no PINs).
+    pub fn pins(&self) -> &[PinRoute] {
+        &self.pins
     }
 }
 
@@ -456,6 +492,7 @@ mod tests {
                 b: "d".parse().unwrap(),
                 number: VirtualNumber::parse("+911140001000").unwrap(),
                 capabilities: Capabilities::VOICE_AND_SMS,
+                pins: None,
             }],
             updated_at: 0,
             routes_until: 100,
@@ -540,6 +577,7 @@ mod tests {
                 b: "d".parse().unwrap(),
                 number: VirtualNumber::parse("+911140001000").unwrap(),
                 capabilities: voice_only,
+                pins: None,
             }],
             updated_at: 0,
             routes_until: 100,

@@ -291,6 +291,13 @@ mod tests {
             let r = &self.0;
             Ok((&r.caller == caller && &r.number == dialled).then(|| r.clone()))
         }
+
+        async fn pin_route(
+            &self,
+            key: &crate::domain::PinKey,
+        ) -> Result<Option<Route>, StoreError> {
+            self.1.pin_route(key).await
+        }
     }
 
     #[async_trait::async_trait]

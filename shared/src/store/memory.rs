@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{PersonKey, RouteAt, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
-    AnswerTally, CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey,
-    Session, UnixTime, VirtualNumber,
+    AnswerTally, CallId, ConnectedCall, Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber,
+    Route, RouteKey, Session, UnixTime, VirtualNumber,
 };
 use crate::store::{
     AnswerStats, AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake,
@@ -22,6 +22,8 @@ use crate::store::{
 struct Tables {
     sessions: HashMap<OrderId, Session>,
     routes: HashMap<RealNumber, BTreeMap<VirtualNumber, Route>>,
+    /// PIN → the route it stands for.
+    pins: HashMap<PinKey, Route>,
     pool: BTreeMap<Market, BTreeMap<VirtualNumber, PoolEntry>>,
     live_peaks: HashMap<(Market, String), u32>,
     purchases: HashMap<String, u32>,
@@ -64,6 +66,10 @@ impl RouteReader for MemoryStore {
             .get(caller)
             .and_then(|r| r.get(dialled))
             .cloned())
+    }
+
+    async fn pin_route(&self, key: &PinKey) -> Result<Option<Route>, StoreError> {
+        Ok(self.lock()?.pins.get(key).cloned())
     }
 }
 
@@ -228,6 +234,41 @@ impl AssignmentStore for MemoryStore {
         );
         if !taken.is_empty() {
             return Err(CommitError::RoutesTaken(taken));
+        }
+        // A PIN is this pair's if it names this order and stands for the same participant.
+        let ours = |held: &Route, pin: &PinRoute| {
+            &held.order_id == order && held.caller == pin.route.caller
+        };
+        let mut pins_taken: Vec<PinKey> = commit
+            .put_pins()
+            .filter(|pin| {
+                let held = tables.pins.get(&pin.key());
+                match commit.pair_write {
+                    PairWrite::Claim => {
+                        held.is_some_and(|h| h.is_live(commit.now) && !ours(h, pin))
+                    }
+                    PairWrite::Renew => {
+                        !held.is_some_and(|h| h.is_live(commit.now) && ours(h, pin))
+                    }
+                }
+            })
+            .map(PinRoute::key)
+            .collect();
+        pins_taken.extend(
+            commit
+                .delete_pins
+                .iter()
+                .filter(|k| tables.pins.get(k).is_some_and(|h| &h.order_id != order))
+                .cloned(),
+        );
+        if !pins_taken.is_empty() {
+            return Err(CommitError::PinsTaken(pins_taken));
+        }
+        for key in &commit.delete_pins {
+            tables.pins.remove(key);
+        }
+        for pin in commit.put_pins() {
+            tables.pins.insert(pin.key(), pin.route.clone());
         }
         for key in &commit.delete_routes {
             if let Some(routes) = tables.routes.get_mut(&key.caller) {

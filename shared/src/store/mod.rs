@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use crate::domain::invariant::{Audit, Breach, RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    AnswerTally, CallId, ConnectedCall, Market, OrderId, PoolNumber, RealNumber, Route, RouteKey,
-    RoutePair, Session, UnixTime, VirtualNumber,
+    AnswerTally, CallId, ConnectedCall, Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber,
+    Route, RouteKey, RoutePair, Session, UnixTime, VirtualNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +78,10 @@ pub enum CommitError {
     /// These routes are held by live contacts of other orders (a lost race).
     #[error("{} route(s) are held by other live orders", .0.len())]
     RoutesTaken(Vec<RouteKey>),
+    /// These PINs are held on their numbers by other live pairs (or, for an end, no longer
+    /// this pair's): new ones are drawn.
+    #[error("{} PIN(s) are held by other live pairs", .0.len())]
+    PinsTaken(Vec<PinKey>),
     /// A concurrent transaction touched the same items; retry.
     #[error("transaction conflict")]
     Conflict,
@@ -141,6 +145,8 @@ pub struct SessionCommit {
     pub pair_write: PairWrite,
     /// Deleted if still this order's.
     pub delete_routes: Vec<RouteKey>,
+    /// Deleted if still this order's and standing for the same participant.
+    pub delete_pins: Vec<PinKey>,
     pub now: UnixTime,
 }
 
@@ -148,6 +154,12 @@ impl SessionCommit {
     /// Every route written, pair by pair, in order.
     pub fn put_routes(&self) -> impl Iterator<Item = &Route> {
         self.pairs.iter().flat_map(|p| p.routes().iter())
+    }
+
+    /// Every PIN written with its pair, under the pair's condition (and standing for the same
+    /// participant, when already there).
+    pub fn put_pins(&self) -> impl Iterator<Item = &PinRoute> {
+        self.pairs.iter().flat_map(|p| p.pins().iter())
     }
 }
 
@@ -181,6 +193,10 @@ pub trait RouteReader: Send + Sync {
         caller: &RealNumber,
         dialled: &VirtualNumber,
     ) -> Result<Option<Route>, StoreError>;
+
+    /// The route a PIN entered on a virtual number stands for, live or not: one strongly
+    /// consistent read by the PIN's key.
+    async fn pin_route(&self, key: &PinKey) -> Result<Option<Route>, StoreError>;
 }
 
 /// The provider call ids the webhook has answered, so that a replayed request is told apart

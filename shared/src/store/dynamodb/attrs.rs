@@ -71,6 +71,16 @@ pub fn pool_pk(market: &str) -> String {
 /// What every route item's partition key starts with.
 pub const ROUTE_PK_PREFIX: &str = "ROUTE#";
 
+/// A PIN's item: `PIN#<pin key>` (HMAC of the number and the PIN), sort key [`PIN_SK`]. It holds
+/// the route the PIN stands for, with its caller (the participant) sealed in `caller`.
+pub fn pin_pk(pin_key: &str) -> String {
+    format!("PIN#{pin_key}")
+}
+pub const PIN_SK: &str = "PIN";
+pub const CALLER: &str = "caller";
+/// A session contact's PINs: M of `a`, `b`, each sealed.
+pub const PINS: &str = "pins";
+
 /// A market's daily statistics, under [`day_sk`].
 pub fn stats_pk(market: &str) -> String {
     format!("STATS#{market}")

@@ -10,8 +10,8 @@ use super::attrs;
 use crate::crypto::{Sealed, Vault};
 use crate::domain::invariant::{PersonKey, StoredPair, StoredRoute, StoredSession};
 use crate::domain::{
-    Capabilities, Capability, Contact, Participant, PoolNumber, RealNumber, Route, Session,
-    SessionState, UnixTime, UserId, VirtualNumber,
+    Capabilities, Capability, Contact, ContactPins, Participant, Pin, PinKey, PinRoute, PoolNumber,
+    RealNumber, Route, Session, SessionState, UnixTime, UserId, VirtualNumber,
 };
 use crate::store::{LiveContact, PoolEntry, SampledRoute, StoreError};
 
@@ -106,7 +106,60 @@ pub fn route_key(vault: &Vault, caller: &RealNumber, number: &VirtualNumber) -> 
 }
 
 pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
-    let mut item = route_key(vault, &route.caller, &route.number);
+    route_attrs(vault, route_key(vault, &route.caller, &route.number), route)
+}
+
+pub fn pin_key(vault: &Vault, key: &PinKey) -> Item {
+    HashMap::from([
+        (
+            attrs::PK.to_owned(),
+            s(attrs::pin_pk(&vault.pin_key(&key.number, &key.pin))),
+        ),
+        (attrs::SK.to_owned(), s(attrs::PIN_SK)),
+    ])
+}
+
+/// A PIN's item: the route it stands for, keyed by number and PIN, with the participant's
+/// phone sealed as `caller` and its person key as `principal`.
+pub fn pin_item(vault: &Vault, pin: &PinRoute) -> Result<Item, StoreError> {
+    let mut item = route_attrs(vault, pin_key(vault, &pin.key()), &pin.route)?;
+    let context = attrs::seal_context(
+        get_s(&item, attrs::PK)?,
+        get_s(&item, attrs::SK)?,
+        attrs::CALLER,
+    );
+    let (_, caller) = sealed(vault, &pin.route.caller, &context)?;
+    item.insert(attrs::CALLER.to_owned(), caller);
+    item.insert(
+        attrs::PRINCIPAL.to_owned(),
+        s(vault.person_key(&pin.route.caller)),
+    );
+    Ok(item)
+}
+
+/// The route a PIN item stands for.
+pub fn pin_route_from_item(
+    vault: &Vault,
+    number: &VirtualNumber,
+    item: &Item,
+) -> Result<Route, StoreError> {
+    let context = attrs::seal_context(
+        get_s(item, attrs::PK)?,
+        get_s(item, attrs::SK)?,
+        attrs::CALLER,
+    );
+    let caller = vault.open(
+        &Sealed {
+            key: get_s(item, attrs::KEY)?.to_owned(),
+            blob: get_b(item, attrs::CALLER)?.to_vec(),
+        },
+        &context,
+    )?;
+    route_from_item(vault, &caller, number, item)
+}
+
+/// A route's attributes on the item keyed `item`: the callee sealed under that key.
+fn route_attrs(vault: &Vault, mut item: Item, route: &Route) -> Result<Item, StoreError> {
     let context = attrs::seal_context(
         get_s(&item, attrs::PK)?,
         get_s(&item, attrs::SK)?,
@@ -226,6 +279,15 @@ pub fn live_contact_from_item(item: &Item) -> Result<LiveContact, StoreError> {
     })
 }
 
+/// The seal context of side `side` (`a` or `b`) of contact `c`'s PINs in session `pk`.
+fn pin_context(pk: &str, c: &Contact, side: &str) -> String {
+    attrs::seal_context(
+        pk,
+        attrs::SESSION_SK,
+        &format!("{}:{}:{}:{}:{side}", attrs::PINS, c.number, c.a, c.b),
+    )
+}
+
 /// The seal context of a participant's `i`-th alternate phone in session `pk`.
 fn alternate_context(pk: &str, user_id: &UserId, i: usize) -> String {
     attrs::seal_context(
@@ -285,14 +347,28 @@ pub fn session_item(
         .contacts
         .iter()
         .map(|c| {
-            AttributeValue::M(HashMap::from([
+            let mut m = HashMap::from([
                 (attrs::A.to_owned(), s(c.a.as_str())),
                 (attrs::B.to_owned(), s(c.b.as_str())),
                 (attrs::NUMBER.to_owned(), s(c.number.as_str())),
                 (attrs::CAPABILITIES.to_owned(), caps_value(c.capabilities)),
-            ]))
+            ]);
+            if let Some(pins) = &c.pins {
+                let seal = |side: &str, pin: &Pin| -> Result<AttributeValue, StoreError> {
+                    let sealed = vault.seal_pin(pin, &pin_context(&pk, c, side))?;
+                    Ok(AttributeValue::B(Blob::new(sealed.blob)))
+                };
+                m.insert(
+                    attrs::PINS.to_owned(),
+                    AttributeValue::M(HashMap::from([
+                        (attrs::A.to_owned(), seal(attrs::A, &pins.a)?),
+                        (attrs::B.to_owned(), seal(attrs::B, &pins.b)?),
+                    ])),
+                );
+            }
+            Ok(AttributeValue::M(m))
         })
-        .collect();
+        .collect::<Result<Vec<_>, StoreError>>()?;
     let mut item = HashMap::from([
         (attrs::PK.to_owned(), s(pk)),
         (attrs::SK.to_owned(), s(attrs::SESSION_SK)),
@@ -369,14 +445,32 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         .iter()
         .map(|v| {
             let m = v.as_m().map_err(|_| corrupt(attrs::CONTACTS))?;
-            Ok(Contact {
+            let mut contact = Contact {
                 a: parse(m, attrs::A)?,
                 b: parse(m, attrs::B)?,
                 number: parse::<String>(m, attrs::NUMBER).and_then(|v| {
                     VirtualNumber::parse_form(&v).map_err(|_| corrupt(attrs::NUMBER))
                 })?,
                 capabilities: caps_from(m)?,
-            })
+                pins: None,
+            };
+            if let Some(pins) = m.get(attrs::PINS) {
+                let pins = pins.as_m().map_err(|_| corrupt(attrs::PINS))?;
+                let open = |side: &'static str| -> Result<Pin, StoreError> {
+                    Ok(vault.open_pin(
+                        &Sealed {
+                            key: key.to_owned(),
+                            blob: get_b(pins, side)?.to_vec(),
+                        },
+                        &pin_context(pk, &contact, side),
+                    )?)
+                };
+                contact.pins = Some(ContactPins {
+                    a: open(attrs::A)?,
+                    b: open(attrs::B)?,
+                });
+            }
+            Ok(contact)
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let state = match get_s(item, attrs::STATE)? {
@@ -634,7 +728,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sessions_alternates_are_sealed_and_seen_by_the_audit_by_person_key() {
+    fn a_sessions_alternates_and_pins_are_sealed_and_alternates_seen_by_the_audit_by_person_key() {
         let vault = vault();
         let person = |role: &str, user: &str, phone: &str, alts: &[&str]| Participant {
             role: role.parse().unwrap(),
@@ -661,12 +755,53 @@ mod tests {
             routes_until: 10,
             record: false,
         };
+        let mut session = session;
+        session.contacts = vec![Contact {
+            a: "c".parse().unwrap(),
+            b: "d".parse().unwrap(),
+            number: VirtualNumber::parse("+911140001000").unwrap(),
+            capabilities: Capabilities::VOICE_AND_SMS,
+            pins: Some(ContactPins {
+                a: Pin::parse("048213").unwrap(),
+                b: Pin::parse("777001").unwrap(),
+            }),
+        }];
         let item = session_item(&vault, &session, 99).unwrap();
         assert!(!format!("{item:?}").contains("9810000002"));
+        assert!(!format!("{item:?}").contains("048213"), "PINs are sealed");
         assert_eq!(session_from_item(&vault, &item).unwrap(), session);
         let stored = stored_session_from_item(&item).unwrap();
         let main = PersonKey::new(vault.person_key(&session.participants[0].phone));
         assert_eq!(stored.alternates.len(), 2);
         assert!(stored.alternates.values().all(|m| m == &main));
+    }
+
+    #[test]
+    fn a_pin_item_is_keyed_by_number_and_pin_and_reads_back_the_route_it_stands_for() {
+        let vault = vault();
+        let pin = PinRoute {
+            pin: Pin::parse("048213").unwrap(),
+            route: route(VOICE_ONLY),
+        };
+        let item = pin_item(&vault, &pin).unwrap();
+        let shown = format!("{item:?}");
+        assert!(
+            !shown.contains("048213")
+                && !shown.contains("9810000001")
+                && !shown.contains("9710000001")
+        );
+        assert_eq!(
+            item[attrs::PK],
+            s(attrs::pin_pk(&vault.pin_key(&pin.route.number, &pin.pin)))
+        );
+        assert_eq!(
+            pin_route_from_item(&vault, &pin.route.number, &item).unwrap(),
+            pin.route
+        );
+        let other = Pin::parse("048214").unwrap();
+        assert_ne!(
+            vault.pin_key(&pin.route.number, &other),
+            vault.pin_key(&pin.route.number, &pin.pin)
+        );
     }
 }

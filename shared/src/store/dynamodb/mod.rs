@@ -23,7 +23,8 @@ use rand::Rng;
 use crate::crypto::{CryptoError, Vault};
 use crate::domain::invariant::{RouteAt, StoredRoute, StoredSession};
 use crate::domain::{
-    Market, OrderId, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime, VirtualNumber,
+    Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime,
+    VirtualNumber,
 };
 use crate::store::{
     AssignmentStore, AuditPage, AuditStore, CommitError, LeaseTake, LiveContact, Outage, PairWrite,
@@ -155,6 +156,59 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// A PIN's put: under the pair's condition, and only over a PIN that stands for the same
+    /// participant of this order (or a lapsed or absent one).
+    fn pin_put(
+        &self,
+        pin: &PinRoute,
+        write: PairWrite,
+        now: UnixTime,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let vault = self.vault()?;
+        let item = codec::pin_item(vault, pin)?;
+        let condition = match write {
+            PairWrite::Claim => {
+                "attribute_not_exists(#pk) OR #exp <= :now OR (#order = :order AND #principal = :principal)"
+            }
+            PairWrite::Renew => {
+                "attribute_exists(#pk) AND #exp > :now AND #order = :order AND #principal = :principal"
+            }
+        };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .expression_attribute_names("#pk", attrs::PK)
+            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
+            .expression_attribute_names("#order", attrs::ORDER_ID)
+            .expression_attribute_names("#principal", attrs::PRINCIPAL)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(
+                ":order",
+                AttributeValue::S(pin.route.order_id.as_str().to_owned()),
+            )
+            .expression_attribute_values(
+                ":principal",
+                AttributeValue::S(vault.person_key(&pin.route.caller)),
+            )
+            .build()
+            .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn pin_delete(&self, key: &PinKey, order: &OrderId) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(codec::pin_key(self.vault()?, key)))
+            .condition_expression("attribute_not_exists(#pk) OR #order = :order")
+            .expression_attribute_names("#pk", attrs::PK)
+            .expression_attribute_names("#order", attrs::ORDER_ID)
+            .expression_attribute_values(":order", AttributeValue::S(order.as_str().to_owned()))
+            .build()
+            .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
     fn route_delete(
         &self,
         key: &RouteKey,
@@ -199,6 +253,22 @@ impl RouteReader for DynamoStore {
             return Ok(None);
         };
         codec::route_from_item(vault, caller, dialled, &item).map(Some)
+    }
+
+    async fn pin_route(&self, key: &PinKey) -> Result<Option<Route>, StoreError> {
+        let vault = self.vault()?;
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(codec::pin_key(vault, key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        out.item
+            .map(|item| codec::pin_route_from_item(vault, &key.number, &item))
+            .transpose()
     }
 }
 
@@ -262,15 +332,23 @@ impl AssignmentStore for DynamoStore {
             .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
         // Item order matters: cancellation reasons come back in the same order.
         let mut items = vec![TransactWriteItem::builder().put(session_put).build()];
-        let mut keys: Vec<RouteKey> =
-            Vec::with_capacity(commit.pairs.len() * 2 + commit.delete_routes.len());
+        let mut keys: Vec<Written> =
+            Vec::with_capacity(commit.pairs.len() * 4 + commit.delete_routes.len());
         for route in commit.put_routes() {
             items.push(self.route_put(route, commit.pair_write, commit.now)?);
-            keys.push(route.key());
+            keys.push(Written::Route(route.key()));
         }
         for key in &commit.delete_routes {
             items.push(self.route_delete(key, &commit.session.order_id)?);
-            keys.push(key.clone());
+            keys.push(Written::Route(key.clone()));
+        }
+        for pin in commit.put_pins() {
+            items.push(self.pin_put(pin, commit.pair_write, commit.now)?);
+            keys.push(Written::Pin(pin.key()));
+        }
+        for key in &commit.delete_pins {
+            items.push(self.pin_delete(key, &commit.session.order_id)?);
+            keys.push(Written::Pin(key.clone()));
         }
         match self
             .client
@@ -672,7 +750,13 @@ impl AuditStore for DynamoStore {
 }
 
 /// Reads a cancelled transaction's per-item reasons: item 0 is the session, the rest are `keys`.
-fn commit_error<R>(err: SdkError<TransactWriteItemsError, R>, keys: &[RouteKey]) -> CommitError
+/// What a commit's item after the session is, in item order.
+enum Written {
+    Route(RouteKey),
+    Pin(PinKey),
+}
+
+fn commit_error<R>(err: SdkError<TransactWriteItemsError, R>, keys: &[Written]) -> CommitError
 where
     R: std::fmt::Debug,
 {
@@ -695,13 +779,16 @@ where
     if code(0) == "ConditionalCheckFailed" {
         return CommitError::StaleVersion;
     }
-    let taken: Vec<RouteKey> = keys
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| code(i + 1) == "ConditionalCheckFailed")
-        .map(|(_, k)| k.clone())
-        .collect();
-    if taken.is_empty() {
+    let (mut routes, mut pins) = (Vec::new(), Vec::new());
+    for (i, key) in keys.iter().enumerate() {
+        if code(i + 1) == "ConditionalCheckFailed" {
+            match key {
+                Written::Route(k) => routes.push(k.clone()),
+                Written::Pin(k) => pins.push(k.clone()),
+            }
+        }
+    }
+    if routes.is_empty() && pins.is_empty() {
         let codes = (0..reasons.len())
             .map(code)
             .filter(|c| *c != "None")
@@ -709,7 +796,12 @@ where
             .collect();
         return CommitError::Store(StoreError::Rejected(StoreRejection::Cancelled(codes)));
     }
-    CommitError::RoutesTaken(taken)
+    // Routes first: a pair that moves draws new PINs anyway.
+    if routes.is_empty() {
+        CommitError::PinsTaken(pins)
+    } else {
+        CommitError::RoutesTaken(routes)
+    }
 }
 
 /// Whether a conditional write happened: `Ok(false)` when its condition did not hold, a store
@@ -809,6 +901,7 @@ mod tests {
             pairs: Vec::new(),
             pair_write: PairWrite::Claim,
             delete_routes: Vec::new(),
+            delete_pins: Vec::new(),
             now,
         };
         assert!(matches!(
