@@ -158,6 +158,10 @@ class Stack:
             "VNMASK_MARKETS": MARKETS,
             # Exotel sends India's numbers in national form (09812345678): the webhook reads them so.
             "VNMASK_EXOTEL_MARKET": "IN",
+            # PIN recovery in both markets: lookup shows each participant their PIN, and a caller
+            # without a route is asked for one.
+            "VNMASK_PIN_MARKETS": "IN,US",
+            "VNMASK_PIN_RECOVERY": "true",
             "VNMASK_GRACE_SECONDS": str(self.grace_seconds),
             "VNMASK_DLQ_URL": self.queues["OrderEventsDlq"],
             "VNMASK_NOTIFY_QUEUE_URL": self.queues["NotificationsQueue"],

@@ -2,7 +2,8 @@
 # The README's "try it": run it while `make dev` is up. In each of the stack's two markets it
 # publishes an order event, looks up the customer's contacts and simulates calls and texts
 # through the virtual number: India's numbers carry voice only (the call comes through Exotel,
-# numbers in national form, and a text is refused), the US's carry voice and SMS (Twilio).
+# numbers in national form, and a text is refused), the US's carry voice and SMS (Twilio). A
+# stranger is asked for a PIN; the customer, calling from another phone, gets through with theirs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 env_file="${VNMASK_DEV_ENV:-$root/.local/dev/dev.env}"
@@ -52,7 +53,7 @@ vnctl simulate call --provider exotel --from 09812345678 --to "0${vn#+91}"
 echo "4. the customer texts $vn: refused, the number carries no SMS"
 vnctl simulate sms --from +919812345678 --to "$vn" --body "at the gate"
 
-echo "5. a stranger dials $vn: refuse"
+echo "5. a stranger dials $vn: asked for a PIN, and never connected without one"
 vnctl simulate call --from +919811111111 --to "$vn"
 
 us_order="try-us-$run"
@@ -63,9 +64,13 @@ echo "7. the customer's app asks which number to show for the driver (voice and 
 answer=$(contacts "$us_order" US)
 echo "$answer"
 vn=$(printf '%s' "$answer" | field virtual_number)
+pin=$(printf '%s' "$answer" | field pin)
 
 echo "8. the customer dials $vn through Twilio: connect"
 vnctl simulate call --from +14158675309 --to "$vn"
 
 echo "9. the customer texts $vn: relayed to the driver"
 vnctl simulate sms --from +14158675309 --to "$vn" --body "at the gate"
+
+echo "10. the customer calls $vn from a friend's phone and keys in their PIN $pin: connect"
+vnctl simulate call --from +14155550123 --to "$vn" --pin "$pin"

@@ -437,6 +437,25 @@ mod tests {
         assert_eq!(s.grace, Duration::from_secs(60));
     }
 
+    #[test]
+    fn pin_markets_are_served_markets_and_none_by_default() {
+        let with = |pins: Option<&str>| {
+            let mut pairs = vec![("VNMASK_MARKETS", "IN,US")];
+            pairs.extend(pins.map(|p| ("VNMASK_PIN_MARKETS", p)));
+            assign_settings(&src(&pairs))
+        };
+        assert!(with(None).unwrap().pin_markets.is_empty());
+        assert!(with(Some("")).unwrap().pin_markets.is_empty());
+        let on = with(Some("in")).unwrap().pin_markets;
+        assert_eq!(on, HashSet::from(["IN".parse().unwrap()]));
+        let err = with(Some("IN,GB")).unwrap_err().to_string();
+        assert!(
+            err.contains("VNMASK_PIN_MARKETS") && err.contains("GB"),
+            "{err}"
+        );
+        assert!(with(Some("India")).is_err());
+    }
+
     const VOICE: Capabilities = Capabilities {
         voice: true,
         sms: false,

@@ -391,7 +391,10 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
         step(4).contains("HTTP 200: refuse"),
         "India: a text to a voice-only number is refused: {out}"
     );
-    assert!(step(5).contains("HTTP 200: refuse"), "{out}");
+    assert!(
+        step(5).contains("HTTP 200: ask_pin") && !step(5).contains("<Dial"),
+        "a stranger is asked for a PIN, never connected: {out}"
+    );
     assert!(
         step(7).contains(r#""capabilities":["voice","sms"]"#),
         "{out}"
@@ -403,6 +406,11 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
     assert!(
         step(9).contains("HTTP 200: connect") && step(9).contains("<Message"),
         "the US: a text is relayed: {out}"
+    );
+    assert!(
+        step(10).contains("HTTP 200: connect")
+            && step(10).contains("<Number>+14158675311</Number>"),
+        "the customer, from an unregistered phone with their PIN, reaches the driver: {out}"
     );
 
     // The seeds' scenario: customers C and N order at once, driver D takes both.

@@ -5,6 +5,10 @@
 //! customer's own phone); the lookup fallback applies an order's current
 //! snapshot ahead of its events; time jumps to and past the grace and the session TTL.
 //!
+//! The market has PINs: after every step, every PIN a live session holds answers for its
+//! participant and reaches that contact's other side, and no PIN ever issued answers for
+//! anything else.
+//!
 //! After every step the pair invariant holds over the whole store (`vnmask::store::audit`,
 //! docs/data-model.md), rules 1–2 hold, a replayed or older event is stale and nothing else is,
 //! an applied session's routes exist, and `PoolExhausted` only comes when the policy's bound
@@ -20,7 +24,7 @@ use vnmask::assignment::{
     PlanRequest,
 };
 use vnmask::domain::{
-    Capabilities, ContactPolicy, NumberState, OrderId, Participant, PoolNumber, Session,
+    Capabilities, ContactPolicy, NumberState, OrderId, Participant, PinKey, PoolNumber, Session,
     SessionState, UnixTime, VirtualNumber,
 };
 use vnmask::routing::live_route;
@@ -184,6 +188,8 @@ struct World {
     applied: HashMap<String, u64>,
     /// What each step did, printed when a check fails.
     log: Vec<String>,
+    /// Every PIN any applied session held.
+    pins_issued: HashSet<PinKey>,
 }
 
 fn describe(u: &OrderUpdate) -> String {
@@ -301,6 +307,16 @@ impl World {
                 }
                 self.applied.insert(order, update.version);
                 assert_eq!(session.version, update.version);
+                for c in &session.contacts {
+                    if let Some(pins) = &c.pins {
+                        for pin in [&pins.a, &pins.b] {
+                            self.pins_issued.insert(PinKey {
+                                number: c.number.clone(),
+                                pin: pin.clone(),
+                            });
+                        }
+                    }
+                }
                 match &update.change {
                     OrderChange::Participants(_) => {
                         assert_eq!(session.state, SessionState::Active);
@@ -477,6 +493,7 @@ impl World {
                 }
             }
         }
+        self.check_pins(step).await;
         let (routes, sessions) = self.walk().await;
         if (routes, sessions) != (live_routes, live_sessions) {
             self.fail(format!(
@@ -484,6 +501,69 @@ impl World {
                  sessions; the sessions hold {live_pairs} pairs ({live_routes} routes) in \
                  {live_sessions}"
             ));
+        }
+    }
+
+    /// Every PIN of a live session answers for its participant and reaches the other side of
+    /// its contact, in its order; every other PIN ever issued answers for nobody.
+    async fn check_pins(&self, step: &str) {
+        let mut held: HashMap<PinKey, (String, String, String)> = HashMap::new();
+        for order in 0..self.orders.len() {
+            let id = format!("o{order}");
+            let Some(session) = self.store.session(&id.parse().unwrap()).await.unwrap() else {
+                continue;
+            };
+            if !session.is_live(self.now) {
+                continue;
+            }
+            for c in &session.contacts {
+                let pins = c.pins.as_ref().expect("the market has PINs");
+                let (a, b) = (
+                    session.participant(&c.a).unwrap(),
+                    session.participant(&c.b).unwrap(),
+                );
+                for (pin, from, to) in [(&pins.a, a, b), (&pins.b, b, a)] {
+                    let key = PinKey {
+                        number: c.number.clone(),
+                        pin: pin.clone(),
+                    };
+                    let expected = (
+                        from.phone.expose().to_owned(),
+                        to.phone.expose().to_owned(),
+                        id.clone(),
+                    );
+                    if held.insert(key, expected).is_some() {
+                        self.fail(format!(
+                            "after {step}, two live pairs hold one PIN on {}",
+                            c.number
+                        ));
+                    }
+                }
+            }
+        }
+        for key in self.pins_issued.iter().chain(held.keys()) {
+            let answers = self
+                .store
+                .pin_route(key)
+                .await
+                .unwrap()
+                .filter(|r| r.is_live(self.now))
+                .map(|r| {
+                    (
+                        r.caller.expose().to_owned(),
+                        r.callee.expose().to_owned(),
+                        r.order_id.to_string(),
+                    )
+                });
+            if answers.as_ref() != held.get(key) {
+                self.fail(format!(
+                    "after {step}, a PIN on {} answers for {:?} where its live pair is {:?} \
+                     (caller, callee, order)",
+                    key.number,
+                    answers.map(|a| a.2),
+                    held.get(key).map(|h| &h.2),
+                ));
+            }
         }
     }
 
@@ -575,6 +655,7 @@ fn settings() -> AssignSettings {
     let mut settings = AssignSettings::for_markets([market("IN")]);
     settings.grace = Duration::from_secs(GRACE as u64);
     settings.session_ttl = Duration::from_secs(SESSION_TTL as u64);
+    settings.pin_markets.insert(market("IN"));
     settings
 }
 
@@ -603,6 +684,7 @@ async fn play(store: Arc<dyn Store>, history: History) {
         delivered: Vec::new(),
         applied: HashMap::new(),
         log: Vec::new(),
+        pins_issued: HashSet::new(),
     };
     for (n, step) in history.steps.iter().enumerate() {
         w.step(step).await;

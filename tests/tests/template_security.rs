@@ -617,13 +617,21 @@ fn webhook_reads_only_routes_and_calls_and_writes_only_calls_and_answer_tallies(
     // what a connected call joined, read back at its end.
     let call_keys = BTreeSet::from([key_pattern(attrs::CALL_PK_PREFIX)]);
     // … and the numbers' answer tallies (`ANSWERS#<number>#<shard>`, attrs::answers_pk).
+    // … and the PIN attempt counters (attrs::pin_call_pk, pin_caller_pk, pin_failures_pk).
+    let pin_tries = key_pattern(attrs::PIN_TRIES_PK_PREFIX);
+    let pin_failures = key_pattern(&attrs::pin_failures_pk(""));
     let noted_keys = BTreeSet::from([
         key_pattern(attrs::CALL_PK_PREFIX),
         key_pattern(attrs::ANSWERS_PK_PREFIX),
+        pin_tries,
+        pin_failures.clone(),
     ]);
+    // Routes, the ledger, PINs (attrs::pin_pk) and the number's wrong PINs this hour.
     let read_keys = BTreeSet::from([
         key_pattern(attrs::ROUTE_PK_PREFIX),
         key_pattern(attrs::CALL_PK_PREFIX),
+        key_pattern(&attrs::pin_pk("")),
+        pin_failures,
     ]);
     let mut seen = BTreeSet::new();
     for (action, prefixes) in &grants {
@@ -656,6 +664,7 @@ fn lookup_writes_only_what_its_fallback_assignment_writes() {
     let prefix = |pk: String| key_pattern(&pk);
     let sessions = prefix(attrs::session_pk(""));
     let routes = prefix(attrs::route_pk(""));
+    let pins = prefix(attrs::pin_pk(""));
     let pool = prefix(attrs::pool_pk(""));
     let stats = prefix(attrs::stats_pk(""));
     let allowed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::from([
@@ -667,12 +676,12 @@ fn lookup_writes_only_what_its_fallback_assignment_writes() {
             "dynamodb:Query",
             BTreeSet::from([sessions.clone(), routes.clone(), pool]),
         ),
-        // The assigner's transaction: the session and the routes it puts and deletes.
+        // The assigner's transaction: the session and the routes and PINs it puts and deletes.
         (
             "dynamodb:PutItem",
-            BTreeSet::from([sessions, routes.clone()]),
+            BTreeSet::from([sessions, routes.clone(), pins.clone()]),
         ),
-        ("dynamodb:DeleteItem", BTreeSet::from([routes])),
+        ("dynamodb:DeleteItem", BTreeSet::from([routes, pins])),
         // The daily peak of live contacts (raise_live_peak).
         ("dynamodb:UpdateItem", BTreeSet::from([stats])),
     ]);

@@ -266,7 +266,9 @@ fn webhook_json_answers_match_the_document() {
         | Refusal::StoreTimeout
         | Refusal::Replayed
         | Refusal::NotReady
-        | Refusal::ChannelUnavailable => (),
+        | Refusal::ChannelUnavailable
+        | Refusal::PinWrong
+        | Refusal::PinLimited => (),
     };
     let recorded = Route {
         record: true,
@@ -283,9 +285,15 @@ fn webhook_json_answers_match_the_document() {
             Refusal::Replayed,
             Refusal::NotReady,
             Refusal::ChannelUnavailable,
+            Refusal::PinWrong,
+            Refusal::PinLimited,
         ]
         .map(Decision::Refuse),
     );
+    decisions.extend([
+        Decision::AskPin { again: false },
+        Decision::AskPin { again: true },
+    ]);
     let generic_schema = &doc["paths"]["/v1/providers/generic/route"]["post"]["responses"]["200"]
         ["content"]["application/json"]["schema"];
     let exotel_response = resolve(

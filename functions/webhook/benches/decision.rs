@@ -320,6 +320,7 @@ fn bench(c: &mut Criterion) {
         dial_timeout: 30,
         time_limit: 3600,
         refusal: VoiceRefusal::Reject,
+        pin_prompts: twilio::PinPrompts::default(),
     };
 
     let mut group = c.benchmark_group("decision");

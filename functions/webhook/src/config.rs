@@ -6,9 +6,9 @@ use std::time::Duration;
 use vnmask::config::{parsed, ConfigError, Source};
 use vnmask::domain::Market;
 use vnmask::providers::exotel::{ConnectSettings, SourceAllowList};
-use vnmask::providers::twilio::{VoiceRefusal, VoiceSettings};
+use vnmask::providers::twilio::{PinPrompts, VoiceRefusal, VoiceSettings};
 use vnmask::providers::Secret;
-use vnmask::routing::ReplayPolicy;
+use vnmask::routing::{PinLimits, ReplayPolicy};
 
 pub const DEFAULT_REFUSAL_MESSAGE: &str =
     "Sorry, this number cannot connect your call. Please use the app to reach your contact.";
@@ -32,6 +32,10 @@ pub struct WebhookSettings {
     pub retry_load_after: Duration,
     /// How long a cold start waits for the first load before serving (refusals, until it ends).
     pub first_load_wait: Duration,
+    /// Whether a caller without a route on the number they dialled is asked for a PIN
+    /// (`VNMASK_PIN_RECOVERY`): set it where markets issue PINs (`VNMASK_PIN_MARKETS`).
+    pub pin_recovery: bool,
+    pub pin_limits: PinLimits,
 }
 
 /// The providers served, each with its credentials: a provider is served only when its
@@ -134,6 +138,24 @@ impl WebhookSettings {
             }
         };
         let lookup_ms = bounded(src, "VNMASK_LOOKUP_TIMEOUT_MS", 1500, 50, 1800)?;
+        let pin_recovery = match src.get("VNMASK_PIN_RECOVERY").as_deref().map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "VNMASK_PIN_RECOVERY",
+                    reason: "expected `true` or `false`".into(),
+                })
+            }
+        };
+        let pin_defaults = PinLimits::default();
+        let mut pin_prompts = PinPrompts::default();
+        if let Some(ask) = src.get("VNMASK_PIN_PROMPT") {
+            pin_prompts.ask = ask;
+        }
+        if let Some(again) = src.get("VNMASK_PIN_RETRY_PROMPT") {
+            pin_prompts.again = again;
+        }
         let defaults = ReplayPolicy::default();
         Ok(WebhookSettings {
             voice: VoiceSettings {
@@ -141,6 +163,7 @@ impl WebhookSettings {
                 dial_timeout: bounded(src, "VNMASK_DIAL_TIMEOUT_SECONDS", 30, 5, 600)?,
                 time_limit: bounded(src, "VNMASK_CALL_TIME_LIMIT_SECONDS", 3600, 60, 14_400)?,
                 refusal,
+                pin_prompts,
             },
             lookup_timeout: Duration::from_millis(lookup_ms.into()),
             interactions_queue_url: src.get("VNMASK_INTERACTIONS_QUEUE_URL"),
@@ -159,6 +182,30 @@ impl WebhookSettings {
             ),
             retry_load_after: Duration::from_secs(5),
             first_load_wait: Duration::from_secs(1),
+            pin_recovery,
+            pin_limits: PinLimits {
+                per_call: bounded(
+                    src,
+                    "VNMASK_PIN_TRIES_PER_CALL",
+                    pin_defaults.per_call,
+                    1,
+                    5,
+                )?,
+                per_caller_hour: bounded(
+                    src,
+                    "VNMASK_PIN_TRIES_PER_HOUR",
+                    pin_defaults.per_caller_hour,
+                    1,
+                    30,
+                )?,
+                number_failures_hour: bounded(
+                    src,
+                    "VNMASK_PIN_NUMBER_FAILURES_PER_HOUR",
+                    pin_defaults.number_failures_hour,
+                    1,
+                    1000,
+                )?,
+            },
         })
     }
 

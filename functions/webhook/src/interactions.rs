@@ -34,6 +34,9 @@ impl ProviderKind {
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Connected,
+    /// The caller, without a route, was asked for a PIN.
+    #[serde(rename = "asked_pin")]
+    AskedPin,
     Refused,
 }
 
@@ -41,6 +44,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Connected => "connected",
+            Outcome::AskedPin => "asked_pin",
             Outcome::Refused => "refused",
         }
     }
@@ -81,6 +85,7 @@ impl Interaction {
                 Some(route.order_id.clone()),
                 Some(format!("{}->{}", route.caller_role, route.callee_role)),
             ),
+            Decision::AskPin { .. } => (Outcome::AskedPin, None, None, None),
             Decision::Refuse(reason) => (Outcome::Refused, Some(*reason), None, None),
         };
         Interaction {

@@ -12,6 +12,8 @@
 //! | `GET /v1/providers/exotel/call-end[/{token}]` | Exotel Passthru after Connect: the same |
 //! | `POST /v1/providers/generic/call-end` | carriers, in-house IVRs: the same |
 //! | `POST /v1/providers/twilio/recording` | Twilio: where a recorded call's recording is |
+//! | `POST /v1/providers/twilio/pin` | Twilio `<Gather>`: the PIN a caller without a route keyed in |
+//! | `POST /v1/providers/generic/pin` | carriers, in-house IVRs: the same, after `collect_pin` |
 //!
 //! Each request is authenticated first (403, nothing looked up), read (400 when malformed),
 //! then decided with one strongly consistent read of the route while its call id is recorded
@@ -43,7 +45,7 @@ use vnmask::domain::{self, CallEnd, CallId, Channel, ConnectedCall, RecordingRea
 use vnmask::providers::{
     exotel, generic, param, parse_form, parse_query, twilio, AuthError, Params, RequestError,
 };
-use vnmask::routing::{decide_once, Decision, Refusal, RouteQuery};
+use vnmask::routing::{decide_once, decide_pin, Decision, Refusal, RouteQuery};
 use vnmask::store::{CallRouting, Sighting};
 use vnmask::telemetry::{MetricSet, Unit};
 
@@ -60,6 +62,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const TWIML: &str = "text/xml; charset=utf-8";
 const TWILIO_DIAL_END: &str = twilio::DIAL_END_PATH;
 const TWILIO_RECORDING: &str = twilio::RECORDING_PATH;
+const TWILIO_PIN: &str = twilio::PIN_PATH;
 const JSON: &str = "application/json";
 
 /// Everything a request needs, built once per cold start.
@@ -112,6 +115,8 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
         )
         .route("/v1/providers/generic/call-end", post(generic_call_end))
         .route(TWILIO_RECORDING, post(twilio_recording))
+        .route(TWILIO_PIN, post(twilio_pin))
+        .route("/v1/providers/generic/pin", post(generic_pin))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             webhook.clone(),
@@ -145,6 +150,7 @@ const EXOTEL_CONNECT: &str = "exotel-connect";
 const GENERIC_ROUTE: &str = "generic-route";
 const CALL_END_SUFFIX: &str = "-end";
 const RECORDING_SUFFIX: &str = "-recording";
+const PIN_SUFFIX: &str = "-pin";
 
 /// What became of a provider's report on a connected call (its end, or its recording).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,7 +265,7 @@ async fn generic_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    app.generic(&headers, &body).await
+    app.generic(&headers, &body, generic::route_query).await
 }
 
 async fn twilio_dial_end(
@@ -269,6 +275,19 @@ async fn twilio_dial_end(
     body: Bytes,
 ) -> Response {
     app.twilio_call_end(&uri, &headers, &body).await
+}
+
+async fn twilio_pin(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.twilio_pin(&uri, &headers, &body).await
+}
+
+async fn generic_pin(State(app): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
+    app.generic(&headers, &body, generic::pin_query).await
 }
 
 async fn twilio_recording(
@@ -352,6 +371,37 @@ impl Webhook {
         .await
     }
 
+    /// A PIN keyed in at Twilio's `<Gather>`: decided as the call it belongs to (whose ledger
+    /// entry its outcome is read against), answered so that a refusal hangs up.
+    async fn twilio_pin(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+        let started = Instant::now();
+        let render = |decision: &Decision, callbacks: Option<&twilio::CallbackUrls>| {
+            (
+                TWIML,
+                twilio::pin_response(decision, &self.settings.voice, callbacks),
+            )
+        };
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Twilio, |d, _| render(d, None));
+        };
+        let callbacks = ready
+            .providers
+            .twilio
+            .as_ref()
+            .map(|c| twilio::CallbackUrls::under(&c.public_base_url));
+        let admitted = Self::twilio_params(&ready.providers, uri, headers, body)
+            .and_then(|p| Ok(twilio::pin_query(&p)?));
+        self.answer(
+            &ready,
+            ProviderKind::Twilio,
+            TWILIO_VOICE,
+            started,
+            admitted,
+            |d, _| render(d, callbacks.as_ref()),
+        )
+        .await
+    }
+
     /// A Twilio request's parameters, once its signature is checked.
     fn twilio_params<'a>(
         providers: &Providers,
@@ -413,15 +463,22 @@ impl Webhook {
         Ok((params, &config.market))
     }
 
-    async fn generic(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+    /// A generic question, read by `read`: the route question, or the PIN keyed in after
+    /// `collect_pin`.
+    async fn generic(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        read: fn(&[u8]) -> Result<RouteQuery, RequestError>,
+    ) -> Response {
         let started = Instant::now();
         let render =
             |decision: &Decision, _: Option<&RouteQuery>| (JSON, generic::route_response(decision));
         let Some(ready) = self.ready.get() else {
             return self.not_ready(ProviderKind::Generic, render);
         };
-        let admitted = Self::generic_verified(&ready.providers, headers, body)
-            .and_then(|()| Ok(generic::route_query(body)?));
+        let admitted =
+            Self::generic_verified(&ready.providers, headers, body).and_then(|()| Ok(read(body)?));
         self.answer(
             &ready,
             ProviderKind::Generic,
@@ -466,15 +523,7 @@ impl Webhook {
             Err(rejection) => return self.turn_away(provider, rejection),
         };
         let now = domain::now();
-        let decision = decide_once(
-            ready.store.as_ref(),
-            endpoint,
-            &query,
-            now,
-            self.settings.lookup_timeout,
-            self.settings.replay,
-        )
-        .await;
+        let decision = self.decide(ready, provider, endpoint, &query, now).await;
         let (content_type, body) = render(&decision, Some(&query));
         if let (Decision::Connect(route), Channel::Voice, Some(outbox)) =
             (&decision, query.channel, &self.outbox)
@@ -486,6 +535,48 @@ impl Webhook {
         let interaction = Interaction::new(provider, &query, &decision, now, started.elapsed());
         self.record(interaction);
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
+
+    /// The decision, PIN recovery included: a keyed-in PIN is decided by [`decide_pin`] (its
+    /// attempts counted under `<endpoint>-pin`, and no replay ledger: the per-call count bounds
+    /// a replay), and a voice caller without a route is asked for one. Without PIN recovery,
+    /// digits are ignored and strangers refused, as ever.
+    async fn decide(
+        &self,
+        ready: &Ready,
+        provider: ProviderKind,
+        endpoint: &'static str,
+        query: &RouteQuery,
+        now: domain::UnixTime,
+    ) -> Decision {
+        let store = ready.store.as_ref();
+        let budget = self.settings.lookup_timeout;
+        if !self.settings.pin_recovery {
+            return decide_once(store, endpoint, query, now, budget, self.settings.replay).await;
+        }
+        if query.pin.is_some() {
+            let pins = [endpoint, PIN_SUFFIX].concat();
+            let decision =
+                decide_pin(store, &pins, query, now, budget, self.settings.pin_limits).await;
+            let result = match &decision {
+                Decision::Connect(_) => "connected",
+                Decision::AskPin { .. } | Decision::Refuse(Refusal::PinWrong) => "wrong",
+                Decision::Refuse(Refusal::PinLimited) => "limited",
+                Decision::Refuse(_) => "refused",
+            };
+            MetricSet::new("webhook")
+                .dimension("Provider", provider.as_str())
+                .dimension("Result", result)
+                .count("PinAttempts", 1)
+                .emit();
+            return decision;
+        }
+        match decide_once(store, endpoint, query, now, budget, self.settings.replay).await {
+            Decision::Refuse(Refusal::NoRoute) if query.channel == Channel::Voice => {
+                Decision::AskPin { again: false }
+            }
+            decision => decision,
+        }
     }
 
     async fn twilio_call_end(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
@@ -727,11 +818,12 @@ impl Webhook {
     /// be published after the answer.
     fn record(&self, interaction: Interaction) {
         interaction.log();
-        let connected = u64::from(interaction.outcome == interactions::Outcome::Connected);
+        let counted = |o| u64::from(interaction.outcome == o);
         MetricSet::new("webhook")
             .dimension("Provider", interaction.provider.as_str())
-            .count("Connected", connected)
-            .count("Refused", 1 - connected)
+            .count("Connected", counted(interactions::Outcome::Connected))
+            .count("Refused", counted(interactions::Outcome::Refused))
+            .count("PinAsked", counted(interactions::Outcome::AskedPin))
             .value("Latency", interaction.latency_ms, Unit::Milliseconds)
             .emit();
         if let Some(reason) = interaction.reason {

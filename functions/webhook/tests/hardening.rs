@@ -160,6 +160,31 @@ impl CallLedger for Slow {
 }
 
 #[async_trait]
+impl vnmask::store::PinGuard for Slow {
+    async fn count_pin_attempt(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        caller: &RealNumber,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<vnmask::store::PinAttempts, StoreError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner
+            .count_pin_attempt(endpoint, call_id, caller, number, now)
+            .await
+    }
+
+    async fn count_pin_failure(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner.count_pin_failure(number, now).await
+    }
+}
+
+#[async_trait]
 impl vnmask::store::AnswerStats for Slow {
     async fn count_answer(
         &self,

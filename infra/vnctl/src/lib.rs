@@ -29,6 +29,7 @@ Examples:
   vnctl simulate call --from +919812345678 --to +911140000010
   vnctl simulate sms --from +919812345678 --to +911140000010 --body 'at the gate'
   vnctl simulate call --provider exotel --from 09812345678 --to 01140000010
+  vnctl simulate call --from +919720000042 --to +911140000010 --pin 048213
   vnctl pool list --market IN --json
   vnctl pool drain +911140000010 --market IN
   vnctl dlq list
@@ -141,6 +142,10 @@ struct Call {
     /// The market whose national forms Exotel's numbers come in.
     #[arg(long, env = "VNMASK_EXOTEL_MARKET", default_value = "IN")]
     exotel_market: String,
+    /// Calls only: if the webhook asks for a PIN, key in these digits (Twilio's `<Gather>`
+    /// post, or Exotel's second Connect request after a Gather applet).
+    #[arg(long)]
+    pin: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -435,6 +440,9 @@ async fn show_session(
 }
 
 async fn simulate(call: &Call, sms_body: Option<&str>) -> Result<Output, CliError> {
+    if call.pin.is_some() && sms_body.is_some() {
+        return Err(CliError::Usage("--pin is for calls only".into()));
+    }
     match (call.provider, sms_body) {
         (SimulatedProvider::Twilio, _) => simulate_twilio(call, sms_body).await,
         (SimulatedProvider::Exotel, None) => simulate_exotel(call).await,
@@ -483,14 +491,30 @@ async fn simulate_twilio(call: &Call, sms_body: Option<&str>) -> Result<Output, 
             params.push(("CallStatus".into(), "ringing".into()));
         }
     }
-    let signature = twilio::sign(token.as_bytes(), &url, &params);
-    let request = reqwest::Client::new()
-        .post(&url)
-        .header(twilio::SIGNATURE_HEADER, signature)
-        .form(&params);
-    let (status, twiml) = send(request).await?;
+    let post = |url: &str, params: &[(String, String)]| {
+        let signature = twilio::sign(token.as_bytes(), url, params);
+        reqwest::Client::new()
+            .post(url)
+            .header(twilio::SIGNATURE_HEADER, signature)
+            .form(params)
+    };
+    let (mut status, mut twiml) = send(post(&url, &params)).await?;
+    if let (Some(pin), true) = (&call.pin, twiml.contains("<Gather")) {
+        // Twilio posts what the caller keyed to the <Gather>'s action, same call.
+        let action = format!(
+            "{}{}",
+            call.webhook_base.trim_end_matches('/'),
+            twilio::PIN_PATH
+        );
+        params.retain(|(k, _)| k != "CallStatus");
+        params.push(("CallStatus".into(), "in-progress".into()));
+        params.push(("Digits".into(), pin.clone()));
+        (status, twiml) = send(post(&action, &params)).await?;
+    }
     let decision = if twiml.contains("<Dial") || twiml.contains("<Message") {
         "connect"
+    } else if twiml.contains("<Gather") {
+        "ask_pin"
     } else {
         "refuse"
     };
@@ -512,15 +536,29 @@ async fn simulate_exotel(call: &Call) -> Result<Output, CliError> {
         "{}/v1/providers/exotel/connect",
         call.webhook_base.trim_end_matches('/')
     );
-    let request = reqwest::Client::new().get(&url).query(&[
-        ("CallSid", format!("{:032x}", rand_id()).as_str()),
+    let sid = format!("{:032x}", rand_id());
+    let mut query = vec![
+        ("CallSid", sid.as_str()),
         ("CallFrom", &call.from),
         ("CallTo", &call.to),
         ("Direction", "incoming"),
         ("CallType", "call-attempt"),
         (exotel::TOKEN_PARAM, &token),
-    ]);
-    let (status, body) = send(request).await?;
+    ];
+    let (mut status, mut body) = send(reqwest::Client::new().get(&url).query(&query)).await?;
+    let quoted = call.pin.as_ref().map(|pin| format!("\"{pin}\""));
+    if let Some(digits) = &quoted {
+        let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if answer["destination"]["numbers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+        {
+            // The flow's Gather applet, then the second Connect applet: the same call, with
+            // what was keyed in quoted as Exotel quotes it.
+            query.push(("digits", digits));
+            (status, body) = send(reqwest::Client::new().get(&url).query(&query)).await?;
+        }
+    }
     let answer: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let connects = answer["destination"]["numbers"]
         .as_array()

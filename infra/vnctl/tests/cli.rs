@@ -454,6 +454,71 @@ async fn simulated_calls_carry_a_valid_twilio_signature() {
 }
 
 #[tokio::test]
+async fn a_simulated_call_asked_for_a_pin_keys_it_in_at_the_gathers_action() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/providers/twilio/voice"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="dtmf" numDigits="6"><Say>PIN?</Say></Gather><Hangup/></Response>"#,
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(twilio::PIN_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_string(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+911140000010"><Number>+919898765432</Number></Dial></Response>"#,
+        ))
+        .mount(&server)
+        .await;
+    let (mut cli, _) = vnctl().await;
+    cli.env
+        .insert("VNMASK_PUBLIC_BASE_URL".into(), server.uri());
+    cli.env
+        .insert("VNMASK_TWILIO_AUTH_TOKENS".into(), "token-a".into());
+    let call = |pin: Option<&str>| {
+        let mut args = vec![
+            "simulate",
+            "call",
+            "--from",
+            "+919720000042",
+            "--to",
+            "+911140000010",
+        ];
+        args.extend(pin.map(|p| ["--pin", p]).into_iter().flatten());
+        cli.json(&args)
+    };
+    assert_eq!(call(None)["decision"], "ask_pin");
+    assert_eq!(call(Some("048213"))["decision"], "connect");
+    let received = server.received_requests().await.unwrap();
+    let pin_post = received
+        .iter()
+        .find(|r| r.url.path() == twilio::PIN_PATH)
+        .expect("the PIN was posted to the Gather's action");
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&pin_post.body).unwrap();
+    let url = format!("{}{}", server.uri(), twilio::PIN_PATH);
+    let signature = pin_post
+        .headers
+        .get(twilio::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    twilio::verify(&[Secret::new("token-a")], &url, &params, signature).expect("signed");
+    assert!(params.contains(&("Digits".to_owned(), "048213".to_owned())));
+    // A text has no PIN to key in.
+    let sms = cli.run(&[
+        "simulate",
+        "sms",
+        "--from",
+        "+919720000042",
+        "--to",
+        "+911140000010",
+        "--pin",
+        "1",
+    ]);
+    assert_eq!(sms.status.code(), Some(2));
+}
+
+#[tokio::test]
 async fn simulated_exotel_calls_send_the_connect_applets_request_in_national_form() {
     use wiremock::matchers::{method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::{same_bytes, seconds, AuthError, RequestError, Secret};
 use crate::domain::{
-    CallEnd, CallId, Channel, DialStatus, Market, RealNumber, Recording, VirtualNumber,
+    CallEnd, CallId, Channel, DialStatus, Market, Pin, RealNumber, Recording, VirtualNumber,
 };
 use crate::routing::{Decision, RouteQuery};
 
@@ -32,7 +32,9 @@ pub const TOKEN_PARAM: &str = "vnmask_token";
 /// The caller is `CallFrom` and the dialled ExoPhone `CallTo`; Passthru's older parameter set
 /// names them only `From` and `To`, read when the `Call…` name is absent. Nothing else is a
 /// number to route on: `DialWhomNumber` is whom the applet last dialled (our answer, not the
-/// question) and `digits` is what the caller keyed in.
+/// question). `digits` is what the caller keyed in a Gather applet before this one, which
+/// Exotel wraps in double quotes (`"048213"`): when they have a PIN's form, they are the
+/// caller's PIN (an IVR menu's `"1"` is not one, and is not counted as a guess).
 pub fn connect_query(
     params: &[(Cow<'_, str>, Cow<'_, str>)],
     market: &Market,
@@ -52,12 +54,17 @@ pub fn connect_query(
     let call_id = CallId::parse(sid).map_err(|_| RequestError::Malformed("CallSid"))?;
     let caller = get("CallFrom", "From")?;
     let dialled = get("CallTo", "To")?;
-    Ok(RouteQuery {
+    let query = RouteQuery {
         channel: Channel::Voice,
         call_id,
         caller: RealNumber::parse_national(caller, market),
         dialled: VirtualNumber::parse_national(dialled, market),
         text: None,
+        pin: None,
+    };
+    Ok(match find("digits").map(|d| d.trim().trim_matches('"')) {
+        Some(digits) if Pin::parse(digits).is_ok() => query.with_pin(digits),
+        _ => query,
     })
 }
 
@@ -227,7 +234,9 @@ pub fn connect_response(decision: &Decision, settings: &ConnectSettings) -> Stri
             }
             doc
         }
-        Decision::Refuse(_) => json!({
+        // Asking for a PIN is the flow's to do: no number takes the call down the applet's
+        // "no answer" branch, to the Gather applet that collects it.
+        Decision::AskPin { .. } | Decision::Refuse(_) => json!({
             "fetch_after_attempt": false,
             "destination": { "numbers": [] },
         }),

@@ -75,13 +75,18 @@ struct RouteRequest<'a> {
     channel: Channel,
 }
 
-/// Reads the JSON question.
-pub fn route_query(body: &[u8]) -> Result<RouteQuery, RequestError> {
+/// A signed JSON body, strictly UTF-8; an error names a position, never a value.
+fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
     let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
-    let req: RouteRequest = serde_json::from_str(text).map_err(|e| RequestError::Json {
+    serde_json::from_str(text).map_err(|e| RequestError::Json {
         line: e.line(),
         column: e.column(),
-    })?;
+    })
+}
+
+/// Reads the JSON question.
+pub fn route_query(body: &[u8]) -> Result<RouteQuery, RequestError> {
+    let req: RouteRequest = json(body)?;
     Ok(RouteQuery::new(
         req.channel,
         CallId::parse(&req.call_id).map_err(|_| RequestError::Malformed("call_id"))?,
@@ -89,6 +94,34 @@ pub fn route_query(body: &[u8]) -> Result<RouteQuery, RequestError> {
         &req.dialled,
         None,
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinRequest<'a> {
+    #[serde(borrow)]
+    caller: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    dialled: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    call_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    digits: std::borrow::Cow<'a, str>,
+}
+
+/// Reads the second question of a call answered `collect_pin`: `{"caller", "dialled",
+/// "call_id", "digits"}`, the same call id, and what the caller keyed in (which may not be a
+/// PIN). Only calls ask for PINs.
+pub fn pin_query(body: &[u8]) -> Result<RouteQuery, RequestError> {
+    let req: PinRequest = json(body)?;
+    Ok(RouteQuery::new(
+        Channel::Voice,
+        CallId::parse(&req.call_id).map_err(|_| RequestError::Malformed("call_id"))?,
+        &req.caller,
+        &req.dialled,
+        None,
+    )
+    .with_pin(req.digits.trim()))
 }
 
 #[derive(Deserialize)]
@@ -112,11 +145,7 @@ struct CallEndRequest<'a> {
 /// route question. `status` is `answered`, `no-answer`, `busy`, `failed` or `canceled`. A
 /// recorded call may add `recording_url` (https), `recording_id` and `recording_seconds`.
 pub fn call_end(body: &[u8]) -> Result<CallEnd, RequestError> {
-    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
-    let req: CallEndRequest = serde_json::from_str(text).map_err(|e| RequestError::Json {
-        line: e.line(),
-        column: e.column(),
-    })?;
+    let req: CallEndRequest = json(body)?;
     let recording = match (&req.recording_url, &req.recording_id) {
         (Some(url), id) => Some(
             Recording::parse(id.as_deref(), url, req.recording_seconds).map_err(|e| match e {
@@ -150,6 +179,7 @@ pub fn route_response(decision: &Decision) -> String {
             "callee": route.callee.expose(),
             "caller_id": route.caller_id().as_str(),
         }),
+        Decision::AskPin { again } => json!({ "action": "collect_pin", "again": again }),
         Decision::Refuse(reason) => json!({ "action": "reject", "reason": reason.as_str() }),
     };
     doc.to_string()

@@ -217,6 +217,26 @@ pub struct VoiceSettings {
     /// Longest call in seconds (`<Dial timeLimit>`).
     pub time_limit: u32,
     pub refusal: VoiceRefusal,
+    /// What a caller without a route hears when asked for a PIN, and after a wrong one.
+    pub pin_prompts: PinPrompts,
+}
+
+/// What a caller is told when asked for a PIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinPrompts {
+    pub ask: String,
+    pub again: String,
+}
+
+impl Default for PinPrompts {
+    fn default() -> Self {
+        PinPrompts {
+            ask: "This number connects you to your contact for an order. If you are calling from \
+                  another phone, enter the six-digit PIN shown next to this number in the app."
+                .into(),
+            again: "That PIN did not work. Please enter it again.".into(),
+        }
+    }
 }
 
 /// What a refused caller hears.
@@ -232,6 +252,8 @@ pub enum VoiceRefusal {
 pub const DIAL_END_PATH: &str = "/v1/providers/twilio/dial-end";
 /// The path of the recording-status callback, under the webhook's public base URL.
 pub const RECORDING_PATH: &str = "/v1/providers/twilio/recording";
+/// The path `<Gather>` posts a keyed-in PIN to, under the webhook's public base URL.
+pub const PIN_PATH: &str = "/v1/providers/twilio/pin";
 
 /// Where Twilio reports on a connected call, under the webhook's public base URL: the end of
 /// the callee's leg (`<Dial action>`, read by [`call_end`]) and, for a recorded call, its
@@ -240,6 +262,8 @@ pub const RECORDING_PATH: &str = "/v1/providers/twilio/recording";
 pub struct CallbackUrls {
     pub dial_end: String,
     pub recording: String,
+    /// Where `<Gather>` posts a PIN ([`pin_query`] reads it).
+    pub pin: String,
 }
 
 impl CallbackUrls {
@@ -247,6 +271,7 @@ impl CallbackUrls {
         CallbackUrls {
             dial_end: [public_base_url, DIAL_END_PATH].concat(),
             recording: [public_base_url, RECORDING_PATH].concat(),
+            pin: [public_base_url, PIN_PATH].concat(),
         }
     }
 }
@@ -260,6 +285,41 @@ pub fn voice_response(
     settings: &VoiceSettings,
     callbacks: Option<&CallbackUrls>,
 ) -> String {
+    voice_twiml(decision, settings, callbacks, false)
+}
+
+/// The TwiML answer to a keyed-in PIN ([`pin_query`]): as [`voice_response`], but the call was
+/// answered to gather the PIN, so a refusal hangs up (`<Reject>` only refuses an unanswered call).
+pub fn pin_response(
+    decision: &Decision,
+    settings: &VoiceSettings,
+    callbacks: Option<&CallbackUrls>,
+) -> String {
+    voice_twiml(decision, settings, callbacks, true)
+}
+
+fn voice_twiml(
+    decision: &Decision,
+    settings: &VoiceSettings,
+    callbacks: Option<&CallbackUrls>,
+    answered: bool,
+) -> String {
+    let refuse = |w: &mut Writer<Vec<u8>>, answered: bool| -> io::Result<()> {
+        match &settings.refusal {
+            VoiceRefusal::Say(message) => {
+                w.create_element("Say")
+                    .write_text_content(BytesText::new(&xml_safe(message)))?;
+                w.create_element("Hangup").write_empty()?;
+            }
+            VoiceRefusal::Reject if answered => {
+                w.create_element("Hangup").write_empty()?;
+            }
+            VoiceRefusal::Reject => {
+                w.create_element("Reject").write_empty()?;
+            }
+        }
+        Ok(())
+    };
     document(|w| match decision {
         Decision::Connect(route) => {
             let timeout = settings.dial_timeout.to_string();
@@ -288,19 +348,39 @@ pub fn voice_response(
             })?;
             Ok(())
         }
-        Decision::Refuse(_) => match &settings.refusal {
-            VoiceRefusal::Say(message) => {
-                w.create_element("Say")
-                    .write_text_content(BytesText::new(&xml_safe(message)))?;
-                w.create_element("Hangup").write_empty()?;
-                Ok(())
+        // Without a URL to post the PIN to, nothing can be gathered: refused.
+        Decision::AskPin { again } => match callbacks {
+            Some(urls) => {
+                let prompt = if *again {
+                    &settings.pin_prompts.again
+                } else {
+                    &settings.pin_prompts.ask
+                };
+                let digits = crate::domain::PIN_DIGITS.to_string();
+                w.create_element("Gather")
+                    .with_attribute(("input", "dtmf"))
+                    .with_attribute(("numDigits", digits.as_str()))
+                    .with_attribute(("timeout", "10"))
+                    .with_attribute(("action", urls.pin.as_str()))
+                    .write_inner_content(|w| {
+                        w.create_element("Say")
+                            .write_text_content(BytesText::new(&xml_safe(prompt)))?;
+                        Ok(())
+                    })?;
+                // No digits before the timeout: the call goes on here, and ends.
+                refuse(w, true)
             }
-            VoiceRefusal::Reject => {
-                w.create_element("Reject").write_empty()?;
-                Ok(())
-            }
+            None => refuse(w, answered),
         },
+        Decision::Refuse(_) => refuse(w, answered),
     })
+}
+
+/// Reads `<Gather>`'s post of a keyed-in PIN: the call's `CallSid`, `From`, `To` and `Digits`
+/// (what the caller keyed, which may not be a PIN). Nothing else is read.
+pub fn pin_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
+    let digits = param(params, "Digits").unwrap_or_default();
+    Ok(voice_query(params)?.with_pin(digits))
 }
 
 /// The TwiML answer to an incoming message: relay `text` to the callee from the virtual number,
@@ -314,7 +394,7 @@ pub fn message_response(decision: &Decision, text: &str) -> String {
                 .write_text_content(BytesText::new(&xml_safe(text)))?;
             Ok(())
         }
-        Decision::Refuse(_) => Ok(()),
+        Decision::AskPin { .. } | Decision::Refuse(_) => Ok(()),
     })
 }
 
@@ -610,6 +690,7 @@ mod tests {
             dial_timeout: 25,
             time_limit: 3600,
             refusal: VoiceRefusal::Reject,
+            pin_prompts: PinPrompts::default(),
         };
         assert_eq!(
             voice_response(&Decision::Connect(route()), &settings, None),
@@ -633,6 +714,7 @@ mod tests {
             dial_timeout: 25,
             time_limit: 3600,
             refusal: VoiceRefusal::Reject,
+            pin_prompts: PinPrompts::default(),
         };
         let recorded = Route {
             record: true,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::{CallId, Channel, PhoneError, RealNumber, Route, UnixTime, VirtualNumber};
+use crate::domain::{
+    CallId, Channel, PhoneError, Pin, PinError, PinKey, RealNumber, Route, UnixTime, VirtualNumber,
+};
 use crate::store::{CallRouting, RouteReader, Sighting, StoreError};
 
 /// What a provider asks: where does this call (or text) from `caller` to the dialled number go?
@@ -22,6 +24,8 @@ pub struct RouteQuery {
     pub dialled: Result<VirtualNumber, PhoneError>,
     /// The text of a message, to relay.
     pub text: Option<String>,
+    /// The PIN the caller keyed in, when the provider asked for one (`Err`: not a PIN).
+    pub pin: Option<Result<Pin, PinError>>,
 }
 
 impl RouteQuery {
@@ -38,6 +42,15 @@ impl RouteQuery {
             caller: RealNumber::parse_form(caller),
             dialled: VirtualNumber::parse_form(dialled),
             text,
+            pin: None,
+        }
+    }
+
+    /// This question, with the digits the caller keyed in.
+    pub fn with_pin(self, digits: &str) -> Self {
+        RouteQuery {
+            pin: Some(Pin::parse(digits)),
+            ..self
         }
     }
 
@@ -71,6 +84,11 @@ pub enum Refusal {
     NotReady,
     /// The live route's pair does not carry this channel: a text to a voice-only number.
     ChannelUnavailable,
+    /// The caller keyed in no PIN of a live pair on this number, as often as a call may.
+    PinWrong,
+    /// Too many PINs were tried by this caller on this number this hour, or wrongly on this
+    /// number by anyone: no PIN is looked at.
+    PinLimited,
 }
 
 impl Refusal {
@@ -84,6 +102,8 @@ impl Refusal {
             Refusal::Replayed => "replayed",
             Refusal::NotReady => "not_ready",
             Refusal::ChannelUnavailable => "channel_unavailable",
+            Refusal::PinWrong => "pin_wrong",
+            Refusal::PinLimited => "pin_limited",
         }
     }
 }
@@ -101,7 +121,114 @@ impl From<Refusal> for &'static str {
 pub enum Decision {
     /// Connect to `route.callee`, presenting `route.caller_id()`.
     Connect(Route),
+    /// Ask the caller, who has no route on the number, for a PIN (`again` after a wrong one).
+    AskPin {
+        again: bool,
+    },
     Refuse(Refusal),
+}
+
+/// How far PIN guessing may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PinLimits {
+    /// Tries per call.
+    pub per_call: u32,
+    /// Tries per caller on one number per UTC hour.
+    pub per_caller_hour: u32,
+    /// Wrong PINs on one number per UTC hour, by anyone, after which the number's PINs are
+    /// locked for the rest of the hour.
+    pub number_failures_hour: u32,
+}
+
+impl Default for PinLimits {
+    fn default() -> Self {
+        PinLimits {
+            per_call: 3,
+            per_caller_hour: 6,
+            number_failures_hour: 20,
+        }
+    }
+}
+
+/// Decides a call whose caller keyed in a PIN: a caller with a live route of their own on the
+/// number is connected by it, as always; otherwise, within the limits, the PIN's live route
+/// stands in for its participant, and the caller reaches that participant's counterpart showing
+/// the number. A wrong PIN asks again while the call has tries left. Every attempt is counted
+/// first; any store error or timeout refuses. Reads and counts at once: one round trip, and one
+/// more write after a wrong PIN.
+pub async fn decide_pin(
+    store: &dyn CallRouting,
+    endpoint: &str,
+    query: &RouteQuery,
+    now: UnixTime,
+    budget: Duration,
+    limits: PinLimits,
+) -> Decision {
+    let (caller, dialled) = match query.lookup() {
+        Ok(key) => key,
+        Err(refusal) => return Decision::Refuse(refusal),
+    };
+    let pin_key = match &query.pin {
+        Some(Ok(pin)) => Some(PinKey {
+            number: dialled.clone(),
+            pin: pin.clone(),
+        }),
+        _ => None,
+    };
+    let (own, attempts, by_pin) = tokio::join!(
+        tokio::time::timeout(budget, live_route(store, caller, dialled, now)),
+        tokio::time::timeout(
+            budget,
+            store.count_pin_attempt(endpoint, &query.call_id, caller, dialled, now)
+        ),
+        async {
+            match &pin_key {
+                Some(key) => tokio::time::timeout(budget, store.pin_route(key)).await,
+                None => Ok(Ok(None)),
+            }
+        },
+    );
+    let failed = |e: &StoreError| match e {
+        StoreError::Timeout => Refusal::StoreTimeout,
+        _ => Refusal::StoreError,
+    };
+    let (own, attempts, by_pin) = match (own, attempts, by_pin) {
+        (Ok(Ok(own)), Ok(Ok(attempts)), Ok(Ok(by_pin))) => (own, attempts, by_pin),
+        (Ok(Err(e)), _, _) | (_, Ok(Err(e)), _) | (_, _, Ok(Err(e))) => {
+            tracing::warn!(call_id = %query.call_id, number = %dialled, error = %e, "PIN check failed; refusing");
+            return Decision::Refuse(failed(&e));
+        }
+        _ => return Decision::Refuse(Refusal::StoreTimeout),
+    };
+    if let Some(route) = own {
+        // Their own route decides, PIN or not.
+        return if route.carries(query.channel) {
+            Decision::Connect(route)
+        } else {
+            Decision::Refuse(Refusal::ChannelUnavailable)
+        };
+    }
+    if attempts.this_call > limits.per_call
+        || attempts.caller_this_hour > limits.per_caller_hour
+        || attempts.number_failures_this_hour >= limits.number_failures_hour
+    {
+        return Decision::Refuse(Refusal::PinLimited);
+    }
+    match by_pin.filter(|r| r.is_live(now)) {
+        Some(route) if route.carries(query.channel) => Decision::Connect(route),
+        Some(_) => Decision::Refuse(Refusal::ChannelUnavailable),
+        None => {
+            let counted = tokio::time::timeout(budget, store.count_pin_failure(dialled, now)).await;
+            if let Err(e) = counted.unwrap_or(Err(StoreError::Timeout)) {
+                tracing::warn!(call_id = %query.call_id, number = %dialled, error = %e, "a wrong PIN was not counted");
+            }
+            if attempts.this_call < limits.per_call {
+                Decision::AskPin { again: true }
+            } else {
+                Decision::Refuse(Refusal::PinWrong)
+            }
+        }
+    }
 }
 
 /// The route for a call from `caller` to `dialled` if it is live at `now`: one read.
@@ -327,6 +454,30 @@ mod tests {
             now: UnixTime,
         ) -> Result<Option<crate::domain::ConnectedCall>, StoreError> {
             self.1.connected(endpoint, call_id, now).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::PinGuard for OneRoute {
+        async fn count_pin_attempt(
+            &self,
+            endpoint: &str,
+            call_id: &CallId,
+            caller: &RealNumber,
+            number: &VirtualNumber,
+            now: UnixTime,
+        ) -> Result<crate::store::PinAttempts, StoreError> {
+            self.1
+                .count_pin_attempt(endpoint, call_id, caller, number, now)
+                .await
+        }
+
+        async fn count_pin_failure(
+            &self,
+            number: &VirtualNumber,
+            now: UnixTime,
+        ) -> Result<(), StoreError> {
+            self.1.count_pin_failure(number, now).await
         }
     }
 

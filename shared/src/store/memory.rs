@@ -13,9 +13,9 @@ use crate::domain::{
 };
 use crate::store::{
     AnswerStats, AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake,
-    LiveContact, Outage, PairWrite, PeakWrite, PoolEntry, PoolStore, PoolWriteError, PurchaseCount,
-    PurchaseLedger, RouteReader, SampledRoute, SessionCommit, Sighting, StoreError, WalkCursor,
-    MAX_TALLY_DAYS,
+    LiveContact, Outage, PairWrite, PeakWrite, PinAttempts, PinGuard, PoolEntry, PoolStore,
+    PoolWriteError, PurchaseCount, PurchaseLedger, RouteReader, SampledRoute, SessionCommit,
+    Sighting, StoreError, WalkCursor, MAX_TALLY_DAYS,
 };
 
 #[derive(Default)]
@@ -34,6 +34,10 @@ struct Tables {
     connected: HashMap<(String, CallId), ConnectedCall>,
     /// Answer tallies by (number, UTC day index).
     answers: HashMap<(VirtualNumber, i64), AnswerTally>,
+    /// PIN attempts by (endpoint, call id); by (caller, number, hour); failures by (number, hour).
+    pin_calls: HashMap<(String, CallId), u32>,
+    pin_callers: HashMap<(RealNumber, VirtualNumber, i64), u32>,
+    pin_failures: HashMap<(VirtualNumber, i64), u32>,
 }
 
 #[derive(Default)]
@@ -123,6 +127,57 @@ impl CallLedger for MemoryStore {
         })
     }
 }
+
+#[async_trait]
+impl PinGuard for MemoryStore {
+    async fn count_pin_attempt(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        caller: &RealNumber,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<PinAttempts, StoreError> {
+        let mut tables = self.lock()?;
+        let hour = now.div_euclid(HOUR);
+        let this_call = tables
+            .pin_calls
+            .entry((endpoint.to_owned(), call_id.clone()))
+            .or_default();
+        *this_call += 1;
+        let this_call = *this_call;
+        let caller_this_hour = tables
+            .pin_callers
+            .entry((caller.clone(), number.clone(), hour))
+            .or_default();
+        *caller_this_hour += 1;
+        let caller_this_hour = *caller_this_hour;
+        Ok(PinAttempts {
+            this_call,
+            caller_this_hour,
+            number_failures_this_hour: tables
+                .pin_failures
+                .get(&(number.clone(), hour))
+                .copied()
+                .unwrap_or(0),
+        })
+    }
+
+    async fn count_pin_failure(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        *self
+            .lock()?
+            .pin_failures
+            .entry((number.clone(), now.div_euclid(HOUR)))
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+const HOUR: UnixTime = 3_600;
 
 #[async_trait]
 impl AnswerStats for MemoryStore {

@@ -278,10 +278,44 @@ pub enum Sighting {
     },
 }
 
-/// What the webhook uses: routes to read, the ledger of call ids, and numbers' answer tallies.
-pub trait CallRouting: RouteReader + CallLedger + AnswerStats {}
+/// How many times a PIN was tried: what bounds guessing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinAttempts {
+    /// Of this call, this one included.
+    pub this_call: u32,
+    /// By this caller on this number in this UTC hour, this one included.
+    pub caller_this_hour: u32,
+    /// Wrong PINs entered on this number in this UTC hour, by anyone, before this one.
+    pub number_failures_this_hour: u32,
+}
 
-impl<T: RouteReader + CallLedger + AnswerStats + ?Sized> CallRouting for T {}
+/// Counters of PIN attempts, kept a day at most. Never the digits.
+#[async_trait]
+pub trait PinGuard: Send + Sync {
+    /// Counts one attempt of call `call_id` (at `endpoint`) by `caller` on `number`, and reads
+    /// the number's failures this hour: one parallel set of writes and a read.
+    async fn count_pin_attempt(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        caller: &RealNumber,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<PinAttempts, StoreError>;
+
+    /// Counts a wrong PIN entered on `number`.
+    async fn count_pin_failure(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+}
+
+/// What the webhook uses: routes and PINs to read, the ledger of call ids, numbers' answer
+/// tallies and the PIN attempt counters.
+pub trait CallRouting: RouteReader + CallLedger + AnswerStats + PinGuard {}
+
+impl<T: RouteReader + CallLedger + AnswerStats + PinGuard + ?Sized> CallRouting for T {}
 
 /// What assignment reads and commits: the assign function, and lookup's fallback.
 #[async_trait]

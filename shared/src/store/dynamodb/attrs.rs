@@ -97,6 +97,25 @@ pub fn answers_pk(number: &str, shard: u32) -> String {
     format!("{ANSWERS_PK_PREFIX}{number}#{shard}")
 }
 
+/// PIN attempt counters (`tries`), each under [`hour_sk`] or [`PIN_TRIES_SK`], kept a day: one
+/// per call (`PINTRY#CALL#<endpoint>#<call id>`), one per caller on a number
+/// (`PINTRY#<person key>#<number>`), and failures per number (`PINFAIL#<number>`).
+pub fn pin_call_pk(endpoint: &str, call_id: &str) -> String {
+    format!("{PIN_TRIES_PK_PREFIX}CALL#{endpoint}#{call_id}")
+}
+pub fn pin_caller_pk(person: &str, number: &str) -> String {
+    format!("{PIN_TRIES_PK_PREFIX}{person}#{number}")
+}
+pub const PIN_TRIES_PK_PREFIX: &str = "PINTRY#";
+pub fn pin_failures_pk(number: &str) -> String {
+    format!("PINFAIL#{number}")
+}
+pub fn hour_sk(hour: i64) -> String {
+    format!("HOUR#{hour}")
+}
+pub const PIN_TRIES_SK: &str = "TRIES";
+pub const TRIES: &str = "tries";
+
 /// What every answer-tally item's partition key starts with.
 pub const ANSWERS_PK_PREFIX: &str = "ANSWERS#";
 /// Connected calls whose end was reported, and of them those answered.

@@ -4,6 +4,7 @@ mod answers;
 pub mod attrs;
 mod calls;
 mod codec;
+mod pins;
 
 use std::collections::HashMap;
 use std::sync::Arc;
