@@ -1265,6 +1265,53 @@ async fn a_pin_held_by_another_pair_is_refused_and_nothing_is_written(fx: Fx) {
     );
 }
 
+/// The audit finds a PIN whose pair is gone (planted by hand: no write of vnmask leaves one)
+/// and never a PIN of a live pair.
+async fn the_audit_finds_a_pin_that_outlived_its_pair(fx: Fx) {
+    let t = now();
+    let pins = with_pins(&fx);
+    pins.apply(&assign("o1", 1, &[customer(1), driver(1)]), t)
+        .await
+        .unwrap();
+    assert_eq!(audit(fx.store.as_ref(), t).await.unwrap(), vec![]);
+    // A session whose PIN item is written without the routes it stands for.
+    let (x, y) = (customer(2), driver(2));
+    let Outcome::Applied { session, .. } = pins
+        .apply(&assign("o2", 1, &[x.clone(), y.clone()]), t)
+        .await
+        .unwrap()
+    else {
+        panic!("applies")
+    };
+    let pair = session.route_pairs(session.routes_until).remove(0);
+    fx.store
+        .commit(&SessionCommit {
+            session: Session {
+                version: 2,
+                ..session.clone()
+            },
+            session_expires_at: t + 7200,
+            pairs: Vec::new(),
+            pair_write: PairWrite::Claim,
+            delete_routes: pair.keys(),
+            delete_pins: Vec::new(),
+            now: t,
+        })
+        .await
+        .unwrap();
+    let found = audit(fx.store.as_ref(), t).await.unwrap();
+    let kinds: Vec<&str> = found.iter().map(|b| b.kind()).collect();
+    // The session still lists the pair, so its routes are missing too; both PINs are orphans.
+    assert_eq!(
+        kinds,
+        ["missing_route", "orphan_pin", "orphan_pin"],
+        "{found:?}"
+    );
+    assert!(found
+        .iter()
+        .all(|b| b.orders() == [&"o2".parse::<vnmask::domain::OrderId>().unwrap()]));
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -1305,6 +1352,7 @@ contract! {
     an_alternate_phone_calls_in_as_its_person: 4,
     pins_stand_for_their_participant_and_live_and_die_with_the_pair: 1,
     a_pin_held_by_another_pair_is_refused_and_nothing_is_written: 1,
+    the_audit_finds_a_pin_that_outlived_its_pair: 2,
 }
 
 #[tokio::test]

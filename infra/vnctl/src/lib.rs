@@ -879,6 +879,7 @@ async fn audit(sdk: &aws_config::SdkConfig, args: &AuditArgs) -> Result<Output, 
         read_units += page.read_units;
         page.routes.into_iter().for_each(|r| walk.add_route(r));
         page.sessions.into_iter().for_each(|s| walk.add_session(s));
+        page.pins.into_iter().for_each(|p| walk.add_pin(p));
         if progress {
             eprint!("\raudit: {pages} pages, {scanned} items, {read_units:.1} read units");
         }
@@ -909,12 +910,14 @@ async fn audit(sdk: &aws_config::SdkConfig, args: &AuditArgs) -> Result<Output, 
         "read_units": read_units,
         "live_routes": walk.live_routes(),
         "live_sessions": walk.live_sessions(),
+        "live_pins": walk.live_pins(),
     });
     let mut text = format!(
         "scanned {scanned} items in {pages} page(s), {read_units:.1} read units\n\
-         live routes {}, live sessions {}\n",
+         live routes {}, live sessions {}, live PINs {}\n",
         walk.live_routes(),
-        walk.live_sessions()
+        walk.live_sessions(),
+        walk.live_pins()
     );
     if !complete {
         // A partial walk sees routes without their partners: its suspects mean nothing.

@@ -7,6 +7,9 @@
 //!    pair a live session lists has both its routes;
 //! 3. nobody dials one number in two live orders.
 //!
+//! A PIN entered on v stands for one participant p of a pair (p, q): while it answers, the route
+//! (p, v) → q is live, for the same order (a PIN never outlives or crosses its pair).
+//!
 //! A participant's alternate phone p' dials their contacts as their main phone p does: the route
 //! (p', v) → q stands for p, and is live if and only if (p, v) → q is, for the same order; its
 //! way back is (q, v) → p. Rule 3 holds for every alternate as for every main phone.
@@ -64,6 +67,38 @@ impl StoredRoute {
 
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.expires_at > now
+    }
+}
+
+/// A PIN item as stored, reduced to what the invariant speaks of: the item's own key (opaque),
+/// the number, the order, whom it stands for and whom it reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPin {
+    pub at: PinAt,
+    pub number: VirtualNumber,
+    pub order_id: OrderId,
+    pub principal: PersonKey,
+    pub callee: PersonKey,
+    pub expires_at: UnixTime,
+}
+
+/// Where a PIN is stored: its item's key, opaque (an HMAC in DynamoDB), never the digits.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PinAt(String);
+
+impl PinAt {
+    pub fn new(key: impl Into<String>) -> Self {
+        PinAt(key.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PinAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PinAt(..)")
     }
 }
 
@@ -144,6 +179,14 @@ pub enum Breach {
         orders: [OrderId; 2],
         route: RouteAt,
     },
+    /// A live PIN whose participant's route on its number is not live, is another order's or
+    /// reaches someone else: the PIN would connect a caller outside a live pair.
+    OrphanPin {
+        order_id: OrderId,
+        number: VirtualNumber,
+        pin: PinAt,
+        route: RouteAt,
+    },
 }
 
 /// Where a breach was seen: a route's key (person and number), kept so that it can be read
@@ -164,6 +207,7 @@ impl Breach {
             Breach::NotInSession { .. } => "not_in_session",
             Breach::MissingRoute { .. } => "missing_route",
             Breach::DialledTwice { .. } => "dialled_twice",
+            Breach::OrphanPin { .. } => "orphan_pin",
         }
     }
 
@@ -173,7 +217,8 @@ impl Breach {
             Breach::HalfPair { order_id, .. }
             | Breach::NoLiveSession { order_id, .. }
             | Breach::NotInSession { order_id, .. }
-            | Breach::MissingRoute { order_id, .. } => vec![order_id],
+            | Breach::MissingRoute { order_id, .. }
+            | Breach::OrphanPin { order_id, .. } => vec![order_id],
             Breach::CrossedPair {
                 order_id,
                 other_order,
@@ -190,7 +235,8 @@ impl Breach {
             | Breach::NoLiveSession { number, .. }
             | Breach::NotInSession { number, .. }
             | Breach::MissingRoute { number, .. }
-            | Breach::DialledTwice { number, .. } => number,
+            | Breach::DialledTwice { number, .. }
+            | Breach::OrphanPin { number, .. } => number,
         }
     }
 
@@ -203,7 +249,16 @@ impl Breach {
             | Breach::CrossedPair { route, .. }
             | Breach::NoLiveSession { route, .. }
             | Breach::NotInSession { route, .. }
-            | Breach::DialledTwice { route, .. } => vec![route],
+            | Breach::DialledTwice { route, .. }
+            | Breach::OrphanPin { route, .. } => vec![route],
+        }
+    }
+
+    /// The PIN item that decides the breach, if it is about one.
+    pub fn pin(&self) -> Option<&PinAt> {
+        match self {
+            Breach::OrphanPin { pin, .. } => Some(pin),
+            _ => None,
         }
     }
 }
@@ -227,6 +282,7 @@ pub struct Audit {
     now: UnixTime,
     routes: HashMap<RouteAt, StoredRoute>,
     sessions: HashMap<OrderId, StoredSession>,
+    pins: HashMap<PinAt, StoredPin>,
 }
 
 impl Audit {
@@ -248,6 +304,13 @@ impl Audit {
         }
     }
 
+    /// Takes in a PIN; lapsed ones are dropped.
+    pub fn add_pin(&mut self, pin: StoredPin) {
+        if pin.expires_at > self.now {
+            self.pins.insert(pin.at.clone(), pin);
+        }
+    }
+
     /// Takes in a session; lapsed ones are dropped.
     pub fn add_session(&mut self, session: StoredSession) {
         if session.routes_until > self.now {
@@ -261,6 +324,10 @@ impl Audit {
 
     pub fn live_sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    pub fn live_pins(&self) -> usize {
+        self.pins.len()
     }
 
     fn live_route(&self, caller: &PersonKey, number: &VirtualNumber) -> Option<&StoredRoute> {
@@ -317,6 +384,24 @@ impl Audit {
                     });
                 }
                 Some(_) => {}
+            }
+        }
+        for p in self.pins.values() {
+            let route = RouteAt {
+                caller: p.principal.clone(),
+                number: p.number.clone(),
+            };
+            let stands = self
+                .routes
+                .get(&route)
+                .is_some_and(|r| r.order_id == p.order_id && r.callee == p.callee);
+            if !stands {
+                found.insert(Breach::OrphanPin {
+                    order_id: p.order_id.clone(),
+                    number: p.number.clone(),
+                    pin: p.at.clone(),
+                    route,
+                });
             }
         }
         let mut dialled: HashMap<RouteAt, &OrderId> = HashMap::new();
@@ -481,6 +566,48 @@ mod tests {
         a.add_route(route("e", "d", V, "o2", 2_000));
         a.add_route(alias("c2", "c", "d", V, "o1"));
         assert_eq!(kinds(&a), ["crossed_pair", "no_live_session"]);
+    }
+
+    fn pin(principal: &str, callee: &str, order: &str, expires_at: UnixTime) -> StoredPin {
+        StoredPin {
+            at: PinAt::new(format!("pin-{principal}")),
+            number: vn(V),
+            order_id: order.parse().unwrap(),
+            principal: key(principal),
+            callee: key(callee),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_pin_answers_only_while_its_participants_route_does() {
+        let whole = || {
+            let mut a = Audit::new(NOW);
+            a.add_session(session("o1", 2_000, &[("c", "d", V)]));
+            a.add_route(route("c", "d", V, "o1", 2_000));
+            a.add_route(route("d", "c", V, "o1", 2_000));
+            a
+        };
+        let mut a = whole();
+        a.add_pin(pin("c", "d", "o1", 2_000));
+        a.add_pin(pin("d", "c", "o1", 2_000));
+        assert!(a.breaches().is_empty(), "{:?}", a.breaches());
+        // A lapsed PIN is not checked.
+        let mut a = whole();
+        a.add_pin(pin("x", "d", "o1", NOW));
+        assert!(a.breaches().is_empty());
+        // A PIN of a participant with no route here, of another order, or to someone else.
+        for stray in [
+            pin("x", "d", "o1", 2_000),
+            pin("c", "d", "o2", 2_000),
+            pin("c", "e", "o1", 2_000),
+        ] {
+            let mut a = whole();
+            a.add_pin(stray);
+            assert_eq!(kinds(&a), ["orphan_pin"]);
+            let shown = a.breaches()[0].to_string();
+            assert!(!shown.contains("pin-"), "{shown}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::domain::invariant::{PersonKey, RouteAt, StoredPair, StoredRoute, StoredSession};
+use crate::domain::invariant::{
+    PersonKey, PinAt, RouteAt, StoredPair, StoredPin, StoredRoute, StoredSession,
+};
 use crate::domain::{
     AnswerTally, CallId, ConnectedCall, Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber,
     Route, RouteKey, Session, UnixTime, VirtualNumber,
@@ -511,13 +513,30 @@ impl AuditStore for MemoryStore {
             .filter(|s| s.is_live(live_at))
             .map(stored_session)
             .collect();
+        let pins = tables
+            .pins
+            .iter()
+            .filter(|(_, r)| r.is_live(live_at))
+            .map(|(key, r)| stored_pin(key, r))
+            .collect();
         Ok(AuditPage {
             scanned,
             routes,
             sessions,
+            pins,
             read_units: 0.0,
             next: None,
         })
+    }
+
+    async fn audit_pins(&self, pins: &[PinAt]) -> Result<Vec<StoredPin>, StoreError> {
+        let tables = self.lock()?;
+        Ok(tables
+            .pins
+            .iter()
+            .map(|(key, r)| stored_pin(key, r))
+            .filter(|p| pins.contains(&p.at))
+            .collect())
     }
 
     async fn audit_items(
@@ -543,6 +562,18 @@ impl AuditStore for MemoryStore {
             .map(stored_session)
             .collect();
         Ok((found, sessions))
+    }
+}
+
+/// The memory store keys a PIN by its number and digits: never shown, like any [`PinAt`].
+fn stored_pin(key: &PinKey, r: &Route) -> StoredPin {
+    StoredPin {
+        at: PinAt::new(format!("{}#{}", key.number, key.pin.expose())),
+        number: r.number.clone(),
+        order_id: r.order_id.clone(),
+        principal: person(&r.caller),
+        callee: person(&r.callee),
+        expires_at: r.expires_at,
     }
 }
 

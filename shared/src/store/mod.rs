@@ -7,7 +7,9 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::domain::invariant::{Audit, Breach, RouteAt, StoredRoute, StoredSession};
+use crate::domain::invariant::{
+    Audit, Breach, PinAt, RouteAt, StoredPin, StoredRoute, StoredSession,
+};
 use crate::domain::{
     AnswerTally, CallId, ConnectedCall, Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber,
     Route, RouteKey, RoutePair, Session, UnixTime, VirtualNumber,
@@ -175,6 +177,7 @@ pub struct WalkCursor {
 pub struct AuditPage {
     pub routes: Vec<StoredRoute>,
     pub sessions: Vec<StoredSession>,
+    pub pins: Vec<StoredPin>,
     /// Items read, of any kind.
     pub scanned: u64,
     /// Read capacity units the page consumed (0 where the store does not count them).
@@ -425,6 +428,9 @@ pub trait AuditStore: Send + Sync {
         routes: &[RouteAt],
         orders: &[OrderId],
     ) -> Result<(Vec<StoredRoute>, Vec<StoredSession>), StoreError>;
+
+    /// The PIN items at `pins` (those that exist), read again, strongly consistent.
+    async fn audit_pins(&self, pins: &[PinAt]) -> Result<Vec<StoredPin>, StoreError>;
 }
 
 /// What pool refresh uses: the pool, and the ledger it buys within.
@@ -471,6 +477,7 @@ pub async fn audit(store: &dyn AuditStore, now: UnixTime) -> Result<Vec<Breach>,
         let page = store.audit_page(from, 1000, now).await?;
         page.routes.into_iter().for_each(|r| walk.add_route(r));
         page.sessions.into_iter().for_each(|s| walk.add_session(s));
+        page.pins.into_iter().for_each(|p| walk.add_pin(p));
         match page.next {
             Some(next) => from = Some(next),
             None => break,
@@ -525,5 +532,13 @@ pub async fn confirm(
         .chain(back)
         .for_each(|r| fresh.add_route(r));
     sessions.into_iter().for_each(|s| fresh.add_session(s));
+    let pins: Vec<PinAt> = suspects.iter().filter_map(Breach::pin).cloned().collect();
+    if !pins.is_empty() {
+        store
+            .audit_pins(&pins)
+            .await?
+            .into_iter()
+            .for_each(|p| fresh.add_pin(p));
+    }
     Ok(Audit::confirmed(suspects, &fresh))
 }

@@ -74,8 +74,9 @@ pub const ROUTE_PK_PREFIX: &str = "ROUTE#";
 /// A PIN's item: `PIN#<pin key>` (HMAC of the number and the PIN), sort key [`PIN_SK`]. It holds
 /// the route the PIN stands for, with its caller (the participant) sealed in `caller`.
 pub fn pin_pk(pin_key: &str) -> String {
-    format!("PIN#{pin_key}")
+    format!("{PIN_PK_PREFIX}{pin_key}")
 }
+pub const PIN_PK_PREFIX: &str = "PIN#";
 pub const PIN_SK: &str = "PIN";
 pub const CALLER: &str = "caller";
 /// A session contact's PINs: M of `a`, `b`, each sealed.

@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::attrs;
 use crate::crypto::{Sealed, Vault};
-use crate::domain::invariant::{PersonKey, StoredPair, StoredRoute, StoredSession};
+use crate::domain::invariant::{
+    PersonKey, PinAt, StoredPair, StoredPin, StoredRoute, StoredSession,
+};
 use crate::domain::{
     Capabilities, Capability, Contact, ContactPins, Participant, Pin, PinKey, PinRoute, PoolNumber,
     RealNumber, Route, Session, SessionState, UnixTime, UserId, VirtualNumber,
@@ -553,6 +555,23 @@ pub fn stored_route_from_item(vault: &Vault, item: &Item) -> Result<StoredRoute,
             None => None,
             Some(_) => Some(PersonKey::new(get_s(item, attrs::PRINCIPAL)?)),
         },
+        expires_at: get_n(item, attrs::EXPIRES_AT)?,
+    })
+}
+
+/// A PIN item as the invariant sees it: keyed by its item's key, people by person key (the
+/// callee's made from its sealed number), never the digits.
+pub fn stored_pin_from_item(vault: &Vault, item: &Item) -> Result<StoredPin, StoreError> {
+    let at = get_s(item, attrs::PK)?
+        .strip_prefix(attrs::PIN_PK_PREFIX)
+        .ok_or_else(|| corrupt(attrs::PK))?;
+    Ok(StoredPin {
+        at: PinAt::new(at),
+        number: VirtualNumber::parse_form(get_s(item, attrs::NUMBER)?)
+            .map_err(|_| corrupt(attrs::NUMBER))?,
+        order_id: parse(item, attrs::ORDER_ID)?,
+        principal: PersonKey::new(get_s(item, attrs::PRINCIPAL)?),
+        callee: PersonKey::new(vault.person_key(&open_callee(vault, item)?)),
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }

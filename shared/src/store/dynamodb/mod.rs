@@ -22,7 +22,7 @@ use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::crypto::{CryptoError, Vault};
-use crate::domain::invariant::{RouteAt, StoredRoute, StoredSession};
+use crate::domain::invariant::{PinAt, RouteAt, StoredPin, StoredRoute, StoredSession};
 use crate::domain::{
     Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber, Route, RouteKey, Session, UnixTime,
     VirtualNumber,
@@ -661,8 +661,10 @@ impl AuditStore for DynamoStore {
             .table_name(&self.table)
             .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
             .filter_expression(
-                "(begins_with(#pk, :route) AND #exp > :now) OR (#sk = :session AND #until > :now)",
+                "((begins_with(#pk, :route) OR begins_with(#pk, :pin)) AND #exp > :now) \
+                 OR (#sk = :session AND #until > :now)",
             )
+            .expression_attribute_values(":pin", s(attrs::PIN_PK_PREFIX))
             .expression_attribute_names("#pk", attrs::PK)
             .expression_attribute_names("#sk", attrs::SK)
             .expression_attribute_names("#exp", attrs::EXPIRES_AT)
@@ -686,6 +688,9 @@ impl AuditStore for DynamoStore {
         for item in out.items.unwrap_or_default() {
             if get_s(&item, attrs::SK) == Some(attrs::SESSION_SK) {
                 page.sessions.push(codec::stored_session_from_item(&item)?);
+            } else if get_s(&item, attrs::SK) == Some(attrs::PIN_SK) {
+                page.pins
+                    .push(codec::stored_pin_from_item(self.vault()?, &item)?);
             } else {
                 page.routes
                     .push(codec::stored_route_from_item(self.vault()?, &item)?);
@@ -748,15 +753,38 @@ impl AuditStore for DynamoStore {
             .collect::<Result<_, _>>()?;
         Ok((routes, sessions))
     }
+
+    async fn audit_pins(&self, pins: &[PinAt]) -> Result<Vec<StoredPin>, StoreError> {
+        if pins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vault = self.vault()?;
+        let items = try_join_all(pins.iter().map(|at| {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key(attrs::PK, s(attrs::pin_pk(at.as_str())))
+                .key(attrs::SK, s(attrs::PIN_SK))
+                .consistent_read(true)
+                .send()
+        }))
+        .await
+        .map_err(store_error)?;
+        items
+            .into_iter()
+            .filter_map(|out| out.item)
+            .map(|item| codec::stored_pin_from_item(vault, &item))
+            .collect()
+    }
 }
 
-/// Reads a cancelled transaction's per-item reasons: item 0 is the session, the rest are `keys`.
 /// What a commit's item after the session is, in item order.
 enum Written {
     Route(RouteKey),
     Pin(PinKey),
 }
 
+/// Reads a cancelled transaction's per-item reasons: item 0 is the session, the rest are `keys`.
 fn commit_error<R>(err: SdkError<TransactWriteItemsError, R>, keys: &[Written]) -> CommitError
 where
     R: std::fmt::Debug,
