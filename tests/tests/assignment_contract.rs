@@ -1312,6 +1312,89 @@ async fn the_audit_finds_a_pin_that_outlived_its_pair(fx: Fx) {
         .all(|b| b.orders() == [&"o2".parse::<vnmask::domain::OrderId>().unwrap()]));
 }
 
+/// A PIN stands for a phone: when a participant calls from another main phone, their PIN is
+/// drawn anew and the old one answers no more.
+async fn a_participants_new_phone_ends_the_pin_of_the_old_one(fx: Fx) {
+    let t = now();
+    let pins = with_pins(&fx);
+    let (c, d) = (customer(1), driver(1));
+    let Outcome::Applied { session, .. } = pins
+        .apply(&assign("o1", 1, &[c.clone(), d.clone()]), t)
+        .await
+        .unwrap()
+    else {
+        panic!("applies")
+    };
+    let (vn, old) = (
+        session.contacts[0].number.clone(),
+        session.contacts[0].pin_of(&d.user_id).unwrap().clone(),
+    );
+    let d_new = Participant {
+        phone: vnmask::domain::RealNumber::parse("+919720000077").unwrap(),
+        ..d.clone()
+    };
+    let Outcome::Applied { session, .. } = pins
+        .apply(&assign("o1", 2, &[c.clone(), d_new.clone()]), t + 1)
+        .await
+        .unwrap()
+    else {
+        panic!("applies")
+    };
+    let new = session.contacts[0].pin_of(&d.user_id).unwrap().clone();
+    assert_ne!(new, old);
+    assert!(
+        pin_route(&fx, &vn, &old, t + 1).await.is_none(),
+        "the old phone's PIN is gone"
+    );
+    let as_d = pin_route(&fx, &vn, &new, t + 1).await.unwrap();
+    assert_eq!((&as_d.caller, &as_d.callee), (&d_new.phone, &c.phone));
+    assert_eq!(audit(fx.store.as_ref(), t + 1).await.unwrap(), vec![]);
+}
+
+/// A change that cannot fit one transaction is refused whole, saying why, and writes nothing.
+async fn a_change_too_large_for_one_transaction_is_refused_whole(fx: Fx) {
+    let t = now();
+    let pins = with_pins(&fx);
+    let roles = [
+        "customer", "driver", "merchant", "courier", "support", "packer",
+    ];
+    let crew = |first: usize| -> Vec<Participant> {
+        roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| {
+                let mut p = vnmask_tests::participant(
+                    role,
+                    &format!("u{}", first + i),
+                    &format!("+9198100{:05}", first + i),
+                );
+                if i < 2 {
+                    p.alternate_phones = vec![vnmask::domain::RealNumber::parse(&format!(
+                        "+9197300{:05}",
+                        first + i
+                    ))
+                    .unwrap()];
+                }
+                p
+            })
+            .collect()
+    };
+    pins.apply(&assign("o1", 1, &crew(100)), t).await.unwrap();
+    let before = fx.picture(&["o1"], &crew(100), t).await;
+    // Everyone replaced at once: the new pairs' routes and PINs, and the old ones' deletes.
+    match pins.apply(&assign("o1", 2, &crew(200)), t + 1).await {
+        Err(AssignError::Invalid(e)) => {
+            assert!(e.to_string().contains("items in one transaction"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        fx.picture(&["o1"], &crew(100), t).await,
+        before,
+        "nothing written"
+    );
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -1353,6 +1436,8 @@ contract! {
     pins_stand_for_their_participant_and_live_and_die_with_the_pair: 1,
     a_pin_held_by_another_pair_is_refused_and_nothing_is_written: 1,
     the_audit_finds_a_pin_that_outlived_its_pair: 2,
+    a_participants_new_phone_ends_the_pin_of_the_old_one: 1,
+    a_change_too_large_for_one_transaction_is_refused_whole: 10,
 }
 
 #[tokio::test]

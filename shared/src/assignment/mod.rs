@@ -12,7 +12,7 @@ use rand::Rng;
 use crate::domain::{
     validate_participants, Capabilities, Contact, ContactPins, ContactPolicy, Market, OrderId,
     Participant, Pin, PinKey, PinRoute, PoolNumber, RouteKey, RoutePair, Session, SessionError,
-    SessionState, UnixTime, VirtualNumber,
+    SessionState, UnixTime, UserId, VirtualNumber,
 };
 use crate::store::{AssignmentStore, CommitError, PairWrite, SessionCommit, StoreError};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
@@ -126,6 +126,9 @@ impl AssignSettings {
 
 type CachedPool = (Instant, Arc<Vec<PoolNumber>>);
 
+/// The most items one DynamoDB transaction may hold.
+const MAX_COMMIT_ITEMS: usize = 100;
+
 /// What commits of one update were refused, for the next plan.
 #[derive(Default)]
 struct Refused {
@@ -146,11 +149,14 @@ fn pin_keys(pair: &RoutePair) -> Vec<PinKey> {
 }
 
 /// Gives every contact its PINs where the market has them (and none where it does not): a
-/// contact the previous session had, same people on the same number, keeps its PINs, so that
-/// what a participant was told stays true; a new contact, or a PIN refused as taken, gets a new
-/// one, drawn apart from every other PIN of this session on that number.
+/// contact the previous session had, same people on the same number, keeps each side's PIN
+/// while that side's main phone is the same (a PIN stands for a phone: it is only ever
+/// rewritten for the same one), so that what a participant was told stays true; a new contact,
+/// a changed phone or a PIN refused as taken gets a new one, drawn apart from every other PIN of
+/// this session on that number.
 fn issue_pins(
     contacts: &mut [Contact],
+    people: &[Participant],
     previous: Option<&Session>,
     pins_on: bool,
     refused: &HashSet<PinKey>,
@@ -161,23 +167,31 @@ fn issue_pins(
         }
         return;
     }
-    // The previous session's PINs of each contact, as it is oriented now.
-    let kept: Vec<Option<ContactPins>> = contacts
+    // The previous session's PINs of each contact, as it is oriented now, each side's only if
+    // that side still has the same main phone.
+    let same_phone = |user: &UserId| {
+        let now = people.iter().find(|p| &p.user_id == user).map(|p| &p.phone);
+        let then = previous.and_then(|s| s.participant(user)).map(|p| &p.phone);
+        now.is_some() && now == then
+    };
+    let kept: Vec<[Option<Pin>; 2]> = contacts
         .iter()
         .map(|c| {
-            let before = previous?
-                .contacts
-                .iter()
-                .find(|p| p.number == c.number && p.joins(&c.a, &c.b))?;
-            let pins = before.pins.clone()?;
-            Some(if before.a == c.a {
-                pins
+            let before = previous.and_then(|s| {
+                s.contacts
+                    .iter()
+                    .find(|p| p.number == c.number && p.joins(&c.a, &c.b))
+            });
+            let Some(pins) = before.and_then(|b| b.pins.clone().map(|p| (b, p))) else {
+                return [None, None];
+            };
+            let (before, pins) = pins;
+            let (a, b) = if before.a == c.a {
+                (pins.a, pins.b)
             } else {
-                ContactPins {
-                    a: pins.b,
-                    b: pins.a,
-                }
-            })
+                (pins.b, pins.a)
+            };
+            [same_phone(&c.a).then_some(a), same_phone(&c.b).then_some(b)]
         })
         .collect();
     // Kept PINs first, so that a new one never takes a kept one's place.
@@ -192,9 +206,11 @@ fn issue_pins(
     let kept: Vec<[Option<Pin>; 2]> = contacts
         .iter()
         .zip(kept)
-        .map(|(c, pins)| match pins {
-            Some(p) => [keep(&c.number, p.a), keep(&c.number, p.b)],
-            None => [None, None],
+        .map(|(c, [a, b])| {
+            [
+                a.and_then(|a| keep(&c.number, a)),
+                b.and_then(|b| keep(&c.number, b)),
+            ]
         })
         .collect();
     let mut rng = rand::thread_rng();
@@ -282,6 +298,12 @@ impl Assigner {
                     Planned::Exhausted(e) => return Err(e.into()),
                 },
             };
+            // Nothing of a change is ever written in parts: one that cannot fit one transaction
+            // is refused whole, and says why.
+            let items = commit.items();
+            if items > MAX_COMMIT_ITEMS {
+                return Err(AssignError::Invalid(SessionError::TooLarge(items)));
+            }
             match self.store.commit(&commit).await {
                 Ok(()) => {
                     if let Some(peak) = live_peak {
@@ -368,7 +390,13 @@ impl Assigner {
             Err(e) => return Ok(Planned::Exhausted(e)),
         };
         let pins_on = self.settings.pin_markets.contains(&update.market);
-        issue_pins(&mut contacts, previous.as_ref(), pins_on, &refused.pins);
+        issue_pins(
+            &mut contacts,
+            people,
+            previous.as_ref(),
+            pins_on,
+            &refused.pins,
+        );
         let routes_until = now + secs(self.settings.session_ttl);
         let session = Session {
             order_id: update.order_id.clone(),
@@ -598,13 +626,31 @@ mod tests {
         }
     }
 
+    fn person(user: &str, phone: &str) -> Participant {
+        Participant {
+            role: "customer".parse().unwrap(),
+            user_id: user.parse().unwrap(),
+            phone: crate::domain::RealNumber::parse(phone).unwrap(),
+            alternate_phones: Vec::new(),
+        }
+    }
+
+    /// Everyone the tests name, each with their phone.
+    fn people() -> Vec<Participant> {
+        ["c", "d", "e", "x", "y"]
+            .iter()
+            .enumerate()
+            .map(|(i, u)| person(u, &format!("+91981000000{i}")))
+            .collect()
+    }
+
     fn previous(contacts: Vec<Contact>) -> Session {
         Session {
             order_id: "o1".parse().unwrap(),
             market: "IN".parse().unwrap(),
             version: 1,
             state: SessionState::Active,
-            participants: Vec::new(),
+            participants: people(),
             contacts,
             updated_at: 0,
             routes_until: 10,
@@ -619,7 +665,7 @@ mod tests {
         let before = previous(vec![contact("c", "d", V, Some(("111111", "222222")))]);
         // The same pair, named the other way round: each keeps their own PIN.
         let mut now = vec![contact("d", "c", V, None)];
-        issue_pins(&mut now, Some(&before), true, &HashSet::new());
+        issue_pins(&mut now, &people(), Some(&before), true, &HashSet::new());
         let pins = now[0].pins.clone().unwrap();
         assert_eq!((pins.a.expose(), pins.b.expose()), ("222222", "111111"));
 
@@ -629,7 +675,7 @@ mod tests {
             pin: Pin::parse("111111").unwrap(),
         }]);
         let mut now = vec![contact("c", "d", V, None)];
-        issue_pins(&mut now, Some(&before), true, &refused);
+        issue_pins(&mut now, &people(), Some(&before), true, &refused);
         let pins = now[0].pins.clone().unwrap();
         assert_ne!(pins.a.expose(), "111111");
         assert_eq!(pins.b.expose(), "222222");
@@ -640,7 +686,7 @@ mod tests {
             contact("x", "y", V, None),
             contact("c", "d", "+911140001001", None),
         ];
-        issue_pins(&mut now, Some(&before), true, &HashSet::new());
+        issue_pins(&mut now, &people(), Some(&before), true, &HashSet::new());
         let on_v: HashSet<&Pin> = now[..2]
             .iter()
             .flat_map(|c| {
@@ -651,9 +697,19 @@ mod tests {
         assert_eq!(on_v.len(), 4);
         assert_ne!(now[2].pins, before.contacts[0].pins);
 
+        // D now calls from another main phone: D's PIN stood for the old one and is drawn anew
+        // (a PIN item is only ever rewritten for the phone it stands for); C's is kept.
+        let mut moved = people();
+        moved[1].phone = crate::domain::RealNumber::parse("+919810000099").unwrap();
+        let mut now = vec![contact("c", "d", V, None)];
+        issue_pins(&mut now, &moved, Some(&before), true, &HashSet::new());
+        let pins = now[0].pins.clone().unwrap();
+        assert_eq!(pins.a.expose(), "111111");
+        assert_ne!(pins.b.expose(), "222222");
+
         // A market without PINs: none, even where there were.
         let mut now = vec![contact("c", "d", V, Some(("111111", "222222")))];
-        issue_pins(&mut now, Some(&before), false, &HashSet::new());
+        issue_pins(&mut now, &people(), Some(&before), false, &HashSet::new());
         assert_eq!(now[0].pins, None);
     }
 }

@@ -55,6 +55,8 @@ pub enum SessionError {
     TooManyAlternates { index: usize },
     #[error("an order has at most {MAX_ORDER_PHONES} phones, main and alternate, got {0}")]
     TooManyPhones(usize),
+    #[error("this change needs {0} items in one transaction, more than DynamoDB's 100: fewer participants, alternate phones or contacts")]
+    TooLarge(usize),
     #[error("contact rule `{0}` must look like `role:role`")]
     BadContactRule(String),
 }

@@ -163,6 +163,14 @@ impl SessionCommit {
     pub fn put_pins(&self) -> impl Iterator<Item = &PinRoute> {
         self.pairs.iter().flat_map(|p| p.pins().iter())
     }
+
+    /// The items the commit writes or deletes, the session included.
+    pub fn items(&self) -> usize {
+        1 + self.put_routes().count()
+            + self.put_pins().count()
+            + self.delete_routes.len()
+            + self.delete_pins.len()
+    }
 }
 
 /// Where a walk over the store's routes and sessions goes on from: opaque.
