@@ -135,29 +135,10 @@ impl DynamoStore {
         now: UnixTime,
     ) -> Result<TransactWriteItem, StoreError> {
         let item = codec::route_item(self.vault()?, route)?;
-        // Live means `expires_at > now`, here as everywhere.
-        let condition = match write {
-            PairWrite::Claim => "attribute_not_exists(#pk) OR #exp <= :now OR #order = :order",
-            PairWrite::Renew => "attribute_exists(#pk) AND #exp > :now AND #order = :order",
-        };
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .expression_attribute_names("#pk", attrs::PK)
-            .expression_attribute_names("#exp", attrs::EXPIRES_AT)
-            .expression_attribute_names("#order", attrs::ORDER_ID)
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(
-                ":order",
-                AttributeValue::S(route.order_id.as_str().to_owned()),
-            )
-            .build()
-            .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        self.pair_put(item, &route.order_id, None, write, now)
     }
 
-    /// A PIN's put: under the pair's condition, and only over a PIN that stands for the same
+    /// A PIN's put: as its pair's routes, and only over a PIN that stands for the same
     /// participant of this order (or a lapsed or absent one).
     fn pin_put(
         &self,
@@ -166,48 +147,50 @@ impl DynamoStore {
         now: UnixTime,
     ) -> Result<TransactWriteItem, StoreError> {
         let vault = self.vault()?;
+        let principal = vault.person_key(&pin.route.caller);
         let item = codec::pin_item(vault, pin)?;
-        let condition = match write {
-            PairWrite::Claim => {
+        self.pair_put(item, &pin.route.order_id, Some(principal), write, now)
+    }
+
+    /// An item of `order`'s pair, put under `write`'s condition; with `principal`, a PIN's,
+    /// which the order may only rewrite for the participant it stands for. Live means
+    /// `expires_at > now`, here as everywhere.
+    fn pair_put(
+        &self,
+        item: Item,
+        order: &OrderId,
+        principal: Option<String>,
+        write: PairWrite,
+        now: UnixTime,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let condition = match (write, principal.is_some()) {
+            (PairWrite::Claim, false) => "attribute_not_exists(#pk) OR #exp <= :now OR #order = :order",
+            (PairWrite::Renew, false) => "attribute_exists(#pk) AND #exp > :now AND #order = :order",
+            (PairWrite::Claim, true) => {
                 "attribute_not_exists(#pk) OR #exp <= :now OR (#order = :order AND #principal = :principal)"
             }
-            PairWrite::Renew => {
+            (PairWrite::Renew, true) => {
                 "attribute_exists(#pk) AND #exp > :now AND #order = :order AND #principal = :principal"
             }
         };
-        let put = Put::builder()
+        let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(condition)
             .expression_attribute_names("#pk", attrs::PK)
             .expression_attribute_names("#exp", attrs::EXPIRES_AT)
             .expression_attribute_names("#order", attrs::ORDER_ID)
-            .expression_attribute_names("#principal", attrs::PRINCIPAL)
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(
-                ":order",
-                AttributeValue::S(pin.route.order_id.as_str().to_owned()),
-            )
-            .expression_attribute_values(
-                ":principal",
-                AttributeValue::S(vault.person_key(&pin.route.caller)),
-            )
+            .expression_attribute_values(":order", AttributeValue::S(order.as_str().to_owned()));
+        if let Some(principal) = principal {
+            put = put
+                .expression_attribute_names("#principal", attrs::PRINCIPAL)
+                .expression_attribute_values(":principal", AttributeValue::S(principal));
+        }
+        let put = put
             .build()
             .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
         Ok(TransactWriteItem::builder().put(put).build())
-    }
-
-    fn pin_delete(&self, key: &PinKey, order: &OrderId) -> Result<TransactWriteItem, StoreError> {
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(codec::pin_key(self.vault()?, key)))
-            .condition_expression("attribute_not_exists(#pk) OR #order = :order")
-            .expression_attribute_names("#pk", attrs::PK)
-            .expression_attribute_names("#order", attrs::ORDER_ID)
-            .expression_attribute_values(":order", AttributeValue::S(order.as_str().to_owned()))
-            .build()
-            .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
-        Ok(TransactWriteItem::builder().delete(delete).build())
     }
 
     fn route_delete(
@@ -215,13 +198,20 @@ impl DynamoStore {
         key: &RouteKey,
         order: &OrderId,
     ) -> Result<TransactWriteItem, StoreError> {
+        let key = codec::route_key(self.vault()?, &key.caller, &key.number);
+        self.pair_delete(key, order)
+    }
+
+    fn pin_delete(&self, key: &PinKey, order: &OrderId) -> Result<TransactWriteItem, StoreError> {
+        self.pair_delete(codec::pin_key(self.vault()?, key), order)
+    }
+
+    /// The item at `key` deleted if it is (still) `order`'s: one that now serves another order
+    /// is left alone, and refuses the commit.
+    fn pair_delete(&self, key: Item, order: &OrderId) -> Result<TransactWriteItem, StoreError> {
         let delete = Delete::builder()
             .table_name(&self.table)
-            .set_key(Some(codec::route_key(
-                self.vault()?,
-                &key.caller,
-                &key.number,
-            )))
+            .set_key(Some(key))
             .condition_expression("attribute_not_exists(#pk) OR #order = :order")
             .expression_attribute_names("#pk", attrs::PK)
             .expression_attribute_names("#order", attrs::ORDER_ID)
