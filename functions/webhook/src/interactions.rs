@@ -119,9 +119,10 @@ impl Interaction {
     }
 }
 
-/// How a connected call ended: the provider's report, read against what the call joined.
+/// What a provider's report on a connected call is about: when it came, from whom, and what
+/// the call joined (by role, and the virtual number only).
 #[derive(Debug, Clone, Serialize)]
-pub struct CallOutcome {
+pub struct ReportedCall {
     /// When the report came, Unix seconds.
     pub at: UnixTime,
     pub provider: ProviderKind,
@@ -131,6 +132,32 @@ pub struct CallOutcome {
     pub order_id: OrderId,
     /// Who called whom, by role: `customer->driver`.
     pub direction: String,
+}
+
+impl ReportedCall {
+    pub fn new(
+        provider: ProviderKind,
+        call_id: CallId,
+        call: &ConnectedCall,
+        at: UnixTime,
+    ) -> Self {
+        ReportedCall {
+            at,
+            provider,
+            call_id,
+            number: call.number.clone(),
+            market: call.market.clone(),
+            order_id: call.order_id.clone(),
+            direction: call.direction(),
+        }
+    }
+}
+
+/// How a connected call ended: the provider's report, read against what the call joined.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallOutcome {
+    #[serde(flatten)]
+    pub call: ReportedCall,
     pub status: DialStatus,
     /// Seconds the two talked; 0 unless answered.
     pub talk_seconds: u32,
@@ -142,13 +169,7 @@ pub struct CallOutcome {
 impl CallOutcome {
     pub fn new(provider: ProviderKind, end: &CallEnd, call: &ConnectedCall, at: UnixTime) -> Self {
         CallOutcome {
-            at,
-            provider,
-            call_id: end.call_id.clone(),
-            number: call.number.clone(),
-            market: call.market.clone(),
-            order_id: call.order_id.clone(),
-            direction: call.direction(),
+            call: ReportedCall::new(provider, end.call_id.clone(), call, at),
             status: end.status,
             talk_seconds: end.talk_seconds,
             recording: end.recording.clone(),
@@ -157,13 +178,14 @@ impl CallOutcome {
 
     /// The structured log line.
     pub fn log(&self) {
+        let c = &self.call;
         tracing::info!(
-            provider = self.provider.as_str(),
-            call_id = self.call_id.as_str(),
-            number = self.number.as_str(),
-            market = self.market.as_str(),
-            order_id = self.order_id.as_str(),
-            direction = self.direction.as_str(),
+            provider = c.provider.as_str(),
+            call_id = c.call_id.as_str(),
+            number = c.number.as_str(),
+            market = c.market.as_str(),
+            order_id = c.order_id.as_str(),
+            direction = c.direction.as_str(),
             status = self.status.as_str(),
             talk_seconds = self.talk_seconds,
             recorded = self.recording.is_some(),
@@ -176,15 +198,8 @@ impl CallOutcome {
 /// against what the call joined.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordingEvent {
-    /// When the report came, Unix seconds.
-    pub at: UnixTime,
-    pub provider: ProviderKind,
-    pub call_id: CallId,
-    pub number: VirtualNumber,
-    pub market: Market,
-    pub order_id: OrderId,
-    /// Who called whom, by role: `customer->driver`.
-    pub direction: String,
+    #[serde(flatten)]
+    pub call: ReportedCall,
     #[serde(flatten)]
     pub recording: Recording,
 }
@@ -197,26 +212,21 @@ impl RecordingEvent {
         at: UnixTime,
     ) -> Self {
         RecordingEvent {
-            at,
-            provider,
-            call_id: report.call_id,
-            number: call.number.clone(),
-            market: call.market.clone(),
-            order_id: call.order_id.clone(),
-            direction: call.direction(),
+            call: ReportedCall::new(provider, report.call_id, call, at),
             recording: report.recording,
         }
     }
 
     /// The structured log line: the recording's id, never its URL (which may fetch the audio).
     pub fn log(&self) {
+        let c = &self.call;
         tracing::info!(
-            provider = self.provider.as_str(),
-            call_id = self.call_id.as_str(),
-            number = self.number.as_str(),
-            market = self.market.as_str(),
-            order_id = self.order_id.as_str(),
-            direction = self.direction.as_str(),
+            provider = c.provider.as_str(),
+            call_id = c.call_id.as_str(),
+            number = c.number.as_str(),
+            market = c.market.as_str(),
+            order_id = c.order_id.as_str(),
+            direction = c.direction.as_str(),
             recording_id = self.recording.recording_id.as_deref(),
             recording_seconds = self.recording.recording_seconds,
             "call recording"
@@ -240,8 +250,8 @@ impl StreamEvent {
     pub fn call_id(&self) -> &CallId {
         match self {
             StreamEvent::Decision(i) => &i.call_id,
-            StreamEvent::Outcome(o) => &o.call_id,
-            StreamEvent::Recording(r) => &r.call_id,
+            StreamEvent::Outcome(o) => &o.call.call_id,
+            StreamEvent::Recording(r) => &r.call.call_id,
         }
     }
 }

@@ -862,8 +862,8 @@ fn count_report(metric: &str, provider: ProviderKind, result: EndResult) {
 fn outcome_metrics(outcome: &CallOutcome) -> MetricSet {
     let answered = u64::from(outcome.status.answered());
     MetricSet::new("webhook")
-        .dimension("Provider", outcome.provider.as_str())
-        .dimension("Market", outcome.market.as_str())
+        .dimension("Provider", outcome.call.provider.as_str())
+        .dimension("Market", outcome.call.market.as_str())
         .count("CallsAnswered", answered)
         .count("CallsUnanswered", 1 - answered)
         .value(
@@ -880,13 +880,15 @@ mod tests {
 
     fn outcome(status: DialStatus, talk_seconds: u32) -> CallOutcome {
         CallOutcome {
-            at: 1_796_285_533,
-            provider: ProviderKind::Exotel,
-            call_id: CallId::parse("b6cf").unwrap(),
-            number: vnmask::domain::VirtualNumber::parse("+911140000010").unwrap(),
-            market: "IN".parse().unwrap(),
-            order_id: "ord-1".parse().unwrap(),
-            direction: "customer->driver".into(),
+            call: interactions::ReportedCall {
+                at: 1_796_285_533,
+                provider: ProviderKind::Exotel,
+                call_id: CallId::parse("b6cf").unwrap(),
+                number: vnmask::domain::VirtualNumber::parse("+911140000010").unwrap(),
+                market: "IN".parse().unwrap(),
+                order_id: "ord-1".parse().unwrap(),
+                direction: "customer->driver".into(),
+            },
             status,
             talk_seconds,
             recording: None,
