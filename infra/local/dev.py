@@ -116,6 +116,7 @@ class Stack:
             TableName=self.table,
             AttributeDefinitions=table["AttributeDefinitions"],
             KeySchema=table["KeySchema"],
+            GlobalSecondaryIndexes=table.get("GlobalSecondaryIndexes", []),
             BillingMode="PAY_PER_REQUEST",
         )
         ttl = table["TimeToLiveSpecification"]

@@ -204,7 +204,8 @@ impl WrappedKeys {
 }
 
 /// Assignment settings from `VNMASK_MARKETS`, `VNMASK_CONTACT_DENY`, `VNMASK_GRACE_SECONDS`,
-/// `VNMASK_SESSION_TTL_SECONDS`, `VNMASK_RETENTION_SECONDS`, `VNMASK_MAX_ATTEMPTS`, `VNMASK_POOL_CACHE_SECONDS`.
+/// `VNMASK_SESSION_TTL_SECONDS`, `VNMASK_RETENTION_SECONDS`, `VNMASK_MAX_ATTEMPTS`, `VNMASK_POOL_CACHE_SECONDS`,
+/// `VNMASK_HANDOVER_SECONDS`.
 pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> {
     let markets =
         markets(&required(src, "VNMASK_MARKETS")?).map_err(|reason| ConfigError::Invalid {
@@ -257,6 +258,7 @@ pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> 
             "VNMASK_POOL_CACHE_SECONDS",
             defaults.pool_cache.as_secs(),
         )?,
+        handover: seconds(src, "VNMASK_HANDOVER_SECONDS", defaults.handover.as_secs())?,
     })
 }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -63,7 +63,18 @@ pub struct TableSpec {
     pub hash_key: String,
     pub range_key: Option<String>,
     pub ttl_attribute: Option<String>,
-    pub global_indexes: usize,
+    pub global_indexes: Vec<IndexSpec>,
+}
+
+/// A global secondary index of template.yaml's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    pub name: String,
+    pub hash_key: String,
+    pub range_key: Option<String>,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`, with the included attributes.
+    pub projection: String,
+    pub included: Vec<String>,
 }
 
 pub fn template_path() -> std::path::PathBuf {
@@ -93,14 +104,15 @@ pub fn template_table() -> TableSpec {
             )
         })
         .collect();
-    let key = |kind: &str| {
-        props["KeySchema"]
+    let key_of = |schema: &serde_norway::Value, kind: &str| {
+        schema
             .as_sequence()
             .expect("KeySchema")
             .iter()
             .find(|k| k["KeyType"].as_str() == Some(kind))
             .map(|k| k["AttributeName"].as_str().unwrap().to_owned())
     };
+    let key = |kind: &str| key_of(&props["KeySchema"], kind);
     let ttl = &props["TimeToLiveSpecification"];
     TableSpec {
         attributes,
@@ -110,7 +122,25 @@ pub fn template_table() -> TableSpec {
             .then(|| ttl["AttributeName"].as_str().unwrap().to_owned()),
         global_indexes: props["GlobalSecondaryIndexes"]
             .as_sequence()
-            .map_or(0, Vec::len),
+            .map(|indexes| {
+                indexes
+                    .iter()
+                    .map(|i| IndexSpec {
+                        name: i["IndexName"].as_str().unwrap().to_owned(),
+                        hash_key: key_of(&i["KeySchema"], "HASH").expect("an index HASH key"),
+                        range_key: key_of(&i["KeySchema"], "RANGE"),
+                        projection: i["Projection"]["ProjectionType"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                        included: i["Projection"]["NonKeyAttributes"]
+                            .as_sequence()
+                            .map(|a| a.iter().map(|n| n.as_str().unwrap().to_owned()).collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -149,6 +179,37 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
             KeySchemaElement::builder()
                 .attribute_name(range)
                 .key_type(KeyType::Range)
+                .build()
+                .unwrap(),
+        );
+    }
+    for index in &spec.global_indexes {
+        let mut keys = vec![KeySchemaElement::builder()
+            .attribute_name(&index.hash_key)
+            .key_type(KeyType::Hash)
+            .build()
+            .unwrap()];
+        if let Some(range) = &index.range_key {
+            keys.push(
+                KeySchemaElement::builder()
+                    .attribute_name(range)
+                    .key_type(KeyType::Range)
+                    .build()
+                    .unwrap(),
+            );
+        }
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(&index.name)
+                .set_key_schema(Some(keys))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(index.projection.as_str()))
+                        .set_non_key_attributes(
+                            (!index.included.is_empty()).then(|| index.included.clone()),
+                        )
+                        .build(),
+                )
                 .build()
                 .unwrap(),
         );
@@ -301,6 +362,7 @@ pub fn pool(market: &str, count: usize) -> Vec<PoolNumber> {
             market: market.parse().unwrap(),
             capabilities: Capabilities::VOICE_AND_SMS,
             state: vnmask::domain::NumberState::Active,
+            hold: None,
         })
         .collect()
 }
@@ -588,5 +650,42 @@ impl std::io::Write for CapturedLogs {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl vnmask::store::AnswerStats for FaultyStore {
+    async fn count_answer(
+        &self,
+        number: &VirtualNumber,
+        call_id: &vnmask::domain::CallId,
+        answered: bool,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .count_answer(number, call_id, answered, now, keep_until)
+            .await
+    }
+
+    async fn answer_tally(
+        &self,
+        number: &VirtualNumber,
+        now: i64,
+        days: u32,
+    ) -> Result<vnmask::domain::AnswerTally, StoreError> {
+        self.inner.answer_tally(number, now, days).await
+    }
+}
+
+#[async_trait::async_trait]
+impl vnmask::store::PairIndex for FaultyStore {
+    async fn orders_on(
+        &self,
+        number: &VirtualNumber,
+        now: i64,
+        limit: usize,
+    ) -> Result<vnmask::store::OrdersOn, StoreError> {
+        self.inner.orders_on(number, now, limit).await
     }
 }

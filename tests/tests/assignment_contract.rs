@@ -603,11 +603,14 @@ async fn an_end_ends_a_half_pair_both_ways(fx: Fx) {
         .commit(&SessionCommit {
             session: Session {
                 version: 2,
+                revision: 2,
                 ..session
             },
             session_expires_at: t + 100_000,
+            expected_revision: Some(1),
             pairs: vec![],
             pair_write: PairWrite::Claim,
+            handovers: Vec::new(),
             delete_routes: vec![RouteKey {
                 caller: d.phone.clone(),
                 number: v.clone(),
@@ -1210,6 +1213,8 @@ async fn a_pin_held_by_another_pair_is_refused_and_nothing_is_written(fx: Fx) {
         order_id: "o2".parse().unwrap(),
         market: market("IN"),
         version: 1,
+        revision: 1,
+        handovers: Vec::new(),
         state: SessionState::Active,
         participants: vec![x.clone(), y.clone()],
         contacts: vec![vnmask::domain::Contact {
@@ -1229,8 +1234,10 @@ async fn a_pin_held_by_another_pair_is_refused_and_nothing_is_written(fx: Fx) {
     let commit = |s: &Session| SessionCommit {
         session: s.clone(),
         session_expires_at: t + 7200,
+        expected_revision: None,
         pairs: s.route_pairs(t + 3600),
         pair_write: PairWrite::Claim,
+        handovers: Vec::new(),
         delete_routes: Vec::new(),
         delete_pins: Vec::new(),
         now: t,
@@ -1288,11 +1295,14 @@ async fn the_audit_finds_a_pin_that_outlived_its_pair(fx: Fx) {
         .commit(&SessionCommit {
             session: Session {
                 version: 2,
+                revision: 2,
                 ..session.clone()
             },
             session_expires_at: t + 7200,
+            expected_revision: Some(1),
             pairs: Vec::new(),
             pair_write: PairWrite::Claim,
+            handovers: Vec::new(),
             delete_routes: pair.keys(),
             delete_pins: Vec::new(),
             now: t,

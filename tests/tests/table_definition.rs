@@ -2,7 +2,7 @@
 //! create must agree with it.
 
 use vnmask::store::dynamodb::attrs;
-use vnmask_tests::{local_dynamo, template_table};
+use vnmask_tests::{local_dynamo, template_table, IndexSpec};
 
 #[test]
 fn template_keys_are_the_ones_the_store_writes() {
@@ -18,7 +18,25 @@ fn template_keys_are_the_ones_the_store_writes() {
         spec.attributes.get(attrs::SK).map(String::as_str),
         Some("S")
     );
-    assert_eq!(spec.global_indexes, 0, "no access pattern needs an index");
+    // One index: the orders on a number, which pool refresh moves off numbers leaving service.
+    assert_eq!(
+        spec.global_indexes,
+        vec![IndexSpec {
+            name: attrs::BY_NUMBER_INDEX.to_owned(),
+            hash_key: attrs::NUMBER_SHARD.to_owned(),
+            range_key: Some(attrs::EXPIRES_AT.to_owned()),
+            projection: "INCLUDE".to_owned(),
+            included: vec![attrs::ORDER_ID.to_owned()],
+        }]
+    );
+    assert_eq!(
+        spec.attributes.get(attrs::NUMBER_SHARD).map(String::as_str),
+        Some("S")
+    );
+    assert_eq!(
+        spec.attributes.get(attrs::EXPIRES_AT).map(String::as_str),
+        Some("N")
+    );
 }
 
 #[tokio::test]
@@ -62,7 +80,27 @@ async fn tables_the_tests_create_match_the_template() {
         })
         .collect();
     assert_eq!(attributes, spec.attributes);
-    assert!(table.global_secondary_indexes().is_empty());
+    let indexes: Vec<IndexSpec> = table
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| {
+            let key = |kind: &str| {
+                i.key_schema()
+                    .iter()
+                    .find(|k| k.key_type().as_str() == kind)
+                    .map(|k| k.attribute_name().to_owned())
+            };
+            let projection = i.projection().unwrap();
+            IndexSpec {
+                name: i.index_name().unwrap().to_owned(),
+                hash_key: key("HASH").unwrap(),
+                range_key: key("RANGE"),
+                projection: projection.projection_type().unwrap().as_str().to_owned(),
+                included: projection.non_key_attributes().to_vec(),
+            }
+        })
+        .collect();
+    assert_eq!(indexes, spec.global_indexes);
     let ttl = d
         .client
         .describe_time_to_live()

@@ -222,6 +222,8 @@ mod tests {
             order_id: "ord-1".parse().unwrap(),
             market: "IN".parse().unwrap(),
             version: 2,
+            revision: 1,
+            handovers: Vec::new(),
             state: SessionState::Active,
             participants: vec![
                 person("driver", "u-d", "+919898765432"),

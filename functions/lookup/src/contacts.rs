@@ -282,6 +282,8 @@ mod tests {
             order_id: "ord-1".parse().unwrap(),
             market: "IN".parse().unwrap(),
             version: 4,
+            revision: 1,
+            handovers: Vec::new(),
             state,
             participants: vec![
                 person("customer", "c1", "+919810000001"),

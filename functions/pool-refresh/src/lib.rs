@@ -537,6 +537,7 @@ impl Refresher {
                 market: market.clone(),
                 capabilities: listed.capabilities,
                 state: NumberState::Active,
+                hold: None,
             };
             match self.store.put_number_if(&vn, None).await {
                 // Already added by a concurrent refresh that listed it.

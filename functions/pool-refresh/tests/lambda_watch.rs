@@ -24,6 +24,7 @@ fn twilio_number(n: &str) -> PoolNumber {
         market: market("US"),
         capabilities: Capabilities::VOICE_AND_SMS,
         state: NumberState::Active,
+        hold: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn vn(number: &str, provider: &str, caps: Capabilities, state: NumberState) -> P
         provider: provider.parse().unwrap(),
         capabilities: caps,
         state,
+        hold: None,
     }
 }
 
@@ -1223,5 +1224,42 @@ impl PurchaseLedger for Lockstep {
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         self.inner.release_lease(name, holder).await
+    }
+}
+
+#[async_trait::async_trait]
+impl vnmask::store::AnswerStats for Lockstep {
+    async fn count_answer(
+        &self,
+        number: &VirtualNumber,
+        call_id: &vnmask::domain::CallId,
+        answered: bool,
+        now: i64,
+        keep_until: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .count_answer(number, call_id, answered, now, keep_until)
+            .await
+    }
+
+    async fn answer_tally(
+        &self,
+        number: &VirtualNumber,
+        now: i64,
+        days: u32,
+    ) -> Result<vnmask::domain::AnswerTally, StoreError> {
+        self.inner.answer_tally(number, now, days).await
+    }
+}
+
+#[async_trait::async_trait]
+impl vnmask::store::PairIndex for Lockstep {
+    async fn orders_on(
+        &self,
+        number: &VirtualNumber,
+        now: i64,
+        limit: usize,
+    ) -> Result<vnmask::store::OrdersOn, StoreError> {
+        self.inner.orders_on(number, now, limit).await
     }
 }

@@ -44,6 +44,8 @@ async fn order(
         order_id: order.parse().unwrap(),
         market: "IN".parse().unwrap(),
         version: 1,
+        revision: 1,
+        handovers: Vec::new(),
         state: SessionState::Active,
         participants: people.iter().map(|p| (*p).clone()).collect(),
         contacts: vec![Contact {
@@ -61,9 +63,11 @@ async fn order(
     store
         .commit(&SessionCommit {
             session_expires_at: t + 7200,
+            expected_revision: None,
             session,
             pairs,
             pair_write: PairWrite::Claim,
+            handovers: Vec::new(),
             delete_routes: Vec::new(),
             delete_pins: Vec::new(),
             now: t,
@@ -90,6 +94,7 @@ async fn pairs(store: Arc<dyn Store>) -> Pairs {
         market: "IN".parse().unwrap(),
         capabilities,
         state: NumberState::Active,
+        hold: None,
     });
     seed_pool(store.as_ref(), &pool).await;
     let (c, n, d) = (customer(1), customer(2), driver(1));

@@ -663,6 +663,7 @@ async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, C
                 market,
                 capabilities,
                 state: NumberState::Active,
+                hold: None,
             };
             write_number(&store, &vn, current.map(|e| e.version)).await
         }

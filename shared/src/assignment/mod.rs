@@ -10,11 +10,13 @@ use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::domain::{
-    validate_participants, Capabilities, Contact, ContactPins, ContactPolicy, Market, OrderId,
-    Participant, Pin, PinKey, PinRoute, PoolNumber, RouteKey, RoutePair, Session, SessionError,
-    SessionState, UnixTime, UserId, VirtualNumber,
+    validate_participants, Capabilities, Contact, ContactPins, ContactPolicy, Handover, Market,
+    OrderId, Participant, Pin, PinKey, PinRoute, PoolNumber, RouteKey, RoutePair, Session,
+    SessionError, SessionState, UnixTime, UserId, VirtualNumber,
 };
-use crate::store::{AssignmentStore, CommitError, PairWrite, SessionCommit, StoreError};
+use crate::store::{
+    AssignmentStore, CommitError, LiveContact, PairWrite, SessionCommit, StoreError,
+};
 pub use policy::{plan_contacts, PlanRequest, PoolExhausted};
 
 /// What an order event asks of its session.
@@ -37,6 +39,16 @@ pub struct OrderUpdate {
     /// Whether the order's connected calls are recorded from this change on (its event's
     /// `record`). Read with a participants change; an end keeps what the session had.
     pub record: bool,
+}
+
+/// What moving an order's pairs off numbers leaving service did.
+#[derive(Debug)]
+pub enum Moved {
+    /// Pairs were moved (`session.revision` raised, `version` kept); `attempts` as in
+    /// [`Outcome::Applied`].
+    Moved { session: Session, attempts: u32 },
+    /// The session is not live, or none of its contacts is on a number leaving service.
+    Nothing,
 }
 
 #[derive(Debug)]
@@ -92,6 +104,9 @@ pub struct AssignSettings {
     pub pin_markets: HashSet<Market>,
     /// How long a market's pool list is reused before it is read again.
     pub pool_cache: Duration,
+    /// How long a contact moved off a number leaving service still connects on the old number,
+    /// so that a call from a screen still showing it goes through (never past its session).
+    pub handover: Duration,
 }
 
 impl AssignSettings {
@@ -109,6 +124,7 @@ impl AssignSettings {
             max_attempts: 8,
             pin_markets: HashSet::new(),
             pool_cache: Duration::from_secs(60),
+            handover: Duration::from_secs(10 * 60),
         }
     }
 
@@ -262,41 +278,55 @@ impl Assigner {
         if let OrderChange::Participants(people) = &update.change {
             validate_participants(people)?;
         }
-        let Some(needs) = self.settings.needs_for(&update.market) else {
+        if self.settings.needs_for(&update.market).is_none() {
             return Err(AssignError::UnknownMarket(update.market.clone()));
-        };
+        }
+        Ok(match self.run(Change::Update(update), now).await? {
+            Ran::Committed { session, attempts } => Outcome::Applied { session, attempts },
+            Ran::Unchanged(stored_version) => Outcome::Stale { stored_version },
+        })
+    }
+
+    /// Moves every contact of `order` whose number left service (quarantined, cooling off or
+    /// retired) to a healthy number, both directions together, as planning the order again
+    /// would: the session keeps its version and participants, its revision is raised, the old
+    /// pairs stay routed for the handover, and its other contacts stay as they are.
+    pub async fn move_off(&self, order: &OrderId, now: UnixTime) -> Result<Moved, AssignError> {
+        Ok(match self.run(Change::Move(order), now).await? {
+            Ran::Committed { session, attempts } => Moved::Moved { session, attempts },
+            Ran::Unchanged(_) => Moved::Nothing,
+        })
+    }
+
+    /// Plans and commits `change`, planning again from fresh reads whatever a commit lost.
+    async fn run(&self, change: Change<'_>, now: UnixTime) -> Result<Ran, AssignError> {
         // What a commit was refused: routes held by another live order or, for an end, no
         // longer this order's live route (never deleted; on an end their pairs are dropped
         // whole), and PINs another pair holds (new ones are drawn).
         let mut refused = Refused::default();
         let mut refreshed_pool = false;
+        let order = change.order_id();
         for attempt in 1..=self.settings.max_attempts {
-            let mut live_peak = None;
-            let commit = match &update.change {
-                OrderChange::Participants(people) => {
-                    match self
-                        .plan_participants(update, people, needs, now, refreshed_pool, &refused)
-                        .await?
-                    {
-                        Planned::Commit(c, peak) => {
-                            live_peak = peak;
-                            c
-                        }
-                        Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
-                        Planned::Exhausted(e) if !refreshed_pool => {
-                            // A refresh may have added numbers since the pool was cached.
-                            tracing::info!(market = %e.market, "pool exhausted with cached pool, reading it again");
-                            refreshed_pool = true;
-                            continue;
-                        }
-                        Planned::Exhausted(e) => return Err(e.into()),
+            let planned = match change {
+                Change::Update(update) => match &update.change {
+                    OrderChange::Participants(people) => {
+                        self.plan_participants(update, people, now, refreshed_pool, &refused)
+                            .await?
                     }
-                }
-                OrderChange::End => match self.plan_end(update, now, &refused).await? {
-                    Planned::Commit(c, _) => c,
-                    Planned::Stale(v) => return Ok(Outcome::Stale { stored_version: v }),
-                    Planned::Exhausted(e) => return Err(e.into()),
+                    OrderChange::End => self.plan_end(update, now, &refused).await?,
                 },
+                Change::Move(order) => self.plan_move(order, now, &refused).await?,
+            };
+            let (commit, live_peak) = match planned {
+                Planned::Commit(c, peak) => (c, peak),
+                Planned::Unchanged(v) => return Ok(Ran::Unchanged(v)),
+                Planned::Exhausted(e) if !refreshed_pool => {
+                    // A refresh may have added numbers since the pool was cached.
+                    tracing::info!(market = %e.market, "pool exhausted with cached pool, reading it again");
+                    refreshed_pool = true;
+                    continue;
+                }
+                Planned::Exhausted(e) => return Err(e.into()),
             };
             // Nothing of a change is ever written in parts: one that cannot fit one transaction
             // is refused whole, and says why.
@@ -307,29 +337,29 @@ impl Assigner {
             match self.store.commit(&commit).await {
                 Ok(()) => {
                     if let Some(peak) = live_peak {
-                        self.note_live_peak(&update.market, peak, now).await;
+                        self.note_live_peak(&commit.session.market, peak, now).await;
                     }
-                    return Ok(Outcome::Applied {
+                    return Ok(Ran::Committed {
                         session: commit.session,
                         attempts: attempt,
                     });
                 }
-                Err(CommitError::StaleVersion) => {
-                    // Another event of this order won; the next read decides whether we are stale.
-                    tracing::debug!(order_id = %update.order_id, attempt, "session changed underneath, re-reading");
+                Err(CommitError::SessionChanged) => {
+                    // Another write of this order won; the next read decides whether we are stale.
+                    tracing::debug!(order_id = %order, attempt, "session changed underneath, re-reading");
                 }
                 Err(CommitError::RoutesTaken(keys)) => {
-                    tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "routes refused, re-planning");
+                    tracing::debug!(order_id = %order, attempt, taken = keys.len(), "routes refused, re-planning");
                     // Routes of this order that lapsed and now serve other orders are left alone;
                     // an active order re-plans their pairs from fresh reads, an end drops them.
                     refused.routes.extend(keys);
                 }
                 Err(CommitError::PinsTaken(keys)) => {
-                    tracing::debug!(order_id = %update.order_id, attempt, taken = keys.len(), "PINs taken, drawing others");
+                    tracing::debug!(order_id = %order, attempt, taken = keys.len(), "PINs taken, drawing others");
                     refused.pins.extend(keys);
                 }
                 Err(CommitError::Conflict) => {
-                    tracing::debug!(order_id = %update.order_id, attempt, "transaction conflict, retrying");
+                    tracing::debug!(order_id = %order, attempt, "transaction conflict, retrying");
                 }
                 Err(CommitError::Store(e)) => return Err(e.into()),
             }
@@ -346,102 +376,217 @@ impl Assigner {
         &self,
         update: &OrderUpdate,
         people: &[Participant],
-        needs: Capabilities,
         now: UnixTime,
         fresh_pool: bool,
         refused: &Refused,
     ) -> Result<Planned, AssignError> {
+        let needs = self
+            .settings
+            .needs_for(&update.market)
+            .ok_or_else(|| AssignError::UnknownMarket(update.market.clone()))?;
         // One parallel set of reads: the session, the live contacts of each phone of each
         // participant (an alternate dials numbers too), and the pool unless cached.
         let store = &self.store;
         let (previous, busy, pool) = tokio::try_join!(
             store.session(&update.order_id),
-            try_join_all(people.iter().map(|p| async move {
-                let each = try_join_all(p.phones().map(|phone| store.live_contacts(phone, now)));
-                Ok::<_, StoreError>(each.await?.concat())
-            })),
+            self.busy(people, now),
             self.pool(&update.market, fresh_pool),
         )?;
         if let Some(prev) = &previous {
             if prev.version >= update.version {
-                return Ok(Planned::Stale(prev.version));
+                return Ok(Planned::Unchanged(prev.version));
             }
         }
-        let busy: Vec<HashSet<_>> = busy
-            .into_iter()
-            .map(|live| {
-                live.into_iter()
-                    .filter(|c| c.order_id != update.order_id)
-                    .map(|c| c.number)
-                    .collect()
-            })
-            .collect();
-        let mut contacts = match plan_contacts(&PlanRequest {
+        let plan = Replan {
             order_id: &update.order_id,
             market: &update.market,
-            participants: people,
+            people,
             previous: previous.as_ref(),
             busy: &busy,
             pool: &pool,
-            contact_policy: &self.settings.contact_policy,
             needs,
-        }) {
-            Ok(c) => c,
-            Err(e) => return Ok(Planned::Exhausted(e)),
+            now,
+            routes_until: now + secs(self.settings.session_ttl),
+            keep_pairs: None,
         };
-        let pins_on = self.settings.pin_markets.contains(&update.market);
-        issue_pins(
-            &mut contacts,
-            people,
-            previous.as_ref(),
-            pins_on,
-            &refused.pins,
-        );
-        let routes_until = now + secs(self.settings.session_ttl);
+        let Some(Replanned {
+            contacts,
+            handovers,
+        }) = self.replan(&plan, refused)?
+        else {
+            return Ok(Planned::Exhausted(self.exhausted(&plan)));
+        };
         let session = Session {
             order_id: update.order_id.clone(),
             market: update.market.clone(),
             version: update.version,
+            revision: next_revision(previous.as_ref()),
             state: SessionState::Active,
             participants: people.to_vec(),
             contacts,
+            handovers,
             updated_at: now,
-            routes_until,
+            routes_until: plan.routes_until,
             record: update.record,
         };
-        // What each participant holds once this commits on the numbers this market's pairs can
-        // take: their other orders' contacts and this order's. The most of it is the policy's
-        // bound on the market's eligible numbers, recorded for pool-refresh's headroom.
-        let eligible: HashSet<&VirtualNumber> = pool
+        let live_peak = live_peak(&session, &busy, &pool, needs);
+        let commit = self.claim(session, previous.as_ref(), refused, now);
+        Ok(Planned::Commit(Box::new(commit), live_peak))
+    }
+
+    /// Plans `order`'s move off numbers leaving service: the same participants, pairs and
+    /// routes' end, only the contacts on such numbers planned again.
+    async fn plan_move(
+        &self,
+        order: &OrderId,
+        now: UnixTime,
+        refused: &Refused,
+    ) -> Result<Planned, AssignError> {
+        let Some(previous) = self.store.session(order).await? else {
+            return Ok(Planned::Unchanged(0));
+        };
+        let Some(needs) = self.settings.needs_for(&previous.market) else {
+            return Err(AssignError::UnknownMarket(previous.market.clone()));
+        };
+        let pool = self.pool(&previous.market, true).await?;
+        let leaving: HashSet<&VirtualNumber> = pool
             .iter()
-            .filter(|v| v.eligible_for(&update.market, needs))
+            .filter(|v| !v.state.keeps_contacts())
             .map(|v| &v.number)
             .collect();
-        let live_peak = busy
+        if !previous.is_live(now)
+            || !previous
+                .contacts
+                .iter()
+                .any(|c| leaving.contains(&c.number))
+        {
+            return Ok(Planned::Unchanged(previous.version));
+        }
+        let busy = self.busy(&previous.participants, now).await?;
+        let pairs: Vec<(UserId, UserId)> = previous
+            .contacts
             .iter()
-            .zip(people)
-            .map(|(other, p)| {
-                let other = other.iter().filter(|n| eligible.contains(n)).count();
-                let here = session
-                    .contacts
-                    .iter()
-                    .filter(|c| c.involves(&p.user_id) && eligible.contains(&c.number))
-                    .count();
-                u32::try_from(other + here).unwrap_or(u32::MAX)
-            })
-            .max();
-        // Every pair is claimed whole in one transaction: if either direction is taken, nothing
-        // is written and the pair is re-planned on a number both can take.
-        let pairs = session.route_pairs(routes_until);
-        let kept: HashSet<RouteKey> = pairs.iter().flat_map(RoutePair::keys).collect();
+            .map(|c| (c.a.clone(), c.b.clone()))
+            .collect();
+        let plan = Replan {
+            order_id: order,
+            market: &previous.market,
+            people: &previous.participants,
+            previous: Some(&previous),
+            busy: &busy,
+            pool: &pool,
+            needs,
+            now,
+            routes_until: previous.routes_until,
+            keep_pairs: Some(&pairs),
+        };
+        let Some(Replanned {
+            contacts,
+            handovers,
+        }) = self.replan(&plan, refused)?
+        else {
+            return Ok(Planned::Exhausted(self.exhausted(&plan)));
+        };
+        let session = Session {
+            revision: next_revision(Some(&previous)),
+            contacts,
+            handovers,
+            updated_at: now,
+            ..previous.clone()
+        };
+        let commit = self.claim(session, Some(&previous), refused, now);
+        Ok(Planned::Commit(Box::new(commit), None))
+    }
+
+    /// The live contacts of each phone of each participant, other orders' and this one's.
+    async fn busy(
+        &self,
+        people: &[Participant],
+        now: UnixTime,
+    ) -> Result<Vec<Vec<LiveContact>>, StoreError> {
+        let store = &self.store;
+        try_join_all(people.iter().map(|p| async move {
+            let each = try_join_all(p.phones().map(|phone| store.live_contacts(phone, now)));
+            Ok::<_, StoreError>(each.await?.concat())
+        }))
+        .await
+    }
+
+    /// The contacts and handovers of a plan, or `None` when the pool cannot serve a pair.
+    fn replan(
+        &self,
+        plan: &Replan<'_>,
+        refused: &Refused,
+    ) -> Result<Option<Replanned>, AssignError> {
+        let busy = plan.busy_numbers();
+        let mut contacts = match plan_contacts(&plan.request(&busy, &self.settings.contact_policy))
+        {
+            Ok(c) => c,
+            Err(_) => return Ok(None),
+        };
+        if let Some(pairs) = plan.keep_pairs {
+            // A move changes numbers only: an ended order's dropped pairs stay dropped.
+            contacts.retain(|c| pairs.iter().any(|(a, b)| c.joins(a, b)));
+        }
+        let pins_on = self.settings.pin_markets.contains(plan.market);
+        issue_pins(
+            &mut contacts,
+            plan.people,
+            plan.previous,
+            pins_on,
+            &refused.pins,
+        );
+        let handovers = plan.handovers(&contacts, self.settings.handover);
+        Ok(Some(Replanned {
+            contacts,
+            handovers,
+        }))
+    }
+
+    fn exhausted(&self, plan: &Replan<'_>) -> PoolExhausted {
+        let busy = plan.busy_numbers();
+        match plan_contacts(&plan.request(&busy, &self.settings.contact_policy)) {
+            Err(e) => e,
+            Ok(_) => PoolExhausted {
+                market: plan.market.clone(),
+                eligible: 0,
+                live_contacts: 0,
+            },
+        }
+    }
+
+    /// The commit of a planned session over `previous`: every pair claimed whole in one
+    /// transaction (if either direction is taken, nothing is written and the pair is planned
+    /// again on a number both can take), every handover renewed over its own routes, and the
+    /// previous session's routes and PINs that are neither deleted.
+    fn claim(
+        &self,
+        session: Session,
+        previous: Option<&Session>,
+        refused: &Refused,
+        now: UnixTime,
+    ) -> SessionCommit {
+        let pairs = session.route_pairs(session.routes_until);
+        let handovers = session.handover_pairs();
+        let kept: HashSet<RouteKey> = pairs
+            .iter()
+            .chain(&handovers)
+            .flat_map(RoutePair::keys)
+            .collect();
         let kept_pins: HashSet<PinKey> = pairs.iter().flat_map(pin_keys).collect();
         let (delete_routes, delete_pins) = previous
             .map(|prev| {
-                let old = prev.route_pairs(0);
+                let old: Vec<RoutePair> = prev
+                    .route_pairs(0)
+                    .into_iter()
+                    .chain(prev.handover_pairs())
+                    .collect();
                 (
                     old.iter()
                         .flat_map(RoutePair::keys)
                         .filter(|k| !kept.contains(k) && !refused.routes.contains(k))
+                        .collect::<HashSet<_>>()
+                        .into_iter()
                         .collect(),
                     old.iter()
                         .flat_map(pin_keys)
@@ -450,21 +595,23 @@ impl Assigner {
                 )
             })
             .unwrap_or_default();
-        let commit = SessionCommit {
+        SessionCommit {
+            session_expires_at: session.routes_until + secs(self.settings.retention),
+            expected_revision: previous.map(|p| p.revision),
             session,
-            session_expires_at: routes_until + secs(self.settings.retention),
             pairs,
             pair_write: PairWrite::Claim,
+            handovers,
             delete_routes,
             delete_pins,
             now,
-        };
-        Ok(Planned::Commit(commit, live_peak))
+        }
     }
 
     /// Ends the order. Only routes still live and this order's are extended, for the grace
     /// period and a pair at a time: an end never revives what time has ended, and a pair
-    /// either direction of which was refused ends at once, both ways.
+    /// either direction of which was refused ends at once, both ways. Handovers keep their own
+    /// end, within the grace.
     async fn plan_end(
         &self,
         update: &OrderUpdate,
@@ -472,19 +619,23 @@ impl Assigner {
         refused: &Refused,
     ) -> Result<Planned, AssignError> {
         let previous = self.store.session(&update.order_id).await?;
-        let (session, pairs, delete_routes, delete_pins) = match previous {
+        let expected_revision = previous.as_ref().map(|p| p.revision);
+        let revision = next_revision(previous.as_ref());
+        let (session, pairs, handovers, delete_routes, delete_pins) = match previous {
             Some(prev) if prev.version >= update.version => {
-                return Ok(Planned::Stale(prev.version))
+                return Ok(Planned::Unchanged(prev.version))
             }
             // Already ended (say, cancelled after completed) or lapsed for want of any newer
             // event: it stays as it is, ended, and nothing of it comes back.
             Some(prev) if prev.state == SessionState::Ended || !prev.is_live(now) => (
                 Session {
                     version: update.version,
+                    revision,
                     updated_at: now,
                     state: SessionState::Ended,
                     ..prev
                 },
+                Vec::new(),
                 Vec::new(),
                 Vec::new(),
                 Vec::new(),
@@ -496,9 +647,20 @@ impl Assigner {
                     .iter()
                     .filter_map(|c| Some((c.clone(), prev.route_pair(c, routes_until)?)))
                     .partition(|(_, pair)| !refused.touches(pair));
+                let (kept_handovers, dropped_handovers): (Vec<(Handover, RoutePair)>, Vec<_>) =
+                    prev.handovers
+                        .iter()
+                        .filter(|h| h.until > now)
+                        .filter_map(|h| {
+                            let until = h.until.min(routes_until);
+                            Some((h.clone(), prev.route_pair(&h.contact, until)?))
+                        })
+                        .partition(|(_, pair)| !refused.touches(pair));
                 let delete_routes = dropped
                     .iter()
-                    .flat_map(|(_, pair)| pair.keys())
+                    .map(|(_, pair)| pair)
+                    .chain(dropped_handovers.iter().map(|(_, pair)| pair))
+                    .flat_map(RoutePair::keys)
                     .filter(|k| !refused.routes.contains(k))
                     .collect();
                 let delete_pins = dropped
@@ -507,15 +669,29 @@ impl Assigner {
                     .filter(|k| !refused.pins.contains(k))
                     .collect();
                 let (contacts, pairs) = kept.into_iter().unzip();
+                let (handovers, handover_pairs): (Vec<Handover>, Vec<RoutePair>) = kept_handovers
+                    .into_iter()
+                    .map(|(h, pair)| {
+                        (
+                            Handover {
+                                until: h.until.min(routes_until),
+                                ..h
+                            },
+                            pair,
+                        )
+                    })
+                    .unzip();
                 let session = Session {
                     version: update.version,
+                    revision,
                     updated_at: now,
                     state: SessionState::Ended,
                     routes_until,
                     contacts,
+                    handovers,
                     ..prev
                 };
-                (session, pairs, delete_routes, delete_pins)
+                (session, pairs, handover_pairs, delete_routes, delete_pins)
             }
             // The end arrived before the assignment: a tombstone makes the late assignment stale.
             None => (
@@ -523,9 +699,11 @@ impl Assigner {
                     order_id: update.order_id.clone(),
                     market: update.market.clone(),
                     version: update.version,
+                    revision,
                     state: SessionState::Ended,
                     participants: Vec::new(),
                     contacts: Vec::new(),
+                    handovers: Vec::new(),
                     updated_at: now,
                     routes_until: now,
                     record: false,
@@ -533,18 +711,21 @@ impl Assigner {
                 Vec::new(),
                 Vec::new(),
                 Vec::new(),
+                Vec::new(),
             ),
         };
         let commit = SessionCommit {
             session_expires_at: session.routes_until.max(now) + secs(self.settings.retention),
+            expected_revision,
             session,
             pairs,
             pair_write: PairWrite::Renew,
+            handovers,
             delete_routes,
             delete_pins,
             now,
         };
-        Ok(Planned::Commit(commit, None))
+        Ok(Planned::Commit(Box::new(commit), None))
     }
 
     /// Records the market's live-contacts peak of the day when this process sees a new high:
@@ -592,11 +773,201 @@ impl Assigner {
     }
 }
 
+/// What `run` plans and commits.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    Update(&'a OrderUpdate),
+    Move(&'a OrderId),
+}
+
+impl Change<'_> {
+    fn order_id(&self) -> &OrderId {
+        match self {
+            Change::Update(u) => &u.order_id,
+            Change::Move(order) => order,
+        }
+    }
+}
+
+enum Ran {
+    Committed {
+        session: Session,
+        attempts: u32,
+    },
+    /// Nothing to write: the stored session (at this version) is as new or newer, or has
+    /// nothing to move.
+    Unchanged(u64),
+}
+
 enum Planned {
     /// The commit, and for new participants the most live contacts one of them will hold.
-    Commit(SessionCommit, Option<u32>),
-    Stale(u64),
+    Commit(Box<SessionCommit>, Option<u32>),
+    Unchanged(u64),
     Exhausted(PoolExhausted),
+}
+
+/// A plan's contacts and handovers.
+struct Replanned {
+    contacts: Vec<Contact>,
+    handovers: Vec<Handover>,
+}
+
+/// Everything planning an order's contacts again reads: an update's or a move's.
+struct Replan<'a> {
+    order_id: &'a OrderId,
+    market: &'a Market,
+    people: &'a [Participant],
+    previous: Option<&'a Session>,
+    /// Each participant's live contacts (same index), of any order.
+    busy: &'a [Vec<LiveContact>],
+    pool: &'a [PoolNumber],
+    needs: Capabilities,
+    now: UnixTime,
+    routes_until: UnixTime,
+    /// A move keeps the session's pairs: only these.
+    keep_pairs: Option<&'a [(UserId, UserId)]>,
+}
+
+impl Replan<'_> {
+    /// For each participant, the numbers the policy may not give them: those they dial in other
+    /// live orders, and those this order's handovers still route them on.
+    fn busy_numbers(&self) -> Vec<HashSet<VirtualNumber>> {
+        self.busy
+            .iter()
+            .zip(self.people)
+            .map(|(live, p)| {
+                let handovers = self
+                    .carried_handovers()
+                    .filter(|h| h.contact.involves(&p.user_id))
+                    .map(|h| h.contact.number.clone());
+                live.iter()
+                    .filter(|c| &c.order_id != self.order_id)
+                    .map(|c| c.number.clone())
+                    .chain(handovers)
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn request<'r>(
+        &'r self,
+        busy: &'r [HashSet<VirtualNumber>],
+        contact_policy: &'r ContactPolicy,
+    ) -> PlanRequest<'r> {
+        PlanRequest {
+            order_id: self.order_id,
+            market: self.market,
+            participants: self.people,
+            previous: self.previous,
+            busy,
+            pool: self.pool,
+            contact_policy,
+            needs: self.needs,
+        }
+    }
+
+    /// The previous session's handovers still running, if it is live.
+    fn carried_handovers(&self) -> impl Iterator<Item = &Handover> {
+        self.previous
+            .filter(|p| p.is_live(self.now))
+            .into_iter()
+            .flat_map(|p| p.handovers.iter())
+            .filter(|h| h.until > self.now)
+    }
+
+    /// Whether `user` has the same phones, main and alternate, before and after.
+    fn same_phones(&self, user: &UserId) -> bool {
+        let now = self.people.iter().find(|p| &p.user_id == user);
+        let then = self.previous.and_then(|s| s.participant(user));
+        match (now, then) {
+            (Some(now), Some(then)) => {
+                now.phone == then.phone && now.alternate_phones == then.alternate_phones
+            }
+            _ => false,
+        }
+    }
+
+    /// The handovers of the planned `contacts`: each running one whose people still have a
+    /// contact, with the same phones; and each previous contact of a live session that leaves
+    /// a number leaving service for another number, for `handover` from now. None outlives the
+    /// session's routes.
+    fn handovers(&self, contacts: &[Contact], handover: Duration) -> Vec<Handover> {
+        let still = |c: &Contact| {
+            contacts
+                .iter()
+                .any(|n| n.joins(&c.a, &c.b) && n.number != c.number)
+                && self.same_phones(&c.a)
+                && self.same_phones(&c.b)
+        };
+        let leaving: HashSet<&VirtualNumber> = self
+            .pool
+            .iter()
+            .filter(|v| !v.state.keeps_contacts())
+            .map(|v| &v.number)
+            .collect();
+        let until = (self.now + secs(handover)).min(self.routes_until);
+        let carried = self
+            .carried_handovers()
+            .filter(|h| still(&h.contact))
+            .map(|h| Handover {
+                until: h.until.min(self.routes_until),
+                ..h.clone()
+            });
+        let moved = self
+            .previous
+            .filter(|p| p.is_live(self.now))
+            .into_iter()
+            .flat_map(|p| p.contacts.iter())
+            .filter(|c| leaving.contains(&c.number) && still(c))
+            .map(|c| Handover {
+                contact: Contact {
+                    pins: None,
+                    ..c.clone()
+                },
+                until,
+            });
+        carried
+            .chain(moved)
+            .filter(|h| h.until > self.now)
+            .collect()
+    }
+}
+
+/// The revision a write over `previous` gives the session.
+fn next_revision(previous: Option<&Session>) -> u64 {
+    previous.map_or(1, |p| p.revision + 1)
+}
+
+/// What each participant holds once `session` commits, on the numbers its market's pairs can
+/// take: their other orders' contacts and this order's. The most of it is the policy's bound on
+/// the market's eligible numbers, recorded for pool-refresh's headroom.
+fn live_peak(
+    session: &Session,
+    busy: &[Vec<LiveContact>],
+    pool: &[PoolNumber],
+    needs: Capabilities,
+) -> Option<u32> {
+    let eligible: HashSet<&VirtualNumber> = pool
+        .iter()
+        .filter(|v| v.eligible_for(&session.market, needs))
+        .map(|v| &v.number)
+        .collect();
+    busy.iter()
+        .zip(&session.participants)
+        .map(|(live, p)| {
+            let other: HashSet<&VirtualNumber> = live
+                .iter()
+                .filter(|c| c.order_id != session.order_id && eligible.contains(&c.number))
+                .map(|c| &c.number)
+                .collect();
+            let here = session
+                .contacts
+                .iter()
+                .filter(|c| c.involves(&p.user_id) && eligible.contains(&c.number))
+                .count();
+            u32::try_from(other.len() + here).unwrap_or(u32::MAX)
+        })
+        .max()
 }
 
 fn secs(d: Duration) -> i64 {
@@ -649,6 +1020,8 @@ mod tests {
             order_id: "o1".parse().unwrap(),
             market: "IN".parse().unwrap(),
             version: 1,
+            revision: 1,
+            handovers: Vec::new(),
             state: SessionState::Active,
             participants: people(),
             contacts,

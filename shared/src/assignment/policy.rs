@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::domain::{
-    Capabilities, Contact, ContactPolicy, Market, NumberState, OrderId, Participant, PoolNumber,
-    Session, VirtualNumber,
+    Capabilities, Contact, ContactPolicy, Market, OrderId, Participant, PoolNumber, Session,
+    VirtualNumber,
 };
 
 /// No number may serve a contact pair: every eligible one is already dialled by one of the two.
@@ -114,7 +114,8 @@ pub fn plan_contacts(req: &PlanRequest<'_>) -> Result<Vec<Contact>, PoolExhauste
 }
 
 /// The number pair (i, j) may keep from the previous session: the same pair's number if it
-/// is not retired (a draining number keeps its live contacts), or the number one party had
+/// keeps its contacts (active or draining: a quarantined, cooling-off or retired number sees
+/// them moved), or the number one party had
 /// for the role the other party took over, if that number is still eligible for new contacts.
 fn kept_number<'p>(
     req: &PlanRequest<'_>,
@@ -130,7 +131,7 @@ fn kept_number<'p>(
         .find(|c| c.joins(&a.user_id, &b.user_id));
     if let Some(c) = same_pair {
         let vn = pool.get(&c.number).copied()?;
-        let usable = vn.state != NumberState::Retired
+        let usable = vn.state.keeps_contacts()
             && &vn.market == req.market
             && vn.capabilities.contains(req.needs);
         return usable.then_some(vn);

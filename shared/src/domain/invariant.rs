@@ -4,7 +4,8 @@
 //! 1. the route (p, v) → q is live if and only if (q, v) → p is live, and both name one order
 //!    and carry the same channels (a text one way can be answered the other);
 //! 2. every live route belongs to a live session that lists the pair on that number, and every
-//!    pair a live session lists has both its routes;
+//!    pair a live session lists has both its routes (a session lists its contacts, and the
+//!    handovers of contacts moved off a number leaving service until each handover ends);
 //! 3. nobody dials one number in two live orders.
 //!
 //! A PIN entered on v stands for one participant p of a pair (p, q): while it answers, the route
@@ -102,12 +103,15 @@ impl fmt::Debug for PinAt {
     }
 }
 
-/// One contact of a stored session: two people and their number.
+/// One contact of a stored session (or one of its handovers): two people, their number and
+/// when the pair's routes end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPair {
     pub a: PersonKey,
     pub b: PersonKey,
     pub number: VirtualNumber,
+    /// The session's `routes_until` for a contact; for a handover, the end of the handover.
+    pub until: UnixTime,
 }
 
 /// A session item as stored, reduced to what the invariant speaks of.
@@ -311,9 +315,11 @@ impl Audit {
         }
     }
 
-    /// Takes in a session; lapsed ones are dropped.
-    pub fn add_session(&mut self, session: StoredSession) {
+    /// Takes in a session; lapsed ones are dropped, and so are the pairs of a live one that
+    /// ended (handovers that ran out).
+    pub fn add_session(&mut self, mut session: StoredSession) {
         if session.routes_until > self.now {
+            session.pairs.retain(|p| p.until > self.now);
             self.sessions.insert(session.order_id.clone(), session);
         }
     }
@@ -495,6 +501,7 @@ mod tests {
                     a: key(a),
                     b: key(b),
                     number: vn(n),
+                    until,
                 })
                 .collect(),
         }

@@ -11,11 +11,14 @@ pub use call::{
     AnswerTally, CallEnd, CallId, CallIdError, Channel, ConnectedCall, DialStatus, DialStatusError,
     Recording, RecordingError, RecordingReady,
 };
-pub use number::{Capabilities, Capability, NumberError, NumberState, PoolNumber, Provider};
+pub use number::{
+    Capabilities, Capability, Hold, HoldNote, HoldReason, NumberError, NumberState, PoolNumber,
+    Provider,
+};
 pub use phone::{Market, PhoneError, RealNumber, VirtualNumber, E164};
 pub use pin::{ContactPins, Pin, PinError, PinKey, PinRoute, PIN_DIGITS};
 pub use session::{
-    now, validate_participants, Contact, ContactPolicy, OrderId, Participant, Role, Route,
-    RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId, MAX_ALTERNATES,
-    MAX_ORDER_PHONES, MAX_PARTICIPANTS,
+    now, validate_participants, Contact, ContactPolicy, Handover, OrderId, Participant, Role,
+    Route, RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId,
+    MAX_ALTERNATES, MAX_ORDER_PHONES, MAX_PARTICIPANTS,
 };

@@ -314,12 +314,19 @@ pub enum SessionState {
 pub struct Session {
     pub order_id: OrderId,
     pub market: Market,
-    /// Version of the last order event applied.
+    /// Version of the last order event applied (the producer's).
     pub version: u64,
+    /// Raised by every write of the session, an order event's or a move of its pairs off a
+    /// number leaving service (which keeps `version`): a commit is written only over the
+    /// revision it was planned from, so that no write is planned from a state another replaced.
+    pub revision: u64,
     pub state: SessionState,
     pub participants: Vec<Participant>,
     /// Every contact whose routes this session holds until `routes_until`, and only those.
     pub contacts: Vec<Contact>,
+    /// Contacts moved off a number that left service, still routed on the old number until
+    /// their handover ends (never after `routes_until`), without PINs.
+    pub handovers: Vec<Handover>,
     pub updated_at: UnixTime,
     /// When this session's routes end: every route it holds expires at this instant, so that
     /// the session and its routes are live together (docs/data-model.md, the pair invariant).
@@ -337,6 +344,25 @@ impl Session {
     /// Whether the session's routes still connect at `now`.
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.routes_until > now
+    }
+
+    /// Both directions of every handover, each expiring at the end of its handover.
+    pub fn handover_pairs(&self) -> Vec<RoutePair> {
+        self.handovers
+            .iter()
+            .filter_map(|h| self.route_pair(&h.contact, h.until.min(self.routes_until)))
+            .collect()
+    }
+
+    /// The numbers `user` still dials in this session's handovers.
+    pub fn handover_numbers<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> impl Iterator<Item = &'a VirtualNumber> + 'a {
+        self.handovers
+            .iter()
+            .filter(move |h| h.contact.involves(user))
+            .map(|h| &h.contact.number)
     }
 
     /// Both directions of every contact, expiring at `expires_at`, in contact order.
@@ -384,6 +410,16 @@ impl Session {
         });
         Some(RoutePair { routes, pins })
     }
+}
+
+/// A contact moved off a number leaving service, kept routed on that number until `until`, so
+/// that a call placed from a screen still showing the old number connects. Its routes are
+/// written, renewed and ended as a pair, like a contact's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The contact as it was on the old number (no PINs: they are not moved).
+    pub contact: Contact,
+    pub until: UnixTime,
 }
 
 /// Both directions of one contact on its number, then the routes from either side's alternate
@@ -487,6 +523,8 @@ mod tests {
             order_id: "ord-1".parse().unwrap(),
             market: "IN".parse().unwrap(),
             version: 1,
+            revision: 1,
+            handovers: Vec::new(),
             state: SessionState::Active,
             participants: vec![p("customer", "c", "+919812345678"), driver],
             contacts: vec![Contact {
@@ -569,6 +607,8 @@ mod tests {
             order_id: "ord-1".parse().unwrap(),
             market: "IN".parse().unwrap(),
             version: 1,
+            revision: 1,
+            handovers: Vec::new(),
             state: SessionState::Active,
             participants: vec![
                 p("customer", "c", "+919812345678"),

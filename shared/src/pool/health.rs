@@ -108,6 +108,7 @@ mod tests {
             market: market.parse().unwrap(),
             capabilities: caps,
             state,
+            hold: None,
         }
     }
 

@@ -147,6 +147,7 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
             market: r.market.clone(),
             capabilities,
             state: listed_state(before, capabilities, r.marked.contains(number)),
+            hold: None,
         };
         let kind = match before {
             None => ChangeKind::Added,
@@ -234,6 +235,7 @@ mod tests {
             market: market(),
             capabilities: caps(bits),
             state,
+            hold: None,
         }
     }
 

@@ -15,9 +15,9 @@ use crate::domain::{
 };
 use crate::store::{
     AnswerStats, AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake,
-    LiveContact, Outage, PairWrite, PeakWrite, PinAttempts, PinGuard, PoolEntry, PoolStore,
-    PoolWriteError, PurchaseCount, PurchaseLedger, RouteReader, SampledRoute, SessionCommit,
-    Sighting, StoreError, WalkCursor, MAX_TALLY_DAYS,
+    LiveContact, OrdersOn, Outage, PairIndex, PairWrite, PeakWrite, PinAttempts, PinGuard,
+    PoolEntry, PoolStore, PoolWriteError, PurchaseCount, PurchaseLedger, RouteReader, SampledRoute,
+    SessionCommit, Sighting, StoreError, WalkCursor, MAX_TALLY_DAYS,
 };
 
 #[derive(Default)]
@@ -260,12 +260,9 @@ impl AssignmentStore for MemoryStore {
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
         let mut tables = self.lock()?;
         let order = &commit.session.order_id;
-        if tables
-            .sessions
-            .get(order)
-            .is_some_and(|s| s.version >= commit.session.version)
-        {
-            return Err(CommitError::StaleVersion);
+        let stored = tables.sessions.get(order).map(|s| s.revision);
+        if stored != commit.expected_revision {
+            return Err(CommitError::SessionChanged);
         }
         let held = |key: &RouteKey| {
             tables
@@ -282,6 +279,12 @@ impl AssignmentStore for MemoryStore {
             .map(Route::key)
             .filter(|k| refused(held(k)))
             .collect();
+        // A handover is only ever written over its own live routes.
+        taken.extend(
+            commit.handover_routes().map(Route::key).filter(|k| {
+                !held(k).is_some_and(|r| r.is_live(commit.now) && &r.order_id == order)
+            }),
+        );
         taken.extend(
             commit
                 .delete_routes
@@ -332,7 +335,7 @@ impl AssignmentStore for MemoryStore {
                 routes.remove(&key.number);
             }
         }
-        for route in commit.put_routes() {
+        for route in commit.put_routes().chain(commit.handover_routes()) {
             tables
                 .routes
                 .entry(route.caller.clone())
@@ -434,6 +437,28 @@ impl PoolStore for MemoryStore {
                 number: r.number.clone(),
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl PairIndex for MemoryStore {
+    async fn orders_on(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<OrdersOn, StoreError> {
+        let tables = self.lock()?;
+        let mut orders: Vec<OrderId> = tables
+            .sessions
+            .values()
+            .filter(|s| s.is_live(now) && s.contacts.iter().any(|c| &c.number == number))
+            .map(|s| s.order_id.clone())
+            .collect();
+        orders.sort();
+        let more = orders.len() > limit;
+        orders.truncate(limit);
+        Ok(OrdersOn { orders, more })
     }
 }
 
@@ -601,11 +626,18 @@ fn stored_session(s: &Session) -> StoredSession {
         pairs: s
             .contacts
             .iter()
-            .filter_map(|c| {
+            .map(|c| (c, s.routes_until))
+            .chain(
+                s.handovers
+                    .iter()
+                    .map(|h| (&h.contact, h.until.min(s.routes_until))),
+            )
+            .filter_map(|(c, until)| {
                 Some(StoredPair {
                     a: person(&s.participant(&c.a)?.phone),
                     b: person(&s.participant(&c.b)?.phone),
                     number: c.number.clone(),
+                    until,
                 })
             })
             .collect(),

@@ -74,9 +74,10 @@ impl StoreError {
 /// Why a session commit did not happen. Nothing of it was written.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    /// The stored session is at this version or newer.
-    #[error("the stored session is as new as this change or newer")]
-    StaleVersion,
+    /// The stored session is not the revision the commit was planned from (another write won):
+    /// read it again and plan again.
+    #[error("the stored session changed since it was read")]
+    SessionChanged,
     /// These routes are held by live contacts of other orders (a lost race).
     #[error("{} route(s) are held by other live orders", .0.len())]
     RoutesTaken(Vec<RouteKey>),
@@ -138,13 +139,20 @@ pub enum PairWrite {
 /// One atomic change to an order: the new session and its routes, all or nothing.
 #[derive(Debug, Clone)]
 pub struct SessionCommit {
-    /// Written if no session exists or the stored one has an older version.
+    /// Written only over the stored session's revision `expected_revision`.
     pub session: Session,
+    /// The revision of the session the commit was planned from; `None`: none was stored. A
+    /// commit over any other state is refused whole ([`CommitError::SessionChanged`]).
+    pub expected_revision: Option<u64>,
     /// When the session item itself may be deleted (it must outlive redeliveries of old events).
     pub session_expires_at: UnixTime,
     /// Both directions of each contact the session holds, written under `pair_write`'s condition.
     pub pairs: Vec<RoutePair>,
     pub pair_write: PairWrite,
+    /// Both directions of each handover (contacts moved off a number leaving service, kept on
+    /// it a short while), each written only over its own live routes ([`PairWrite::Renew`]):
+    /// a handover is never revived or claimed anew.
+    pub handovers: Vec<RoutePair>,
     /// Deleted if still this order's.
     pub delete_routes: Vec<RouteKey>,
     /// Deleted if still this order's and standing for the same participant.
@@ -153,9 +161,14 @@ pub struct SessionCommit {
 }
 
 impl SessionCommit {
-    /// Every route written, pair by pair, in order.
+    /// Every route of a pair written, pair by pair, in order (handovers apart).
     pub fn put_routes(&self) -> impl Iterator<Item = &Route> {
         self.pairs.iter().flat_map(|p| p.routes().iter())
+    }
+
+    /// Every route of a handover written, pair by pair.
+    pub fn handover_routes(&self) -> impl Iterator<Item = &Route> {
+        self.handovers.iter().flat_map(|p| p.routes().iter())
     }
 
     /// Every PIN written with its pair, under the pair's condition (and standing for the same
@@ -167,6 +180,7 @@ impl SessionCommit {
     /// The items the commit writes or deletes, the session included.
     pub fn items(&self) -> usize {
         1 + self.put_routes().count()
+            + self.handover_routes().count()
             + self.put_pins().count()
             + self.delete_routes.len()
             + self.delete_pins.len()
@@ -273,10 +287,7 @@ pub const MAX_TALLY_DAYS: u32 = 12;
 
 /// The shard of `call_id`'s count: stable across runs, spread over [`ANSWER_SHARDS`].
 pub fn answer_shard(call_id: &CallId) -> u32 {
-    let hash = call_id.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    hash % ANSWER_SHARDS
+    fnv1a(call_id.as_str()) % ANSWER_SHARDS
 }
 
 /// Whether a call id is new to an endpoint.
@@ -389,6 +400,45 @@ pub trait PoolStore: Send + Sync {
     ) -> Result<Vec<SampledRoute>, StoreError>;
 }
 
+/// Orders found holding live contacts on one number, from an eventually consistent index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrdersOn {
+    /// Distinct orders, at most the limit asked for.
+    pub orders: Vec<OrderId>,
+    /// Whether the index holds more than were returned.
+    pub more: bool,
+}
+
+/// Which orders hold live contacts on a number: what pool refresh moves off numbers leaving
+/// service. Each contact's pair is indexed by its number (handovers are not), spread over
+/// [`INDEX_SHARDS`] so that a busy number is no hot key.
+#[async_trait]
+pub trait PairIndex: Send + Sync {
+    /// At most `limit` orders with a contact on `number` live at `now`. The index trails the
+    /// table by a moment: an order just moved may still be named (planning again finds nothing
+    /// to move), and one just assigned may not yet be (the next run finds it).
+    async fn orders_on(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+        limit: usize,
+    ) -> Result<OrdersOn, StoreError>;
+}
+
+/// Shards of the by-number index per number.
+pub const INDEX_SHARDS: u32 = 8;
+
+/// The index shard of `order`'s contacts: stable, spread over [`INDEX_SHARDS`].
+pub fn index_shard(order: &OrderId) -> u32 {
+    fnv1a(order.as_str()) % INDEX_SHARDS
+}
+
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// Buying within caps: the month's purchase count and the lease that lets one run buy.
 #[async_trait]
 pub trait PurchaseLedger: Send + Sync {
@@ -441,10 +491,11 @@ pub trait AuditStore: Send + Sync {
     async fn audit_pins(&self, pins: &[PinAt]) -> Result<Vec<StoredPin>, StoreError>;
 }
 
-/// What pool refresh uses: the pool, and the ledger it buys within.
-pub trait PoolUpkeep: PoolStore + PurchaseLedger {}
+/// What pool refresh uses: the pool, the ledger it buys within, the numbers' answer tallies it
+/// judges their health by, and the index of the pairs it moves off numbers leaving service.
+pub trait PoolUpkeep: PoolStore + PurchaseLedger + AnswerStats + PairIndex {}
 
-impl<T: PoolStore + PurchaseLedger + ?Sized> PoolUpkeep for T {}
+impl<T: PoolStore + PurchaseLedger + AnswerStats + PairIndex + ?Sized> PoolUpkeep for T {}
 
 /// Every role at once, for tools that use them all (the operator's CLI, tests). Functions
 /// depend on the roles they use.

@@ -14,6 +14,11 @@ pub const ROUTES_UNTIL: &str = "routes_until";
 pub const UPDATED_AT: &str = "updated_at";
 pub const PARTICIPANTS: &str = "participants";
 pub const CONTACTS: &str = "contacts";
+/// A session's writes so far (absent on items written before revisions: 0).
+pub const REVISION: &str = "revision";
+/// A session's handovers: L of M (`a`, `b`, `number`, `capabilities`, `until`).
+pub const HANDOVERS: &str = "handovers";
+pub const UNTIL: &str = "until";
 /// Name of the data key that sealed the item's encrypted values.
 pub const KEY: &str = "key";
 
@@ -43,6 +48,22 @@ pub const CALLEE_ROLE: &str = "callee_role";
 pub const CALLEE: &str = "callee";
 
 pub const PROVIDER: &str = "provider";
+/// A pool number's hold (quarantined, cooling off, retired by health): why, since when, until
+/// when (a cooling-off), and an operator's note.
+pub const HOLD_REASON: &str = "hold_reason";
+pub const HOLD_SINCE: &str = "hold_since";
+pub const HOLD_UNTIL: &str = "hold_until";
+pub const HOLD_NOTE: &str = "hold_note";
+
+/// The by-number index (a global secondary index): on the first route of each contact's pair,
+/// `<VN>#<shard>` ([`crate::store::index_shard`] of the order), with `expires_at` as its sort
+/// key and `order_id` projected. Handovers' routes are not in it.
+pub const BY_NUMBER_INDEX: &str = "by-number";
+pub const NUMBER_SHARD: &str = "number_shard";
+
+pub fn number_shard(number: &str, shard: u32) -> String {
+    format!("{number}#{shard}")
+}
 
 /// Statistics, purchases and leases (pool upkeep).
 pub const MAX_LIVE: &str = "max_live";

@@ -12,8 +12,9 @@ use crate::domain::invariant::{
     PersonKey, PinAt, StoredPair, StoredPin, StoredRoute, StoredSession,
 };
 use crate::domain::{
-    Capabilities, Capability, Contact, ContactPins, Participant, Pin, PinKey, PinRoute, PoolNumber,
-    RealNumber, Route, Session, SessionState, UnixTime, UserId, VirtualNumber,
+    Capabilities, Capability, Contact, ContactPins, Handover, Hold, Participant, Pin, PinKey,
+    PinRoute, PoolNumber, RealNumber, Route, Session, SessionState, UnixTime, UserId,
+    VirtualNumber,
 };
 use crate::store::{LiveContact, PoolEntry, SampledRoute, StoreError};
 
@@ -109,6 +110,17 @@ pub fn route_key(vault: &Vault, caller: &RealNumber, number: &VirtualNumber) -> 
 
 pub fn route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
     route_attrs(vault, route_key(vault, &route.caller, &route.number), route)
+}
+
+/// The first route of a contact's pair, which the by-number index lists its order by.
+pub fn indexed_route_item(vault: &Vault, route: &Route) -> Result<Item, StoreError> {
+    let mut item = route_item(vault, route)?;
+    let shard = crate::store::index_shard(&route.order_id);
+    item.insert(
+        attrs::NUMBER_SHARD.to_owned(),
+        s(attrs::number_shard(route.number.as_str(), shard)),
+    );
+    Ok(item)
 }
 
 pub fn pin_key(vault: &Vault, key: &PinKey) -> Item {
@@ -349,12 +361,7 @@ pub fn session_item(
         .contacts
         .iter()
         .map(|c| {
-            let mut m = HashMap::from([
-                (attrs::A.to_owned(), s(c.a.as_str())),
-                (attrs::B.to_owned(), s(c.b.as_str())),
-                (attrs::NUMBER.to_owned(), s(c.number.as_str())),
-                (attrs::CAPABILITIES.to_owned(), caps_value(c.capabilities)),
-            ]);
+            let mut m = pair_attrs(c);
             if let Some(pins) = &c.pins {
                 let seal = |side: &str, pin: &Pin| -> Result<AttributeValue, StoreError> {
                     let sealed = vault.seal_pin(pin, &pin_context(&pk, c, side))?;
@@ -384,6 +391,7 @@ pub fn session_item(
             AttributeValue::L(participants),
         ),
         (attrs::CONTACTS.to_owned(), AttributeValue::L(contacts)),
+        (attrs::REVISION.to_owned(), n(session.revision)),
         (attrs::KEY.to_owned(), s(vault.current_key())),
         (attrs::EXPIRES_AT.to_owned(), n(expires_at)),
     ]);
@@ -395,7 +403,66 @@ pub fn session_item(
     if session.record {
         item.insert(attrs::RECORD.to_owned(), AttributeValue::Bool(true));
     }
+    if !session.handovers.is_empty() {
+        let handovers = session
+            .handovers
+            .iter()
+            .map(|h| {
+                let mut m = pair_attrs(&h.contact);
+                m.insert(attrs::UNTIL.to_owned(), n(h.until));
+                AttributeValue::M(m)
+            })
+            .collect();
+        item.insert(attrs::HANDOVERS.to_owned(), AttributeValue::L(handovers));
+    }
     Ok(item)
+}
+
+/// A contact's people (by user id), number and channels: a session's contact or handover.
+fn pair_attrs(c: &Contact) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (attrs::A.to_owned(), s(c.a.as_str())),
+        (attrs::B.to_owned(), s(c.b.as_str())),
+        (attrs::NUMBER.to_owned(), s(c.number.as_str())),
+        (attrs::CAPABILITIES.to_owned(), caps_value(c.capabilities)),
+    ])
+}
+
+/// A contact's people, number and channels as [`pair_attrs`] wrote them (no PINs).
+fn pair_from(m: &Item) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        a: parse(m, attrs::A)?,
+        b: parse(m, attrs::B)?,
+        number: parse::<String>(m, attrs::NUMBER)
+            .and_then(|v| VirtualNumber::parse_form(&v).map_err(|_| corrupt(attrs::NUMBER)))?,
+        capabilities: caps_from(m)?,
+        pins: None,
+    })
+}
+
+/// A session's handovers (none on items written before handovers).
+fn handovers_from(item: &Item) -> Result<Vec<Handover>, StoreError> {
+    if !item.contains_key(attrs::HANDOVERS) {
+        return Ok(Vec::new());
+    }
+    get_l(item, attrs::HANDOVERS)?
+        .iter()
+        .map(|v| {
+            let m = v.as_m().map_err(|_| corrupt(attrs::HANDOVERS))?;
+            Ok(Handover {
+                contact: pair_from(m)?,
+                until: get_n(m, attrs::UNTIL)?,
+            })
+        })
+        .collect()
+}
+
+/// A session's revision (0 on items written before revisions).
+fn revision_from(item: &Item) -> Result<u64, StoreError> {
+    match item.get(attrs::REVISION) {
+        None => Ok(0),
+        Some(_) => get_n(item, attrs::REVISION),
+    }
 }
 
 pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreError> {
@@ -447,15 +514,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         .iter()
         .map(|v| {
             let m = v.as_m().map_err(|_| corrupt(attrs::CONTACTS))?;
-            let mut contact = Contact {
-                a: parse(m, attrs::A)?,
-                b: parse(m, attrs::B)?,
-                number: parse::<String>(m, attrs::NUMBER).and_then(|v| {
-                    VirtualNumber::parse_form(&v).map_err(|_| corrupt(attrs::NUMBER))
-                })?,
-                capabilities: caps_from(m)?,
-                pins: None,
-            };
+            let mut contact = pair_from(m)?;
             if let Some(pins) = m.get(attrs::PINS) {
                 let pins = pins.as_m().map_err(|_| corrupt(attrs::PINS))?;
                 let open = |side: &'static str| -> Result<Pin, StoreError> {
@@ -484,9 +543,11 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         order_id: parse(item, attrs::ORDER_ID)?,
         market: parse(item, attrs::MARKET)?,
         version: get_n(item, attrs::VERSION)?,
+        revision: revision_from(item)?,
         state,
         participants,
         contacts,
+        handovers: handovers_from(item)?,
         updated_at: get_n(item, attrs::UPDATED_AT)?,
         routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
         record: record_from(item)?,
@@ -494,7 +555,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
 }
 
 pub fn number_item(vn: &PoolNumber) -> Item {
-    HashMap::from([
+    let mut item = HashMap::from([
         (attrs::PK.to_owned(), s(attrs::pool_pk(vn.market.as_str()))),
         (
             attrs::SK.to_owned(),
@@ -505,7 +566,37 @@ pub fn number_item(vn: &PoolNumber) -> Item {
         (attrs::PROVIDER.to_owned(), s(vn.provider.as_str())),
         (attrs::CAPABILITIES.to_owned(), caps_value(vn.capabilities)),
         (attrs::STATE.to_owned(), s(vn.state.as_str())),
-    ])
+    ]);
+    if let Some(hold) = &vn.hold {
+        item.insert(attrs::HOLD_REASON.to_owned(), s(hold.reason.as_str()));
+        item.insert(attrs::HOLD_SINCE.to_owned(), n(hold.since));
+        if let Some(until) = hold.until {
+            item.insert(attrs::HOLD_UNTIL.to_owned(), n(until));
+        }
+        if let Some(note) = &hold.note {
+            item.insert(attrs::HOLD_NOTE.to_owned(), s(note.as_str()));
+        }
+    }
+    item
+}
+
+/// A pool number's hold, if it has one.
+fn hold_from(item: &Item) -> Result<Option<Hold>, StoreError> {
+    if !item.contains_key(attrs::HOLD_REASON) {
+        return Ok(None);
+    }
+    Ok(Some(Hold {
+        reason: parse(item, attrs::HOLD_REASON)?,
+        since: get_n(item, attrs::HOLD_SINCE)?,
+        until: match item.get(attrs::HOLD_UNTIL) {
+            None => None,
+            Some(_) => Some(get_n(item, attrs::HOLD_UNTIL)?),
+        },
+        note: match item.get(attrs::HOLD_NOTE) {
+            None => None,
+            Some(_) => Some(parse(item, attrs::HOLD_NOTE)?),
+        },
+    }))
 }
 
 /// A pool item with its version; items written before versions existed are at version 0.
@@ -536,6 +627,7 @@ pub fn number_from_item(item: &Item) -> Result<PoolNumber, StoreError> {
         market: parse(item, attrs::MARKET)?,
         capabilities: caps_from(item)?,
         state: parse(item, attrs::STATE)?,
+        hold: hold_from(item)?,
     })
 }
 
@@ -591,27 +683,34 @@ pub fn stored_session_from_item(item: &Item) -> Result<StoredSession, StoreError
         }
         people.insert(get_s(m, attrs::USER_ID)?.to_owned(), main);
     }
-    let pairs = get_l(item, attrs::CONTACTS)?
+    let routes_until: UnixTime = get_n(item, attrs::ROUTES_UNTIL)?;
+    let person = |user: &UserId| {
+        people
+            .get(user.as_str())
+            .cloned()
+            .ok_or_else(|| corrupt(attrs::CONTACTS))
+    };
+    let pair = |c: &Contact, until: UnixTime| -> Result<StoredPair, StoreError> {
+        Ok(StoredPair {
+            a: person(&c.a)?,
+            b: person(&c.b)?,
+            number: c.number.clone(),
+            until,
+        })
+    };
+    let mut pairs = get_l(item, attrs::CONTACTS)?
         .iter()
         .map(|v| {
             let m = v.as_m().map_err(|_| corrupt(attrs::CONTACTS))?;
-            let person = |name| {
-                people
-                    .get(get_s(m, name)?)
-                    .cloned()
-                    .ok_or_else(|| corrupt(attrs::CONTACTS))
-            };
-            Ok(StoredPair {
-                a: person(attrs::A)?,
-                b: person(attrs::B)?,
-                number: VirtualNumber::parse_form(get_s(m, attrs::NUMBER)?)
-                    .map_err(|_| corrupt(attrs::NUMBER))?,
-            })
+            pair(&pair_from(m)?, routes_until)
         })
-        .collect::<Result<_, StoreError>>()?;
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    for h in handovers_from(item)? {
+        pairs.push(pair(&h.contact, h.until.min(routes_until))?);
+    }
     Ok(StoredSession {
         order_id: parse(item, attrs::ORDER_ID)?,
-        routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
+        routes_until,
         pairs,
         alternates,
     })
@@ -759,6 +858,8 @@ mod tests {
             order_id: "ord-1".parse().unwrap(),
             market: "IN".parse().unwrap(),
             version: 2,
+            revision: 1,
+            handovers: Vec::new(),
             state: SessionState::Active,
             participants: vec![
                 person(

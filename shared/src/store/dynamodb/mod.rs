@@ -4,6 +4,7 @@ mod answers;
 pub mod attrs;
 mod calls;
 mod codec;
+mod index;
 mod pins;
 
 use std::collections::HashMap;
@@ -128,13 +129,20 @@ impl DynamoStore {
         }
     }
 
+    /// A route's put; `indexed`: the first route of a contact's pair, listed by number.
     fn route_put(
         &self,
         route: &Route,
+        indexed: bool,
         write: PairWrite,
         now: UnixTime,
     ) -> Result<TransactWriteItem, StoreError> {
-        let item = codec::route_item(self.vault()?, route)?;
+        let vault = self.vault()?;
+        let item = if indexed {
+            codec::indexed_route_item(vault, route)?
+        } else {
+            codec::route_item(vault, route)?
+        };
         self.pair_put(item, &route.order_id, None, write, now)
     }
 
@@ -305,28 +313,43 @@ impl AssignmentStore for DynamoStore {
     }
 
     async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
-        let session_put = Put::builder()
+        // Written only over the revision the commit was planned from (none stored, or an item
+        // from before revisions: revision 0).
+        let condition = match commit.expected_revision {
+            None => "attribute_not_exists(#pk)",
+            Some(0) => "attribute_not_exists(#revision)",
+            Some(_) => "#revision = :revision",
+        };
+        let mut session_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(codec::session_item(
                 self.vault()?,
                 &commit.session,
                 commit.session_expires_at,
             )?))
-            .condition_expression("attribute_not_exists(#pk) OR #version < :version")
-            .expression_attribute_names("#pk", attrs::PK)
-            .expression_attribute_names("#version", attrs::VERSION)
-            .expression_attribute_values(
-                ":version",
-                AttributeValue::N(commit.session.version.to_string()),
-            )
+            .condition_expression(condition);
+        session_put = match commit.expected_revision {
+            None => session_put.expression_attribute_names("#pk", attrs::PK),
+            Some(0) => session_put.expression_attribute_names("#revision", attrs::REVISION),
+            Some(revision) => session_put
+                .expression_attribute_names("#revision", attrs::REVISION)
+                .expression_attribute_values(":revision", AttributeValue::N(revision.to_string())),
+        };
+        let session_put = session_put
             .build()
             .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
         // Item order matters: cancellation reasons come back in the same order.
         let mut items = vec![TransactWriteItem::builder().put(session_put).build()];
         let mut keys: Vec<Written> =
             Vec::with_capacity(commit.pairs.len() * 4 + commit.delete_routes.len());
-        for route in commit.put_routes() {
-            items.push(self.route_put(route, commit.pair_write, commit.now)?);
+        for pair in &commit.pairs {
+            for (i, route) in pair.routes().iter().enumerate() {
+                items.push(self.route_put(route, i == 0, commit.pair_write, commit.now)?);
+                keys.push(Written::Route(route.key()));
+            }
+        }
+        for route in commit.handover_routes() {
+            items.push(self.route_put(route, false, PairWrite::Renew, commit.now)?);
             keys.push(Written::Route(route.key()));
         }
         for key in &commit.delete_routes {
@@ -796,7 +819,7 @@ where
         return CommitError::Store(StoreError::Throttled);
     }
     if code(0) == "ConditionalCheckFailed" {
-        return CommitError::StaleVersion;
+        return CommitError::SessionChanged;
     }
     let (mut routes, mut pins) = (Vec::new(), Vec::new());
     for (i, key) in keys.iter().enumerate() {
@@ -909,6 +932,8 @@ mod tests {
                 order_id: order.clone(),
                 market: "IN".parse().unwrap(),
                 version: 1,
+                revision: 1,
+                handovers: Vec::new(),
                 state: SessionState::Active,
                 participants: Vec::new(),
                 contacts: Vec::new(),
@@ -917,8 +942,10 @@ mod tests {
                 record: false,
             },
             session_expires_at: now + 120,
+            expected_revision: None,
             pairs: Vec::new(),
             pair_write: PairWrite::Claim,
+            handovers: Vec::new(),
             delete_routes: Vec::new(),
             delete_pins: Vec::new(),
             now,
