@@ -19,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod events;
+pub mod notification;
 pub mod pool;
 pub mod providers;
 pub mod routing;

@@ -27,7 +27,8 @@ use vnmask::events::{participants_reason, EventError, OrderEvent, RejectReason};
 use vnmask::telemetry::{MetricSet, Unit};
 
 pub use config::QueueConfig;
-pub use outbox::{NumbersAssigned, Outbox, Rejection};
+pub use outbox::{Outbox, Rejection};
+pub use vnmask::notification::NumbersAssigned;
 
 /// The `Function` dimension of this function's metrics.
 pub const FUNCTION: &str = "assign";
@@ -452,7 +453,7 @@ impl Inner {
             Ok(Outcome::Applied { session, attempts }) => {
                 let mut notify_failed = false;
                 if matches!(update.change, OrderChange::Participants(_)) && self.outbox.notifies() {
-                    let note = NumbersAssigned::new(&event.event_id, &session);
+                    let note = NumbersAssigned::new(event.event_id.as_str(), &session);
                     let source = record
                         .message_id
                         .as_deref()

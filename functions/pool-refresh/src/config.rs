@@ -7,7 +7,10 @@ use reqwest::Url;
 use vnmask::config::{
     assign_settings, parsed, required, seconds, ConfigError, Secret, Source, StoreConfig,
 };
+use vnmask::assignment::AssignSettings;
 use vnmask::domain::VirtualNumber;
+use vnmask::pool::HealthRules;
+use vnmask::store::MAX_TALLY_DAYS;
 
 use crate::inventory::{
     ExotelAccount, HttpPolicy, StaticList, TwilioAccount, TwilioAuth, TwilioNumberType, Webhooks,
@@ -21,10 +24,56 @@ pub const EXOTEL_API: &str = "https://api.exotel.com";
 pub struct Config {
     pub store: StoreConfig,
     pub refresh: RefreshSettings,
+    /// How moves off numbers leaving service plan pairs: the assign function's settings.
+    pub assign: AssignSettings,
+    /// `VNMASK_NOTIFY_QUEUE_URL`: where moves' `NumbersAssigned` go, if anywhere.
+    pub notify_url: Option<String>,
     pub http: HttpPolicy,
     pub twilio: Option<TwilioAccount>,
     pub exotel: Option<ExotelAccount>,
     pub static_list: Option<StaticList>,
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+/// Number health's rules from `VNMASK_HEALTH_MIN_CALLS`, `VNMASK_HEALTH_ANSWER_RATIO`,
+/// `VNMASK_HEALTH_ANSWER_DAYS`, `VNMASK_HEALTH_MAX_SHARE`, `VNMASK_QUARANTINE_SECONDS` and
+/// `VNMASK_COOLING_OFF_SECONDS`.
+fn health_rules(src: &dyn Source) -> Result<HealthRules, ConfigError> {
+    let d = HealthRules::default();
+    let ratio: f64 = parsed(src, "VNMASK_HEALTH_ANSWER_RATIO", d.answer_ratio)?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(invalid("VNMASK_HEALTH_ANSWER_RATIO", "must be within 0..1"));
+    }
+    let share: f64 = parsed(src, "VNMASK_HEALTH_MAX_SHARE", d.max_quarantined_share)?;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(invalid("VNMASK_HEALTH_MAX_SHARE", "must be within 0..1"));
+    }
+    let days: u32 = parsed(src, "VNMASK_HEALTH_ANSWER_DAYS", d.answer_days)?;
+    if !(1..=MAX_TALLY_DAYS).contains(&days) {
+        return Err(invalid(
+            "VNMASK_HEALTH_ANSWER_DAYS",
+            format!("must be 1-{MAX_TALLY_DAYS}"),
+        ));
+    }
+    Ok(HealthRules {
+        min_calls: parsed(src, "VNMASK_HEALTH_MIN_CALLS", d.min_calls)?,
+        answer_ratio: ratio,
+        answer_days: days,
+        quarantine_for: secs(seconds(
+            src,
+            "VNMASK_QUARANTINE_SECONDS",
+            d.quarantine_for as u64,
+        )?),
+        cooling_off: secs(seconds(
+            src,
+            "VNMASK_COOLING_OFF_SECONDS",
+            d.cooling_off as u64,
+        )?),
+        max_quarantined_share: share,
+    })
 }
 
 fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -99,17 +148,31 @@ impl Config {
             ..HttpPolicy::default()
         };
 
+        let health = health_rules(src)?;
+        if health.cooling_off < secs(assign.handover) {
+            return Err(invalid(
+                "VNMASK_COOLING_OFF_SECONDS",
+                "must be at least VNMASK_HANDOVER_SECONDS: a number cools off after its handovers end",
+            ));
+        }
+        let moves_per_run: usize = parsed(src, "VNMASK_MOVES_PER_RUN", 500)?;
+        let retired_lookback = secs(assign.session_ttl) + secs(assign.grace) + 3600;
         Ok(Config {
-            // The pool, its statistics, purchases, leases and the route sample hold no real
-            // number: no keys to read, no KMS call at cold start.
-            store: StoreConfig::without_keys(src)?,
+            // Moving pairs off numbers leaving service reads and writes sessions and routes,
+            // which hold sealed numbers: the keys are unwrapped at cold start.
+            store: StoreConfig::from_source(src)?,
             refresh: RefreshSettings {
-                markets: assign.markets.into_iter().collect(),
+                markets: assign.markets.clone().into_iter().collect(),
                 drain,
                 min_headroom: parsed(src, "VNMASK_POOL_MIN_HEADROOM", 4)?,
                 buying,
                 route_sample: parsed(src, "VNMASK_ROUTE_SAMPLE_ITEMS", 5000)?,
+                health,
+                moves_per_run,
+                retired_lookback,
             },
+            notify_url: src.get("VNMASK_NOTIFY_QUEUE_URL"),
+            assign,
             http,
             twilio,
             exotel,

@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod inventory;
+pub mod notify;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -22,13 +23,21 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
+use vnmask::assignment::{AssignError, Assigner, Moved};
 use vnmask::domain::{
-    Capabilities, Market, NumberState, PoolNumber, Provider, UnixTime, VirtualNumber,
+    AnswerTally, Capabilities, HoldReason, Market, NumberState, OrderId, PoolNumber, Provider,
+    UnixTime, VirtualNumber,
 };
-use vnmask::pool::{self, ChangeKind, ListedNumber, Listing, PoolHealth, Reconcile};
+use vnmask::notification::NumbersAssigned;
+use vnmask::pool::{
+    self, ChangeKind, Checkup, HealthRules, ListedNumber, Listing, PoolChange, PoolHealth,
+    Reconcile,
+};
 use vnmask::store::{
     LeaseTake, PoolUpkeep, PoolWriteError, PurchaseCount, SampledRoute, StoreError,
 };
+
+use notify::Notify;
 use vnmask::telemetry::{MetricSet, Unit};
 
 use inventory::{AccountNumbers, Inventory, PostError, ProviderError, Vendor, Webhooks};
@@ -39,6 +48,12 @@ pub const FUNCTION: &str = "pool-refresh";
 const MAX_PASSES: u32 = 3;
 /// Pool writes in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
+/// Moves in flight at once.
+const MOVE_CONCURRENCY: usize = 8;
+/// Beyond a run's moves, orders on a number leaving service are counted up to this many.
+const WAITING_COUNT_CAP: usize = 10_000;
+/// The `event_id` of a `NumbersAssigned` that a move (not an order event) caused.
+pub const MOVE_EVENT_ID: &str = "vnmask-move";
 /// How long a month's purchase count is kept.
 const PURCHASE_COUNT_RETENTION: i64 = 400 * 24 * 3600;
 const DAY: i64 = 24 * 3600;
@@ -59,6 +74,21 @@ pub struct RefreshSettings {
     pub buying: Option<Buying>,
     /// How many table items the route sample may read per run (0: no busiest-share figure).
     pub route_sample: usize,
+    /// What makes a number unhealthy, and how long it stays out.
+    pub health: HealthRules,
+    /// Orders whose pairs a run moves off numbers leaving service, at most (the rest wait for
+    /// the next run).
+    pub moves_per_run: usize,
+    /// How long after its retirement a retired number is still searched for live pairs: longer
+    /// than any route on it can live (the session TTL and a grace).
+    pub retired_lookback: i64,
+}
+
+/// Moves live pairs off numbers leaving service: the assignment service, and where apps hear
+/// of their new numbers.
+pub struct Mover {
+    pub assigner: Assigner,
+    pub notify: Option<Arc<dyn Notify>>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,7 +133,27 @@ pub struct MarketSummary {
     pub conflicts: usize,
     pub numbers_active: usize,
     pub numbers_draining: usize,
+    pub numbers_quarantined: usize,
+    pub numbers_cooling_off: usize,
     pub numbers_retired: usize,
+    /// Numbers number health took out of service this run, set cooling off, and let serve again.
+    pub quarantined: usize,
+    pub cooling_off: usize,
+    pub reactivated: usize,
+    /// Numbers that look unhealthy but stayed in service: the share cap was reached.
+    pub quarantines_held_back: usize,
+    /// Answered ÷ attempted over the market's answer tallies, when there are enough calls.
+    pub answer_rate: Option<f64>,
+    /// Contacts moved off numbers leaving service this run, in how many orders.
+    pub pairs_moved: usize,
+    pub orders_moved: usize,
+    /// Orders still holding pairs on numbers leaving service after this run (at least: the
+    /// count stops at the index read's cap).
+    pub orders_waiting: usize,
+    /// Moves that failed this run (pool exhausted, contention, store): they are tried again.
+    pub moves_failed: usize,
+    /// `NumbersAssigned` notifications of moves that could not be sent.
+    pub notify_failed: usize,
     pub eligible: usize,
     pub peak_live_contacts: u32,
     pub headroom: i64,
@@ -178,6 +228,7 @@ pub struct Refresher {
     inventories: Vec<Arc<dyn Inventory>>,
     vendor: Option<Arc<dyn Vendor>>,
     settings: RefreshSettings,
+    mover: Option<Mover>,
 }
 
 impl Refresher {
@@ -192,7 +243,15 @@ impl Refresher {
             inventories,
             vendor,
             settings,
+            mover: None,
         }
+    }
+
+    /// This refresher, moving live pairs off numbers leaving service with `mover` (without
+    /// one, numbers are still quarantined, and their pairs lapse on their own).
+    pub fn with_mover(mut self, mover: Mover) -> Self {
+        self.mover = Some(mover);
+        self
     }
 
     /// The scheduled invocation. EventBridge Scheduler sends the schedule's input (any JSON, a
@@ -212,6 +271,16 @@ impl Refresher {
         for m in &summary.markets {
             m.metrics().emit();
         }
+        // One figure for one alarm: markets whose healthy numbers are fewer than their busiest
+        // person's live contacts (the policy's bound).
+        let below = summary
+            .markets
+            .iter()
+            .filter(|m| m.error.is_none() && m.headroom < 0)
+            .count();
+        MetricSet::new(FUNCTION)
+            .count("MarketsBelowBound", below as u64)
+            .emit();
         tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "pool refresh done");
         let failed: Vec<String> = summary
             .markets
@@ -254,6 +323,7 @@ impl Refresher {
             id: format!("{:016x}", rand::random::<u64>()),
             sample: self.sample_routes(now).await,
             buy_left: self.settings.buying.as_ref().map_or(0, |b| b.per_run),
+            moves_left: self.settings.moves_per_run,
         };
         for (market, &needs) in &self.settings.markets {
             let mut m = MarketSummary {
@@ -297,7 +367,8 @@ impl Refresher {
         listings: &BTreeMap<Provider, Listing>,
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
-        let numbers = self.reconcile(market, listings, summary).await?;
+        self.reconcile(market, listings, run.now, summary).await?;
+        let numbers = self.check_health(market, listings, run.now, summary).await?;
         let peak = self.live_peak(market, run.now).await?;
         let health = pool::health(market, &numbers, needs, peak);
         summary.record_health(&health);
@@ -316,20 +387,213 @@ impl Refresher {
             u32::MAX,
             u32::MAX,
         );
-        if summary.needed == 0 {
-            return Ok(());
+        if summary.needed > 0 {
+            match (&self.settings.buying, &self.vendor) {
+                (Some(buying), Some(vendor)) => {
+                    let demand = Demand { needs, peak };
+                    self.buy(run, market, demand, vendor.as_ref(), buying, summary)
+                        .await?;
+                }
+                _ => {
+                    tracing::warn!(market = %market, headroom = health.headroom, min_headroom = self.settings.min_headroom, needed = summary.needed, "pool needs more numbers; buying is off");
+                }
+            }
         }
-        match (&self.settings.buying, &self.vendor) {
-            (Some(buying), Some(vendor)) => {
-                let demand = Demand { needs, peak };
-                self.buy(run, market, demand, vendor.as_ref(), buying, summary)
-                    .await?;
-            }
-            _ => {
-                tracing::warn!(market = %market, headroom = health.headroom, min_headroom = self.settings.min_headroom, needed = summary.needed, "pool needs more numbers; buying is off");
-            }
+        // Last, so that numbers bought this run can take the pairs.
+        if let Some(mover) = &self.mover {
+            self.move_off(mover, run, market, &numbers, summary).await;
         }
         Ok(())
+    }
+
+    /// Judges the market's numbers' health and writes what changes, each over the version
+    /// read (one that changed underneath is judged again next run). Returns the pool as it
+    /// now stands.
+    async fn check_health(
+        &self,
+        market: &Market,
+        listings: &BTreeMap<Provider, Listing>,
+        now: UnixTime,
+        summary: &mut MarketSummary,
+    ) -> Result<Vec<PoolNumber>, StoreError> {
+        let entries = self.store.pool_entries(market).await?;
+        let numbers: Vec<PoolNumber> = entries.iter().map(|e| e.number.clone()).collect();
+        let out_of_service: HashSet<VirtualNumber> = listings
+            .values()
+            .flat_map(|l| &l.numbers)
+            .filter(|n| !n.in_service && n.market().as_ref() == Some(market))
+            .map(|n| n.number.clone())
+            .collect();
+        let tallies = self.answer_tallies(market, &numbers, now).await;
+        let verdict = pool::judge(&Checkup {
+            numbers: &numbers,
+            out_of_service: &out_of_service,
+            tallies: &tallies,
+            now,
+            rules: &self.settings.health,
+        });
+        summary.answer_rate = verdict.market_answer_rate;
+        summary.quarantines_held_back = verdict.held_back;
+        if verdict.held_back > 0 {
+            tracing::error!(market = %market, held_back = verdict.held_back, "more numbers look unhealthy than the share cap lets quarantine at once; check the providers and carriers");
+        }
+        let versions: HashMap<&VirtualNumber, u64> = entries
+            .iter()
+            .map(|e| (&e.number.number, e.version))
+            .collect();
+        let mut written: HashMap<VirtualNumber, PoolNumber> = HashMap::new();
+        for change in &verdict.changes {
+            if let Some(after) = self.write_change(market, change, &versions, summary).await? {
+                written.insert(after.number.clone(), after);
+            }
+        }
+        Ok(numbers
+            .into_iter()
+            .map(|n| written.remove(&n.number).unwrap_or(n))
+            .collect())
+    }
+
+    async fn write_change(
+        &self,
+        market: &Market,
+        change: &PoolChange,
+        versions: &HashMap<&VirtualNumber, u64>,
+        summary: &mut MarketSummary,
+    ) -> Result<Option<PoolNumber>, StoreError> {
+        let expected = change
+            .before
+            .as_ref()
+            .map(|b| versions.get(&b.number).copied().unwrap_or(0));
+        match self.store.put_number_if(&change.after, expected).await {
+            Ok(_) => {
+                summary.count(change.kind);
+                let reason = change.after.hold.as_ref().map(|h| h.reason.as_str());
+                tracing::info!(market = %market, number = %change.after.number, change = change.kind.as_str(), state = %change.after.state, reason, "pool number changed");
+                Ok(Some(change.after.clone()))
+            }
+            Err(PoolWriteError::NumberChanged(_)) => {
+                summary.conflicts += 1;
+                Ok(None)
+            }
+            Err(PoolWriteError::Store(e)) => Err(e),
+        }
+    }
+
+    /// The answer tallies of the market's active numbers over the rules' window; none (the
+    /// signal off this run) if they cannot be read.
+    async fn answer_tallies(
+        &self,
+        market: &Market,
+        numbers: &[PoolNumber],
+        now: UnixTime,
+    ) -> HashMap<VirtualNumber, AnswerTally> {
+        let days = self.settings.health.answer_days;
+        let reads = stream::iter(
+            numbers
+                .iter()
+                .filter(|n| n.state == NumberState::Active)
+                .map(|n| async move {
+                    let tally = self.store.answer_tally(&n.number, now, days).await;
+                    (n.number.clone(), tally)
+                }),
+        )
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+        let mut tallies = HashMap::new();
+        for (number, tally) in reads {
+            match tally {
+                Ok(t) if t.attempted > 0 => {
+                    tallies.insert(number, t);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(market = %market, error = %e, "answer tallies unreadable; no answer-rate signal this run");
+                    return HashMap::new();
+                }
+            }
+        }
+        tallies
+    }
+
+    /// Moves the live pairs of the market's numbers leaving service (quarantined, cooling off,
+    /// or retired lately) to healthy numbers, at most `moves_per_run` orders a run: the rest,
+    /// and whatever failed, wait for the next run. Each order's move is one transaction.
+    async fn move_off(
+        &self,
+        mover: &Mover,
+        run: &mut Run,
+        market: &Market,
+        numbers: &[PoolNumber],
+        summary: &mut MarketSummary,
+    ) {
+        let leaving = numbers.iter().filter(|n| match n.state {
+            NumberState::Quarantined | NumberState::CoolingOff => true,
+            NumberState::Retired => n.hold.as_ref().is_some_and(|h| {
+                h.reason == HoldReason::ProviderGone
+                    && h.since + self.settings.retired_lookback > run.now
+            }),
+            NumberState::Active | NumberState::Draining => false,
+        });
+        let mut orders: Vec<OrderId> = Vec::new();
+        for n in leaving {
+            let room = run.moves_left.saturating_sub(orders.len());
+            match self
+                .store
+                .orders_on(&n.number, run.now, room + WAITING_COUNT_CAP)
+                .await
+            {
+                Ok(found) => {
+                    let take = found.orders.len().min(room);
+                    summary.orders_waiting += found.orders.len() - take;
+                    orders.extend(found.orders.into_iter().take(take));
+                }
+                Err(e) => {
+                    summary.moves_failed += 1;
+                    tracing::warn!(market = %market, number = %n.number, error = %e, "orders on a number leaving service not read; tried again next run");
+                }
+            }
+        }
+        orders.sort();
+        orders.dedup();
+        run.moves_left = run.moves_left.saturating_sub(orders.len());
+        let now = run.now;
+        let moves = stream::iter(orders.iter().map(|order| async move {
+            (order, mover.assigner.move_off(order, now).await)
+        }))
+        .buffer_unordered(MOVE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+        for (order, moved) in moves {
+            match moved {
+                Ok(Moved::Moved { session, pairs, .. }) => {
+                    summary.orders_moved += 1;
+                    summary.pairs_moved += pairs;
+                    tracing::info!(market = %market, order_id = %order, pairs, revision = session.revision, "pairs moved off numbers leaving service");
+                    if let Some(notify) = &mover.notify {
+                        let note = NumbersAssigned::new(MOVE_EVENT_ID, &session);
+                        if let Err(e) = notify.notify(&note).await {
+                            summary.notify_failed += 1;
+                            tracing::warn!(order_id = %order, error = %e, "NumbersAssigned of a move not sent; apps can still ask lookup");
+                        }
+                    }
+                }
+                Ok(Moved::Nothing) => {}
+                Err(e) => {
+                    summary.moves_failed += 1;
+                    summary.orders_waiting += 1;
+                    let level_error = !matches!(
+                        e,
+                        AssignError::PoolExhausted(_) | AssignError::Contention { .. }
+                    );
+                    if level_error {
+                        tracing::error!(market = %market, order_id = %order, error = %e, "pairs not moved; tried again next run");
+                    } else {
+                        tracing::warn!(market = %market, order_id = %order, error = %e, "pairs not moved; tried again next run");
+                    }
+                }
+            }
+        }
     }
 
     /// Brings the market's pool in step, re-reading and deciding again whatever lost a race.
@@ -338,6 +602,7 @@ impl Refresher {
         &self,
         market: &Market,
         listings: &BTreeMap<Provider, Listing>,
+        now: UnixTime,
         summary: &mut MarketSummary,
     ) -> Result<Vec<PoolNumber>, StoreError> {
         let mut current = Vec::new();
@@ -353,6 +618,7 @@ impl Refresher {
                 stored: &stored,
                 listings,
                 marked: &self.settings.drain,
+                now,
             });
             let results: Vec<_> = stream::iter(changes.iter().map(|change| {
                 let expected = change
@@ -585,6 +851,8 @@ struct Run {
     sample: Option<Vec<SampledRoute>>,
     /// Numbers this run may still buy (the per-run cap).
     buy_left: u32,
+    /// Orders this run may still move.
+    moves_left: usize,
 }
 
 fn provider_summary(
@@ -631,12 +899,17 @@ impl MarketSummary {
             ChangeKind::Drained => self.drained += 1,
             ChangeKind::Retired => self.retired += 1,
             ChangeKind::Updated => self.updated += 1,
+            ChangeKind::Quarantined => self.quarantined += 1,
+            ChangeKind::CoolingOff => self.cooling_off += 1,
+            ChangeKind::Reactivated => self.reactivated += 1,
         }
     }
 
     fn record_health(&mut self, h: &PoolHealth) {
         self.numbers_active = h.active;
         self.numbers_draining = h.draining;
+        self.numbers_quarantined = h.quarantined;
+        self.numbers_cooling_off = h.cooling_off;
         self.numbers_retired = h.retired;
         self.eligible = h.eligible;
         self.peak_live_contacts = h.peak_live_contacts;
@@ -653,7 +926,14 @@ impl MarketSummary {
             .count("MarketFailed", 0)
             .count("NumbersActive", self.numbers_active as u64)
             .count("NumbersDraining", self.numbers_draining as u64)
+            .count("NumbersQuarantined", self.numbers_quarantined as u64)
+            .count("NumbersCoolingOff", self.numbers_cooling_off as u64)
             .count("NumbersRetired", self.numbers_retired as u64)
+            .count("Quarantined", self.quarantined as u64)
+            .count("QuarantinesHeldBack", self.quarantines_held_back as u64)
+            .count("PairsMoved", self.pairs_moved as u64)
+            .count("PairsWaiting", self.orders_waiting as u64)
+            .count("MovesFailed", self.moves_failed as u64)
             .count("Added", (self.added + self.restored) as u64)
             .count("Drained", self.drained as u64)
             .count("Retired", self.retired as u64)
@@ -666,6 +946,10 @@ impl MarketSummary {
             .count("WriteConflicts", self.conflicts as u64)
             .value("Headroom", self.headroom as f64, Unit::Count)
             .count("PeakLiveContacts", u64::from(self.peak_live_contacts));
+        let set = match self.answer_rate {
+            Some(rate) => set.value("AnswerRate", rate * 100.0, Unit::Percent),
+            None => set,
+        };
         match self.busiest_share {
             Some(share) => set
                 .value("BusiestShare", share * 100.0, Unit::Percent)

@@ -1,10 +1,13 @@
 //! pool-refresh on Lambda: configuration, clients and the runtime, nothing else.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pool_refresh::config::Config;
-use pool_refresh::{inventory, Refresher};
+use pool_refresh::notify::{Notify, SqsNotify};
+use pool_refresh::{inventory, Mover, Refresher};
+use vnmask::assignment::{AssignSettings, Assigner};
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::config::Env;
 use vnmask::secrets::{Credentials, Layered};
@@ -23,7 +26,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = Arc::new(config.store.connect(&sdk).await?);
     let http = config.http.client()?;
     let (inventories, vendor) = inventory::from_config(&config, &http);
-    let refresher = Refresher::new(store, inventories, vendor, config.refresh);
+    // Moves read the pool once a run, just after this run judged it.
+    let assign = AssignSettings {
+        pool_cache: Duration::from_secs(10),
+        ..config.assign
+    };
+    let mover = Mover {
+        assigner: Assigner::new(store.clone(), assign),
+        notify: config.notify_url.map(|url| {
+            Arc::new(SqsNotify::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn Notify>
+        }),
+    };
+    let refresher =
+        Refresher::new(store, inventories, vendor, config.refresh).with_mover(mover);
     let refresher = &refresher;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -44,9 +44,13 @@ pub struct OrderUpdate {
 /// What moving an order's pairs off numbers leaving service did.
 #[derive(Debug)]
 pub enum Moved {
-    /// Pairs were moved (`session.revision` raised, `version` kept); `attempts` as in
-    /// [`Outcome::Applied`].
-    Moved { session: Session, attempts: u32 },
+    /// `pairs` contacts were moved (`session.revision` raised, `version` kept); `attempts` as
+    /// in [`Outcome::Applied`].
+    Moved {
+        session: Session,
+        pairs: usize,
+        attempts: u32,
+    },
     /// The session is not live, or none of its contacts is on a number leaving service.
     Nothing,
 }
@@ -282,7 +286,9 @@ impl Assigner {
             return Err(AssignError::UnknownMarket(update.market.clone()));
         }
         Ok(match self.run(Change::Update(update), now).await? {
-            Ran::Committed { session, attempts } => Outcome::Applied { session, attempts },
+            Ran::Committed {
+                session, attempts, ..
+            } => Outcome::Applied { session, attempts },
             Ran::Unchanged(stored_version) => Outcome::Stale { stored_version },
         })
     }
@@ -293,7 +299,15 @@ impl Assigner {
     /// pairs stay routed for the handover, and its other contacts stay as they are.
     pub async fn move_off(&self, order: &OrderId, now: UnixTime) -> Result<Moved, AssignError> {
         Ok(match self.run(Change::Move(order), now).await? {
-            Ran::Committed { session, attempts } => Moved::Moved { session, attempts },
+            Ran::Committed {
+                session,
+                attempts,
+                moved,
+            } => Moved::Moved {
+                session,
+                pairs: moved,
+                attempts,
+            },
             Ran::Unchanged(_) => Moved::Nothing,
         })
     }
@@ -317,8 +331,8 @@ impl Assigner {
                 },
                 Change::Move(order) => self.plan_move(order, now, &refused).await?,
             };
-            let (commit, live_peak) = match planned {
-                Planned::Commit(c, peak) => (c, peak),
+            let (commit, tally) = match planned {
+                Planned::Commit(c, tally) => (c, tally),
                 Planned::Unchanged(v) => return Ok(Ran::Unchanged(v)),
                 Planned::Exhausted(e) if !refreshed_pool => {
                     // A refresh may have added numbers since the pool was cached.
@@ -336,12 +350,13 @@ impl Assigner {
             }
             match self.store.commit(&commit).await {
                 Ok(()) => {
-                    if let Some(peak) = live_peak {
+                    if let Some(peak) = tally.live_peak {
                         self.note_live_peak(&commit.session.market, peak, now).await;
                     }
                     return Ok(Ran::Committed {
                         session: commit.session,
                         attempts: attempt,
+                        moved: tally.moved,
                     });
                 }
                 Err(CommitError::SessionChanged) => {
@@ -429,9 +444,12 @@ impl Assigner {
             routes_until: plan.routes_until,
             record: update.record,
         };
-        let live_peak = live_peak(&session, &busy, &pool, needs);
+        let tally = Tally {
+            live_peak: live_peak(&session, &busy, &pool, needs),
+            moved: 0,
+        };
         let commit = self.claim(session, previous.as_ref(), refused, now);
-        Ok(Planned::Commit(Box::new(commit), live_peak))
+        Ok(Planned::Commit(Box::new(commit), tally))
     }
 
     /// Plans `order`'s move off numbers leaving service: the same participants, pairs and
@@ -487,6 +505,11 @@ impl Assigner {
         else {
             return Ok(Planned::Exhausted(self.exhausted(&plan)));
         };
+        let moved = previous
+            .contacts
+            .iter()
+            .filter(|c| !contacts.iter().any(|n| n.joins(&c.a, &c.b) && n.number == c.number))
+            .count();
         let session = Session {
             revision: next_revision(Some(&previous)),
             contacts,
@@ -495,7 +518,11 @@ impl Assigner {
             ..previous.clone()
         };
         let commit = self.claim(session, Some(&previous), refused, now);
-        Ok(Planned::Commit(Box::new(commit), None))
+        let tally = Tally {
+            live_peak: None,
+            moved,
+        };
+        Ok(Planned::Commit(Box::new(commit), tally))
     }
 
     /// The live contacts of each phone of each participant, other orders' and this one's.
@@ -725,7 +752,7 @@ impl Assigner {
             delete_pins,
             now,
         };
-        Ok(Planned::Commit(Box::new(commit), None))
+        Ok(Planned::Commit(Box::new(commit), Tally::default()))
     }
 
     /// Records the market's live-contacts peak of the day when this process sees a new high:
@@ -793,6 +820,8 @@ enum Ran {
     Committed {
         session: Session,
         attempts: u32,
+        /// Contacts a move took off their number.
+        moved: usize,
     },
     /// Nothing to write: the stored session (at this version) is as new or newer, or has
     /// nothing to move.
@@ -800,10 +829,18 @@ enum Ran {
 }
 
 enum Planned {
-    /// The commit, and for new participants the most live contacts one of them will hold.
-    Commit(Box<SessionCommit>, Option<u32>),
+    Commit(Box<SessionCommit>, Tally),
     Unchanged(u64),
     Exhausted(PoolExhausted),
+}
+
+/// What a planned commit changes besides the session.
+#[derive(Default)]
+struct Tally {
+    /// For new participants: the most live contacts one of them will hold.
+    live_peak: Option<u32>,
+    /// Contacts a move takes off their number.
+    moved: usize,
 }
 
 /// A plan's contacts and handovers.

@@ -10,6 +10,8 @@ use crate::domain::{Capabilities, Market, NumberState, PoolNumber, VirtualNumber
 pub struct PoolHealth {
     pub active: usize,
     pub draining: usize,
+    pub quarantined: usize,
+    pub cooling_off: usize,
     pub retired: usize,
     /// Active numbers with the capabilities new contacts need.
     pub eligible: usize,
@@ -36,6 +38,8 @@ pub fn health(
     PoolHealth {
         active: count(NumberState::Active),
         draining: count(NumberState::Draining),
+        quarantined: count(NumberState::Quarantined),
+        cooling_off: count(NumberState::CoolingOff),
         retired: count(NumberState::Retired),
         eligible,
         peak_live_contacts,
@@ -133,6 +137,8 @@ mod tests {
             PoolHealth {
                 active: 3,
                 draining: 1,
+                quarantined: 0,
+                cooling_off: 0,
                 retired: 1,
                 eligible: 2,
                 peak_live_contacts: 3,

@@ -3,10 +3,15 @@
 //!
 //! - [`reconcile`]: provider listings + stored pool → the writes that bring the pool in step
 //! - [`health`]: numbers by state, headroom against the policy's bound, the busiest number's share
+//! - [`judge`]: number health, which numbers leave service (quarantine) and come back
 
+mod condition;
 mod health;
 mod reconcile;
 
+pub use condition::{
+    judge, quarantine_by_operator, quarantined, release, Checkup, HealthRules, HoldError, Verdict,
+};
 pub use health::{busiest_share, health, purchases_wanted, PoolHealth, RouteShare};
 pub use reconcile::{reconcile, ChangeKind, ListedNumber, Listing, PoolChange, Reconcile};
 

@@ -3,7 +3,10 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::domain::{Capabilities, Market, NumberState, PoolNumber, Provider, VirtualNumber};
+use crate::domain::{
+    Capabilities, Hold, HoldReason, Market, NumberState, PoolNumber, Provider, UnixTime,
+    VirtualNumber,
+};
 
 /// A number a provider lists as rented to us, with what it can carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +15,9 @@ pub struct ListedNumber {
     pub capabilities: Capabilities,
     /// The country the provider files the number under, if it says; else the numbering plan's.
     pub country: Option<Market>,
+    /// `false` when the provider says it holds the number (suspended, being ported…): a
+    /// signal of number health, which quarantines it.
+    pub in_service: bool,
 }
 
 impl ListedNumber {
@@ -67,6 +73,8 @@ pub struct Reconcile<'a> {
     pub listings: &'a BTreeMap<Provider, Listing>,
     /// Numbers operators want drained.
     pub marked: &'a HashSet<VirtualNumber>,
+    /// When the run happens: a number retired now is held `provider_gone` since then.
+    pub now: UnixTime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +89,12 @@ pub enum ChangeKind {
     Retired,
     /// Same state; its capabilities grew or another provider now rents it to us.
     Updated,
+    /// Number health took it out of service: its live pairs are moved.
+    Quarantined,
+    /// Out of quarantine, serving no new pair until its cooling-off ends.
+    CoolingOff,
+    /// Its cooling-off ended: it serves new pairs again.
+    Reactivated,
 }
 
 impl ChangeKind {
@@ -91,6 +105,9 @@ impl ChangeKind {
             ChangeKind::Drained => "drained",
             ChangeKind::Retired => "retired",
             ChangeKind::Updated => "updated",
+            ChangeKind::Quarantined => "quarantined",
+            ChangeKind::CoolingOff => "cooling_off",
+            ChangeKind::Reactivated => "reactivated",
         }
     }
 }
@@ -109,6 +126,8 @@ pub struct PoolChange {
 /// - listed, not stored → `active` (`draining` if marked);
 /// - listed, stored `active`, lost a capability or marked → `draining`;
 /// - listed, stored `draining` → stays `draining` (only operators reactivate a number);
+/// - listed, stored `quarantined` or `cooling_off` → stays so, hold and all (number health
+///   decides when it serves again);
 /// - listed, stored `retired` → restored as if new;
 /// - stored, not retired, listed by nobody, its provider's listing complete → `retired`;
 /// - its provider failed, was not asked or listed incompletely → unchanged, except that an
@@ -141,13 +160,16 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
     let mut changes = Vec::new();
     for (&number, &(provider, capabilities)) in &listed {
         let before = stored.get(number).copied();
+        let state = listed_state(before, capabilities, r.marked.contains(number));
         let after = PoolNumber {
             number: number.clone(),
             provider: provider.clone(),
             market: r.market.clone(),
             capabilities,
-            state: listed_state(before, capabilities, r.marked.contains(number)),
-            hold: None,
+            state,
+            hold: before
+                .filter(|b| b.state == state)
+                .and_then(|b| b.hold.clone()),
         };
         let kind = match before {
             None => ChangeKind::Added,
@@ -171,24 +193,40 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
             .listings
             .get(&s.provider)
             .is_some_and(Listing::is_complete);
-        let (kind, state) = if complete {
-            (ChangeKind::Retired, NumberState::Retired)
+        let (kind, state, hold) = if complete {
+            let gone = Hold {
+                reason: HoldReason::ProviderGone,
+                since: r.now,
+                until: None,
+                note: None,
+            };
+            (ChangeKind::Retired, NumberState::Retired, Some(gone))
         } else if s.state == NumberState::Active && r.marked.contains(&s.number) {
-            (ChangeKind::Drained, NumberState::Draining)
+            (ChangeKind::Drained, NumberState::Draining, None)
         } else {
             continue;
         };
         changes.push(PoolChange {
             kind,
             before: Some(s.clone()),
-            after: PoolNumber { state, ..s.clone() },
+            after: PoolNumber {
+                state,
+                hold,
+                ..s.clone()
+            },
         });
     }
     changes
 }
 
-/// The state of a listed number: never `retired`, and never `active` again once draining.
+/// The state of a listed number: never `retired`, never `active` again once draining, and
+/// quarantined or cooling off as number health left it.
 fn listed_state(before: Option<&PoolNumber>, can: Capabilities, marked: bool) -> NumberState {
+    if let Some(held) = before.filter(|b| {
+        matches!(b.state, NumberState::Quarantined | NumberState::CoolingOff)
+    }) {
+        return held.state;
+    }
     let drained = match before {
         Some(b) if b.state == NumberState::Draining => true,
         Some(b) if b.state == NumberState::Active => !can.contains(b.capabilities),
@@ -247,6 +285,7 @@ mod tests {
                     number: vn(i),
                     capabilities: caps(bits),
                     country: None,
+                    in_service: true,
                 })
                 .collect(),
             unreadable: usize::from(!complete),
@@ -263,6 +302,7 @@ mod tests {
             stored,
             listings,
             marked,
+            now: 0,
         })
     }
 
@@ -358,6 +398,7 @@ mod tests {
             number: VirtualNumber::parse("+14155551000").unwrap(),
             capabilities: caps(BOTH),
             country: None,
+            in_service: true,
         };
         listing.numbers.push(us_number);
         let inv = BTreeMap::from([(provider(2), listing)]);

@@ -142,6 +142,7 @@ fn read_number(phone: ExoPhone) -> Option<ListedNumber> {
             Some(c) => Some(c.parse::<Market>().ok()?),
             None => None,
         },
+        in_service: true,
     })
 }
 

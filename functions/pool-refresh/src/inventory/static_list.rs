@@ -38,6 +38,7 @@ impl StaticList {
                     .map(|c| c.into_iter().collect())
                     .unwrap_or(Capabilities::VOICE_AND_SMS),
                 country: e.market,
+                in_service: true,
             })
             .collect();
         Ok(StaticList {

@@ -152,6 +152,7 @@ impl Twilio {
                 number,
                 capabilities: n.capabilities.into(),
                 country: None,
+                in_service: n.in_service(),
             }),
             Err(_) => Entry::Unreadable,
         }
@@ -177,6 +178,16 @@ struct TwilioNumber {
     voice_application_sid: Option<String>,
     #[serde(default)]
     trunk_sid: Option<String>,
+    /// `in-use` for a number in service; any other word means Twilio holds it (suspended,
+    /// being ported, …). Absent: in service.
+    #[serde(default)]
+    status: Option<String>,
+}
+
+impl TwilioNumber {
+    fn in_service(&self) -> bool {
+        self.status.as_deref().is_none_or(|s| s == "in-use")
+    }
 }
 
 /// `IncomingPhoneNumbers` name them `voice`, `sms`, `mms`; `AvailablePhoneNumbers` `voice`, `SMS`, `MMS`.
@@ -217,6 +228,7 @@ fn read_number(entry: serde_json::Value) -> Option<ListedNumber> {
         number: VirtualNumber::parse(&n.phone_number).ok()?,
         capabilities: n.capabilities.into(),
         country: None,
+        in_service: n.in_service(),
     })
 }
 
@@ -324,6 +336,7 @@ impl Vendor for Twilio {
                 number: number.clone(),
                 capabilities: Capabilities::default(),
                 country: None,
+                in_service: true,
             }
         }))
     }

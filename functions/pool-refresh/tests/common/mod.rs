@@ -237,6 +237,9 @@ pub fn settings(markets: &[&str]) -> RefreshSettings {
         min_headroom: 0,
         buying: None,
         route_sample: 1000,
+        health: vnmask::pool::HealthRules::default(),
+        moves_per_run: 500,
+        retired_lookback: 2 * 24 * 3600,
     }
 }
 
