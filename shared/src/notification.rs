@@ -82,8 +82,8 @@ impl NumbersAssigned {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
     use crate::domain::{Capabilities, Contact, Participant, RealNumber, SessionState};
+    use serde_json::json;
 
     use super::*;
 

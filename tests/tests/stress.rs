@@ -14,7 +14,7 @@ use vnmask::assignment::{
 };
 use vnmask::domain::{Participant, SessionState, UnixTime};
 use vnmask::routing::live_route;
-use vnmask::store::{AssignmentStore, AuditStore};
+use vnmask::store::{AssignmentStore, AuditStore, PoolStore};
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, market, now, pool, seed_pool, LocalDynamo};
 
@@ -195,6 +195,8 @@ async fn assert_pairs_whole(d: &LocalDynamo, orders: &Orders, t: UnixTime, when:
             if s.is_live(t) {
                 sessions += 1;
                 pairs += s.contacts.len();
+                // A moved pair's old number routes until its handover ends.
+                pairs += s.handovers.iter().filter(|h| h.until > t).count();
             }
         }
     }
@@ -496,4 +498,132 @@ async fn late_completions_after_the_session_ttl_revive_no_pair_that_reassignment
         assert!(!session.is_live(t), "{id}: a late end revives nothing");
     }
     check_churn(&d, &run.orders, &churn, t).await;
+}
+
+/// What one racing change did.
+enum Raced {
+    Applied(u64),
+    Other,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moves_racing_events_of_every_version_keep_every_rule_and_the_latest_version() {
+    // GIVEN 120 orders over 15 drivers on a pool with room to spare, three of whose numbers
+    // are then quarantined
+    let d = local_dynamo().await;
+    let plan = orders(120, 15, 90);
+    let pool_size = busiest(&plan, "driver") + busiest(&plan, "customer") + 4;
+    let run = run(&d, plan, pool_size).await;
+    assert_eq!(run.applied, 120);
+    let numbers = pool("IN", pool_size);
+    let quarantined: HashSet<_> = numbers[..3].iter().map(|n| n.number.clone()).collect();
+    for n in &numbers[..3] {
+        let held = vnmask::pool::quarantined(n, vnmask::domain::HoldReason::Operator, None, run.at);
+        d.store.put_number(&held).await.unwrap();
+    }
+    let mut settings = AssignSettings::for_markets([market("IN")]);
+    settings.max_attempts = 30;
+    settings.pool_cache = std::time::Duration::ZERO;
+    let assigner = Arc::new(Assigner::new(d.store.clone(), settings));
+    // WHEN every order is moved twice while, at the same time, a third complete, a third take
+    // a new driver at version 2 and another at version 3 (the two racing each other), and the
+    // last third only move
+    let t = run.at + 5;
+    let mut tasks = Vec::new();
+    for (i, (id, people)) in run.orders.iter().enumerate() {
+        let order: vnmask::domain::OrderId = id.parse().unwrap();
+        for _ in 0..2 {
+            let (assigner, order) = (assigner.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                assigner.move_off(&order, t).await.unwrap();
+                (order, Raced::Other)
+            }));
+        }
+        let changes: Vec<(u64, OrderChange)> = match i % 3 {
+            0 => vec![(2, OrderChange::End)],
+            1 => [(2, 7), (3, 3)]
+                .into_iter()
+                .map(|(version, shift)| {
+                    let new_driver = driver(15 + (i + shift) % 15);
+                    let people = vec![people[0].clone(), new_driver];
+                    (version, OrderChange::Participants(people))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (version, change) in changes {
+            let (assigner, order) = (assigner.clone(), order.clone());
+            let update = OrderUpdate {
+                order_id: order.clone(),
+                market: market("IN"),
+                version,
+                change,
+                record: false,
+            };
+            tasks.push(tokio::spawn(async move {
+                match assigner.apply(&update, t).await {
+                    Ok(Outcome::Applied { .. }) => (order, Raced::Applied(version)),
+                    Ok(Outcome::Stale { .. }) | Err(AssignError::PoolExhausted(_)) => {
+                        (order, Raced::Other)
+                    }
+                    Err(e) => panic!("{order}: {e}"),
+                }
+            }));
+        }
+    }
+    let mut latest: HashMap<vnmask::domain::OrderId, u64> = HashMap::new();
+    for task in tasks {
+        if let (order, Raced::Applied(version)) = task.await.unwrap() {
+            let v = latest.entry(order).or_insert(1);
+            *v = (*v).max(version);
+        }
+    }
+    // THEN the whole table keeps the pair invariant and rule 1, and each order's session is at
+    // the newest version applied to it, whatever order the writes landed in
+    assert_pairs_whole(&d, &run.orders, t, "after the races").await;
+    for (id, _) in &run.orders {
+        let order: vnmask::domain::OrderId = id.parse().unwrap();
+        let session = d.store.session(&order).await.unwrap().unwrap();
+        assert_eq!(
+            session.version,
+            latest.get(&order).copied().unwrap_or(1),
+            "{id} keeps its newest version"
+        );
+        if session.state == SessionState::Active {
+            assert!(
+                session
+                    .contacts
+                    .iter()
+                    .all(|c| !quarantined.contains(&c.number)),
+                "{id}: an active order is planned off quarantined numbers"
+            );
+        }
+    }
+    // AND once more moves ran, no live order holds a contact on a quarantined number (only
+    // handovers, which the audit accepts)
+    for (id, _) in &run.orders {
+        assigner
+            .move_off(&id.parse().unwrap(), t + 1)
+            .await
+            .unwrap();
+    }
+    assert_pairs_whole(&d, &run.orders, t + 1, "after the last moves").await;
+    for (id, _) in &run.orders {
+        let session = d
+            .store
+            .session(&id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        if session.is_live(t + 1) {
+            assert!(
+                session
+                    .contacts
+                    .iter()
+                    .all(|c| !quarantined.contains(&c.number)),
+                "{id}: no live contact left on a quarantined number"
+            );
+        }
+    }
+    assert_pairs_whole(&d, &run.orders, t + 3600, "after the handovers").await;
 }

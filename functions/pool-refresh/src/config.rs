@@ -4,10 +4,10 @@
 use std::collections::{BTreeSet, HashSet};
 
 use reqwest::Url;
+use vnmask::assignment::AssignSettings;
 use vnmask::config::{
     assign_settings, parsed, required, seconds, ConfigError, Secret, Source, StoreConfig,
 };
-use vnmask::assignment::AssignSettings;
 use vnmask::domain::VirtualNumber;
 use vnmask::pool::HealthRules;
 use vnmask::store::MAX_TALLY_DAYS;

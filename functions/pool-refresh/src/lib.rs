@@ -368,7 +368,9 @@ impl Refresher {
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
         self.reconcile(market, listings, run.now, summary).await?;
-        let numbers = self.check_health(market, listings, run.now, summary).await?;
+        let numbers = self
+            .check_health(market, listings, run.now, summary)
+            .await?;
         let peak = self.live_peak(market, run.now).await?;
         let health = pool::health(market, &numbers, needs, peak);
         summary.record_health(&health);
@@ -443,7 +445,10 @@ impl Refresher {
             .collect();
         let mut written: HashMap<VirtualNumber, PoolNumber> = HashMap::new();
         for change in &verdict.changes {
-            if let Some(after) = self.write_change(market, change, &versions, summary).await? {
+            if let Some(after) = self
+                .write_change(market, change, &versions, summary)
+                .await?
+            {
                 written.insert(after.number.clone(), after);
             }
         }
@@ -558,9 +563,11 @@ impl Refresher {
         orders.dedup();
         run.moves_left = run.moves_left.saturating_sub(orders.len());
         let now = run.now;
-        let moves = stream::iter(orders.iter().map(|order| async move {
-            (order, mover.assigner.move_off(order, now).await)
-        }))
+        let moves = stream::iter(
+            orders
+                .iter()
+                .map(|order| async move { (order, mover.assigner.move_off(order, now).await) }),
+        )
         .buffer_unordered(MOVE_CONCURRENCY)
         .collect::<Vec<_>>()
         .await;

@@ -37,8 +37,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             Arc::new(SqsNotify::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn Notify>
         }),
     };
-    let refresher =
-        Refresher::new(store, inventories, vendor, config.refresh).with_mover(mover);
+    let refresher = Refresher::new(store, inventories, vendor, config.refresh).with_mover(mover);
     let refresher = &refresher;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

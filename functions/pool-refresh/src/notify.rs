@@ -35,7 +35,11 @@ impl SqsNotify {
 impl Notify for SqsNotify {
     async fn notify(&self, note: &NumbersAssigned) -> Result<(), NotifyError> {
         let body = serde_json::to_string(note).map_err(|e| NotifyError(e.to_string()))?;
-        let mut send = self.sqs.send_message().queue_url(&self.url).message_body(body);
+        let mut send = self
+            .sqs
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
         if self.url.ends_with(".fifo") {
             // One order's notifications in order; a move is sent once per revision.
             let dedup = Sha256::digest(format!("move:{}:{}", note.order_id, note.revision));

@@ -508,7 +508,11 @@ impl Assigner {
         let moved = previous
             .contacts
             .iter()
-            .filter(|c| !contacts.iter().any(|n| n.joins(&c.a, &c.b) && n.number == c.number))
+            .filter(|c| {
+                !contacts
+                    .iter()
+                    .any(|n| n.joins(&c.a, &c.b) && n.number == c.number)
+            })
             .count();
         let session = Session {
             revision: next_revision(Some(&previous)),

@@ -107,7 +107,10 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
                 Some((ChangeKind::CoolingOff, cooling(n, h.reason)))
             }
             (NumberState::CoolingOff, hold)
-                if hold.as_ref().and_then(|h| h.until).is_none_or(|u| u <= c.now) =>
+                if hold
+                    .as_ref()
+                    .and_then(|h| h.until)
+                    .is_none_or(|u| u <= c.now) =>
             {
                 let active = PoolNumber {
                     state: NumberState::Active,
@@ -135,8 +138,7 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
             attempted: sum.attempted + t.attempted,
             answered: sum.answered + t.answered,
         });
-    let market_answer_rate =
-        (market.attempted >= rules.min_calls.max(1)).then(|| rate(&market));
+    let market_answer_rate = (market.attempted >= rules.min_calls.max(1)).then(|| rate(&market));
 
     // Candidates: provider-held first, then the worst answer rates.
     let mut candidates: Vec<(&PoolNumber, HoldReason, f64)> = Vec::new();
@@ -146,7 +148,8 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
             candidates.push((n, HoldReason::ProviderSuspended, -1.0));
             continue;
         }
-        let (Some(market_rate), Some(tally)) = (market_answer_rate, c.tallies.get(&n.number)) else {
+        let (Some(market_rate), Some(tally)) = (market_answer_rate, c.tallies.get(&n.number))
+        else {
             continue;
         };
         let own = rate(tally);
@@ -157,7 +160,10 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
             candidates.push((n, HoldReason::LowAnswerRate, own));
         }
     }
-    candidates.sort_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.0.number.cmp(&b.0.number)));
+    candidates.sort_by(|a, b| {
+        a.2.total_cmp(&b.2)
+            .then_with(|| a.0.number.cmp(&b.0.number))
+    });
     let in_pool = c
         .numbers
         .iter()
@@ -330,7 +336,12 @@ mod tests {
         v.changes
             .iter()
             .filter(|c| c.kind == ChangeKind::Quarantined)
-            .map(|c| (c.after.number.clone(), c.after.hold.as_ref().unwrap().reason))
+            .map(|c| {
+                (
+                    c.after.number.clone(),
+                    c.after.hold.as_ref().unwrap().reason,
+                )
+            })
             .collect()
     }
 
@@ -445,7 +456,10 @@ mod tests {
         assert_eq!((hold.until, hold.note), (Some(NOW + 3605), Some(note)));
         let at_once = release(&q, 3600, true, NOW + 5).unwrap();
         assert_eq!((at_once.state, at_once.hold), (NumberState::Active, None));
-        assert_eq!(release(&n, 3600, false, NOW), Err(HoldError::NotHeld(vn(0))));
+        assert_eq!(
+            release(&n, 3600, false, NOW),
+            Err(HoldError::NotHeld(vn(0)))
+        );
         let retired = number(1, NumberState::Retired, None);
         assert_eq!(
             quarantine_by_operator(&retired, None, NOW),

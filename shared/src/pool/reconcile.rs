@@ -222,9 +222,9 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
 /// The state of a listed number: never `retired`, never `active` again once draining, and
 /// quarantined or cooling off as number health left it.
 fn listed_state(before: Option<&PoolNumber>, can: Capabilities, marked: bool) -> NumberState {
-    if let Some(held) = before.filter(|b| {
-        matches!(b.state, NumberState::Quarantined | NumberState::CoolingOff)
-    }) {
+    if let Some(held) =
+        before.filter(|b| matches!(b.state, NumberState::Quarantined | NumberState::CoolingOff))
+    {
         return held.state;
     }
     let drained = match before {
