@@ -870,7 +870,7 @@ fn the_key_policy_lets_each_function_only_unwrap_vnmask_keys() {
 }
 
 #[test]
-fn pool_refresh_has_no_kms_permission_and_no_keys() {
+fn pool_refresh_unwraps_keys_only_through_the_key_policy_and_finds_pairs_by_number() {
     let doc = template();
     let role = role_of(&doc, "pool-refresh");
     for s in role_statements(&doc, role) {
@@ -878,15 +878,27 @@ fn pool_refresh_has_no_kms_permission_and_no_keys() {
             assert!(!action.starts_with("kms:"), "pool-refresh may {action}");
         }
     }
-    assert!(key_statements_for(&doc, &get_att(role, "Arn")).is_empty());
+    // Moves of pairs off numbers leaving service open sessions and seal routes: the key
+    // policy lets it unwrap vnmask's keys, as it lets the other functions.
+    assert!(!key_statements_for(&doc, &get_att(role, "Arn")).is_empty());
     let env = environment(&doc, "pool-refresh");
     for key in [
         "VNMASK_HMAC_KEY",
         "VNMASK_DATA_KEYS",
         "VNMASK_DATA_KEY_CURRENT",
+        "VNMASK_HANDOVER_SECONDS",
+        "VNMASK_COOLING_OFF_SECONDS",
     ] {
-        assert!(!env.contains_key(key), "pool-refresh is given {key}");
+        assert!(env.contains_key(key), "pool-refresh is not given {key}");
     }
+    // The by-number index, and nothing else of the table's indexes.
+    let index = role_statements(&doc, role)
+        .into_iter()
+        .filter(|s| actions(s).iter().any(|a| a == "dynamodb:Query"))
+        .map(|s| serde_json::to_string(&s["Resource"]).unwrap())
+        .find(|r| r.contains("/index/"))
+        .expect("a statement for the index");
+    assert!(index.contains("/index/by-number"), "{index}");
     // Its Twilio filter compares each number's voice URL with ours.
     assert!(env.contains_key("VNMASK_VOICE_URL"));
     // No function role grants KMS itself: the key policy is the one place.

@@ -14,8 +14,8 @@ use vnmask::config::{ConfigError, Env, StoreConfig};
 use vnmask::crypto::{CryptoError, Vault};
 use vnmask::domain::invariant::{Audit, Breach};
 use vnmask::domain::{
-    Capabilities, Capability, Market, NumberState, OrderId, PhoneError, PoolNumber, Provider,
-    RealNumber, Session, SessionState, VirtualNumber,
+    now, Capabilities, Capability, HoldNote, Market, NumberError, NumberState, OrderId, PhoneError,
+    PoolNumber, Provider, RealNumber, Session, SessionState, VirtualNumber,
 };
 use vnmask::events::OrderEvent;
 use vnmask::providers::{exotel, twilio};
@@ -173,7 +173,7 @@ enum PoolCommand {
     List {
         #[arg(long)]
         market: String,
-        /// Only numbers in this state (active, draining, retired).
+        /// Only numbers in this state (active, draining, quarantined, cooling_off, retired).
         #[arg(long)]
         state: Option<String>,
     },
@@ -188,6 +188,30 @@ enum PoolCommand {
         number: String,
         #[arg(long)]
         market: String,
+    },
+    /// Take the number out of service (number health): it gets no new pairs, and the next
+    /// pool refresh moves its live pairs to healthy numbers (the old ones connect through the
+    /// handover). It stays quarantined until released.
+    Quarantine {
+        number: String,
+        #[arg(long)]
+        market: String,
+        /// Why, for whoever reads `pool list` (at most 120 characters; never a phone number).
+        #[arg(long)]
+        reason: String,
+    },
+    /// End a quarantine: the number cools off (no new pairs) for the cooling-off period, after
+    /// which pool refresh lets it serve again.
+    Release {
+        number: String,
+        #[arg(long)]
+        market: String,
+        #[arg(long, env = "VNMASK_COOLING_OFF_SECONDS", default_value_t = 604_800)]
+        cooling_off_seconds: u32,
+        /// Serve new pairs again at once, skipping the cooling-off (a number quarantined by
+        /// mistake, whose users never stopped seeing it).
+        #[arg(long)]
+        at_once: bool,
     },
     /// Add a number (or bring one back) as active.
     Add {
@@ -614,8 +638,16 @@ async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, C
                 .iter()
                 .map(|n| {
                     let caps: Vec<&str> = n.capabilities.iter().map(Capability::as_str).collect();
+                    let hold = n.hold.as_ref().map_or(String::new(), |h| {
+                        let until = h.until.map_or(String::new(), |u| format!(" until {u}"));
+                        let note = h
+                            .note
+                            .as_ref()
+                            .map_or(String::new(), |n| format!(": {}", n.as_str()));
+                        format!("  {} since {}{until}{note}", h.reason, h.since)
+                    });
                     format!(
-                        "{}  {:<8}  {:<8}  {}\n",
+                        "{}  {:<11}  {:<8}  {}{hold}\n",
                         n.number,
                         n.state,
                         n.provider.as_str(),
@@ -635,6 +667,31 @@ async fn pool(sdk: &aws_config::SdkConfig, cmd: PoolCommand) -> Result<Output, C
         }
         PoolCommand::Retire { number, market: m } => {
             set_state(&store, &market(&m)?, &number, NumberState::Retired).await
+        }
+        PoolCommand::Quarantine {
+            number,
+            market: m,
+            reason,
+        } => {
+            let note: HoldNote = reason
+                .parse()
+                .map_err(|e: NumberError| CliError::Usage(format!("--reason: {e}")))?;
+            let (entry, version) = pool_entry(&store, &market(&m)?, &number).await?;
+            let held = vnmask::pool::quarantine_by_operator(&entry, Some(note), now())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            write_number(&store, &held, Some(version)).await
+        }
+        PoolCommand::Release {
+            number,
+            market: m,
+            cooling_off_seconds,
+            at_once,
+        } => {
+            let (entry, version) = pool_entry(&store, &market(&m)?, &number).await?;
+            let released =
+                vnmask::pool::release(&entry, i64::from(cooling_off_seconds), at_once, now())
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+            write_number(&store, &released, Some(version)).await
         }
         PoolCommand::Add {
             number,
@@ -676,6 +733,21 @@ async fn set_state(
     number: &str,
     state: NumberState,
 ) -> Result<Output, CliError> {
+    let (entry, version) = pool_entry(store, market, number).await?;
+    let vn = PoolNumber {
+        state,
+        hold: None,
+        ..entry
+    };
+    write_number(store, &vn, Some(version)).await
+}
+
+/// The pool number `number` of `market` as stored, with its version.
+async fn pool_entry(
+    store: &impl Store,
+    market: &Market,
+    number: &str,
+) -> Result<(PoolNumber, u64), CliError> {
     let number = VirtualNumber::parse(number)?;
     let entry = store
         .pool_entries(market)
@@ -683,11 +755,7 @@ async fn set_state(
         .into_iter()
         .find(|e| e.number.number == number)
         .ok_or_else(|| CliError::NotFound(format!("{number} is not in the {market} pool")))?;
-    let vn = PoolNumber {
-        state,
-        ..entry.number
-    };
-    write_number(store, &vn, Some(entry.version)).await
+    Ok((entry.number, entry.version))
 }
 
 async fn write_number(
@@ -715,6 +783,12 @@ fn number_json(n: &PoolNumber) -> Value {
         "state": n.state.as_str(),
         "provider": n.provider.as_str(),
         "capabilities": n.capabilities.iter().map(Capability::as_str).collect::<Vec<_>>(),
+        "hold": n.hold.as_ref().map(|h| json!({
+            "reason": h.reason.as_str(),
+            "since": h.since,
+            "until": h.until,
+            "note": h.note.as_ref().map(|n| n.as_str()),
+        })),
     })
 }
 

@@ -85,6 +85,96 @@ async fn pool_numbers_are_added_listed_drained_and_bad_input_is_refused() {
 }
 
 #[tokio::test]
+async fn pool_numbers_are_quarantined_and_released_with_a_reason_that_is_never_a_phone_number() {
+    let (cli, _) = vnctl().await;
+    cli.json(&["pool", "add", "+911140000010", "--market", "IN"]);
+    let held = cli.json(&[
+        "pool",
+        "quarantine",
+        "+911140000010",
+        "--market",
+        "IN",
+        "--reason",
+        "carrier spam label, ticket 4411",
+    ]);
+    assert_eq!(held["state"], "quarantined");
+    assert_eq!(held["hold"]["reason"], "operator");
+    assert_eq!(held["hold"]["note"], "carrier spam label, ticket 4411");
+    let listed = cli.run(&["pool", "list", "--market", "IN"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("quarantined")
+            && text.contains("operator since")
+            && text.contains("ticket 4411"),
+        "{text}"
+    );
+
+    // Quarantined twice, a reason that may be a phone number, or none: refused, nothing changes.
+    let again = cli.run(&[
+        "pool",
+        "quarantine",
+        "+911140000010",
+        "--market",
+        "IN",
+        "--reason",
+        "again",
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    let phone = cli.run(&[
+        "pool",
+        "quarantine",
+        "+911140000010",
+        "--market",
+        "IN",
+        "--reason",
+        "call 98123 45678",
+    ]);
+    assert_eq!(phone.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&phone.stderr);
+    assert!(
+        stderr.contains("--reason") && !stderr.contains("98123"),
+        "{stderr}"
+    );
+    let none = cli.run(&["pool", "quarantine", "+911140000010", "--market", "IN"]);
+    assert_eq!(none.status.code(), Some(2));
+    let listed = cli.json(&["pool", "list", "--market", "IN", "--state", "quarantined"]);
+    assert_eq!(listed[0]["hold"]["note"], "carrier spam label, ticket 4411");
+
+    // Released: cooling off for the period, keeping why it was held.
+    let cooling = cli.json(&[
+        "pool",
+        "release",
+        "+911140000010",
+        "--market",
+        "IN",
+        "--cooling-off-seconds",
+        "3600",
+    ]);
+    assert_eq!(cooling["state"], "cooling_off");
+    let hold = &cooling["hold"];
+    assert_eq!(hold["reason"], "operator");
+    assert_eq!(
+        hold["until"].as_i64().unwrap() - hold["since"].as_i64().unwrap(),
+        3600
+    );
+    // Released at once: active, no hold. An active number has nothing to release.
+    let active = cli.json(&[
+        "pool",
+        "release",
+        "+911140000010",
+        "--market",
+        "IN",
+        "--at-once",
+    ]);
+    assert_eq!(
+        (active["state"].as_str(), active["hold"].is_null()),
+        (Some("active"), true)
+    );
+    let nothing = cli.run(&["pool", "release", "+911140000010", "--market", "IN"]);
+    assert_eq!(nothing.status.code(), Some(2));
+}
+
+#[tokio::test]
 async fn session_show_redacts_real_numbers_unless_revealed() {
     let (cli, _, [customer_phone, _]) = one_served_order("ord-77").await;
     let shown = cli.run(&["session", "show", "ord-77"]);
