@@ -340,10 +340,15 @@ mod tests {
     const VOICE: &str = "https://hooks.example.com/twilio/voice";
 
     fn src(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        let mut m: BTreeMap<String, String> = [("VNMASK_TABLE", "t"), ("VNMASK_MARKETS", "IN,US")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut m: BTreeMap<String, String> = [
+            ("VNMASK_TABLE", "t"),
+            ("VNMASK_MARKETS", "IN,US"),
+            ("VNMASK_HMAC_KEY", "AAAA"),
+            ("VNMASK_DATA_KEYS", "k1=AAAA"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         for (k, v) in pairs {
             m.insert(k.to_string(), v.to_string());
         }
@@ -355,6 +360,50 @@ mod tests {
             Ok(_) => panic!("config accepted"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn number_health_thresholds_have_defaults_and_bad_ones_are_refused() {
+        let static_pool = [
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[]"),
+        ];
+        let c = Config::from_source(&src(&static_pool)).unwrap();
+        assert_eq!(c.refresh.health, HealthRules::default());
+        assert_eq!(c.refresh.moves_per_run, 500);
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = static_pool.to_vec();
+            pairs.extend_from_slice(extra);
+            pairs
+        };
+        let c = Config::from_source(&src(&with(&[
+            ("VNMASK_HEALTH_MIN_CALLS", "20"),
+            ("VNMASK_HEALTH_ANSWER_RATIO", "0.3"),
+            ("VNMASK_COOLING_OFF_SECONDS", "3600"),
+        ])))
+        .unwrap();
+        assert_eq!(
+            (
+                c.refresh.health.min_calls,
+                c.refresh.health.answer_ratio,
+                c.refresh.health.cooling_off
+            ),
+            (20, 0.3, 3600)
+        );
+        for (var, value) in [
+            ("VNMASK_HEALTH_ANSWER_RATIO", "1.5"),
+            ("VNMASK_HEALTH_MAX_SHARE", "-0.1"),
+            ("VNMASK_HEALTH_ANSWER_DAYS", "13"),
+            ("VNMASK_HEALTH_MIN_CALLS", "many"),
+        ] {
+            assert!(err(&with(&[(var, value)])).contains(var), "{var}");
+        }
+        // A number would serve again while pairs moved off it were still handed over.
+        let short = err(&with(&[
+            ("VNMASK_COOLING_OFF_SECONDS", "60"),
+            ("VNMASK_HANDOVER_SECONDS", "600"),
+        ]));
+        assert!(short.contains("VNMASK_COOLING_OFF_SECONDS"), "{short}");
     }
 
     #[test]
@@ -375,7 +424,10 @@ mod tests {
         assert!(c.refresh.buying.is_none(), "buying is off by default");
         assert_eq!(c.refresh.min_headroom, 4);
         assert_eq!(c.refresh.markets.len(), 2);
-        assert!(c.store.keys.is_none(), "pool refresh needs no data keys");
+        assert!(
+            c.store.keys.is_some(),
+            "moves off numbers leaving service open sessions and seal routes"
+        );
     }
 
     #[test]

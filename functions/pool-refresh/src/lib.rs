@@ -1,16 +1,19 @@
 //! pool-refresh: keeps each market's pool of virtual numbers in step with the numbers the
-//! providers rent us, and grows it before it runs dry. The handler, testable without a Lambda
-//! runtime: [`Refresher::handle`] takes the scheduler's payload, [`Refresher::refresh`] a time.
+//! providers rent us, keeps it healthy, and grows it before it runs dry. The handler, testable
+//! without a Lambda runtime: [`Refresher::handle`] takes the scheduler's payload,
+//! [`Refresher::refresh`] a time.
 //!
 //! One run: list every provider's numbers (in parallel), keeping only those that point at this
 //! deployment, sample live routes once (bounded), then per market reconcile the pool with
-//! conditional writes, judge its headroom, and buy or report what is missing. A pooled number
-//! that stops pointing at us is retired like one its provider no longer lists (its live routes
-//! are left to lapse: routing reads routes, not the pool). Overlapping runs are safe: every pool write is conditioned on the
-//! version read, purchases are counted against the monthly cap before they are made, and one
-//! run at a time buys for a market (a lease). A purchase request is sent once: one that may
-//! have gone through (a timeout, a 5xx) is looked up in the account's numbers, and stays
-//! counted against the month whether it shows up or not.
+//! conditional writes (a pooled number that stops pointing at us is retired like one its
+//! provider no longer lists), judge its numbers' health (quarantine, cooling off), judge its
+//! headroom and buy or report what is missing, and last move the live pairs of numbers leaving
+//! service to healthy ones, bounded per run. Overlapping runs are safe: every pool write is
+//! conditioned on the version read, every move on the session's revision, purchases are
+//! counted against the monthly cap before they are made, and one run at a time buys for a
+//! market (a lease). A purchase request is sent once: one that may have gone through (a
+//! timeout, a 5xx) is looked up in the account's numbers, and stays counted against the month
+//! whether it shows up or not.
 
 pub mod config;
 pub mod inventory;
