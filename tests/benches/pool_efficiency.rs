@@ -6,9 +6,15 @@
 //! of calls. The day is played in a voice+SMS market on voice+SMS numbers and in a voice-only
 //! market on voice-only numbers, then in both on one mixed pool, to show that a market without
 //! SMS needs no more numbers and that each market gets only numbers carrying its channels.
+//! Last, the voice+SMS market's day is played again with numbers quarantined during it, to
+//! show how many extra numbers each cooling-off period costs.
 //!
 //! Knobs (environment): `SIM_ORDERS_PER_DAY` (default 1 100 000: the evening peak then passes
-//! 100 k concurrent orders, grace included, the scale the targets name), `SIM_SEED` (default 1).
+//! 100 k concurrent orders, grace included, the scale the targets name), `SIM_SEED` (default 1),
+//! `SIM_QUARANTINES` (numbers quarantined over the day, default 2: the first at the peak of live
+//! orders, the worst moment, the others spread evenly over the day from it) and
+//! `SIM_COOLING_HOURS` (the cooling-off periods played, default `0,1,6,24`; 0 h is always
+//! played, as it is the quarantine's own cost).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -20,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use vnmask::assignment::{plan_contacts, AssignSettings, PlanRequest};
 use vnmask::config::assign_settings;
 use vnmask::domain::{
-    Capabilities, ContactPolicy, Market, OrderId, Participant, PoolNumber, RealNumber,
+    Capabilities, ContactPolicy, Market, NumberState, OrderId, Participant, PoolNumber, RealNumber,
     VirtualNumber,
 };
 use vnmask_tests::bench::{publish, target};
@@ -98,6 +104,9 @@ struct Demand {
     max_sessions_per_person: usize,
     /// Exclusive leasing holds one number per order from its start to the end of its grace.
     peak_exclusive: usize,
+    /// When the most orders are live (grace included): the most pairs to move and the least
+    /// room to move them to.
+    peak_at: i64,
     peak_active_orders: usize,
 }
 
@@ -111,6 +120,7 @@ fn demand(orders: &[Order]) -> Demand {
         lower_bound: 0,
         max_sessions_per_person: 0,
         peak_exclusive: 0,
+        peak_at: 0,
         peak_active_orders: 0,
     };
     for order in orders {
@@ -121,7 +131,10 @@ fn demand(orders: &[Order]) -> Demand {
             }
             heap.push(Reverse(end));
         }
-        d.peak_exclusive = d.peak_exclusive.max(in_grace.len());
+        if in_grace.len() > d.peak_exclusive {
+            d.peak_exclusive = in_grace.len();
+            d.peak_at = now;
+        }
         d.peak_active_orders = d.peak_active_orders.max(active.len());
         let people: Vec<Participant> = order
             .people
@@ -213,9 +226,14 @@ impl Served {
 
 #[derive(PartialEq)]
 struct Outcome {
+    /// Orders left unserved, and live pairs a quarantine could not move.
     failures: usize,
     /// Calls each number carried.
     calls: HashMap<VirtualNumber, u64>,
+    /// Live pairs moved off quarantined numbers.
+    moved: usize,
+    /// Live pairs on a quarantined number that no other number could take (in `failures`).
+    unmovable: usize,
 }
 
 impl Outcome {
@@ -229,16 +247,78 @@ impl Outcome {
     }
 }
 
-/// Plays the day through `plan_contacts` in `served`'s market, offering it `numbers`.
-fn simulate(orders: &[Order], served: &Served, numbers: &[PoolNumber]) -> Outcome {
+/// Numbers quarantined during the day: at each instant of `at` the in-service number carrying
+/// the most live pairs is quarantined, and it takes no new pair for `cooling` seconds after.
+struct Health {
+    at: Vec<i64>,
+    cooling: i64,
+}
+
+impl Health {
+    const NONE: Health = Health {
+        at: Vec::new(),
+        cooling: 0,
+    };
+}
+
+/// `count` instants of the day: the first at `peak`, the others evenly spread from it.
+fn quarantine_times(count: usize, peak: i64) -> Vec<i64> {
+    let mut at: Vec<i64> = (0..count as i64)
+        .map(|k| (peak + k * DAY / count as i64) % DAY)
+        .collect();
+    at.sort_unstable();
+    at
+}
+
+/// One of a person's live contacts: its number, until when it lives, and which pair it is.
+struct Held {
+    number: VirtualNumber,
+    until: i64,
+    order: usize,
+    with: Person,
+}
+
+/// Plays the day through `plan_contacts` in `served`'s market, offering it `numbers`, with
+/// `health`'s quarantines.
+fn simulate(orders: &[Order], served: &Served, numbers: &[PoolNumber], health: &Health) -> Outcome {
     let policy = ContactPolicy::default();
     let phone = RealNumber::parse("+919810000001").unwrap();
-    // Each person's live contacts: (number, live until), pruned as time passes.
-    let mut live: HashMap<Person, Vec<(VirtualNumber, i64)>> = HashMap::new();
-    let mut calls: HashMap<VirtualNumber, u64> = HashMap::new();
-    let mut failures = 0;
+    let mut pool = numbers.to_vec();
+    // Each person's live contacts, pruned as time passes.
+    let mut live: HashMap<Person, Vec<Held>> = HashMap::new();
+    let mut out = Outcome {
+        failures: 0,
+        calls: HashMap::new(),
+        moved: 0,
+        unmovable: 0,
+    };
+    let mut quarantines = health.at.iter().copied().peekable();
+    // Quarantined numbers coming back: (when, index in `pool`).
+    let mut returns: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
     for (i, order) in orders.iter().enumerate() {
         let (now, until) = (order.start, order.end + GRACE);
+        // Health events up to this order's start, in time order; a number back at the very
+        // instant of a quarantine may be the one quarantined.
+        loop {
+            let back = returns
+                .peek()
+                .map(|Reverse(e)| *e)
+                .filter(|(t, _)| *t <= now);
+            let next = quarantines.peek().copied().filter(|q| *q <= now);
+            match (back, next) {
+                (Some((t, k)), q) if q.is_none_or(|q| t <= q) => {
+                    returns.pop();
+                    pool[k].state = NumberState::Active;
+                }
+                (_, Some(q)) => {
+                    quarantines.next();
+                    if let Some(k) = quarantine(q, orders, served, &mut pool, &mut live, &mut out) {
+                        returns.push(Reverse((q + health.cooling, k)));
+                    }
+                }
+                (_, None) => break,
+            }
+        }
         let people: Vec<Participant> = order
             .people
             .iter()
@@ -249,8 +329,8 @@ fn simulate(orders: &[Order], served: &Served, numbers: &[PoolNumber]) -> Outcom
             .iter()
             .map(|id| {
                 let entry = live.entry(*id).or_default();
-                entry.retain(|(_, e)| *e > now);
-                entry.iter().map(|(n, _)| n.clone()).collect()
+                entry.retain(|h| h.until > now);
+                entry.iter().map(|h| h.number.clone()).collect()
             })
             .collect();
         let order_id: OrderId = format!("o{i}").parse().unwrap();
@@ -260,27 +340,134 @@ fn simulate(orders: &[Order], served: &Served, numbers: &[PoolNumber]) -> Outcom
             participants: &people,
             previous: None,
             busy: &busy,
-            pool: numbers,
+            pool: &pool,
             contact_policy: &policy,
             needs: served.needs,
         });
         let Ok(contacts) = planned else {
-            failures += 1;
+            out.failures += 1;
             continue;
         };
         for (k, c) in contacts.iter().enumerate() {
             let share = CALLS_PER_ORDER / contacts.len() as u64
                 + u64::from((k as u64) < CALLS_PER_ORDER % contacts.len() as u64);
-            *calls.entry(c.number.clone()).or_default() += share;
+            *out.calls.entry(c.number.clone()).or_default() += share;
         }
         for (p, id) in people.iter().zip(&order.people) {
             let entry = live.entry(*id).or_default();
             for c in contacts.iter().filter(|c| c.involves(&p.user_id)) {
-                entry.push((c.number.clone(), until));
+                let with = people
+                    .iter()
+                    .position(|q| c.other(&p.user_id) == Some(&q.user_id))
+                    .map(|k| order.people[k])
+                    .expect("a contact joins two of the order's people");
+                entry.push(Held {
+                    number: c.number.clone(),
+                    until,
+                    order: i,
+                    with,
+                });
             }
         }
     }
-    Outcome { failures, calls }
+    out
+}
+
+/// Quarantines, at `at`, the in-service number carrying the most live pairs, and moves each of
+/// its live pairs at once to the number the policy plans for it then: one contact, so both
+/// directions move together. Returns the quarantined number's index in `pool`.
+fn quarantine(
+    at: i64,
+    orders: &[Order],
+    served: &Served,
+    pool: &mut [PoolNumber],
+    live: &mut HashMap<Person, Vec<Held>>,
+    out: &mut Outcome,
+) -> Option<usize> {
+    let k = {
+        let mut load: HashMap<&VirtualNumber, usize> = HashMap::new();
+        for h in live.values().flatten().filter(|h| h.until > at) {
+            *load.entry(&h.number).or_default() += 1;
+        }
+        (0..pool.len())
+            .filter(|&k| pool[k].eligible_for(&served.market, served.needs))
+            .max_by_key(|&k| (load.get(&pool[k].number).copied(), Reverse(k)))?
+    };
+    // Quarantined: the policy gives it no new pair, and keeps none of its contacts.
+    pool[k].state = NumberState::Quarantined;
+    let number = pool[k].number.clone();
+    // Each pair once (both its people hold it), in the order its order came.
+    let pairs: BTreeSet<(usize, Person, Person)> = live
+        .iter()
+        .flat_map(|(p, held)| {
+            held.iter()
+                .filter(|h| h.until > at && h.number == number)
+                .map(|h| (h.order, (*p).min(h.with), (*p).max(h.with)))
+        })
+        .collect();
+    let policy = ContactPolicy::default();
+    let phone = RealNumber::parse("+919810000001").unwrap();
+    for (o, x, y) in pairs {
+        // The two as the order lists them, under its own id: what a re-plan of its session sees.
+        let mut two: Vec<Person> = Vec::with_capacity(2);
+        for p in orders[o].people.iter().filter(|p| **p == x || **p == y) {
+            if !two.contains(p) {
+                two.push(*p);
+            }
+        }
+        let people: Vec<Participant> = two.iter().map(|&p| participant(p, &phone)).collect();
+        // Everything else either of them can dial now stays theirs: rule 1 across orders.
+        let busy: Vec<HashSet<VirtualNumber>> = two
+            .iter()
+            .map(|p| {
+                live.get(p)
+                    .into_iter()
+                    .flatten()
+                    .filter(|h| h.until > at && h.number != number)
+                    .map(|h| h.number.clone())
+                    .collect()
+            })
+            .collect();
+        let order_id: OrderId = format!("o{o}").parse().unwrap();
+        let planned = plan_contacts(&PlanRequest {
+            order_id: &order_id,
+            market: &served.market,
+            participants: &people,
+            previous: None,
+            busy: &busy,
+            pool,
+            contact_policy: &policy,
+            needs: served.needs,
+        });
+        let moved_to = planned
+            .ok()
+            .and_then(|c| c.into_iter().next())
+            .map(|c| c.number);
+        match moved_to {
+            Some(_) => out.moved += 1,
+            None => {
+                out.unmovable += 1;
+                out.failures += 1;
+            }
+        }
+        for (p, other) in [(x, y), (y, x)] {
+            let held = live
+                .get_mut(&p)
+                .expect("both people of a live pair hold it");
+            let this = |h: &Held| h.order == o && h.with == other && h.number == number;
+            match &moved_to {
+                Some(n) => held
+                    .iter_mut()
+                    .filter(|h| this(h))
+                    .for_each(|h| h.number = n.clone()),
+                // The pair has lost its number: nothing left of it to hold.
+                None => held.retain(|h| !this(h)),
+            }
+        }
+    }
+    // Its pairs moved, it cools off (no new pair) until it comes back.
+    pool[k].state = NumberState::CoolingOff;
+    Some(k)
 }
 
 /// A market's search for the smallest pool of its own numbers that never runs out.
@@ -291,13 +478,13 @@ struct Search {
 }
 
 impl Search {
-    /// From a little below the lower bound, grow the pool until a whole day passes with no
-    /// order left unserved.
-    fn run(orders: &[Order], served: &Served, lower: usize) -> Self {
+    /// From `first` numbers, grow the pool until a whole day with `health`'s quarantines
+    /// passes with no order left unserved and no pair left unmoved.
+    fn run(orders: &[Order], served: &Served, first: usize, health: &Health) -> Self {
         let mut runs = Vec::new();
-        let mut size = lower.saturating_sub(3).max(1);
+        let mut size = first.max(1);
         loop {
-            let out = simulate(orders, served, &served.own(size));
+            let out = simulate(orders, served, &served.own(size), health);
             let done = out.failures == 0;
             runs.push((size, out));
             if done {
@@ -339,7 +526,7 @@ fn mixed_run(
 ) -> MixedRun {
     let mine = served.own(own);
     let offered: Vec<PoolNumber> = mine.iter().chain(others).cloned().collect();
-    let out = simulate(orders, served, &offered);
+    let out = simulate(orders, served, &offered, &Health::NONE);
     let mine: HashSet<&VirtualNumber> = mine.iter().map(|n| &n.number).collect();
     let outside = out.calls.keys().filter(|n| !mine.contains(n)).count();
     let as_alone = search.at(own).is_some_and(|alone| *alone == out);
@@ -361,6 +548,22 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let quarantines: usize = std::env::var("SIM_QUARANTINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut cooling_hours: Vec<i64> = std::env::var("SIM_COOLING_HOURS")
+        .ok()
+        .and_then(|v| {
+            v.split(',')
+                .map(|h| h.trim().parse::<u32>().ok().map(i64::from))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![0, 1, 6, 24]);
+    // 0 h is the quarantine's own cost, which every other period's is measured from.
+    cooling_hours.push(0);
+    cooling_hours.sort_unstable();
+    cooling_hours.dedup();
     let settings = assign_settings(&BTreeMap::from([(
         "VNMASK_MARKETS".to_owned(),
         MARKETS.to_owned(),
@@ -374,10 +577,12 @@ fn main() {
     let (orders, drivers) = order_stream(orders_per_day, seed);
     let need = demand(&orders);
     let lower = need.lower_bound;
-    // The two markets share nothing but the order stream: one thread each.
+    // The two markets share nothing but the order stream: one thread each. Each pool grows
+    // from a little below the lower bound.
+    let first = lower.saturating_sub(3);
     let (s_both, s_voice) = std::thread::scope(|s| {
-        let b = s.spawn(|| Search::run(&orders, &both, lower));
-        let v = s.spawn(|| Search::run(&orders, &voice, lower));
+        let b = s.spawn(|| Search::run(&orders, &both, first, &Health::NONE));
+        let v = s.spawn(|| Search::run(&orders, &voice, first, &Health::NONE));
         (b.join().unwrap(), v.join().unwrap())
     });
     // One pool for both markets, at their smallest sizes, plus US numbers without SMS: each
@@ -407,9 +612,59 @@ fn main() {
         });
         (b.join().unwrap(), v.join().unwrap())
     });
+    // The voice+SMS market's day again with quarantines, from its smallest pool without them:
+    // one thread per cooling-off period.
+    let healthy = started.elapsed().as_secs_f64();
+    let at = quarantine_times(quarantines, need.peak_at);
+    let cooling: Vec<(i64, Search)> = std::thread::scope(|s| {
+        let runs: Vec<_> = cooling_hours
+            .iter()
+            .map(|&hours| {
+                let (orders, both, at) = (&orders, &both, &at);
+                let first = s_both.smallest;
+                s.spawn(move || {
+                    let health = Health {
+                        at: at.clone(),
+                        cooling: hours * 3600,
+                    };
+                    (hours, Search::run(orders, both, first, &health))
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
     let elapsed = started.elapsed().as_secs_f64();
 
     let two_x = 2 * need.max_sessions_per_person - 1;
+    let hhmm = |t: i64| format!("{:02}:{:02}", t / 3600, t % 3600 / 60);
+    // What quarantines cost in numbers: each period's against the day without them, and the
+    // quarantine's own (0 h) apart from the cooling period's.
+    let extra = |s: &Search| s.smallest as i64 - s_both.smallest as i64;
+    let own_cost = cooling
+        .iter()
+        .find(|(h, _)| *h == 0)
+        .map_or(0, |(_, s)| extra(s));
+    let most = cooling.iter().map(|(_, s)| extra(s)).max().unwrap_or(0);
+    let periods = cooling
+        .iter()
+        .filter(|(h, _)| *h > 0)
+        .map(|(h, s)| format!("{:+} for {h} h", extra(s) - own_cost))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let at_text = at
+        .iter()
+        .map(|&t| hhmm(t))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let result = format!(
+        "cooling-off costs up to {most} extra numbers at this day: with {} numbers quarantined (at {at_text}), \
+         the smallest US pool that never runs out is {} numbers without quarantines and {} with them and no \
+         cooling-off (the quarantine itself, its pairs moved at once: {own_cost:+}); cooling off then costs, on top \
+         of that, {periods}",
+        at.len(),
+        s_both.smallest,
+        s_both.smallest as i64 + own_cost,
+    );
     let label = |m: &Served| format!("{} ({} needed)", m.code, m.channels());
     let mut md = String::new();
     writeln!(md, "## Pool efficiency\n").unwrap();
@@ -426,11 +681,30 @@ fn main() {
          of its own numbers grows from 3 below the lower bound until a whole day passes with no order left unserved. \
          Then both markets' smallest pools and as many US numbers without SMS make one mixed pool, and each market is \
          played again on it, with one number fewer of its own and with all of them: eligibility must leave it exactly \
-         its own numbers. Seed {seed}; simulated in {elapsed:.1} s (one thread per market).\n",
+         its own numbers. Last, US's day is played again with numbers quarantined during it \
+         (`SIM_QUARANTINES`, here {}: the first at the peak of live orders, {}, the worst moment, with the most \
+         pairs to move and the least room; the others spread evenly over the day from it): each time the in-service \
+         number carrying the most live pairs is quarantined (no new pairs), each of its live pairs is re-planned at \
+         once by the policy on the remaining eligible numbers, both directions together, with \
+         everything either person can dial in their other live orders busy (a pair that no number can take fails, as \
+         an unserved order does; the old pair's 10-minute handover is left out: it holds no number anybody else \
+         could take), and the number comes back active after cooling off for each period of \
+         `SIM_COOLING_HOURS` (here {} h; 0 h is the quarantine's own cost); for each period the pool grows from the \
+         smallest without quarantines until no order and no pair fails. Result: {result}. Seed {seed}; simulated \
+         in {elapsed:.1} s, of which {:.1} s with quarantines (one thread per market, then one per cooling-off \
+         period).\n",
         orders.len(),
         drivers,
         SHARED_RIDE_SHARE * 100.0,
         GRACE / 60,
+        at.len(),
+        hhmm(need.peak_at),
+        cooling_hours
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        elapsed - healthy,
     )
     .unwrap();
     writeln!(md, "The order stream, the same in both markets:\n").unwrap();
@@ -557,6 +831,70 @@ fn main() {
             )
             .unwrap();
         }
+    }
+
+    writeln!(
+        md,
+        "\nQuarantines and cooling-off, {} on voice+SMS numbers: {} numbers quarantined, at {} \
+         (simulated time):\n",
+        label(&both),
+        at.len(),
+        if at.is_empty() {
+            "no time".into()
+        } else {
+            at_text.clone()
+        }
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| cooling-off | smallest pool that never runs out | extra numbers against no quarantine \
+         | of them, the quarantine itself (0 h) | of them, the cooling period | live pairs moved at that pool |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    )
+    .unwrap();
+    for (hours, s) in &cooling {
+        writeln!(
+            md,
+            "| {hours} h | **{}** | {:+} | {own_cost:+} | {:+} | {} |",
+            s.smallest,
+            extra(s),
+            extra(s) - own_cost,
+            s.best().moved
+        )
+        .unwrap();
+    }
+    writeln!(
+        md,
+        "\nWith quarantines, unserved orders + live pairs that could not be moved, by pool size:\n"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| pool | {} |\n| --- |{}",
+        cooling
+            .iter()
+            .map(|(h, _)| format!("cooling {h} h"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        " --- |".repeat(cooling.len())
+    )
+    .unwrap();
+    let sizes: BTreeSet<usize> = cooling
+        .iter()
+        .flat_map(|(_, s)| s.runs.iter().map(|(k, _)| *k))
+        .collect();
+    for k in sizes {
+        let cells = cooling
+            .iter()
+            .map(|(_, s)| {
+                s.at(k).map_or("–".into(), |o| {
+                    format!("{} + {}", o.failures - o.unmovable, o.unmovable)
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(" | ");
+        writeln!(md, "| {k} | {cells} |").unwrap();
     }
 
     let vs_lower = |s: &Search| s.smallest as f64 / lower as f64;

@@ -1,17 +1,17 @@
 //! End to end: the real `pool-refresh` binary under `cargo lambda watch` on 127.0.0.1, invoked
-//! with an EventBridge Scheduler event, against DynamoDB Local and a wiremock-faked Twilio. It
-//! runs without data keys: no key variables, and a KMS endpoint that answers nothing.
+//! with an EventBridge Scheduler event, against DynamoDB Local and a wiremock-faked Twilio. Its
+//! keys are wrapped by moto's KMS and unwrapped at cold start, as in a deployment (moves of
+//! pairs off numbers leaving service open sessions).
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
 use vnmask::domain::{Capabilities, NumberState, PoolNumber, VirtualNumber};
 use vnmask::store::{AssignmentStore, PoolStore};
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
-use vnmask_tests::{local_dynamo, local_sdk, put_secret};
+use vnmask_tests::{kms_store_env, local_dynamo, local_sdk, put_secret};
 use wiremock::MockServer;
 
 /// A cold target directory can take many minutes to build the binary on 2 cores.
@@ -49,12 +49,10 @@ async fn real_binary_under_cargo_lambda_watch_refreshes_the_pool() {
         &[("VNMASK_TWILIO_AUTH_TOKEN", TWILIO_TOKEN)],
     )
     .await;
-    let env = BTreeMap::from(
+    let mut env = kms_store_env(&local_sdk().await, &dynamo.table).await;
+    env.extend(
         [
-            ("VNMASK_TABLE", dynamo.table.clone()),
             ("VNMASK_SECRETS_ID", secret),
-            // No data keys: any KMS call would fail at cold start.
-            ("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:9".to_owned()),
             ("VNMASK_MARKETS", "US".to_owned()),
             ("VNMASK_PROVIDERS", "twilio".to_owned()),
             ("VNMASK_TWILIO_ACCOUNT_SID", TWILIO_SID.to_owned()),
