@@ -1013,8 +1013,12 @@ fn the_dashboard_shows_only_metrics_the_code_emits() {
         "CallsUnanswered",
         "TalkSeconds",
         "Headroom",
+        "NumbersQuarantined",
+        "NumbersCoolingOff",
+        "PairsMoved",
+        "PairsWaiting",
     ] {
         assert!(shown.contains(wanted), "{wanted} is not on the dashboard");
     }
-    assert_eq!(titles.len(), 6, "{titles:?}");
+    assert_eq!(titles.len(), 8, "{titles:?}");
 }
