@@ -5,6 +5,9 @@
 //! customer's own phone); the lookup fallback applies an order's current
 //! snapshot ahead of its events; time jumps to and past the grace and the session TTL.
 //!
+//! Number health quarantines numbers, pool refresh moves orders' pairs off them (their old pairs
+//! handed over), and operators release them at once, between any two steps.
+//!
 //! The market has PINs: after every step, every PIN a live session holds answers for its
 //! participant and reaches that contact's other side, and no PIN ever issued answers for
 //! anything else.
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vnmask::assignment::{
-    plan_contacts, AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
+    plan_contacts, AssignError, AssignSettings, Assigner, Moved, OrderChange, OrderUpdate, Outcome,
     PlanRequest,
 };
 use vnmask::domain::{
@@ -83,6 +86,16 @@ enum Step {
     /// Time passes until the next live session's routes end (its TTL or its grace runs out),
     /// and one second more if `past`.
     WaitForLapse { past: bool },
+    /// Number health quarantines a pool number in service (index modulo those carrying a live
+    /// contact, else modulo all): no new pairs, its pairs to be moved.
+    Quarantine(usize),
+    /// Pool refresh moves an order's pairs off numbers leaving service (index modulo the orders
+    /// with a contact on one, else modulo all), racing nothing here: the stress test races
+    /// moves with events.
+    Move(usize),
+    /// An operator releases a quarantined number at once (index modulo them): it serves new
+    /// pairs while handovers on it may still run.
+    Release(usize),
 }
 
 fn happening() -> impl Strategy<Value = Happening> {
@@ -128,6 +141,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..8usize).prop_map(Step::Lookup),
         3 => wait().prop_map(Step::Wait),
         1 => any::<bool>().prop_map(|past| Step::WaitForLapse { past }),
+        2 => (0..8usize).prop_map(Step::Quarantine),
+        3 => (0..8usize).prop_map(Step::Move),
+        1 => (0..8usize).prop_map(Step::Release),
     ]
 }
 
@@ -464,6 +480,8 @@ impl World {
                 live_routes += session
                     .route_pairs(session.routes_until)
                     .iter()
+                    .chain(&session.handover_pairs())
+                    .filter(|pair| pair.routes().iter().all(|r| r.is_live(self.now)))
                     .map(|pair| pair.routes().len())
                     .sum::<usize>();
             }
@@ -647,6 +665,103 @@ impl World {
                 self.now += secs;
                 self.log.push(format!("wait {secs} s"));
             }
+            Step::Quarantine(i) => {
+                // A number carrying a live contact if there is one: that is what moves test.
+                let mut carrying = HashSet::new();
+                for k in 0..self.orders.len() {
+                    let id: OrderId = format!("o{k}").parse().unwrap();
+                    if let Some(s) = self.store.session(&id).await.unwrap() {
+                        if s.is_live(self.now) {
+                            carrying.extend(s.contacts.iter().map(|c| c.number.clone()));
+                        }
+                    }
+                }
+                let serving: Vec<usize> = (0..self.pool.len())
+                    .filter(|&k| self.pool[k].state.keeps_contacts())
+                    .collect();
+                let busy: Vec<usize> = serving
+                    .iter()
+                    .copied()
+                    .filter(|&k| carrying.contains(&self.pool[k].number))
+                    .collect();
+                let serving = if busy.is_empty() { serving } else { busy };
+                if let Some(&k) = serving.get(i % serving.len().max(1)) {
+                    let held = vnmask::pool::quarantined(
+                        &self.pool[k],
+                        vnmask::domain::HoldReason::Operator,
+                        None,
+                        self.now,
+                    );
+                    self.store.put_number(&held).await.unwrap();
+                    self.log.push(format!("quarantine {}", held.number));
+                    self.pool[k] = held;
+                }
+            }
+            Step::Release(i) => {
+                let held: Vec<usize> = (0..self.pool.len())
+                    .filter(|&k| self.pool[k].state == NumberState::Quarantined)
+                    .collect();
+                if let Some(&k) = held.get(i % held.len().max(1)) {
+                    let active = vnmask::pool::release(&self.pool[k], 0, true, self.now).unwrap();
+                    self.store.put_number(&active).await.unwrap();
+                    self.log.push(format!("release {} at once", active.number));
+                    self.pool[k] = active;
+                }
+            }
+            Step::Move(_) if self.orders.is_empty() => {}
+            Step::Move(i) => {
+                let mut on_leaving = Vec::new();
+                for k in 0..self.orders.len() {
+                    let id: OrderId = format!("o{k}").parse().unwrap();
+                    let session = self.store.session(&id).await.unwrap();
+                    let leaving = session.is_some_and(|s| {
+                        s.contacts.iter().any(|c| {
+                            self.pool
+                                .iter()
+                                .any(|v| v.number == c.number && !v.state.keeps_contacts())
+                        })
+                    });
+                    if leaving {
+                        on_leaving.push(id);
+                    }
+                }
+                let order: OrderId = match on_leaving.get(i % on_leaving.len().max(1)) {
+                    Some(id) => id.clone(),
+                    None => format!("o{}", i % self.orders.len()).parse().unwrap(),
+                };
+                let moved = self.assigner.move_off(&order, self.now).await;
+                let shown = match &moved {
+                    Ok(Moved::Moved { pairs, .. }) => format!("{pairs} pair(s) moved"),
+                    Ok(Moved::Nothing) => "nothing to move".to_owned(),
+                    Err(e) => format!("error: {e}"),
+                };
+                self.log
+                    .push(format!("t+{} move {order}: {shown}", self.now - START));
+                match moved {
+                    Ok(Moved::Moved { session, .. }) => {
+                        let applied = self.applied.get(order.as_str()).copied();
+                        if applied != Some(session.version) {
+                            self.fail(format!(
+                                "a move of {order} wrote v{} over the applied {applied:?}",
+                                session.version
+                            ));
+                        }
+                        let leaving = |n: &VirtualNumber| {
+                            self.pool
+                                .iter()
+                                .any(|v| &v.number == n && !v.state.keeps_contacts())
+                        };
+                        if session.contacts.iter().any(|c| leaving(&c.number)) {
+                            self.fail(format!(
+                                "{order} kept a contact on a number leaving service"
+                            ));
+                        }
+                        self.assert_routes_exist(&session).await;
+                    }
+                    Ok(Moved::Nothing) | Err(AssignError::PoolExhausted(_)) => {}
+                    Err(e) => self.fail(format!("unexpected error moving {order}: {e}")),
+                }
+            }
         }
     }
 }
@@ -656,6 +771,8 @@ fn settings() -> AssignSettings {
     settings.grace = Duration::from_secs(GRACE as u64);
     settings.session_ttl = Duration::from_secs(SESSION_TTL as u64);
     settings.pin_markets.insert(market("IN"));
+    // Number health changes the pool between steps: every plan reads it.
+    settings.pool_cache = Duration::ZERO;
     settings
 }
 
