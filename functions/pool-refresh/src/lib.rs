@@ -28,8 +28,8 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use vnmask::assignment::{AssignError, Assigner, Moved};
 use vnmask::domain::{
-    AnswerTally, Capabilities, HoldReason, Market, NumberState, OrderId, PoolNumber, Provider,
-    UnixTime, VirtualNumber,
+    AnswerTally, Capabilities, Market, NumberState, OrderId, PoolNumber, Provider, UnixTime,
+    VirtualNumber,
 };
 use vnmask::notification::NumbersAssigned;
 use vnmask::pool::{
@@ -516,7 +516,7 @@ impl Refresher {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(market = %market, error = %e, "answer tallies unreadable; no answer-rate signal this run");
+                    tracing::error!(market = %market, error = %e, "answer tallies unreadable; no answer-rate signal this run");
                     return HashMap::new();
                 }
             }
@@ -537,13 +537,16 @@ impl Refresher {
     ) {
         let leaving = numbers.iter().filter(|n| match n.state {
             NumberState::Quarantined | NumberState::CoolingOff => true,
-            NumberState::Retired => n.hold.as_ref().is_some_and(|h| {
-                h.reason == HoldReason::ProviderGone
-                    && h.since + self.settings.retired_lookback > run.now
-            }),
+            // Retired lately (by its provider or an operator): routes on it may still live.
+            NumberState::Retired => n
+                .hold
+                .as_ref()
+                .is_some_and(|h| h.since + self.settings.retired_lookback > run.now),
             NumberState::Active | NumberState::Draining => false,
         });
+        // Each order once, however many of its numbers leave: a move plans all of them.
         let mut orders: Vec<OrderId> = Vec::new();
+        let mut seen: HashSet<OrderId> = HashSet::new();
         for n in leaving {
             let room = run.moves_left.saturating_sub(orders.len());
             match self
@@ -552,9 +555,16 @@ impl Refresher {
                 .await
             {
                 Ok(found) => {
-                    let take = found.orders.len().min(room);
-                    summary.orders_waiting += found.orders.len() - take;
-                    orders.extend(found.orders.into_iter().take(take));
+                    for order in found.orders {
+                        if !seen.insert(order.clone()) {
+                            continue;
+                        }
+                        if orders.len() < run.moves_left {
+                            orders.push(order);
+                        } else {
+                            summary.orders_waiting += 1;
+                        }
+                    }
                 }
                 Err(e) => {
                     summary.moves_failed += 1;
@@ -562,8 +572,6 @@ impl Refresher {
                 }
             }
         }
-        orders.sort();
-        orders.dedup();
         run.moves_left = run.moves_left.saturating_sub(orders.len());
         let now = run.now;
         let moves = stream::iter(

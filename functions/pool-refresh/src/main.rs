@@ -1,13 +1,12 @@
 //! pool-refresh on Lambda: configuration, clients and the runtime, nothing else.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lambda_runtime::{service_fn, LambdaEvent};
 use pool_refresh::config::Config;
 use pool_refresh::notify::{Notify, SqsNotify};
 use pool_refresh::{inventory, Mover, Refresher};
-use vnmask::assignment::{AssignSettings, Assigner};
+use vnmask::assignment::Assigner;
 use vnmask::aws::{sdk_config, SdkTimeouts};
 use vnmask::config::Env;
 use vnmask::secrets::{Credentials, Layered};
@@ -26,13 +25,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let store = Arc::new(config.store.connect(&sdk).await?);
     let http = config.http.client()?;
     let (inventories, vendor) = inventory::from_config(&config, &http);
-    // Moves read the pool once a run, just after this run judged it.
-    let assign = AssignSettings {
-        pool_cache: Duration::from_secs(10),
-        ..config.assign
-    };
     let mover = Mover {
-        assigner: Assigner::new(store.clone(), assign),
+        assigner: Assigner::new(store.clone(), config.assign),
         notify: config.notify_url.map(|url| {
             Arc::new(SqsNotify::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn Notify>
         }),

@@ -248,7 +248,7 @@ async fn an_account_with_none_of_our_numbers_retires_nothing() {
 }
 
 #[tokio::test]
-async fn a_number_that_stops_pointing_at_us_keeps_its_live_routes_until_they_lapse() {
+async fn a_number_that_stops_pointing_at_us_is_retired_and_its_live_pair_moves_with_a_handover() {
     // GIVEN an Indian pool of two Twilio numbers, one of them serving a live order
     let dynamo = local_dynamo().await;
     let numbers = ["+911140001000", "+911140001001"];
@@ -307,27 +307,44 @@ async fn a_number_that_stops_pointing_at_us_keeps_its_live_routes_until_they_lap
         .mount(&server)
         .await;
 
-    // WHEN the pool is refreshed
+    // WHEN the pool is refreshed (calls to that number no longer reach us)
     let summary = refresher(
-        keyless(&dynamo),
+        dynamo.store.clone(),
         vec![twilio(&server)],
         None,
         settings(&["IN"]),
     )
+    .with_mover(pool_refresh::Mover {
+        assigner,
+        notify: None,
+    })
     .refresh(t)
     .await;
 
-    // THEN it gets no new contacts, and the live order's routes are untouched
+    // THEN it gets no new contacts, the live order's pair moves to the other number, and the
+    // old pair is handed over (for calls that still reach it through another path) until the
+    // handover ends
     assert_eq!(summary.markets[0].retired, 1);
+    assert_eq!(summary.markets[0].pairs_moved, 1);
     let pool = pool_state(dynamo.store.as_ref(), "IN").await;
     assert_eq!(state_of(&pool, serving.as_str()), NumberState::Retired);
+    let session = dynamo
+        .store
+        .session(&"o1".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(session.contacts[0].number, serving);
+    let handover = AssignSettings::for_markets([market("IN")])
+        .handover
+        .as_secs() as i64;
     let route = dynamo
         .store
         .route(&customer(0).phone, &serving)
         .await
         .unwrap()
-        .expect("the route is still there");
-    assert!(route.expires_at > t);
+        .expect("the handover route");
+    assert_eq!(route.expires_at, t + handover);
 }
 
 async fn seeded_us_pool() -> LocalDynamo {

@@ -14,8 +14,8 @@ use vnmask::config::{ConfigError, Env, StoreConfig};
 use vnmask::crypto::{CryptoError, Vault};
 use vnmask::domain::invariant::{Audit, Breach};
 use vnmask::domain::{
-    now, Capabilities, Capability, HoldNote, Market, NumberError, NumberState, OrderId, PhoneError,
-    PoolNumber, Provider, RealNumber, Session, SessionState, VirtualNumber,
+    now, Capabilities, Capability, Hold, HoldNote, HoldReason, Market, NumberError, NumberState,
+    OrderId, PhoneError, PoolNumber, Provider, RealNumber, Session, SessionState, VirtualNumber,
 };
 use vnmask::events::OrderEvent;
 use vnmask::providers::{exotel, twilio};
@@ -734,9 +734,29 @@ async fn set_state(
     state: NumberState,
 ) -> Result<Output, CliError> {
     let (entry, version) = pool_entry(store, market, number).await?;
+    // A quarantine or cooling-off is ended by `release`, never dropped by another change.
+    if state == NumberState::Draining
+        && matches!(
+            entry.state,
+            NumberState::Quarantined | NumberState::CoolingOff
+        )
+    {
+        return Err(CliError::Usage(format!(
+            "{} is {}: release it first",
+            entry.number, entry.state
+        )));
+    }
+    // A retired number's live pairs are moved by the next pool refresh: it needs to know since
+    // when the number has been retired.
+    let hold = (state == NumberState::Retired).then(|| Hold {
+        reason: HoldReason::Operator,
+        since: now(),
+        until: None,
+        note: None,
+    });
     let vn = PoolNumber {
         state,
-        hold: None,
+        hold,
         ..entry
     };
     write_number(store, &vn, Some(version)).await

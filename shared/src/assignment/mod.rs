@@ -466,7 +466,8 @@ impl Assigner {
         let Some(needs) = self.settings.needs_for(&previous.market) else {
             return Err(AssignError::UnknownMarket(previous.market.clone()));
         };
-        let pool = self.pool(&previous.market, false).await?;
+        // Read afresh: which numbers leave service is what a move is about (a few dozen items).
+        let pool = self.pool(&previous.market, true).await?;
         let leaving: HashSet<&VirtualNumber> = pool
             .iter()
             .filter(|v| !v.state.keeps_contacts())

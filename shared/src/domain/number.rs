@@ -264,7 +264,8 @@ impl FromStr for HoldNote {
         if s.is_empty() || s.chars().count() > Self::MAX_CHARS || s.chars().any(char::is_control) {
             return Err(NumberError::BadNote("1-120 printable characters"));
         }
-        if s.chars().filter(char::is_ascii_digit).count() >= 7 {
+        // Any script's digits: a number written in full-width or Arabic-Indic digits is one too.
+        if s.chars().filter(|c| c.is_numeric()).count() >= 7 {
             return Err(NumberError::BadNote(
                 "no phone numbers: seven digits or more are refused",
             ));

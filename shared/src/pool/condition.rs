@@ -72,10 +72,12 @@ pub struct Verdict {
 }
 
 /// Judges the market's numbers:
-/// - an active or draining number its provider holds → quarantined (`provider_suspended`);
+/// - an active number its provider holds, or a cooling-off one it holds again → quarantined
+///   (`provider_suspended`);
 /// - an active number with at least `min_calls` whose answer rate is below `answer_ratio` × the
 ///   market's (itself over at least `min_calls`) → quarantined (`low_answer_rate`);
-///   both within the share cap, provider-held ones first, then the worst rates;
+///   both within the share cap (numbers quarantined or cooling off after an automatic signal
+///   count against it; at least one), provider-held ones first, then the worst rates;
 /// - quarantined `provider_suspended` and in service again, or `low_answer_rate` for
 ///   `quarantine_for` → cooling off for `cooling_off`;
 /// - cooling off and past its end → active. An operator's quarantine ends only by `release`.
@@ -140,11 +142,13 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
         });
     let market_answer_rate = (market.attempted >= rules.min_calls.max(1)).then(|| rate(&market));
 
-    // Candidates: provider-held first, then the worst answer rates.
+    // Candidates: provider-held first, then the worst answer rates. Only active numbers (and
+    // cooling-off ones their provider holds again) are taken out: a draining number is leaving
+    // already, and its way back is an operator's.
     let mut candidates: Vec<(&PoolNumber, HoldReason, f64)> = Vec::new();
     for n in c.numbers {
-        let serving = matches!(n.state, NumberState::Active | NumberState::Draining);
-        if serving && c.out_of_service.contains(&n.number) {
+        let held_again = n.state == NumberState::CoolingOff;
+        if (n.state == NumberState::Active || held_again) && c.out_of_service.contains(&n.number) {
             candidates.push((n, HoldReason::ProviderSuspended, -1.0));
             continue;
         }
@@ -169,11 +173,13 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
         .iter()
         .filter(|n| n.state != NumberState::Retired)
         .count();
+    // Out of service by an automatic signal: quarantined, or cooling off after one (a cooling
+    // number is out too, so the cap is not freed while it cools).
     let automatic = c
         .numbers
         .iter()
         .filter(|n| {
-            n.state == NumberState::Quarantined
+            matches!(n.state, NumberState::Quarantined | NumberState::CoolingOff)
                 && n.hold.as_ref().is_some_and(|h| {
                     matches!(
                         h.reason,
@@ -182,10 +188,15 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
                 })
         })
         .count();
-    let cap = (rules.max_quarantined_share * in_pool as f64).floor() as usize;
+    // At least one, so that a small market can still take out a number its provider holds.
+    let cap = ((rules.max_quarantined_share * in_pool as f64).floor() as usize).max(1);
+    // A cooling-off number held again is out of service already: it takes no room.
     let room = cap.saturating_sub(automatic);
-    let held_back = candidates.len().saturating_sub(room);
-    for (n, reason, _) in candidates.into_iter().take(room) {
+    let (again, fresh): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|(n, _, _)| n.state == NumberState::CoolingOff);
+    let held_back = fresh.len().saturating_sub(room);
+    for (n, reason, _) in again.into_iter().chain(fresh.into_iter().take(room)) {
         changes.push(PoolChange {
             kind: ChangeKind::Quarantined,
             before: Some(n.clone()),
@@ -230,6 +241,8 @@ pub enum HoldError {
     Retired(VirtualNumber),
     #[error("{0} is not quarantined or cooling off")]
     NotHeld(VirtualNumber),
+    #[error("{0} is cooling off already: release it --at-once to serve now")]
+    AlreadyCooling(VirtualNumber),
     #[error("{0} is already quarantined")]
     AlreadyQuarantined(VirtualNumber),
 }
@@ -275,6 +288,7 @@ pub fn release(
                 ..n.clone()
             })
         }
+        NumberState::CoolingOff => Err(HoldError::AlreadyCooling(n.number.clone())),
         NumberState::Retired => Err(HoldError::Retired(n.number.clone())),
         _ => Err(HoldError::NotHeld(n.number.clone())),
     }
@@ -400,6 +414,50 @@ mod tests {
     }
 
     #[test]
+    fn cooling_numbers_hold_the_cap_a_small_market_may_still_take_one_out_and_a_held_again_number_goes_back(
+    ) {
+        // Two numbers of eight cooling off after automatic quarantines: the cap (2) is full, so
+        // the worst rate stays in service; a cooling number its provider holds again goes
+        // back to quarantine all the same.
+        let cooling = |i: usize| {
+            release(
+                &quarantined(
+                    &number(i, NumberState::Active, None),
+                    HoldReason::LowAnswerRate,
+                    None,
+                    NOW - 10,
+                ),
+                3600,
+                false,
+                NOW - 5,
+            )
+            .unwrap()
+        };
+        let mut pool = active(8);
+        pool[1] = cooling(1);
+        pool[2] = cooling(2);
+        let mut tallies: Vec<(usize, AnswerTally)> = (3..8).map(|i| (i, tally(100, 90))).collect();
+        tallies.push((0, tally(100, 5)));
+        let v = verdict(&pool, &[2], &tallies, NOW);
+        assert_eq!(
+            quarantined_numbers(&v),
+            [(vn(2), HoldReason::ProviderSuspended)]
+        );
+        assert_eq!(v.held_back, 1);
+
+        // Three numbers: 25 % floors to none, but one may always go.
+        let v = verdict(&active(3), &[1], &[], NOW);
+        assert_eq!(
+            quarantined_numbers(&v),
+            [(vn(1), HoldReason::ProviderSuspended)]
+        );
+        // A draining number is leaving already: never quarantined automatically.
+        let mut pool = active(8);
+        pool[4].state = NumberState::Draining;
+        assert!(verdict(&pool, &[4], &[], NOW).changes.is_empty());
+    }
+
+    #[test]
     fn quarantine_cools_off_then_serves_again_and_an_operators_waits_for_release() {
         let rules = HealthRules::default();
         let mut pool = active(8);
@@ -471,6 +529,14 @@ mod tests {
     fn notes_are_short_printable_and_never_a_phone_number() {
         assert!("spam reports from carrier".parse::<HoldNote>().is_ok());
         assert!("call +91 98123 45678 back".parse::<HoldNote>().is_err());
+        assert!(
+            "call ٩٨١٢٣٤٥٦٧٨".parse::<HoldNote>().is_err(),
+            "Arabic-Indic digits"
+        );
+        assert!(
+            "call ９８１２３４５６".parse::<HoldNote>().is_err(),
+            "full-width digits"
+        );
         assert!("".parse::<HoldNote>().is_err());
         assert!("a\nb".parse::<HoldNote>().is_err());
         assert!("x".repeat(121).parse::<HoldNote>().is_err());
