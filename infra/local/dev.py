@@ -30,6 +30,9 @@ from pathlib import Path
 import boto3
 import botocore.exceptions
 import yaml
+# moto's own dependency: the local Telnyx key.
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parents[2]
 # Two markets, as a platform in India and the US would run them: India's pairs need only voice
@@ -182,7 +185,17 @@ class Stack:
             "VNMASK_TWILIO_AUTH_TOKENS": uuid.uuid4().hex,
             "VNMASK_EXOTEL_TOKENS": uuid.uuid4().hex,
             "VNMASK_GENERIC_SECRETS": uuid.uuid4().hex,
+            "VNMASK_PLIVO_AUTH_TOKENS": uuid.uuid4().hex,
+            "VNMASK_VONAGE_SIGNATURE_SECRETS": uuid.uuid4().hex,
         }
+        # Telnyx signs with its private key; the webhook holds the public one. Locally, a key
+        # made for this run: clients (try-it, tests) sign with its seed, from dev.env only.
+        seed = os.urandom(32)
+        public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.env["VNMASK_TELNYX_PUBLIC_KEYS"] = base64.b64encode(public).decode()
+        self.client_only = {"VNMASK_TELNYX_DEV_SEED": seed.hex()}
         secret = self.client("secretsmanager").create_secret(
             Name=f"vnmask-local-{uuid.uuid4().hex[:8]}", SecretString=json.dumps(self.credentials)
         )
@@ -294,6 +307,7 @@ class Stack:
         info = dict(self.aws_env)
         info.update(self.env)
         info.update(self.credentials)
+        info.update(self.client_only)
         info["VNMASK_LAMBDA_PORT"] = str(self.lambda_port)
         info["VNMASK_ORDER_EVENTS_QUEUE_URL"] = self.queues["OrderEventsQueue"]
         lines = [f"export {k}={shell_quote(v)}" for k, v in sorted(info.items())]

@@ -25,6 +25,11 @@ pub const CREDENTIAL_VARS: &[&str] = &[
     "VNMASK_TWILIO_AUTH_TOKEN",
     "VNMASK_TWILIO_API_KEY_SECRET",
     "VNMASK_EXOTEL_API_TOKEN",
+    "VNMASK_PLIVO_AUTH_TOKENS",
+    "VNMASK_VONAGE_SIGNATURE_SECRETS",
+    "VNMASK_PLIVO_AUTH_TOKEN",
+    "VNMASK_VONAGE_API_SECRET",
+    "VNMASK_TELNYX_API_KEY",
 ];
 
 /// Why credentials could not be had. No variant carries a credential's value.

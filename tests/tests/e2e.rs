@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vnmask::providers::twilio;
+use vnmask::providers::{plivo, telnyx, twilio, vonage};
 use vnmask_tests::watch::{log_tails, without_cargo_test_env};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -251,6 +251,108 @@ impl DevStack {
         resp.text().await.unwrap()
     }
 
+    /// Plivo's answer URL asking about a call (digits without `+`), signed V3; returns the XML.
+    async fn plivo_call(&self, from: &str, to: &str) -> String {
+        let url = format!(
+            "{}/v1/providers/plivo/voice",
+            self.var("VNMASK_PUBLIC_BASE_URL")
+        );
+        let params = vec![
+            (
+                "CallUUID".to_owned(),
+                format!("{:032x}", rand::random::<u128>()),
+            ),
+            ("From".to_owned(), from.trim_start_matches('+').to_owned()),
+            ("To".to_owned(), to.trim_start_matches('+').to_owned()),
+            ("Direction".to_owned(), "inbound".to_owned()),
+        ];
+        let nonce = format!("{:020}", rand::random::<u64>());
+        let token = self
+            .var("VNMASK_PLIVO_AUTH_TOKENS")
+            .split(',')
+            .next()
+            .unwrap();
+        let signature = plivo::sign(token.as_bytes(), "POST", &url, &params, &nonce);
+        let resp = self
+            .http
+            .post(&url)
+            .header(plivo::SIGNATURE_HEADER, signature)
+            .header(plivo::NONCE_HEADER, nonce)
+            .form(&params)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().await.unwrap()
+    }
+
+    /// Vonage's answer_url (GET, the default) asking about a call, signed with a JWT; returns
+    /// the NCCO.
+    async fn vonage_call(&self, from: &str, to: &str) -> Value {
+        let secret = self
+            .var("VNMASK_VONAGE_SIGNATURE_SECRETS")
+            .split(',')
+            .next()
+            .unwrap();
+        let iat = vnmask::domain::now();
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v1/providers/vonage/answer",
+                self.var("VNMASK_PUBLIC_BASE_URL")
+            ))
+            .query(&[
+                ("from", from.trim_start_matches('+')),
+                ("to", to.trim_start_matches('+')),
+                ("uuid", &format!("{:032x}", rand::random::<u128>())),
+                ("conversation_uuid", "CON-e2e"),
+            ])
+            .header(
+                vonage::AUTHORIZATION_HEADER,
+                vonage::sign(secret.as_bytes(), None, iat),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json().await.unwrap()
+    }
+
+    /// A Telnyx TeXML application asking about a call, signed with this run's Telnyx key;
+    /// returns the TeXML.
+    async fn telnyx_call(&self, from: &str, to: &str) -> String {
+        let seed: [u8; 32] = hex::decode(self.var("VNMASK_TELNYX_DEV_SEED"))
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let body = serde_urlencoded::to_string([
+            ("CallSid", format!("v3:{:032x}", rand::random::<u128>())),
+            ("From", from.to_owned()),
+            ("To", to.to_owned()),
+            ("Direction", "inbound".to_owned()),
+        ])
+        .unwrap();
+        let timestamp = vnmask::domain::now().to_string();
+        let resp = self
+            .http
+            .post(format!(
+                "{}/v1/providers/telnyx/voice",
+                self.var("VNMASK_PUBLIC_BASE_URL")
+            ))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(telnyx::TIMESTAMP_HEADER, &timestamp)
+            .header(
+                telnyx::SIGNATURE_HEADER,
+                telnyx::sign(&seed, &timestamp, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.text().await.unwrap()
+    }
+
     /// Exotel's Connect applet asking about a call, numbers as Exotel sends them (national
     /// form); returns the JSON answer.
     async fn exotel_call(&self, call_from: &str, call_to: &str) -> Value {
@@ -467,6 +569,28 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
     assert!(
         !texted.contains("<Message") && texted.contains("<Response"),
         "a text to a voice-only pair is refused: {texted}"
+    );
+    // The same pair through Plivo, Vonage and Telnyx: one deployment, every provider.
+    let digits = |e164: &str| e164.trim_start_matches('+').to_owned();
+    let plivo = stack.plivo_call(C, &v_c).await;
+    assert!(
+        plivo.contains("<Dial") && plivo.contains(&digits(D)) && plivo.contains(&digits(&v_c)),
+        "Plivo XML connects C to D: {plivo}"
+    );
+    let ncco = stack.vonage_call(C, &v_c).await;
+    assert_eq!(ncco[0]["action"], "connect", "{ncco}");
+    assert_eq!(
+        ncco[0]["endpoint"][0]["number"],
+        digits(D).as_str(),
+        "{ncco}"
+    );
+    assert_eq!(ncco[0]["from"], digits(&v_c).as_str(), "{ncco}");
+    let texml = stack.telnyx_call(C, &v_c).await;
+    connects(&texml, D, &v_c);
+    let stranger = stack.vonage_call("+919811111111", &v_c).await;
+    assert_eq!(
+        stranger[0]["action"], "talk",
+        "a stranger on Vonage: {stranger}"
     );
     let (_, seen) = stack.contacts("ord-c", "u-c").await;
     assert_eq!(

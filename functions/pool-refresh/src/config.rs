@@ -13,17 +13,52 @@ use vnmask::pool::HealthRules;
 use vnmask::store::MAX_TALLY_DAYS;
 
 use crate::inventory::{
-    ExotelAccount, HttpPolicy, StaticList, TwilioAccount, TwilioAuth, TwilioNumberType, Webhooks,
+    ExotelAccount, HttpPolicy, PlivoAccount, StaticList, TelnyxAccount, TwilioAccount, TwilioAuth,
+    TwilioNumberType, VonageAccount, Webhooks,
 };
 use crate::{Buying, RefreshSettings};
 
 pub const TWILIO_API: &str = "https://api.twilio.com";
 pub const EXOTEL_API: &str = "https://api.exotel.com";
+pub const PLIVO_API: &str = "https://api.plivo.com";
+pub const VONAGE_API: &str = "https://rest.nexmo.com";
+pub const TELNYX_API: &str = "https://api.telnyx.com";
+
+/// Which provider buys each market's numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuyFrom {
+    /// For markets not named in `by_market`.
+    pub default: Option<String>,
+    pub by_market: std::collections::BTreeMap<vnmask::domain::Market, String>,
+}
+
+impl BuyFrom {
+    /// The provider buying `market`'s numbers, if any.
+    pub fn for_market(&self, market: &vnmask::domain::Market) -> Option<&str> {
+        self.by_market
+            .get(market)
+            .or(self.default.as_ref())
+            .map(String::as_str)
+    }
+
+    fn providers(&self) -> impl Iterator<Item = &String> {
+        self.default.iter().chain(self.by_market.values())
+    }
+}
+
+/// The providers numbers can be bought from.
+const VENDORS: [&str; 4] = ["twilio", "plivo", "vonage", "telnyx"];
 
 /// Everything `main` needs to build the refresher.
 pub struct Config {
     pub store: StoreConfig,
     pub refresh: RefreshSettings,
+    pub plivo: Option<PlivoAccount>,
+    pub vonage: Option<VonageAccount>,
+    pub telnyx: Option<TelnyxAccount>,
+    /// `VNMASK_POOL_BUY_FROM`: which provider buys each market's numbers (`market:provider`),
+    /// and the one for markets not named (a bare provider); with buying on.
+    pub buy_from: BuyFrom,
     /// How moves off numbers leaving service plan pairs: the assign function's settings.
     pub assign: AssignSettings,
     /// `VNMASK_NOTIFY_QUEUE_URL`: where moves' `NumbersAssigned` go, if anywhere.
@@ -95,6 +130,18 @@ impl Config {
             .contains("exotel")
             .then(|| exotel(src))
             .transpose()?;
+        let plivo = providers
+            .contains("plivo")
+            .then(|| plivo(src))
+            .transpose()?;
+        let vonage = providers
+            .contains("vonage")
+            .then(|| vonage(src))
+            .transpose()?;
+        let telnyx = providers
+            .contains("telnyx")
+            .then(|| telnyx(src))
+            .transpose()?;
         let static_list = providers
             .contains("static")
             .then(|| {
@@ -103,11 +150,12 @@ impl Config {
             })
             .transpose()?;
 
+        let buy_from = buy_from(src)?;
         let buying = if parsed(src, "VNMASK_POOL_BUY", false)? {
-            if twilio.is_none() {
+            if let Some(missing) = buy_from.providers().find(|p| !providers.contains(*p)) {
                 return Err(invalid(
-                    "VNMASK_POOL_BUY",
-                    "buying needs twilio in VNMASK_PROVIDERS",
+                    "VNMASK_POOL_BUY_FROM",
+                    format!("buying from {missing} needs it in VNMASK_PROVIDERS"),
                 ));
             }
             Some(Buying {
@@ -177,6 +225,10 @@ impl Config {
             twilio,
             exotel,
             static_list,
+            plivo,
+            vonage,
+            telnyx,
+            buy_from,
         })
     }
 }
@@ -187,14 +239,16 @@ fn providers(src: &dyn Source) -> Result<BTreeSet<String>, ConfigError> {
         .map(|p| p.trim().to_ascii_lowercase())
         .filter(|p| !p.is_empty())
         .collect();
-    if let Some(unknown) = names
-        .iter()
-        .find(|p| !matches!(p.as_str(), "twilio" | "exotel" | "static"))
-    {
+    if let Some(unknown) = names.iter().find(|p| {
+        !matches!(
+            p.as_str(),
+            "twilio" | "exotel" | "static" | "plivo" | "vonage" | "telnyx"
+        )
+    }) {
         return Err(invalid(
             "VNMASK_PROVIDERS",
             format!(
-                "unknown provider `{}`: expected twilio, exotel, static",
+                "unknown provider `{}`: expected twilio, exotel, plivo, vonage, telnyx, static",
                 unknown.chars().take(16).collect::<String>()
             ),
         ));
@@ -294,6 +348,112 @@ fn twilio(src: &dyn Source) -> Result<TwilioAccount, ConfigError> {
         number_type: parsed(src, "VNMASK_TWILIO_NUMBER_TYPE", TwilioNumberType::Local)?,
         address_sid: optional_sid("VNMASK_TWILIO_ADDRESS_SID")?,
         bundle_sid: optional_sid("VNMASK_TWILIO_BUNDLE_SID")?,
+    })
+}
+
+/// `VNMASK_POOL_BUY_FROM`: `twilio` (the default), or per market, e.g. `US:twilio,IN:plivo`,
+/// with at most one bare provider for the markets not named.
+fn buy_from(src: &dyn Source) -> Result<BuyFrom, ConfigError> {
+    const VAR: &str = "VNMASK_POOL_BUY_FROM";
+    let text = src.get(VAR).unwrap_or_else(|| "twilio".to_owned());
+    let mut from = BuyFrom::default();
+    let vendor = |p: &str| {
+        let p = p.trim().to_ascii_lowercase();
+        if VENDORS.contains(&p.as_str()) {
+            Ok(p)
+        } else {
+            Err(invalid(
+                VAR,
+                format!("numbers are bought from {}", VENDORS.join(", ")),
+            ))
+        }
+    };
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once(':') {
+            Some((market, provider)) => {
+                let market = market
+                    .trim()
+                    .parse()
+                    .map_err(|e: vnmask::domain::PhoneError| invalid(VAR, e.to_string()))?;
+                if from.by_market.insert(market, vendor(provider)?).is_some() {
+                    return Err(invalid(VAR, "a market is named twice"));
+                }
+            }
+            None if from.default.is_none() => from.default = Some(vendor(entry)?),
+            None => return Err(invalid(VAR, "at most one provider for every other market")),
+        }
+    }
+    Ok(from)
+}
+
+/// Ids of applications (1-64 letters, digits, `-` or `_`), separated by commas.
+fn ids(src: &dyn Source, var: &'static str) -> Result<BTreeSet<String>, ConfigError> {
+    src.get(var)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(|id| {
+            let ok = id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            ok.then(|| id.to_owned()).ok_or_else(|| {
+                invalid(
+                    var,
+                    "expected ids of 1-64 letters, digits, - or _, separated by commas",
+                )
+            })
+        })
+        .collect()
+}
+
+/// One application id, required.
+fn one_id(src: &dyn Source, var: &'static str) -> Result<String, ConfigError> {
+    let found = ids(src, var)?;
+    match found.len() {
+        0 => Err(ConfigError::Missing(var)),
+        1 => Ok(found.into_iter().next().unwrap_or_default()),
+        _ => Err(invalid(var, "expected one id")),
+    }
+}
+
+fn plivo(src: &dyn Source) -> Result<PlivoAccount, ConfigError> {
+    Ok(PlivoAccount {
+        auth_id: identifier(src, "VNMASK_PLIVO_AUTH_ID")?,
+        auth_token: secret(src, "VNMASK_PLIVO_AUTH_TOKEN")?,
+        base: url(src, "VNMASK_PLIVO_API_BASE", Some(PLIVO_API))?,
+        app_id: one_id(src, "VNMASK_PLIVO_APP_ID")?,
+        other_app_ids: ids(src, "VNMASK_PLIVO_OTHER_APP_IDS")?,
+        number_type: src
+            .get("VNMASK_PLIVO_NUMBER_TYPE")
+            .map(|t| {
+                t.parse()
+                    .map_err(|e: String| invalid("VNMASK_PLIVO_NUMBER_TYPE", e))
+            })
+            .transpose()?,
+    })
+}
+
+fn vonage(src: &dyn Source) -> Result<VonageAccount, ConfigError> {
+    Ok(VonageAccount {
+        api_key: identifier(src, "VNMASK_VONAGE_API_KEY")?,
+        api_secret: secret(src, "VNMASK_VONAGE_API_SECRET")?,
+        base: url(src, "VNMASK_VONAGE_API_BASE", Some(VONAGE_API))?,
+        app_id: one_id(src, "VNMASK_VONAGE_APP_ID")?,
+        other_app_ids: ids(src, "VNMASK_VONAGE_OTHER_APP_IDS")?,
+    })
+}
+
+fn telnyx(src: &dyn Source) -> Result<TelnyxAccount, ConfigError> {
+    Ok(TelnyxAccount {
+        api_key: secret(src, "VNMASK_TELNYX_API_KEY")?,
+        base: url(src, "VNMASK_TELNYX_API_BASE", Some(TELNYX_API))?,
+        connection_id: one_id(src, "VNMASK_TELNYX_CONNECTION_ID")?,
+        other_connection_ids: ids(src, "VNMASK_TELNYX_OTHER_CONNECTION_IDS")?,
+        messaging_profile_id: ids(src, "VNMASK_TELNYX_MESSAGING_PROFILE_ID")?
+            .into_iter()
+            .next(),
     })
 }
 
@@ -457,9 +617,58 @@ mod tests {
     }
 
     #[test]
+    fn plivo_vonage_and_telnyx_accounts_and_where_each_market_buys() {
+        let all = [
+            ("VNMASK_PROVIDERS", "plivo,vonage,telnyx"),
+            ("VNMASK_PLIVO_AUTH_ID", "MAXXXXXXXXXXXXXXXXXX"),
+            ("VNMASK_PLIVO_AUTH_TOKEN", "plivo-token-s3cr3t"),
+            ("VNMASK_PLIVO_APP_ID", "20372631212782780"),
+            ("VNMASK_VONAGE_API_KEY", "abcd1234"),
+            ("VNMASK_VONAGE_API_SECRET", "vonage-s3cr3t"),
+            (
+                "VNMASK_VONAGE_APP_ID",
+                "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+            ),
+            ("VNMASK_TELNYX_API_KEY", "KEY-telnyx-s3cr3t"),
+            ("VNMASK_TELNYX_CONNECTION_ID", "1234567890"),
+            (
+                "VNMASK_TELNYX_MESSAGING_PROFILE_ID",
+                "40017f8e-49bd-4f16-9e3d-ef103f916228",
+            ),
+            ("VNMASK_POOL_BUY", "true"),
+            ("VNMASK_POOL_BUY_FROM", "IN:plivo,telnyx"),
+            ("VNMASK_VOICE_URL", VOICE),
+            ("VNMASK_SMS_URL", VOICE),
+        ];
+        let c = Config::from_source(&src(&all)).unwrap();
+        let plivo = c.plivo.unwrap();
+        assert_eq!(plivo.base.as_str(), "https://api.plivo.com/");
+        assert_eq!(plivo.app_id, "20372631212782780");
+        assert_eq!(c.vonage.unwrap().base.as_str(), "https://rest.nexmo.com/");
+        let telnyx = c.telnyx.unwrap();
+        assert!(telnyx.messaging_profile_id.is_some());
+        assert!(!format!("{telnyx:?}").contains("s3cr3t"));
+        assert_eq!(c.buy_from.for_market(&"IN".parse().unwrap()), Some("plivo"));
+        assert_eq!(
+            c.buy_from.for_market(&"US".parse().unwrap()),
+            Some("telnyx")
+        );
+        // Buying from a provider that is not configured, or one that sells nothing.
+        let mut from_twilio = all.to_vec();
+        from_twilio.push(("VNMASK_POOL_BUY_FROM", "US:twilio"));
+        assert!(err(&from_twilio).contains("VNMASK_POOL_BUY_FROM"));
+        let mut from_exotel = all.to_vec();
+        from_exotel.push(("VNMASK_POOL_BUY_FROM", "exotel"));
+        assert!(err(&from_exotel).contains("VNMASK_POOL_BUY_FROM"));
+        let mut no_app = all.to_vec();
+        no_app.retain(|(k, _)| *k != "VNMASK_PLIVO_APP_ID");
+        assert!(err(&no_app).contains("VNMASK_PLIVO_APP_ID"));
+    }
+
+    #[test]
     fn errors_name_the_variable_and_never_the_secret() {
         assert!(err(&[]).contains("VNMASK_PROVIDERS"));
-        assert!(err(&[("VNMASK_PROVIDERS", "twilio,vonage")]).contains("vonage"));
+        assert!(err(&[("VNMASK_PROVIDERS", "twilio,sinch")]).contains("sinch"));
         assert!(err(&[("VNMASK_PROVIDERS", "twilio")]).contains("VNMASK_TWILIO_ACCOUNT_SID"));
         let e = err(&[
             ("VNMASK_PROVIDERS", "twilio"),

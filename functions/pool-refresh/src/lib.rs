@@ -229,7 +229,9 @@ impl From<RefreshError> for lambda_runtime::Diagnostic {
 pub struct Refresher {
     store: Arc<dyn PoolUpkeep>,
     inventories: Vec<Arc<dyn Inventory>>,
+    /// Where every market's numbers are bought, unless `market_vendors` names another.
     vendor: Option<Arc<dyn Vendor>>,
+    market_vendors: BTreeMap<Market, Arc<dyn Vendor>>,
     settings: RefreshSettings,
     mover: Option<Mover>,
 }
@@ -245,9 +247,16 @@ impl Refresher {
             store,
             inventories,
             vendor,
+            market_vendors: BTreeMap::new(),
             settings,
             mover: None,
         }
+    }
+
+    /// This refresher, buying `market`'s numbers from `vendor`.
+    pub fn with_vendor_for(mut self, market: Market, vendor: Arc<dyn Vendor>) -> Self {
+        self.market_vendors.insert(market, vendor);
+        self
     }
 
     /// This refresher, moving live pairs off numbers leaving service with `mover` (without
@@ -393,7 +402,8 @@ impl Refresher {
             u32::MAX,
         );
         if summary.needed > 0 {
-            match (&self.settings.buying, &self.vendor) {
+            let vendor = self.market_vendors.get(market).or(self.vendor.as_ref());
+            match (&self.settings.buying, vendor) {
                 (Some(buying), Some(vendor)) => {
                     let demand = Demand { needs, peak };
                     self.buy(run, market, demand, vendor.as_ref(), buying, summary)

@@ -24,14 +24,25 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     })?;
     let store = Arc::new(config.store.connect(&sdk).await?);
     let http = config.http.client()?;
-    let (inventories, vendor) = inventory::from_config(&config, &http);
+    let configured = inventory::from_config(&config, &http);
     let mover = Mover {
         assigner: Assigner::new(store.clone(), config.assign),
         notify: config.notify_url.map(|url| {
             Arc::new(SqsNotify::new(aws_sdk_sqs::Client::new(&sdk), url)) as Arc<dyn Notify>
         }),
     };
-    let refresher = Refresher::new(store, inventories, vendor, config.refresh).with_mover(mover);
+    let mut refresher = Refresher::new(store, configured.inventories, None, config.refresh.clone())
+        .with_mover(mover);
+    // Each market buys from the provider VNMASK_POOL_BUY_FROM names for it.
+    for market in config.refresh.markets.keys() {
+        let vendor = config
+            .buy_from
+            .for_market(market)
+            .and_then(|name| configured.vendors.get(name));
+        if let Some(vendor) = vendor {
+            refresher = refresher.with_vendor_for(market.clone(), vendor.clone());
+        }
+    }
     let refresher = &refresher;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

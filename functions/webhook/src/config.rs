@@ -6,6 +6,7 @@ use std::time::Duration;
 use vnmask::config::{parsed, ConfigError, Source};
 use vnmask::domain::Market;
 use vnmask::providers::exotel::{ConnectSettings, SourceAllowList};
+use vnmask::providers::telnyx;
 use vnmask::providers::twilio::{PinPrompts, VoiceRefusal, VoiceSettings};
 use vnmask::providers::Secret;
 use vnmask::routing::{PinLimits, ReplayPolicy};
@@ -45,6 +46,9 @@ pub struct Providers {
     pub twilio: Option<TwilioConfig>,
     pub exotel: Option<ExotelConfig>,
     pub generic: Option<GenericConfig>,
+    pub plivo: Option<PlivoConfig>,
+    pub vonage: Option<VonageConfig>,
+    pub telnyx: Option<TelnyxConfig>,
 }
 
 /// Both, from one source: what tests and tools build a webhook from.
@@ -78,6 +82,37 @@ pub struct GenericConfig {
     pub secrets: Vec<Secret>,
 }
 
+#[derive(Debug, Clone)]
+pub struct PlivoConfig {
+    /// The public URL the API is reached at by Plivo, without a trailing slash: what it signs.
+    pub public_base_url: String,
+    /// The account's (or subaccount's) auth tokens: one, or two during a rotation.
+    pub auth_tokens: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VonageConfig {
+    /// The account's signature secrets (signed webhooks): one, or two during a rotation.
+    pub signature_secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelnyxConfig {
+    /// The account's public keys (Mission Control, "Public Key"): one, or two during a rotation.
+    pub public_keys: Vec<telnyx::PublicKey>,
+    /// Where texts are relayed: Telnyx's messaging webhook answers nothing, so a text is sent
+    /// on with its API. Without an API key, texts are decided and not relayed.
+    pub relay: Option<TelnyxRelayConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelnyxRelayConfig {
+    /// `VNMASK_TELNYX_API_KEY` (the webhook's secret).
+    pub api_key: Secret,
+    /// `VNMASK_TELNYX_API_BASE`: `https://api.telnyx.com`, or a fake locally.
+    pub api_base: String,
+}
+
 impl WebhookConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         Ok(WebhookConfig {
@@ -106,20 +141,84 @@ impl Providers {
         };
         let generic =
             secrets(src, "VNMASK_GENERIC_SECRETS", 32)?.map(|secrets| GenericConfig { secrets });
-        if twilio.is_none() && exotel.is_none() && generic.is_none() {
-            return Err(ConfigError::Invalid {
-                var: "VNMASK_TWILIO_AUTH_TOKENS",
-                reason: "no provider is configured: set VNMASK_TWILIO_AUTH_TOKENS, \
-                         VNMASK_EXOTEL_TOKENS or VNMASK_GENERIC_SECRETS"
-                    .into(),
-            });
-        }
-        Ok(Providers {
+        let plivo = match secrets(src, "VNMASK_PLIVO_AUTH_TOKENS", 16)? {
+            None => None,
+            Some(auth_tokens) => Some(PlivoConfig {
+                public_base_url: public_base_url(src)?,
+                auth_tokens,
+            }),
+        };
+        let vonage = secrets(src, "VNMASK_VONAGE_SIGNATURE_SECRETS", 16)?
+            .map(|signature_secrets| VonageConfig { signature_secrets });
+        let telnyx = telnyx_keys(src)?.map(|public_keys| TelnyxConfig {
+            public_keys,
+            relay: src
+                .get("VNMASK_TELNYX_API_KEY")
+                .map(|key| TelnyxRelayConfig {
+                    api_key: Secret::new(key.trim()),
+                    api_base: src
+                        .get("VNMASK_TELNYX_API_BASE")
+                        .unwrap_or_else(|| "https://api.telnyx.com".to_owned()),
+                }),
+        });
+        let providers = Providers {
             twilio,
             exotel,
             generic,
-        })
+            plivo,
+            vonage,
+            telnyx,
+        };
+        if providers.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "VNMASK_TWILIO_AUTH_TOKENS",
+                reason: "no provider is configured: set VNMASK_TWILIO_AUTH_TOKENS, \
+                         VNMASK_EXOTEL_TOKENS, VNMASK_GENERIC_SECRETS, VNMASK_PLIVO_AUTH_TOKENS, \
+                         VNMASK_VONAGE_SIGNATURE_SECRETS or VNMASK_TELNYX_PUBLIC_KEYS"
+                    .into(),
+            });
+        }
+        Ok(providers)
     }
+}
+
+impl Providers {
+    fn is_empty(&self) -> bool {
+        self.twilio.is_none()
+            && self.exotel.is_none()
+            && self.generic.is_none()
+            && self.plivo.is_none()
+            && self.vonage.is_none()
+            && self.telnyx.is_none()
+    }
+}
+
+/// `VNMASK_TELNYX_PUBLIC_KEYS`: one base64 Ed25519 public key, or two separated by a comma
+/// during a rotation. Public: configuration, not a secret.
+fn telnyx_keys(src: &dyn Source) -> Result<Option<Vec<telnyx::PublicKey>>, ConfigError> {
+    const VAR: &str = "VNMASK_TELNYX_PUBLIC_KEYS";
+    let Some(value) = src.get(VAR) else {
+        return Ok(None);
+    };
+    let keys = value
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            k.parse()
+                .map_err(|e: telnyx::PublicKeyError| ConfigError::Invalid {
+                    var: VAR,
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() || keys.len() > 2 {
+        return Err(ConfigError::Invalid {
+            var: VAR,
+            reason: "expected one public key, or two separated by a comma during a rotation".into(),
+        });
+    }
+    Ok(Some(keys))
 }
 
 impl WebhookSettings {

@@ -18,6 +18,9 @@ pub enum ProviderKind {
     Twilio,
     Exotel,
     Generic,
+    Plivo,
+    Vonage,
+    Telnyx,
 }
 
 impl ProviderKind {
@@ -26,6 +29,9 @@ impl ProviderKind {
             ProviderKind::Twilio => "twilio",
             ProviderKind::Exotel => "exotel",
             ProviderKind::Generic => "generic",
+            ProviderKind::Plivo => "plivo",
+            ProviderKind::Vonage => "vonage",
+            ProviderKind::Telnyx => "telnyx",
         }
     }
 }

@@ -14,6 +14,11 @@
 //! | `POST /v1/providers/twilio/recording` | Twilio: where a recorded call's recording is |
 //! | `POST /v1/providers/twilio/pin` | Twilio `<Gather>`: the PIN a caller without a route keyed in |
 //! | `POST /v1/providers/generic/pin` | carriers, in-house IVRs: the same, after `collect_pin` |
+//! | `POST /v1/providers/plivo/voice` | Plivo answer URL → Plivo XML `<Dial>` |
+//! | `POST /v1/providers/plivo/sms` | Plivo message URL → Plivo XML `<Message>` |
+//! | `GET`, `POST /v1/providers/vonage/answer` | Vonage `answer_url` → NCCO `connect` |
+//! | `POST /v1/providers/telnyx/voice` | Telnyx TeXML application → TeXML `<Dial>` |
+//! | `POST /v1/providers/telnyx/sms` | Telnyx messaging webhook → relayed through Telnyx's API |
 //!
 //! Each request is authenticated first (403, nothing looked up), read (400 when malformed),
 //! then decided with one strongly consistent read of the route while its call id is recorded
@@ -26,6 +31,7 @@ pub mod config;
 pub mod interactions;
 pub mod outbox;
 pub mod readiness;
+pub mod relay;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -43,7 +49,8 @@ use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use vnmask::domain::{self, CallEnd, CallId, Channel, ConnectedCall, RecordingReady};
 use vnmask::providers::{
-    exotel, generic, param, parse_form, parse_query, twilio, AuthError, Params, RequestError,
+    exotel, generic, param, parse_form, parse_query, plivo, telnyx, twilio, vonage, AuthError,
+    Params, RequestError,
 };
 use vnmask::routing::{decide_once, decide_pin, Decision, Refusal, RouteQuery};
 use vnmask::store::{CallRouting, Sighting};
@@ -55,6 +62,7 @@ pub use interactions::{
 };
 pub use outbox::{Drain, Outbox, ANSWER_WAIT};
 pub use readiness::{EnvironmentLoader, LoadError, Loader, Readiness, Ready};
+pub use relay::{RelayError, TelnyxMessages, TextRelay};
 
 /// Requests larger than this are refused with 413: provider webhooks are a few kilobytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -70,6 +78,8 @@ pub struct Webhook {
     settings: WebhookSettings,
     ready: Arc<Readiness>,
     outbox: Option<Outbox>,
+    /// For providers' APIs called after the answer (Telnyx's, to relay texts).
+    http: reqwest::Client,
 }
 
 impl Webhook {
@@ -92,6 +102,7 @@ impl Webhook {
             settings,
             ready,
             outbox,
+            http: reqwest::Client::new(),
         }
     }
 }
@@ -117,6 +128,14 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
         .route(TWILIO_RECORDING, post(twilio_recording))
         .route(TWILIO_PIN, post(twilio_pin))
         .route("/v1/providers/generic/pin", post(generic_pin))
+        .route("/v1/providers/plivo/voice", post(plivo_voice))
+        .route("/v1/providers/plivo/sms", post(plivo_sms))
+        .route(
+            "/v1/providers/vonage/answer",
+            get(vonage_answer_get).post(vonage_answer_post),
+        )
+        .route("/v1/providers/telnyx/voice", post(telnyx_voice))
+        .route("/v1/providers/telnyx/sms", post(telnyx_sms))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(
             webhook.clone(),
@@ -148,6 +167,10 @@ async fn mark_answered(
 const TWILIO_VOICE: &str = "twilio-voice";
 const EXOTEL_CONNECT: &str = "exotel-connect";
 const GENERIC_ROUTE: &str = "generic-route";
+const PLIVO_VOICE: &str = "plivo-voice";
+const VONAGE_ANSWER: &str = "vonage-answer";
+const TELNYX_VOICE: &str = "telnyx-voice";
+const TELNYX_SMS: &str = "telnyx-sms";
 const CALL_END_SUFFIX: &str = "-end";
 const RECORDING_SUFFIX: &str = "-recording";
 const PIN_SUFFIX: &str = "-pin";
@@ -178,6 +201,16 @@ impl EndResult {
     fn json(self) -> String {
         serde_json::json!({ "result": self.as_str() }).to_string()
     }
+}
+
+/// Whether a provider's answers can ask a caller for a PIN and take it back (Twilio's
+/// `<Gather>`, Exotel's flow, the generic contract); elsewhere a caller without a route is
+/// refused, as without PIN recovery.
+fn collects_pins(provider: ProviderKind) -> bool {
+    matches!(
+        provider,
+        ProviderKind::Twilio | ProviderKind::Exotel | ProviderKind::Generic
+    )
 }
 
 /// Why a request was turned away before any decision.
@@ -288,6 +321,53 @@ async fn twilio_pin(
 
 async fn generic_pin(State(app): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
     app.generic(&headers, &body, generic::pin_query).await
+}
+
+async fn plivo_voice(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.plivo(Channel::Voice, &uri, &headers, &body).await
+}
+
+async fn plivo_sms(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.plivo(Channel::Sms, &uri, &headers, &body).await
+}
+
+async fn vonage_answer_get(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    app.vonage(&uri, &headers, None).await
+}
+
+async fn vonage_answer_post(
+    State(app): State<Arc<Webhook>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.vonage(&uri, &headers, Some(&body)).await
+}
+
+async fn telnyx_voice(
+    State(app): State<Arc<Webhook>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    app.telnyx_voice(&headers, &body).await
+}
+
+async fn telnyx_sms(State(app): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
+    app.telnyx_sms(&headers, &body).await
 }
 
 async fn twilio_recording(
@@ -507,6 +587,234 @@ impl Webhook {
         Ok(())
     }
 
+    async fn plivo(
+        &self,
+        channel: Channel,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
+        let started = Instant::now();
+        let render = |decision: &Decision, query: Option<&RouteQuery>| {
+            let xml = match channel {
+                Channel::Voice => plivo::voice_response(decision, &self.settings.voice),
+                Channel::Sms => plivo::message_response(
+                    decision,
+                    query.and_then(|q| q.text.as_deref()).unwrap_or_default(),
+                ),
+            };
+            (TWIML, xml)
+        };
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Plivo, render);
+        };
+        let endpoint = match channel {
+            Channel::Voice => PLIVO_VOICE,
+            Channel::Sms => "plivo-sms",
+        };
+        let admitted = Self::plivo_params(&ready.providers, uri, headers, body).and_then(|p| {
+            Ok(match channel {
+                Channel::Voice => plivo::voice_query(&p)?,
+                Channel::Sms => plivo::message_query(&p)?,
+            })
+        });
+        self.answer(
+            &ready,
+            ProviderKind::Plivo,
+            endpoint,
+            started,
+            admitted,
+            render,
+        )
+        .await
+    }
+
+    /// A Plivo request's parameters, once its signature is checked: Plivo signs the URL it
+    /// was given (our public base URL, then the path and query as sent) and the form. Each
+    /// header may carry several signatures; the main account's (`-MA-`) is checked too, for
+    /// numbers of a subaccount whose main account's token is the one configured.
+    fn plivo_params<'a>(
+        providers: &Providers,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &'a [u8],
+    ) -> Result<Params<'a>, Rejection> {
+        let config = providers.plivo.as_ref().ok_or(Rejection::NotConfigured)?;
+        let signatures: Vec<&str> = [
+            plivo::SIGNATURE_HEADER,
+            plivo::MAIN_ACCOUNT_SIGNATURE_HEADER,
+        ]
+        .iter()
+        .filter_map(|h| header_str(headers, h))
+        .collect();
+        if signatures.is_empty() {
+            return Err(AuthError::MissingSignature.into());
+        }
+        let params = parse_form(body)?;
+        let base = config.public_base_url.as_str();
+        let url = match uri.query() {
+            Some(q) => [base, uri.path(), "?", q].concat(),
+            None => [base, uri.path()].concat(),
+        };
+        plivo::verify(
+            &config.auth_tokens,
+            "POST",
+            &url,
+            &params,
+            header_str(headers, plivo::NONCE_HEADER),
+            Some(&signatures.join(",")),
+        )?;
+        Ok(params)
+    }
+
+    /// Vonage's `answer_url`: a GET with the call in the query (the default), or a POST with
+    /// it in a JSON body; either way signed with a JWT (a POST's body hashed into it). Vonage
+    /// waits 5 s for the NCCO; the answer is due within the 2 s every provider gets.
+    async fn vonage(&self, uri: &Uri, headers: &HeaderMap, body: Option<&[u8]>) -> Response {
+        let started = Instant::now();
+        let render = |decision: &Decision, _: Option<&RouteQuery>| {
+            (
+                JSON,
+                vonage::answer_response(decision, &self.settings.voice),
+            )
+        };
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Vonage, render);
+        };
+        let admitted = (|| {
+            let config = ready
+                .providers
+                .vonage
+                .as_ref()
+                .ok_or(Rejection::NotConfigured)?;
+            vonage::verify(
+                &config.signature_secrets,
+                header_str(headers, vonage::AUTHORIZATION_HEADER),
+                body,
+                domain::now(),
+            )?;
+            Ok(match body {
+                Some(body) => vonage::answer_query_json(body)?,
+                None => vonage::answer_query(&parse_query(uri.query().unwrap_or_default())?)?,
+            })
+        })();
+        self.answer(
+            &ready,
+            ProviderKind::Vonage,
+            VONAGE_ANSWER,
+            started,
+            admitted,
+            render,
+        )
+        .await
+    }
+
+    /// A call to a Telnyx TeXML application: the form, signed with Ed25519 over the timestamp
+    /// and the body as received.
+    async fn telnyx_voice(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        let started = Instant::now();
+        let render = |decision: &Decision, _: Option<&RouteQuery>| {
+            (
+                TWIML,
+                telnyx::voice_response(decision, &self.settings.voice),
+            )
+        };
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Telnyx, render);
+        };
+        let admitted = Self::telnyx_verified(&ready.providers, headers, body)
+            .and_then(|()| Ok(telnyx::voice_query(&parse_form(body)?)?));
+        self.answer(
+            &ready,
+            ProviderKind::Telnyx,
+            TELNYX_VOICE,
+            started,
+            admitted,
+            render,
+        )
+        .await
+    }
+
+    /// A Telnyx messaging webhook: an inbound text is decided as any text and, when it
+    /// connects, relayed after the answer through Telnyx's API (the answer itself carries
+    /// nothing back); delivery reports and other events are acknowledged and ignored.
+    async fn telnyx_sms(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+        let started = Instant::now();
+        let render = |decision: &Decision, _: Option<&RouteQuery>| {
+            let result = match decision {
+                Decision::Connect(_) => "relayed",
+                Decision::AskPin { .. } | Decision::Refuse(_) => "refused",
+            };
+            (JSON, serde_json::json!({ "result": result }).to_string())
+        };
+        let Some(ready) = self.ready.get() else {
+            return self.not_ready(ProviderKind::Telnyx, render);
+        };
+        let admitted = Self::telnyx_verified(&ready.providers, headers, body)
+            .and_then(|()| Ok(telnyx::message_query(body)?));
+        let admitted = match admitted {
+            Ok(None) => {
+                return ([(header::CONTENT_TYPE, JSON)], r#"{"result":"ignored"}"#).into_response()
+            }
+            Ok(Some(query)) => Ok(query),
+            Err(rejection) => Err(rejection),
+        };
+        let relay = ready
+            .providers
+            .telnyx
+            .as_ref()
+            .and_then(|c| c.relay.clone());
+        let relay_after = |decision: &Decision, query: &RouteQuery| {
+            let (Decision::Connect(route), Some(outbox)) = (decision, &self.outbox) else {
+                return;
+            };
+            let text = query.text.clone().unwrap_or_default();
+            match &relay {
+                // Telnyx refuses an empty text (a picture alone): nothing to relay.
+                Some(_) if text.is_empty() => {}
+                Some(config) => outbox.relay(
+                    Arc::new(TelnyxMessages::new(
+                        self.http.clone(),
+                        &config.api_base,
+                        config.api_key.clone(),
+                    )),
+                    route.clone(),
+                    text,
+                ),
+                None => tracing::warn!(
+                    "a text through Telnyx connects but is not relayed: VNMASK_TELNYX_API_KEY is not set"
+                ),
+            }
+        };
+        self.answer_then(
+            &ready,
+            ProviderKind::Telnyx,
+            TELNYX_SMS,
+            started,
+            admitted,
+            render,
+            relay_after,
+        )
+        .await
+    }
+
+    /// Checks a Telnyx request's signature.
+    fn telnyx_verified(
+        providers: &Providers,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), Rejection> {
+        let config = providers.telnyx.as_ref().ok_or(Rejection::NotConfigured)?;
+        telnyx::verify(
+            &config.public_keys,
+            header_str(headers, telnyx::TIMESTAMP_HEADER),
+            header_str(headers, telnyx::SIGNATURE_HEADER),
+            body,
+            domain::now(),
+        )?;
+        Ok(())
+    }
+
     /// Decides an admitted request and answers in the provider's format, recording the
     /// interaction; or turns a rejected one away.
     async fn answer(
@@ -517,6 +825,31 @@ impl Webhook {
         started: Instant,
         admitted: Result<RouteQuery, Rejection>,
         render: impl FnOnce(&Decision, Option<&RouteQuery>) -> (&'static str, String),
+    ) -> Response {
+        self.answer_then(
+            ready,
+            provider,
+            endpoint,
+            started,
+            admitted,
+            render,
+            |_, _| {},
+        )
+        .await
+    }
+
+    /// As [`Webhook::answer`], and `after` is given the decision to leave more work in the
+    /// outbox (a text to relay).
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_then(
+        &self,
+        ready: &Ready,
+        provider: ProviderKind,
+        endpoint: &'static str,
+        started: Instant,
+        admitted: Result<RouteQuery, Rejection>,
+        render: impl FnOnce(&Decision, Option<&RouteQuery>) -> (&'static str, String),
+        after: impl FnOnce(&Decision, &RouteQuery),
     ) -> Response {
         let query = match admitted {
             Ok(query) => query,
@@ -532,6 +865,7 @@ impl Webhook {
             let call = ConnectedCall::new(query.call_id.clone(), route);
             outbox.remember(ready.store.clone(), endpoint, call);
         }
+        after(&decision, &query);
         let interaction = Interaction::new(provider, &query, &decision, now, started.elapsed());
         self.record(interaction);
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
@@ -551,7 +885,7 @@ impl Webhook {
     ) -> Decision {
         let store = ready.store.as_ref();
         let budget = self.settings.lookup_timeout;
-        if !self.settings.pin_recovery {
+        if !self.settings.pin_recovery || !collects_pins(provider) {
             return decide_once(store, endpoint, query, now, budget, self.settings.replay).await;
         }
         if query.pin.is_some() {

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use vnmask::domain::{CallId, ConnectedCall, UnixTime, VirtualNumber};
+use vnmask::domain::{CallId, ConnectedCall, Route, UnixTime, VirtualNumber};
 use vnmask::store::{CallRouting, MAX_TALLY_DAYS};
 
 use crate::interactions::{InteractionQueue, StreamEvent, Unsent};
+use crate::relay::{TextRelay, RELAY_TIMEOUT};
 
 /// How long a flush waits for its invocation's answer: every answer is due within 2 s.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
@@ -33,6 +34,12 @@ enum Work {
         ledger: Arc<dyn CallRouting>,
         endpoint: &'static str,
         call: ConnectedCall,
+    },
+    /// Send a text over a route, through the provider's API.
+    Relay {
+        relay: Arc<dyn TextRelay>,
+        route: Box<Route>,
+        text: String,
     },
     /// Count a connected call's end on its number's answer tally.
     CountAnswer {
@@ -99,6 +106,15 @@ impl Outbox {
             ledger,
             endpoint,
             call,
+        });
+    }
+
+    /// Leaves a text to be relayed over `route`; never waits.
+    pub fn relay(&self, relay: Arc<dyn TextRelay>, route: Route, text: String) {
+        let _ = self.work.send(Work::Relay {
+            relay,
+            route: Box::new(route),
+            text,
         });
     }
 
@@ -185,6 +201,24 @@ impl Drain {
                     endpoint,
                     call,
                 } => remember(ledger.as_ref(), endpoint, &call).await,
+                Work::Relay { relay, route, text } => {
+                    let sent = tokio::time::timeout(RELAY_TIMEOUT, relay.relay(&route, &text));
+                    let failed = match sent.await {
+                        Ok(Ok(())) => false,
+                        Ok(Err(error)) => {
+                            tracing::warn!(order_id = %route.order_id, number = %route.number, %error, "text not relayed");
+                            true
+                        }
+                        Err(_) => {
+                            tracing::warn!(order_id = %route.order_id, number = %route.number, "text not relayed in time");
+                            true
+                        }
+                    };
+                    vnmask::telemetry::MetricSet::new("webhook")
+                        .count("TextsRelayed", u64::from(!failed))
+                        .count("TextsNotRelayed", u64::from(failed))
+                        .emit();
+                }
                 Work::CountAnswer {
                     stats,
                     number,

@@ -9,7 +9,10 @@
 
 pub mod exotel;
 pub mod generic;
+pub mod plivo;
+pub mod telnyx;
 pub mod twilio;
+pub mod vonage;
 
 use std::borrow::Cow;
 
@@ -18,6 +21,46 @@ use subtle::ConstantTimeEq;
 
 /// Auth tokens and signing keys are configuration: the one `Secret` type lives in [`crate::config`].
 pub use crate::config::Secret;
+
+/// How calls are connected and refused, whatever the provider: each renders it in its own
+/// format (`<Dial>` timeouts, the refusal message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoiceSettings {
+    /// Seconds the callee's phone rings (`<Dial timeout>`).
+    pub dial_timeout: u32,
+    /// Longest call in seconds (`<Dial timeLimit>`).
+    pub time_limit: u32,
+    pub refusal: VoiceRefusal,
+    /// What a caller without a route hears when asked for a PIN, and after a wrong one.
+    pub pin_prompts: PinPrompts,
+}
+
+/// What a caller is told when asked for a PIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinPrompts {
+    pub ask: String,
+    pub again: String,
+}
+
+impl Default for PinPrompts {
+    fn default() -> Self {
+        PinPrompts {
+            ask: "This number connects you to your contact for an order. If you are calling from \
+                  another phone, enter the six-digit PIN shown next to this number in the app."
+                .into(),
+            again: "That PIN did not work. Please enter it again.".into(),
+        }
+    }
+}
+
+/// What a refused caller hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VoiceRefusal {
+    /// This message, then the call ends.
+    Say(String),
+    /// A busy signal; the call is not answered (and not billed).
+    Reject,
+}
 
 /// Why a provider request cannot be read. Messages never echo a value from the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,6 +18,8 @@ use super::{param, same_bytes, seconds, AuthError, RequestError, Secret};
 use crate::domain::{CallEnd, CallId, Channel, DialStatus, Recording, RecordingReady};
 use crate::routing::{Decision, RouteQuery};
 
+pub use super::{PinPrompts, VoiceRefusal, VoiceSettings};
+
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
 
 /// Answered when a document cannot be written (it cannot happen with an in-memory buffer, but
@@ -207,45 +209,6 @@ pub fn recording_ready(
         crate::domain::RecordingError::Url => RequestError::Malformed("RecordingUrl"),
     })?;
     Ok(RecordingReady { call_id, recording })
-}
-
-/// How calls are connected and refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VoiceSettings {
-    /// Seconds the callee's phone rings (`<Dial timeout>`).
-    pub dial_timeout: u32,
-    /// Longest call in seconds (`<Dial timeLimit>`).
-    pub time_limit: u32,
-    pub refusal: VoiceRefusal,
-    /// What a caller without a route hears when asked for a PIN, and after a wrong one.
-    pub pin_prompts: PinPrompts,
-}
-
-/// What a caller is told when asked for a PIN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PinPrompts {
-    pub ask: String,
-    pub again: String,
-}
-
-impl Default for PinPrompts {
-    fn default() -> Self {
-        PinPrompts {
-            ask: "This number connects you to your contact for an order. If you are calling from \
-                  another phone, enter the six-digit PIN shown next to this number in the app."
-                .into(),
-            again: "That PIN did not work. Please enter it again.".into(),
-        }
-    }
-}
-
-/// What a refused caller hears.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VoiceRefusal {
-    /// This message, then the call ends.
-    Say(String),
-    /// A busy signal; the call is not answered (and not billed).
-    Reject,
 }
 
 /// The path of the `<Dial action>` endpoint, under the webhook's public base URL.

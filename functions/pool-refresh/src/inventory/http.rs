@@ -90,17 +90,26 @@ impl HttpPolicy {
     }
 }
 
+/// How an account's API requests are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// HTTP Basic (Twilio, Exotel, Plivo, Vonage's REST APIs).
+    Basic { user: String, password: Secret },
+    /// `Authorization: Bearer` (Telnyx's API keys).
+    Bearer(Secret),
+}
+
 /// One provider account's API: its base URL, credentials and retry policy.
 pub struct ApiClient {
     http: reqwest::Client,
     provider: Provider,
     base: Url,
-    user: String,
-    password: Secret,
+    auth: ApiAuth,
     policy: HttpPolicy,
 }
 
 impl ApiClient {
+    /// A client signing its requests with HTTP Basic `user` and `password`.
     pub fn new(
         http: reqwest::Client,
         provider: Provider,
@@ -109,12 +118,30 @@ impl ApiClient {
         password: Secret,
         policy: HttpPolicy,
     ) -> Self {
+        Self::with_auth(
+            http,
+            provider,
+            base,
+            ApiAuth::Basic {
+                user: user.into(),
+                password,
+            },
+            policy,
+        )
+    }
+
+    pub fn with_auth(
+        http: reqwest::Client,
+        provider: Provider,
+        base: Url,
+        auth: ApiAuth,
+        policy: HttpPolicy,
+    ) -> Self {
         ApiClient {
             http,
             provider,
             base,
-            user: user.into(),
-            password,
+            auth,
             policy,
         }
     }
@@ -205,6 +232,28 @@ impl ApiClient {
         })
     }
 
+    /// Sends `body` as JSON with `method` (POST, PATCH, PUT), like [`ApiClient::post_form`]:
+    /// sent again only when the provider surely did not act on it.
+    pub async fn send_json<B: Serialize + ?Sized>(
+        &self,
+        operation: &'static str,
+        method: reqwest::Method,
+        url: &Url,
+        body: &B,
+    ) -> Result<Vec<u8>, PostError> {
+        self.send(operation, Resend::OnlyUnsent, || {
+            self.http.request(method.clone(), url.clone()).json(body)
+        })
+        .await
+        .map_err(|f| {
+            if f.maybe_done {
+                PostError::Unconfirmed(f.error)
+            } else {
+                PostError::Refused(f.error)
+            }
+        })
+    }
+
     pub fn malformed(&self, operation: &'static str, reason: impl Into<String>) -> ProviderError {
         ProviderError::Malformed {
             provider: self.provider.clone(),
@@ -233,9 +282,15 @@ impl ApiClient {
         let failed = |error, maybe_done| Failure { error, maybe_done };
         let mut last = None;
         for attempt in 1..=self.policy.max_attempts.max(1) {
-            // From configuration, so UTF-8: the lossy view borrows it unchanged.
-            let password = String::from_utf8_lossy(self.password.expose());
-            let request = build().basic_auth(&self.user, Some(password));
+            let request = match &self.auth {
+                ApiAuth::Basic { user, password } => {
+                    // From configuration, so UTF-8: the lossy view borrows it unchanged.
+                    build().basic_auth(user, Some(String::from_utf8_lossy(password.expose())))
+                }
+                ApiAuth::Bearer(token) => {
+                    build().bearer_auth(String::from_utf8_lossy(token.expose()))
+                }
+            };
             let wait = match request.send().await {
                 Ok(response) if response.status().is_success() => {
                     // The provider acted; only its answer may be lost.

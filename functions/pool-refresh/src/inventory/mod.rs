@@ -8,13 +8,19 @@
 
 mod exotel;
 mod http;
+mod plivo;
 mod static_list;
+mod telnyx;
 mod twilio;
+mod vonage;
 
 pub use exotel::{Exotel, ExotelAccount};
-pub use http::{ApiClient, HttpPolicy, PostError};
+pub use http::{ApiAuth, ApiClient, HttpPolicy, PostError};
+pub use plivo::{Plivo, PlivoAccount, PlivoNumberType};
 pub use static_list::StaticList;
+pub use telnyx::{Telnyx, TelnyxAccount};
 pub use twilio::{Twilio, TwilioAccount, TwilioAuth, TwilioNumberType};
+pub use vonage::{Vonage, VonageAccount};
 
 use std::sync::Arc;
 
@@ -130,13 +136,17 @@ pub trait Vendor: Send + Sync {
     ) -> Result<Option<ListedNumber>, ProviderError>;
 }
 
-/// Every configured provider's inventory, and the provider that sells numbers (Twilio), if any.
-pub type Configured = (Vec<Arc<dyn Inventory>>, Option<Arc<dyn Vendor>>);
+/// Every configured provider's inventory, and the providers that sell numbers, by name.
+pub struct Configured {
+    pub inventories: Vec<Arc<dyn Inventory>>,
+    pub vendors: std::collections::BTreeMap<String, Arc<dyn Vendor>>,
+}
 
-/// The configured providers: every one lists numbers; Twilio also sells them.
+/// The configured providers: every one lists numbers; Twilio, Plivo, Vonage and Telnyx also
+/// sell them.
 pub fn from_config(config: &crate::config::Config, http: &reqwest::Client) -> Configured {
     let mut inventories: Vec<Arc<dyn Inventory>> = Vec::new();
-    let mut vendor: Option<Arc<dyn Vendor>> = None;
+    let mut vendors: std::collections::BTreeMap<String, Arc<dyn Vendor>> = Default::default();
     if let Some(t) = &config.twilio {
         if matches!(t.auth, TwilioAuth::AuthToken(_)) {
             tracing::warn!(
@@ -146,7 +156,22 @@ pub fn from_config(config: &crate::config::Config, http: &reqwest::Client) -> Co
         }
         let twilio = Arc::new(Twilio::new(t, http.clone(), config.http));
         inventories.push(twilio.clone());
-        vendor = Some(twilio);
+        vendors.insert("twilio".into(), twilio);
+    }
+    if let Some(p) = &config.plivo {
+        let plivo = Arc::new(Plivo::new(p, http.clone(), config.http));
+        inventories.push(plivo.clone());
+        vendors.insert("plivo".into(), plivo);
+    }
+    if let Some(v) = &config.vonage {
+        let vonage = Arc::new(Vonage::new(v, http.clone(), config.http));
+        inventories.push(vonage.clone());
+        vendors.insert("vonage".into(), vonage);
+    }
+    if let Some(t) = &config.telnyx {
+        let telnyx = Arc::new(Telnyx::new(t, http.clone(), config.http));
+        inventories.push(telnyx.clone());
+        vendors.insert("telnyx".into(), telnyx);
     }
     if let Some(e) = &config.exotel {
         inventories.push(Arc::new(Exotel::new(e, http.clone(), config.http)));
@@ -154,5 +179,8 @@ pub fn from_config(config: &crate::config::Config, http: &reqwest::Client) -> Co
     if let Some(s) = &config.static_list {
         inventories.push(Arc::new(s.clone()));
     }
-    (inventories, vendor)
+    Configured {
+        inventories,
+        vendors,
+    }
 }

@@ -11,7 +11,7 @@ use http::{Request, StatusCode};
 use tower::ServiceExt;
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::domain::{Participant, UnixTime, VirtualNumber};
-use vnmask::providers::{exotel, generic, twilio};
+use vnmask::providers::{exotel, generic, plivo, telnyx, twilio, vonage};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
 use vnmask_tests::people::{customer, driver};
@@ -24,6 +24,11 @@ pub const TWILIO_NEXT_TOKEN: &str = "2b4d6f8091a3c5e7f9b1d3f5a7c9e1f3";
 pub const EXOTEL_TOKEN: &str = "exotel-3c5e7f9b1d3f5a7c9e1f";
 pub const GENERIC_SECRET: &str = "generic-3c5e7f9b1d3f5a7c9e1f3a5c7e9b";
 pub const REFUSAL: &str = "This number cannot connect you.";
+pub const PLIVO_TOKEN: &str = "plivo-7c1e9a3f5b7d90e12b4d6f8091a3";
+pub const VONAGE_SECRET: &str = "vonage-5e7f9b1d3f5a7c9e1f3a5c7e";
+pub const VONAGE_NEXT_SECRET: &str = "vonage-next-9b1d3f5a7c9e1f3a5c";
+/// The seed of the Ed25519 key Telnyx would sign with: tests sign as Telnyx does.
+pub const TELNYX_SEED: [u8; 32] = [7; 32];
 
 pub const VOICE: &str = "/v1/providers/twilio/voice";
 pub const SMS: &str = "/v1/providers/twilio/sms";
@@ -42,6 +47,15 @@ pub fn env() -> BTreeMap<String, String> {
         // Requests in these tests come from no address: the allow-list has its own tests.
         ("VNMASK_LOCAL_DEVELOPMENT", "true".to_owned()),
         ("VNMASK_GENERIC_SECRETS", GENERIC_SECRET.to_owned()),
+        ("VNMASK_PLIVO_AUTH_TOKENS", PLIVO_TOKEN.to_owned()),
+        (
+            "VNMASK_VONAGE_SIGNATURE_SECRETS",
+            format!("{VONAGE_SECRET},{VONAGE_NEXT_SECRET}"),
+        ),
+        (
+            "VNMASK_TELNYX_PUBLIC_KEYS",
+            telnyx::public_key_of(&TELNYX_SEED).to_string(),
+        ),
         ("VNMASK_REFUSAL_MESSAGE", REFUSAL.to_owned()),
         ("VNMASK_DIAL_TIMEOUT_SECONDS", "25".to_owned()),
         ("VNMASK_CALL_TIME_LIMIT_SECONDS", "3600".to_owned()),
@@ -171,6 +185,117 @@ pub fn twilio_signed_for(
 /// A Twilio POST signed as Twilio would for our public URL.
 pub fn twilio_request(path: &str, params: &[(&str, &str)]) -> Request<Body> {
     twilio_signed_for(path, params, TWILIO_TOKEN, &format!("{BASE_URL}{path}"))
+}
+
+pub const PLIVO_VOICE: &str = "/v1/providers/plivo/voice";
+pub const PLIVO_SMS: &str = "/v1/providers/plivo/sms";
+pub const VONAGE: &str = "/v1/providers/vonage/answer";
+pub const TELNYX_VOICE: &str = "/v1/providers/telnyx/voice";
+
+/// A Plivo request to `path` signed as Plivo signs it (V3, with a nonce).
+pub fn plivo_request(path: &str, params: &[(&str, &str)]) -> Request<Body> {
+    let nonce = "12345678901234567890";
+    let signature = plivo::sign(
+        PLIVO_TOKEN.as_bytes(),
+        "POST",
+        &format!("{BASE_URL}{path}"),
+        params,
+        nonce,
+    );
+    Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(plivo::SIGNATURE_HEADER, signature)
+        .header(plivo::NONCE_HEADER, nonce)
+        .body(Body::from(form(params)))
+        .unwrap()
+}
+
+/// A Plivo call from `from` to `to` (E.164; Plivo sends the digits without the `+`).
+pub fn plivo_call_as(call_uuid: &str, from: &str, to: &str) -> Request<Body> {
+    let (from, to) = (from.trim_start_matches('+'), to.trim_start_matches('+'));
+    plivo_request(
+        PLIVO_VOICE,
+        &[
+            ("CallUUID", call_uuid),
+            ("From", from),
+            ("To", to),
+            ("Direction", "inbound"),
+            ("CallStatus", "ringing"),
+        ],
+    )
+}
+
+pub fn plivo_call(from: &str, to: &str) -> Request<Body> {
+    plivo_call_as(&unique_id("pl"), from, to)
+}
+
+/// A Vonage `answer_url` GET for a call from `from` to `to`, signed with `secret`.
+pub fn vonage_call_signed(
+    uuid: &str,
+    from: &str,
+    to: &str,
+    secret: &str,
+    iat: i64,
+) -> Request<Body> {
+    let query = form(&[
+        ("from", from.trim_start_matches('+')),
+        ("to", to.trim_start_matches('+')),
+        ("uuid", uuid),
+        (
+            "conversation_uuid",
+            "CON-aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        ),
+    ]);
+    Request::get(format!("{VONAGE}?{query}"))
+        .header(
+            vonage::AUTHORIZATION_HEADER,
+            vonage::sign(secret.as_bytes(), None, iat),
+        )
+        .body(Body::empty())
+        .unwrap()
+}
+
+pub fn vonage_call(from: &str, to: &str) -> Request<Body> {
+    vonage_call_signed(&unique_id("vg"), from, to, VONAGE_SECRET, now())
+}
+
+/// A Telnyx TeXML request signed as Telnyx signs it (Ed25519 over `timestamp|body`).
+pub fn telnyx_signed(path: &str, body: String, timestamp: i64) -> Request<Body> {
+    let ts = timestamp.to_string();
+    Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(telnyx::TIMESTAMP_HEADER, &ts)
+        .header(
+            telnyx::SIGNATURE_HEADER,
+            telnyx::sign(&TELNYX_SEED, &ts, body.as_bytes()),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+pub fn telnyx_call_as(call_sid: &str, from: &str, to: &str) -> Request<Body> {
+    let body = form(&[
+        ("CallSid", call_sid),
+        ("From", from),
+        ("To", to),
+        ("Direction", "inbound"),
+    ]);
+    telnyx_signed(TELNYX_VOICE, body, now())
+}
+
+pub fn telnyx_call(from: &str, to: &str) -> Request<Body> {
+    telnyx_call_as(&unique_id("v3:tx"), from, to)
+}
+
+/// A call id no other request of the run has.
+pub fn unique_id(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn voice_params<'a>(from: &'a str, to: &'a str) -> Vec<(&'a str, &'a str)> {
