@@ -344,6 +344,10 @@ fn not_a_credential(name: &str) -> bool {
             | "VNMASK_DATA_KEY_CURRENT"
             | "VNMASK_SECRETS_ID"
             | "VNMASK_EXOTEL_API_KEY"
+            // Vonage's API key is the account's public identifier (its secret is in the secret).
+            | "VNMASK_VONAGE_API_KEY"
+            // Telnyx's public keys check signatures; only Telnyx holds the private one.
+            | "VNMASK_TELNYX_PUBLIC_KEYS"
     ) || name.ends_with("_SID")
 }
 

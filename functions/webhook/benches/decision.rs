@@ -20,7 +20,7 @@ use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
 use vnmask::domain::{RealNumber, VirtualNumber};
 use vnmask::providers::exotel::{self, ConnectSettings, SourceAllowList};
 use vnmask::providers::twilio::{self, VoiceRefusal, VoiceSettings};
-use vnmask::providers::{generic, param, parse_form, parse_query, Secret};
+use vnmask::providers::{generic, param, parse_form, parse_query, plivo, telnyx, vonage, Secret};
 use vnmask::routing::{decide, Decision};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::Store;
@@ -31,6 +31,8 @@ use vnmask_tests::{market, now, pool, seed_pool};
 const TWILIO_TOKEN: &str = "8f3c1a9e5b7d2046c1e9a3f5b7d90e12";
 const TWILIO_NEXT_TOKEN: &str = "2b4d6f8091a3c5e7f9b1d3f5a7c9e1f3";
 const GENERIC_SECRET: &str = "generic-3c5e7f9b1d3f5a7c9e1f3a5c7e9b";
+const PLIVO_TOKEN: &str = "plivo-7c1e9a3f5b7d90e12b4d6f8091a3";
+const VONAGE_SECRET: &str = "vonage-5e7f9b1d3f5a7c9e1f3a5c7e";
 const BUDGET: Duration = Duration::from_millis(1500);
 const BASE_URL: &str = "https://hooks.vnmask.test";
 const DIAL_END_URL: &str = "https://hooks.vnmask.test/v1/providers/twilio/dial-end";
@@ -453,6 +455,110 @@ fn bench(c: &mut Criterion) {
             generic::route_response(&decision)
         })
     });
+    // Plivo, Vonage and Telnyx: the same route, each provider's whole request.
+    let (caller, vn) = (
+        route.caller.expose().to_owned(),
+        route.number.as_str().to_owned(),
+    );
+    let digits = |e164: &str| e164.trim_start_matches('+').to_owned();
+    let plivo_url = "https://hooks.vnmask.test/v1/providers/plivo/voice";
+    let plivo_body = serde_urlencoded::to_string([
+        ("CallUUID", "a8a1a5f6-6c8e-4e4c-9c33-5f0f4e4b1c2d"),
+        ("From", &digits(&caller)),
+        ("To", &digits(&vn)),
+        ("Direction", "inbound"),
+        ("CallStatus", "ringing"),
+    ])
+    .unwrap();
+    let plivo_nonce = "05429567804466091622";
+    let plivo_signature = plivo::sign(
+        PLIVO_TOKEN.as_bytes(),
+        "POST",
+        plivo_url,
+        &parse_form(plivo_body.as_bytes()).unwrap(),
+        plivo_nonce,
+    );
+    let plivo_tokens = [Secret::new(PLIVO_TOKEN)];
+    let taken = samples.entry("plivo").or_default();
+    group.bench_function("plivo", |b| {
+        per_request(b, taken, || {
+            let params = parse_form(black_box(plivo_body.as_bytes())).unwrap();
+            plivo::verify(
+                &plivo_tokens,
+                "POST",
+                black_box(plivo_url),
+                &params,
+                Some(plivo_nonce),
+                Some(black_box(&plivo_signature)),
+            )
+            .unwrap();
+            let query = plivo::voice_query(&params).unwrap();
+            let decision = rt.block_on(decide(store, &query, now(), BUDGET));
+            let answer = plivo::voice_response(&decision, &voice);
+            assert!(answer.contains("919710000001"));
+            answer
+        })
+    });
+
+    let vonage_query = serde_urlencoded::to_string([
+        ("from", digits(&caller)),
+        ("to", digits(&vn)),
+        ("uuid", "63f61863-4a51-4f6b-86e1-46edebcf9356".to_owned()),
+        (
+            "conversation_uuid",
+            "CON-f972836a-550f-45fa-956c-12a2ab5b7d22".to_owned(),
+        ),
+    ])
+    .unwrap();
+    // Signed once: fresh for the 5 minutes the run takes at most.
+    let vonage_token = vonage::sign(VONAGE_SECRET.as_bytes(), None, now());
+    let vonage_secrets = [Secret::new(VONAGE_SECRET)];
+    let taken = samples.entry("vonage").or_default();
+    group.bench_function("vonage", |b| {
+        per_request(b, taken, || {
+            vonage::verify(&vonage_secrets, Some(black_box(&vonage_token)), None, now()).unwrap();
+            let params = parse_query(black_box(&vonage_query)).unwrap();
+            let query = vonage::answer_query(&params).unwrap();
+            let decision = rt.block_on(decide(store, &query, now(), BUDGET));
+            let answer = vonage::answer_response(&decision, &voice);
+            assert!(answer.contains("919710000001"));
+            answer
+        })
+    });
+
+    let telnyx_seed = [7u8; 32];
+    let telnyx_keys = [telnyx::public_key_of(&telnyx_seed)];
+    let telnyx_body = serde_urlencoded::to_string([
+        (
+            "CallSid",
+            "v3:dLmSbRCUCT4wD4Nb1x8Js5HmnR_RUp3AaW3YBLX0ZTo2Qx0L2h3qOA",
+        ),
+        ("From", &caller),
+        ("To", &vn),
+        ("Direction", "inbound"),
+    ])
+    .unwrap();
+    let telnyx_timestamp = now().to_string();
+    let telnyx_signature = telnyx::sign(&telnyx_seed, &telnyx_timestamp, telnyx_body.as_bytes());
+    let taken = samples.entry("telnyx").or_default();
+    group.bench_function("telnyx", |b| {
+        per_request(b, taken, || {
+            telnyx::verify(
+                &telnyx_keys,
+                Some(&telnyx_timestamp),
+                Some(black_box(&telnyx_signature)),
+                black_box(telnyx_body.as_bytes()),
+                now(),
+            )
+            .unwrap();
+            let params = parse_form(telnyx_body.as_bytes()).unwrap();
+            let query = telnyx::voice_query(&params).unwrap();
+            let decision = rt.block_on(decide(store, &query, now(), BUDGET));
+            let answer = telnyx::voice_response(&decision, &voice);
+            assert!(answer.contains("+919710000001"));
+            answer
+        })
+    });
     group.finish();
 
     // Where the time goes: the strict E.164 parse of each number.
@@ -527,6 +633,9 @@ fn report(samples: &Samples) {
         "twilio_sms" => "Twilio SMS (two tokens)",
         "exotel" => "Exotel connect (allow-list + token)",
         "generic" => "generic JSON (HMAC signed)",
+        "plivo" => "Plivo voice (V3 signature, HMAC-SHA256)",
+        "vonage" => "Vonage answer_url, GET (HS256 JWT)",
+        "telnyx" => "Telnyx TeXML voice (Ed25519 signature)",
         "form_two_numbers" => "of which: the E.164 form check of caller and dialled number",
         "strict_two_numbers" => {
             "for comparison, not in routing: both numbers parsed strictly (numbering plan)"
@@ -540,6 +649,9 @@ fn report(samples: &Samples) {
         "twilio_sms",
         "exotel",
         "generic",
+        "plivo",
+        "vonage",
+        "telnyx",
         "form_two_numbers",
         "strict_two_numbers",
     ];
