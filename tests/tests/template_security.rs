@@ -451,6 +451,24 @@ fn every_function_has_reserved_concurrency() {
 }
 
 #[test]
+fn the_sessions_api_is_for_iam_principals_and_app_routes_for_app_users() {
+    let doc = template();
+    let (id, f) = function(&doc, "lookup");
+    let mut sessions = 0;
+    for (event, route) in f["Properties"]["Events"].as_object().unwrap() {
+        let path = route["Properties"]["Path"].as_str().unwrap_or_default();
+        let authorizer = &route["Properties"]["Auth"]["Authorizer"];
+        if path.starts_with("/v1/sessions") {
+            sessions += 1;
+            assert_eq!(authorizer, "AWS_IAM", "{id}.{event}: SigV4 only");
+        } else {
+            assert_eq!(authorizer, "AppUsers", "{id}.{event}: an app user's token");
+        }
+    }
+    assert_eq!(sessions, 3, "PUT, GET and the end");
+}
+
+#[test]
 fn webhook_and_lookup_routes_are_throttled_separately() {
     let doc = template();
     let mut limits = BTreeMap::new();

@@ -5,12 +5,16 @@
 //! session in one read, or, when the assignment event is late, from the Orders service and the
 //! same assignment code the assign function runs ([`contacts`]). Errors are RFC 9457 problems
 //! ([`problem`]). docs/openapi.yaml describes the endpoint; README.md explains it to app developers.
+//!
+//! The same function serves the sessions API ([`sessions`]): backends without an order-event
+//! stream create, end and read sessions under `/v1/sessions`, behind IAM authorization.
 
 pub mod config;
 pub mod contacts;
 pub mod identity;
 pub mod orders;
 pub mod problem;
+pub mod sessions;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use std::time::Instant;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::request::Parts;
 use http::{header, HeaderValue};
@@ -44,6 +48,7 @@ pub const CONTACTS_ROUTE: &str = "/v1/orders/{order_id}/contacts";
 /// Everything a request needs, built once per cold start.
 pub struct Lookup {
     directory: ContactDirectory,
+    sessions: sessions::Sessions,
     identity: IdentityConfig,
     cache_control: HeaderValue,
 }
@@ -54,6 +59,7 @@ impl Lookup {
             HeaderValue::from_str(&format!("private, max-age={}", config.max_age.as_secs()))
                 .unwrap_or_else(|_| HeaderValue::from_static("no-store"));
         Lookup {
+            sessions: sessions::Sessions::new(assigner.clone()),
             directory: ContactDirectory::new(assigner, orders),
             identity: config.identity.clone(),
             cache_control,
@@ -200,6 +206,11 @@ async fn get_contacts(
 pub fn router(lookup: Arc<Lookup>) -> Router {
     Router::new()
         .route(CONTACTS_ROUTE, get(get_contacts))
+        .route(
+            sessions::SESSION_ROUTE,
+            get(sessions::get_session).put(sessions::put_session),
+        )
+        .route(sessions::END_ROUTE, post(sessions::end_session))
         .fallback(|| async { ProblemKind::NoSuchEndpoint })
         .method_not_allowed_fallback(|| async { ProblemKind::MethodNotAllowed })
         .with_state(lookup)

@@ -31,10 +31,23 @@ pub enum ProblemKind {
     NoSuchEndpoint,
     /// 405: the endpoint exists, the method does not.
     MethodNotAllowed,
+    /// 409 (sessions API): the stored session is newer than the request, or at its version
+    /// with other participants.
+    StaleVersion,
+    /// 503 (sessions API): no number can serve a pair now; retry after the delay (pool refresh
+    /// may add numbers).
+    PoolExhausted,
+    /// 422 (sessions API): the request is JSON but not a valid session (the detail names the
+    /// field at fault, never its value).
+    InvalidSession,
+    /// 400 (sessions API): the body is not a JSON object.
+    MalformedBody,
+    /// 404 (sessions API): no session for this order.
+    SessionNotFound,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 8] = [
+    pub const ALL: [ProblemKind; 13] = [
         ProblemKind::Unauthenticated,
         ProblemKind::InvalidOrderId,
         ProblemKind::OrderNotFound,
@@ -43,6 +56,11 @@ impl ProblemKind {
         ProblemKind::Internal,
         ProblemKind::NoSuchEndpoint,
         ProblemKind::MethodNotAllowed,
+        ProblemKind::StaleVersion,
+        ProblemKind::PoolExhausted,
+        ProblemKind::InvalidSession,
+        ProblemKind::MalformedBody,
+        ProblemKind::SessionNotFound,
     ];
 
     pub fn type_uri(self) -> &'static str {
@@ -55,17 +73,26 @@ impl ProblemKind {
             ProblemKind::Internal => "urn:vnmask:problem:internal",
             ProblemKind::NoSuchEndpoint => "urn:vnmask:problem:no-such-endpoint",
             ProblemKind::MethodNotAllowed => "urn:vnmask:problem:method-not-allowed",
+            ProblemKind::StaleVersion => "urn:vnmask:problem:stale-version",
+            ProblemKind::PoolExhausted => "urn:vnmask:problem:pool-exhausted",
+            ProblemKind::InvalidSession => "urn:vnmask:problem:invalid-session",
+            ProblemKind::MalformedBody => "urn:vnmask:problem:malformed-body",
+            ProblemKind::SessionNotFound => "urn:vnmask:problem:session-not-found",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             ProblemKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ProblemKind::InvalidOrderId => StatusCode::BAD_REQUEST,
-            ProblemKind::OrderNotFound | ProblemKind::NoSuchEndpoint => StatusCode::NOT_FOUND,
-            ProblemKind::OrdersUnavailable | ProblemKind::TemporarilyUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProblemKind::InvalidOrderId | ProblemKind::MalformedBody => StatusCode::BAD_REQUEST,
+            ProblemKind::OrderNotFound
+            | ProblemKind::NoSuchEndpoint
+            | ProblemKind::SessionNotFound => StatusCode::NOT_FOUND,
+            ProblemKind::OrdersUnavailable
+            | ProblemKind::TemporarilyUnavailable
+            | ProblemKind::PoolExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemKind::StaleVersion => StatusCode::CONFLICT,
+            ProblemKind::InvalidSession => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -81,6 +108,11 @@ impl ProblemKind {
             ProblemKind::Internal => "Internal error",
             ProblemKind::NoSuchEndpoint => "No such endpoint",
             ProblemKind::MethodNotAllowed => "Method not allowed",
+            ProblemKind::StaleVersion => "Stale version",
+            ProblemKind::PoolExhausted => "No number available",
+            ProblemKind::InvalidSession => "Invalid session",
+            ProblemKind::MalformedBody => "Malformed body",
+            ProblemKind::SessionNotFound => "Session not found",
         }
     }
 
@@ -100,6 +132,15 @@ impl ProblemKind {
             ProblemKind::Internal => "The request could not be answered.",
             ProblemKind::NoSuchEndpoint => "See the API description for the endpoints.",
             ProblemKind::MethodNotAllowed => "This endpoint answers GET only.",
+            ProblemKind::StaleVersion => {
+                "The stored session has a newer version, or this version with other participants."
+            }
+            ProblemKind::PoolExhausted => {
+                "No number of the market can serve a pair of this order now; retry after the indicated delay."
+            }
+            ProblemKind::InvalidSession => "The request is not a valid session.",
+            ProblemKind::MalformedBody => "The body must be a JSON object.",
+            ProblemKind::SessionNotFound => "There is no session for this order.",
         }
     }
 }
@@ -111,7 +152,7 @@ pub struct Problem {
     pub type_uri: &'static str,
     pub title: &'static str,
     pub status: u16,
-    pub detail: &'static str,
+    pub detail: std::borrow::Cow<'static, str>,
 }
 
 impl From<ProblemKind> for Problem {
@@ -120,24 +161,44 @@ impl From<ProblemKind> for Problem {
             type_uri: kind.type_uri(),
             title: kind.title(),
             status: kind.status().as_u16(),
-            detail: kind.detail(),
+            detail: kind.detail().into(),
         }
     }
 }
 
+/// `kind`'s response with `detail` in place of its own: a sentence naming a field, never a
+/// value from the request.
+pub fn with_detail(kind: ProblemKind, detail: String) -> Response {
+    respond(
+        kind,
+        Problem {
+            detail: detail.into(),
+            ..Problem::from(kind)
+        },
+    )
+}
+
 impl IntoResponse for ProblemKind {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&Problem::from(self)).unwrap_or_default();
-        let mut response = (self.status(), body).into_response();
+        respond(self, Problem::from(self))
+    }
+}
+
+fn respond(kind: ProblemKind, problem: Problem) -> Response {
+    {
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (kind.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         // An error must not stick: the next try may succeed.
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        match self {
+        match kind {
             ProblemKind::Unauthenticated => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ProblemKind::OrdersUnavailable | ProblemKind::TemporarilyUnavailable => {
+            ProblemKind::OrdersUnavailable
+            | ProblemKind::TemporarilyUnavailable
+            | ProblemKind::PoolExhausted => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
             ProblemKind::MethodNotAllowed => {

@@ -1,0 +1,353 @@
+//! The sessions API, for platforms without an order-event stream: a backend creates or changes
+//! an order's masking session, ends it and reads it with synchronous calls, on the same
+//! assignment code (versions, transaction, policy) as order events, so that the two interleave
+//! safely. API Gateway authorizes every call with IAM (SigV4): only the platform's backend
+//! roles reach these routes; the function trusts what passes.
+//!
+//! - `PUT /v1/sessions/{order_id}`: the order's full participant list and its version, the
+//!   same contract as an order event; answers every participant's contacts.
+//! - `POST /v1/sessions/{order_id}/end`: the order is over; its routes live out the grace.
+//! - `GET /v1/sessions/{order_id}`: the session as stored, never a real number.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use vnmask::assignment::{AssignError, Assigner, OrderChange, OrderUpdate, Outcome};
+use vnmask::domain::{self, Capability, OrderId, Session, SessionState, UnixTime};
+use vnmask::events::{EventError, OrderEvent};
+use vnmask::notification::NumbersAssigned;
+use vnmask::telemetry::MetricSet;
+
+use crate::problem::{self, ProblemKind};
+use crate::{Lookup, FUNCTION};
+
+pub const SESSION_ROUTE: &str = "/v1/sessions/{order_id}";
+pub const END_ROUTE: &str = "/v1/sessions/{order_id}/end";
+
+/// What the sessions API answers with: the assignment service.
+pub struct Sessions {
+    assigner: Arc<Assigner>,
+}
+
+impl Sessions {
+    pub fn new(assigner: Arc<Assigner>) -> Self {
+        Sessions { assigner }
+    }
+
+    /// Applies a participant list (or an end) as an event of this version would be: the same
+    /// request again answers the same; an older version than the stored one is 409.
+    async fn apply(&self, update: OrderUpdate, now: UnixTime) -> Response {
+        let order = update.order_id.clone();
+        let outcome = self.assigner.apply(&update, now).await;
+        let (response, result) = match outcome {
+            Ok(Outcome::Applied { session, .. }) => (contacts(&session), "applied"),
+            Ok(Outcome::Stale { stored_version }) => {
+                match self.same_as_stored(&update, stored_version).await {
+                    Ok(Some(session)) => (contacts(&session), "repeat"),
+                    Ok(None) => (ProblemKind::StaleVersion.into_response(), "stale"),
+                    Err(kind) => (kind.into_response(), "unavailable"),
+                }
+            }
+            Err(AssignError::PoolExhausted(_)) => {
+                (ProblemKind::PoolExhausted.into_response(), "pool_exhausted")
+            }
+            Err(AssignError::Invalid(e)) => (
+                problem::with_detail(ProblemKind::InvalidSession, e.to_string()),
+                "invalid",
+            ),
+            Err(AssignError::UnknownMarket(_)) => (
+                problem::with_detail(
+                    ProblemKind::InvalidSession,
+                    "field `market` is not a market this deployment serves".into(),
+                ),
+                "invalid",
+            ),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(order_id = %order, error = %e, "session not applied");
+                (
+                    ProblemKind::TemporarilyUnavailable.into_response(),
+                    "unavailable",
+                )
+            }
+            Err(e) => {
+                tracing::error!(order_id = %order, error = %e, "session not applied");
+                (ProblemKind::Internal.into_response(), "error")
+            }
+        };
+        tracing::info!(order_id = %order, version = update.version, result, "session request");
+        MetricSet::new(FUNCTION)
+            .dimension("Result", result)
+            .count("SessionRequests", 1)
+            .emit();
+        response
+    }
+
+    /// The stored session if `update` is what it already holds (a repeated request): same
+    /// version, and for a participant list the same participants and recording choice.
+    async fn same_as_stored(
+        &self,
+        update: &OrderUpdate,
+        stored_version: u64,
+    ) -> Result<Option<Session>, ProblemKind> {
+        if stored_version != update.version {
+            return Ok(None);
+        }
+        let stored = self
+            .assigner
+            .store()
+            .session(&update.order_id)
+            .await
+            .map_err(|_| ProblemKind::TemporarilyUnavailable)?;
+        Ok(stored.filter(|s| match &update.change {
+            OrderChange::Participants(people) => {
+                s.state == SessionState::Active
+                    && &s.participants == people
+                    && s.record == update.record
+            }
+            OrderChange::End => s.state == SessionState::Ended,
+        }))
+    }
+}
+
+/// Every participant's contacts: the number to show for each other party, its channels and,
+/// in a market with PINs, that participant's own PIN.
+fn contacts(session: &Session) -> Response {
+    Json(NumbersAssigned::new(API_EVENT_ID, session)).into_response()
+}
+
+/// The `event_id` the sessions API's changes carry.
+pub const API_EVENT_ID: &str = "vnmask-api";
+
+pub async fn put_session(
+    State(lookup): State<Arc<Lookup>>,
+    order: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let Some(order) = order_id(order) else {
+        return ProblemKind::InvalidOrderId.into_response();
+    };
+    let now = domain::now();
+    match participants_update(&order, &body, now) {
+        Ok(update) => lookup.sessions.apply(update, now).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+pub async fn end_session(
+    State(lookup): State<Arc<Lookup>>,
+    order: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    let Some(order) = order_id(order) else {
+        return ProblemKind::InvalidOrderId.into_response();
+    };
+    let now = domain::now();
+    match end_update(&order, &body, now) {
+        Ok(update) => lookup.sessions.apply(update, now).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+pub async fn get_session(
+    State(lookup): State<Arc<Lookup>>,
+    order: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Some(order) = order_id(order) else {
+        return ProblemKind::InvalidOrderId.into_response();
+    };
+    match lookup.sessions.assigner.store().session(&order).await {
+        Ok(Some(session)) if !session.participants.is_empty() => {
+            Json(SessionView::of(&session)).into_response()
+        }
+        // A tombstone (an end before any assignment) is no session to show.
+        Ok(_) => ProblemKind::SessionNotFound.into_response(),
+        Err(e) => {
+            tracing::warn!(order_id = %order, error = %e, "session not read");
+            ProblemKind::TemporarilyUnavailable.into_response()
+        }
+    }
+}
+
+/// Why a request was refused before anything was looked up: its problem, and a detail naming
+/// the field at fault (never a value).
+struct Refused {
+    kind: ProblemKind,
+    detail: String,
+}
+
+impl Refused {
+    fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Refused {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        problem::with_detail(self.kind, self.detail)
+    }
+}
+
+fn order_id(order: Result<Path<String>, PathRejection>) -> Option<OrderId> {
+    order.ok().and_then(|Path(raw)| raw.parse().ok())
+}
+
+/// A PUT's body as the order event it stands for, read by the same parser, so that the same
+/// participant list is valid or invalid alike whichever way it comes.
+fn participants_update(
+    order: &OrderId,
+    body: &[u8],
+    now: UnixTime,
+) -> Result<OrderUpdate, Refused> {
+    let mut value = json_object(body)?;
+    for field in ["event_id", "type", "order_id", "occurred_at"] {
+        if value.contains_key(field) {
+            return Err(Refused::new(
+                ProblemKind::InvalidSession,
+                format!("field `{field}` is not part of a session request"),
+            ));
+        }
+    }
+    value.insert("event_id".into(), json!(API_EVENT_ID));
+    value.insert("type".into(), json!("DriverAssigned"));
+    value.insert("order_id".into(), json!(order.as_str()));
+    value.insert("occurred_at".into(), json!(rfc3339(now)));
+    let event = OrderEvent::parse(&Value::Object(value).to_string()).map_err(invalid)?;
+    event.update().ok_or_else(|| {
+        Refused::new(
+            ProblemKind::InvalidSession,
+            "field `participants` is required",
+        )
+    })
+}
+
+/// An end's body: `{"version": n, "market": "IN"}`.
+fn end_update(order: &OrderId, body: &[u8], now: UnixTime) -> Result<OrderUpdate, Refused> {
+    let mut value = json_object(body)?;
+    if let Some(field) = value
+        .keys()
+        .find(|k| !matches!(k.as_str(), "version" | "market"))
+    {
+        return Err(Refused::new(
+            ProblemKind::InvalidSession,
+            format!(
+                "field `{}` is not part of an end",
+                field.chars().take(32).collect::<String>()
+            ),
+        ));
+    }
+    value.insert("event_id".into(), json!(API_EVENT_ID));
+    value.insert("type".into(), json!("OrderCompleted"));
+    value.insert("order_id".into(), json!(order.as_str()));
+    value.insert("occurred_at".into(), json!(rfc3339(now)));
+    let event = OrderEvent::parse(&Value::Object(value).to_string()).map_err(invalid)?;
+    event
+        .update()
+        .ok_or_else(|| Refused::new(ProblemKind::Internal, "the end could not be read"))
+}
+
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refused> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Refused::new(
+            ProblemKind::MalformedBody,
+            "the body must be a JSON object",
+        )),
+        // The position only: never the text.
+        Err(e) => Err(Refused::new(
+            ProblemKind::MalformedBody,
+            format!(
+                "the body is not JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )),
+    }
+}
+
+/// An invalid request's problem: its message names the field at fault, never a value.
+fn invalid(e: EventError) -> Refused {
+    let kind = match e {
+        EventError::Malformed(_) | EventError::NotAnObject => ProblemKind::MalformedBody,
+        _ => ProblemKind::InvalidSession,
+    };
+    Refused::new(kind, e.to_string())
+}
+
+fn rfc3339(now: UnixTime) -> String {
+    OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// A session as the API shows it: who takes part (by user id and role), who reaches whom on
+/// which number, its state and until when its routes connect. Never a real number.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub order_id: String,
+    pub market: String,
+    pub version: u64,
+    pub revision: u64,
+    pub state: &'static str,
+    /// When the session's routes stop connecting (RFC 3339).
+    pub valid_until: String,
+    pub participants: Vec<ParticipantView>,
+    pub contacts: Vec<ContactView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParticipantView {
+    pub user_id: String,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContactView {
+    pub users: [String; 2],
+    pub number: String,
+    pub capabilities: Vec<Capability>,
+}
+
+impl SessionView {
+    fn of(s: &Session) -> Self {
+        SessionView {
+            order_id: s.order_id.as_str().to_owned(),
+            market: s.market.as_str().to_owned(),
+            version: s.version,
+            revision: s.revision,
+            state: match s.state {
+                SessionState::Active => "active",
+                SessionState::Ended => "ended",
+            },
+            valid_until: rfc3339(s.routes_until),
+            participants: s
+                .participants
+                .iter()
+                .map(|p| ParticipantView {
+                    user_id: p.user_id.as_str().to_owned(),
+                    role: p.role.as_str().to_owned(),
+                })
+                .collect(),
+            contacts: s
+                .contacts
+                .iter()
+                .map(|c| ContactView {
+                    users: [c.a.as_str().to_owned(), c.b.as_str().to_owned()],
+                    number: c.number.as_str().to_owned(),
+                    capabilities: c.capabilities.iter().collect(),
+                })
+                .collect(),
+        }
+    }
+}
