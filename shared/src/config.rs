@@ -205,7 +205,7 @@ impl WrappedKeys {
 
 /// Assignment settings from `VNMASK_MARKETS`, `VNMASK_CONTACT_DENY`, `VNMASK_GRACE_SECONDS`,
 /// `VNMASK_SESSION_TTL_SECONDS`, `VNMASK_RETENTION_SECONDS`, `VNMASK_MAX_ATTEMPTS`, `VNMASK_POOL_CACHE_SECONDS`,
-/// `VNMASK_HANDOVER_SECONDS`.
+/// `VNMASK_HANDOVER_SECONDS`, `VNMASK_MAX_GRACE_SECONDS`.
 pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> {
     let markets =
         markets(&required(src, "VNMASK_MARKETS")?).map_err(|reason| ConfigError::Invalid {
@@ -242,6 +242,11 @@ pub fn assign_settings(src: &dyn Source) -> Result<AssignSettings, ConfigError> 
         markets,
         pin_markets,
         grace: seconds(src, "VNMASK_GRACE_SECONDS", defaults.grace.as_secs())?,
+        max_grace: seconds(
+            src,
+            "VNMASK_MAX_GRACE_SECONDS",
+            defaults.max_grace.as_secs(),
+        )?,
         session_ttl: seconds(
             src,
             "VNMASK_SESSION_TTL_SECONDS",

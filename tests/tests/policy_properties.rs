@@ -214,7 +214,9 @@ fn describe(u: &OrderUpdate) -> String {
             let ids: Vec<String> = people.iter().map(|p| p.user_id.to_string()).collect();
             format!("{} v{} [{}]", u.order_id, u.version, ids.join(" "))
         }
-        OrderChange::End => format!("{} v{} end", u.order_id, u.version),
+        OrderChange::End | OrderChange::EndAfter(_) => {
+            format!("{} v{} end", u.order_id, u.version)
+        }
     }
 }
 
@@ -272,7 +274,7 @@ impl World {
         };
         let people = match &update.change {
             OrderChange::Participants(people) => people.clone(),
-            OrderChange::End => self.orders[index].people.clone(),
+            OrderChange::End | OrderChange::EndAfter(_) => self.orders[index].people.clone(),
         };
         let order = Order {
             version,
@@ -339,7 +341,7 @@ impl World {
                         assert!(session.is_live(self.now), "an assigned session is live");
                         self.assert_routes_exist(&session).await;
                     }
-                    OrderChange::End => {
+                    OrderChange::End | OrderChange::EndAfter(_) => {
                         assert_eq!(session.state, SessionState::Ended);
                         assert!(session.routes_until <= self.now + GRACE);
                         if session.is_live(self.now) {

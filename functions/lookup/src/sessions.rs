@@ -6,7 +6,8 @@
 //!
 //! - `PUT /v1/sessions/{order_id}`: the order's full participant list and its version, the
 //!   same contract as an order event; answers every participant's contacts.
-//! - `POST /v1/sessions/{order_id}/end`: the order is over; its routes live out the grace.
+//! - `POST /v1/sessions/{order_id}/end`: the order is over; its routes live out the grace (or
+//!   `grace_seconds`, at most `VNMASK_MAX_GRACE_SECONDS`).
 //! - `GET /v1/sessions/{order_id}`: the session as stored, never a real number.
 
 use std::sync::Arc;
@@ -40,6 +41,10 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(assigner: Arc<Assigner>) -> Self {
         Sessions { assigner }
+    }
+
+    fn max_grace(&self) -> std::time::Duration {
+        self.assigner.settings().max_grace
     }
 
     /// Applies a participant list (or an end) as an event of this version would be: the same
@@ -112,7 +117,7 @@ impl Sessions {
                     && &s.participants == people
                     && s.record == update.record
             }
-            OrderChange::End => s.state == SessionState::Ended,
+            OrderChange::End | OrderChange::EndAfter(_) => s.state == SessionState::Ended,
         }))
     }
 }
@@ -150,7 +155,7 @@ pub async fn end_session(
         return ProblemKind::InvalidOrderId.into_response();
     };
     let now = domain::now();
-    match end_update(&order, &body, now) {
+    match end_update(&order, &body, lookup.sessions.max_grace(), now) {
         Ok(update) => lookup.sessions.apply(update, now).await,
         Err(refused) => refused.into_response(),
     }
@@ -231,12 +236,18 @@ fn participants_update(
     })
 }
 
-/// An end's body: `{"version": n, "market": "IN"}`.
-fn end_update(order: &OrderId, body: &[u8], now: UnixTime) -> Result<OrderUpdate, Refused> {
+/// An end's body: `{"version": n, "market": "IN", "grace_seconds": s?}`; the grace, when
+/// given, at most `max_grace`.
+fn end_update(
+    order: &OrderId,
+    body: &[u8],
+    max_grace: std::time::Duration,
+    now: UnixTime,
+) -> Result<OrderUpdate, Refused> {
     let mut value = json_object(body)?;
     if let Some(field) = value
         .keys()
-        .find(|k| !matches!(k.as_str(), "version" | "market"))
+        .find(|k| !matches!(k.as_str(), "version" | "market" | "grace_seconds"))
     {
         return Err(Refused::new(
             ProblemKind::InvalidSession,
@@ -247,13 +258,32 @@ fn end_update(order: &OrderId, body: &[u8], now: UnixTime) -> Result<OrderUpdate
         ));
     }
     value.insert("event_id".into(), json!(API_EVENT_ID));
+    let grace = match value.remove("grace_seconds") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(secs) if secs <= max_grace.as_secs() => Some(std::time::Duration::from_secs(secs)),
+            _ => {
+                return Err(Refused::new(
+                    ProblemKind::InvalidSession,
+                    format!(
+                        "field `grace_seconds` must be a whole number of seconds, at most {}",
+                        max_grace.as_secs()
+                    ),
+                ))
+            }
+        },
+    };
     value.insert("type".into(), json!("OrderCompleted"));
     value.insert("order_id".into(), json!(order.as_str()));
     value.insert("occurred_at".into(), json!(rfc3339(now)));
     let event = OrderEvent::parse(&Value::Object(value).to_string()).map_err(invalid)?;
-    event
+    let mut update = event
         .update()
-        .ok_or_else(|| Refused::new(ProblemKind::Internal, "the end could not be read"))
+        .ok_or_else(|| Refused::new(ProblemKind::Internal, "the end could not be read"))?;
+    if let Some(grace) = grace {
+        update.change = OrderChange::EndAfter(grace);
+    }
+    Ok(update)
 }
 
 fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refused> {

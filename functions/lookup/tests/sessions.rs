@@ -294,3 +294,51 @@ async fn events_and_calls_in_any_interleaving_end_where_events_alone_do() {
         assert_eq!(e, &(3, vec!["c1".to_owned(), "d1".to_owned()], 1));
     }
 }
+
+#[tokio::test]
+async fn an_end_may_ask_a_grace_of_its_own_within_the_configured_bound() {
+    let fx = fixture(2, config(&[])).await;
+    let (c, d) = (customer(1), driver(1));
+    let started = put(&fx, "ord-1", 1, &[c.clone(), d]).await;
+    let vn = VirtualNumber::parse(&number_of(&started, "c1")).unwrap();
+    let too_long = json!({"market": "IN", "version": 2, "grace_seconds": 2 * 86_400}).to_string();
+    let refused = send_request(
+        &fx.router,
+        request("POST", "/v1/sessions/ord-1/end", &too_long),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        refused.body
+    );
+    assert!(refused.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("grace_seconds"));
+    let short = json!({"market": "IN", "version": 2, "grace_seconds": 60}).to_string();
+    let t = now();
+    let ended = send_request(
+        &fx.router,
+        request("POST", "/v1/sessions/ord-1/end", &short),
+    )
+    .await;
+    assert_eq!(ended.status, StatusCode::OK, "{:?}", ended.body);
+    assert!(live_route(fx.store.as_ref(), &c.phone, &vn, t + 55)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(live_route(fx.store.as_ref(), &c.phone, &vn, t + 65)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(audit(fx.store.as_ref(), t + 30).await.unwrap(), vec![]);
+    // The same end again answers the same.
+    let again = send_request(
+        &fx.router,
+        request("POST", "/v1/sessions/ord-1/end", &short),
+    )
+    .await;
+    assert_eq!(again.body, ended.body);
+}

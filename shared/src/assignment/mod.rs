@@ -27,6 +27,9 @@ pub enum OrderChange {
     Participants(Vec<Participant>),
     /// The order is over: routes keep working for the grace period, then end.
     End,
+    /// The order is over, and its routes keep working for this long instead of the grace
+    /// period (a sessions API override, already held within `AssignSettings::max_grace`).
+    EndAfter(Duration),
 }
 
 /// One versioned change to one order.
@@ -96,6 +99,8 @@ pub struct AssignSettings {
     pub markets: HashMap<Market, Capabilities>,
     /// How long the parties of an ended order can still reach each other.
     pub grace: Duration,
+    /// The longest grace a sessions API call may ask for one order (`OrderChange::EndAfter`).
+    pub max_grace: Duration,
     /// How long an active order's routes live without any newer event (a lost completion must not
     /// hold numbers for ever).
     pub session_ttl: Duration,
@@ -123,6 +128,7 @@ impl AssignSettings {
                 .map(|m| (m, Capabilities::VOICE_AND_SMS))
                 .collect(),
             grace: Duration::from_secs(30 * 60),
+            max_grace: Duration::from_secs(24 * 3600),
             session_ttl: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(14 * 24 * 3600),
             max_attempts: 8,
@@ -327,7 +333,13 @@ impl Assigner {
                         self.plan_participants(update, people, now, refreshed_pool, &refused)
                             .await?
                     }
-                    OrderChange::End => self.plan_end(update, now, &refused).await?,
+                    OrderChange::End => {
+                        self.plan_end(update, now, self.settings.grace, &refused)
+                            .await?
+                    }
+                    OrderChange::EndAfter(grace) => {
+                        self.plan_end(update, now, *grace, &refused).await?
+                    }
                 },
                 Change::Move(order) => self.plan_move(order, now, &refused).await?,
             };
@@ -648,6 +660,7 @@ impl Assigner {
         &self,
         update: &OrderUpdate,
         now: UnixTime,
+        grace: Duration,
         refused: &Refused,
     ) -> Result<Planned, AssignError> {
         let previous = self.store.session(&update.order_id).await?;
@@ -673,7 +686,7 @@ impl Assigner {
                 Vec::new(),
             ),
             Some(prev) => {
-                let routes_until = now + secs(self.settings.grace);
+                let routes_until = now + secs(grace);
                 let (kept, dropped): (Vec<(Contact, RoutePair)>, Vec<_>) = prev
                     .contacts
                     .iter()
