@@ -440,13 +440,26 @@ impl World {
             .filter(|v| v.state == NumberState::Active)
             .count();
         let pairs = ContactPolicy::default().pairs(people);
+        // The numbers this order's running handovers still route for a person are not theirs
+        // to be given again in it (docs/data-model.md, "Number health").
+        let stored = self.store.session(&order.parse().unwrap()).await.unwrap();
+        let handed_over = |p: &Participant| {
+            stored.as_ref().filter(|s| s.is_live(self.now)).map_or(0, |s| {
+                s.handovers
+                    .iter()
+                    .filter(|h| h.until > self.now && h.contact.involves(&p.user_id))
+                    .count()
+            })
+        };
         for &(i, j) in &pairs {
             // The order's own other pairs count as live contacts too.
             let own = |k: usize| pairs.iter().filter(|&&(a, b)| a == k || b == k).count() - 1;
             let live = self.live(&people[i], order).await
                 + own(i)
+                + handed_over(&people[i])
                 + self.live(&people[j], order).await
-                + own(j);
+                + own(j)
+                + handed_over(&people[j]);
             if eligible <= live {
                 return true;
             }

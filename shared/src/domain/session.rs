@@ -354,17 +354,6 @@ impl Session {
             .collect()
     }
 
-    /// The numbers `user` still dials in this session's handovers.
-    pub fn handover_numbers<'a>(
-        &'a self,
-        user: &'a UserId,
-    ) -> impl Iterator<Item = &'a VirtualNumber> + 'a {
-        self.handovers
-            .iter()
-            .filter(move |h| h.contact.involves(user))
-            .map(|h| &h.contact.number)
-    }
-
     /// Both directions of every contact, expiring at `expires_at`, in contact order.
     pub fn route_pairs(&self, expires_at: UnixTime) -> Vec<RoutePair> {
         self.contacts
