@@ -616,6 +616,7 @@ async fn an_end_ends_a_half_pair_both_ways(fx: Fx) {
                 number: v.clone(),
             }],
             delete_pins: Vec::new(),
+            former_users: Vec::new(),
             now: t,
         })
         .await
@@ -1240,6 +1241,7 @@ async fn a_pin_held_by_another_pair_is_refused_and_nothing_is_written(fx: Fx) {
         handovers: Vec::new(),
         delete_routes: Vec::new(),
         delete_pins: Vec::new(),
+        former_users: Vec::new(),
         now: t,
     };
     match fx.store.commit(&commit(&theirs)).await {
@@ -1305,6 +1307,7 @@ async fn the_audit_finds_a_pin_that_outlived_its_pair(fx: Fx) {
             handovers: Vec::new(),
             delete_routes: pair.keys(),
             delete_pins: Vec::new(),
+            former_users: Vec::new(),
             now: t,
         })
         .await

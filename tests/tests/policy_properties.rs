@@ -444,12 +444,15 @@ impl World {
         // to be given again in it (docs/data-model.md, "Number health").
         let stored = self.store.session(&order.parse().unwrap()).await.unwrap();
         let handed_over = |p: &Participant| {
-            stored.as_ref().filter(|s| s.is_live(self.now)).map_or(0, |s| {
-                s.handovers
-                    .iter()
-                    .filter(|h| h.until > self.now && h.contact.involves(&p.user_id))
-                    .count()
-            })
+            stored
+                .as_ref()
+                .filter(|s| s.is_live(self.now))
+                .map_or(0, |s| {
+                    s.handovers
+                        .iter()
+                        .filter(|h| h.until > self.now && h.contact.involves(&p.user_id))
+                        .count()
+                })
         };
         for &(i, j) in &pairs {
             // The order's own other pairs count as live contacts too.

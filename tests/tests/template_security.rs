@@ -465,7 +465,7 @@ fn the_sessions_api_is_for_iam_principals_and_app_routes_for_app_users() {
             assert_eq!(authorizer, "AppUsers", "{id}.{event}: an app user's token");
         }
     }
-    assert_eq!(sessions, 3, "PUT, GET and the end");
+    assert_eq!(sessions, 4, "PUT, GET, the end and the list");
 }
 
 #[test]
@@ -696,21 +696,29 @@ fn lookup_writes_only_what_its_fallback_assignment_writes() {
     let pins = prefix(attrs::pin_pk(""));
     let pool = prefix(attrs::pool_pk(""));
     let stats = prefix(attrs::stats_pk(""));
+    // People's entries of their orders: written with the session, read by the sessions API.
+    let users = prefix(attrs::user_pk(""));
     let allowed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::from([
         (
             "dynamodb:GetItem",
-            BTreeSet::from([sessions.clone(), routes.clone(), pool.clone()]),
+            BTreeSet::from([
+                sessions.clone(),
+                routes.clone(),
+                pool.clone(),
+                users.clone(),
+            ]),
         ),
         (
             "dynamodb:Query",
-            BTreeSet::from([sessions.clone(), routes.clone(), pool]),
+            BTreeSet::from([sessions.clone(), routes.clone(), pool, users.clone()]),
         ),
-        // The assigner's transaction: the session and the routes and PINs it puts and deletes.
+        // The assigner's transaction: the session and the routes, PINs and entries it puts and
+        // deletes.
         (
             "dynamodb:PutItem",
-            BTreeSet::from([sessions, routes.clone(), pins.clone()]),
+            BTreeSet::from([sessions, routes.clone(), pins.clone(), users.clone()]),
         ),
-        ("dynamodb:DeleteItem", BTreeSet::from([routes, pins])),
+        ("dynamodb:DeleteItem", BTreeSet::from([routes, pins, users])),
         // The daily peak of live contacts (raise_live_peak).
         ("dynamodb:UpdateItem", BTreeSet::from([stats])),
     ]);
@@ -907,10 +915,11 @@ fn pool_refresh_reaches_only_the_items_its_upkeep_and_moves_use() {
         prefix(attrs::stats_pk("")),
         prefix(attrs::session_pk("")),
     );
-    let (routes, pins, leases) = (
+    let (routes, pins, leases, users) = (
         prefix(attrs::route_pk("")),
         prefix(attrs::pin_pk("")),
         prefix(attrs::lease_pk("")),
+        prefix(attrs::user_pk("")),
     );
     let answers = prefix(attrs::ANSWERS_PK_PREFIX.to_owned());
     let allowed: BTreeMap<&str, BTreeSet<String>> = BTreeMap::from([
@@ -936,13 +945,14 @@ fn pool_refresh_reaches_only_the_items_its_upkeep_and_moves_use() {
                 sessions,
                 routes.clone(),
                 pins.clone(),
+                users.clone(),
             ]),
         ),
         (
             "dynamodb:UpdateItem",
             BTreeSet::from([pool, attrs::PURCHASES_PK.to_owned(), leases]),
         ),
-        ("dynamodb:DeleteItem", BTreeSet::from([routes, pins])),
+        ("dynamodb:DeleteItem", BTreeSet::from([routes, pins, users])),
     ]);
     let grants = table_grants(&doc, role_of(&doc, "pool-refresh"));
     assert!(grants.iter().any(|(a, _)| a == "dynamodb:BatchGetItem"));

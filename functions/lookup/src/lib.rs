@@ -29,6 +29,7 @@ use http::request::Parts;
 use http::{header, HeaderValue};
 use vnmask::assignment::Assigner;
 use vnmask::domain::{self, OrderId, UnixTime, UserId};
+use vnmask::store::SessionDirectory;
 use vnmask::telemetry::{MetricSet, Unit};
 
 use crate::config::{IdentityConfig, LookupConfig};
@@ -54,12 +55,17 @@ pub struct Lookup {
 }
 
 impl Lookup {
-    pub fn new(assigner: Arc<Assigner>, orders: Option<OrdersApi>, config: &LookupConfig) -> Self {
+    pub fn new(
+        assigner: Arc<Assigner>,
+        directory: Arc<dyn SessionDirectory>,
+        orders: Option<OrdersApi>,
+        config: &LookupConfig,
+    ) -> Self {
         let cache_control =
             HeaderValue::from_str(&format!("private, max-age={}", config.max_age.as_secs()))
                 .unwrap_or_else(|_| HeaderValue::from_static("no-store"));
         Lookup {
-            sessions: sessions::Sessions::new(assigner.clone()),
+            sessions: sessions::Sessions::new(assigner.clone(), directory),
             directory: ContactDirectory::new(assigner, orders),
             identity: config.identity.clone(),
             cache_control,
@@ -211,6 +217,7 @@ pub fn router(lookup: Arc<Lookup>) -> Router {
             get(sessions::get_session).put(sessions::put_session),
         )
         .route(sessions::END_ROUTE, post(sessions::end_session))
+        .route(sessions::LIST_ROUTE, get(sessions::list_sessions))
         .fallback(|| async { ProblemKind::NoSuchEndpoint })
         .method_not_allowed_fallback(|| async { ProblemKind::MethodNotAllowed })
         .with_state(lookup)

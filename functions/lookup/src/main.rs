@@ -36,7 +36,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     }
     let sdk = sdk_config(SdkTimeouts::INTERACTIVE).await;
     let store = Arc::new(store_config.connect_with(&startup_sdk, &sdk).await?);
-    let lookup = Lookup::new(Arc::new(Assigner::new(store, settings)), orders, &config);
+    let lookup = Lookup::new(
+        Arc::new(Assigner::new(store.clone(), settings)),
+        store,
+        orders,
+        &config,
+    );
 
     lambda_http::run(router(Arc::new(lookup))).await
 }

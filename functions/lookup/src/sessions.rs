@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -22,9 +22,10 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use vnmask::assignment::{AssignError, Assigner, OrderChange, OrderUpdate, Outcome};
-use vnmask::domain::{self, Capability, OrderId, Session, SessionState, UnixTime};
+use vnmask::domain::{self, Capability, OrderId, Session, SessionState, UnixTime, UserId};
 use vnmask::events::{EventError, OrderEvent};
 use vnmask::notification::NumbersAssigned;
+use vnmask::store::SessionDirectory;
 use vnmask::telemetry::MetricSet;
 
 use crate::problem::{self, ProblemKind};
@@ -32,15 +33,24 @@ use crate::{Lookup, FUNCTION};
 
 pub const SESSION_ROUTE: &str = "/v1/sessions/{order_id}";
 pub const END_ROUTE: &str = "/v1/sessions/{order_id}/end";
+pub const LIST_ROUTE: &str = "/v1/sessions";
+
+/// At most this many sessions are listed for one person (support tools page no further).
+const MAX_LISTED: usize = 50;
 
 /// What the sessions API answers with: the assignment service.
 pub struct Sessions {
     assigner: Arc<Assigner>,
+    /// Where a person's live sessions are found (`GET /v1/sessions?user_id=`).
+    directory: Arc<dyn SessionDirectory>,
 }
 
 impl Sessions {
-    pub fn new(assigner: Arc<Assigner>) -> Self {
-        Sessions { assigner }
+    pub fn new(assigner: Arc<Assigner>, directory: Arc<dyn SessionDirectory>) -> Self {
+        Sessions {
+            assigner,
+            directory,
+        }
     }
 
     fn max_grace(&self) -> std::time::Duration {
@@ -201,6 +211,53 @@ impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         problem::with_detail(self.kind, self.detail)
     }
+}
+
+/// `GET /v1/sessions?user_id=…`: the person's live sessions, newest first, from their entries
+/// (one query) and a read of each session; never a real number.
+pub async fn list_sessions(
+    State(lookup): State<Arc<Lookup>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Some(user) = query
+        .ok()
+        .and_then(|Query(q)| q.user_id.parse::<UserId>().ok())
+    else {
+        return problem::with_detail(
+            ProblemKind::InvalidSession,
+            "query parameter `user_id` is required: 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':', '-'".into(),
+        );
+    };
+    let sessions = &lookup.sessions;
+    let now = domain::now();
+    let orders = match sessions.directory.sessions_of(&user, now).await {
+        Ok(orders) => orders,
+        Err(e) => {
+            tracing::warn!(error = %e, "sessions of a person not read");
+            return ProblemKind::TemporarilyUnavailable.into_response();
+        }
+    };
+    let mut listed = Vec::new();
+    for order in orders.iter().take(MAX_LISTED) {
+        match sessions.assigner.store().session(order).await {
+            // Read again: an entry trails its session by nothing, but a lapsed one is left out.
+            Ok(Some(s)) if s.is_live(now) && s.participant(&user).is_some() => {
+                listed.push(SessionView::of(&s))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(order_id = %order, error = %e, "session not read");
+                return ProblemKind::TemporarilyUnavailable.into_response();
+            }
+        }
+    }
+    listed.sort_by(|a, b| b.valid_until.cmp(&a.valid_until));
+    Json(json!({ "sessions": listed })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    user_id: String,
 }
 
 fn order_id(order: Result<Path<String>, PathRejection>) -> Option<OrderId> {

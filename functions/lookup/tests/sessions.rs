@@ -342,3 +342,45 @@ async fn an_end_may_ask_a_grace_of_its_own_within_the_configured_bound() {
     .await;
     assert_eq!(again.body, ended.body);
 }
+
+#[tokio::test]
+async fn a_persons_live_sessions_are_listed_from_their_entries() {
+    let fx = fixture(4, config(&[])).await;
+    let (c1, c2, d, e) = (customer(1), customer(2), driver(1), driver(2));
+    assert_eq!(
+        put(&fx, "ord-1", 1, &[c1.clone(), d.clone()]).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        put(&fx, "ord-2", 1, &[c2.clone(), d.clone()]).await.status,
+        StatusCode::OK
+    );
+    let list = |user: &str| {
+        send_request(
+            &fx.router,
+            request("GET", &format!("/v1/sessions?user_id={user}"), ""),
+        )
+    };
+    let listed = list("d1").await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let orders: Vec<&str> = listed.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert!(orders.contains(&"ord-1") && orders.contains(&"ord-2"));
+    no_real_number(&listed, &[c1.clone(), c2.clone(), d.clone()]);
+    // D is replaced in ord-2 (an event, as the API would do): its entry goes with its routes.
+    fx.event(&assignment("ord-2", 2, &[c2.clone(), e.clone()]), now())
+        .await;
+    let listed = list("d1").await;
+    assert_eq!(listed.body["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["sessions"][0]["order_id"], "ord-1");
+    assert_eq!(list("d2").await.body["sessions"][0]["order_id"], "ord-2");
+    assert_eq!(list("nobody").await.body["sessions"], json!([]));
+    let missing = send_request(&fx.router, request("GET", "/v1/sessions", "")).await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(audit(fx.store.as_ref(), now()).await.unwrap(), vec![]);
+}

@@ -70,6 +70,7 @@ async fn order(
             handovers: Vec::new(),
             delete_routes: Vec::new(),
             delete_pins: Vec::new(),
+            former_users: Vec::new(),
             now: t,
         })
         .await

@@ -618,6 +618,7 @@ impl Assigner {
             .flat_map(RoutePair::keys)
             .collect();
         let kept_pins: HashSet<PinKey> = pairs.iter().flat_map(pin_keys).collect();
+        let former_users = former_users(previous, &session);
         let (delete_routes, delete_pins) = previous
             .map(|prev| {
                 let old: Vec<RoutePair> = prev
@@ -648,6 +649,7 @@ impl Assigner {
             handovers,
             delete_routes,
             delete_pins,
+            former_users,
             now,
         }
     }
@@ -665,6 +667,7 @@ impl Assigner {
     ) -> Result<Planned, AssignError> {
         let previous = self.store.session(&update.order_id).await?;
         let expected_revision = previous.as_ref().map(|p| p.revision);
+        let before = previous.clone();
         let revision = next_revision(previous.as_ref());
         let (session, pairs, handovers, delete_routes, delete_pins) = match previous {
             Some(prev) if prev.version >= update.version => {
@@ -762,6 +765,7 @@ impl Assigner {
         let commit = SessionCommit {
             session_expires_at: session.routes_until.max(now) + secs(self.settings.retention),
             expected_revision,
+            former_users: former_users(before.as_ref(), &session),
             session,
             pairs,
             pair_write: PairWrite::Renew,
@@ -986,6 +990,19 @@ impl Replan<'_> {
             .filter(|h| h.until > self.now)
             .collect()
     }
+}
+
+/// The people of `previous` who are not in `session`: their entries of the order go.
+fn former_users(previous: Option<&Session>, session: &Session) -> Vec<UserId> {
+    previous
+        .map(|p| {
+            p.participants
+                .iter()
+                .filter(|old| session.participant(&old.user_id).is_none())
+                .map(|old| old.user_id.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The revision a write over `previous` gives the session.

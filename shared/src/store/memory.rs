@@ -11,18 +11,20 @@ use crate::domain::invariant::{
 };
 use crate::domain::{
     AnswerTally, CallId, ConnectedCall, Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber,
-    Route, RouteKey, Session, UnixTime, VirtualNumber,
+    Route, RouteKey, Session, UnixTime, UserId, VirtualNumber,
 };
 use crate::store::{
     AnswerStats, AssignmentStore, AuditPage, AuditStore, CallLedger, CommitError, LeaseTake,
     LiveContact, OrdersOn, Outage, PairIndex, PairWrite, PeakWrite, PinAttempts, PinGuard,
     PoolEntry, PoolStore, PoolWriteError, PurchaseCount, PurchaseLedger, RouteReader, SampledRoute,
-    SessionCommit, Sighting, StoreError, WalkCursor, MAX_TALLY_DAYS,
+    SessionCommit, SessionDirectory, Sighting, StoreError, WalkCursor, MAX_TALLY_DAYS,
 };
 
 #[derive(Default)]
 struct Tables {
     sessions: HashMap<OrderId, Session>,
+    /// Each person's entries: order → until when it connects.
+    users: HashMap<UserId, BTreeMap<OrderId, UnixTime>>,
     routes: HashMap<RealNumber, BTreeMap<VirtualNumber, Route>>,
     /// PIN → the route it stands for.
     pins: HashMap<PinKey, Route>,
@@ -342,6 +344,18 @@ impl AssignmentStore for MemoryStore {
                 .or_default()
                 .insert(route.number.clone(), route.clone());
         }
+        for user in &commit.former_users {
+            if let Some(orders) = tables.users.get_mut(user) {
+                orders.remove(order);
+            }
+        }
+        for p in &commit.session.participants {
+            tables
+                .users
+                .entry(p.user_id.clone())
+                .or_default()
+                .insert(order.clone(), commit.session.routes_until);
+        }
         tables
             .sessions
             .insert(order.clone(), commit.session.clone());
@@ -437,6 +451,24 @@ impl PoolStore for MemoryStore {
                 number: r.number.clone(),
             })
             .collect())
+    }
+}
+
+#[async_trait]
+impl SessionDirectory for MemoryStore {
+    async fn sessions_of(&self, user: &UserId, now: UnixTime) -> Result<Vec<OrderId>, StoreError> {
+        Ok(self
+            .lock()?
+            .users
+            .get(user)
+            .map(|orders| {
+                orders
+                    .iter()
+                    .filter(|(_, until)| **until > now)
+                    .map(|(order, _)| order.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

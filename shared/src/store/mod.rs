@@ -12,7 +12,7 @@ use crate::domain::invariant::{
 };
 use crate::domain::{
     AnswerTally, CallId, ConnectedCall, Market, OrderId, PinKey, PinRoute, PoolNumber, RealNumber,
-    Route, RouteKey, RoutePair, Session, UnixTime, VirtualNumber,
+    Route, RouteKey, RoutePair, Session, UnixTime, UserId, VirtualNumber,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +157,9 @@ pub struct SessionCommit {
     pub delete_routes: Vec<RouteKey>,
     /// Deleted if still this order's and standing for the same participant.
     pub delete_pins: Vec<PinKey>,
+    /// People of the stored session who are not in this one: their entries of the order go.
+    /// (Every participant of `session` gets an entry, live until its `routes_until`.)
+    pub former_users: Vec<UserId>,
     pub now: UnixTime,
 }
 
@@ -184,6 +187,8 @@ impl SessionCommit {
             + self.put_pins().count()
             + self.delete_routes.len()
             + self.delete_pins.len()
+            + self.session.participants.len()
+            + self.former_users.len()
     }
 }
 
@@ -369,6 +374,13 @@ pub trait AssignmentStore: Send + Sync {
     ) -> Result<PeakWrite, StoreError>;
 }
 
+/// A person's live sessions (the sessions API's support view): the orders they take part in
+/// whose routes still connect at `now`, from their entries (one query, never a scan).
+#[async_trait]
+pub trait SessionDirectory: Send + Sync {
+    async fn sessions_of(&self, user: &UserId, now: UnixTime) -> Result<Vec<OrderId>, StoreError>;
+}
+
 /// What pool refresh manages: the pool's numbers, and what it reads to judge their load.
 #[async_trait]
 pub trait PoolStore: Send + Sync {
@@ -499,9 +511,15 @@ impl<T: PoolStore + PurchaseLedger + AnswerStats + PairIndex + ?Sized> PoolUpkee
 
 /// Every role at once, for tools that use them all (the operator's CLI, tests). Functions
 /// depend on the roles they use.
-pub trait Store: CallRouting + AssignmentStore + PoolUpkeep + AuditStore {}
+pub trait Store:
+    CallRouting + AssignmentStore + PoolUpkeep + AuditStore + SessionDirectory
+{
+}
 
-impl<T: CallRouting + AssignmentStore + PoolUpkeep + AuditStore + ?Sized> Store for T {}
+impl<T: CallRouting + AssignmentStore + PoolUpkeep + AuditStore + SessionDirectory + ?Sized> Store
+    for T
+{
+}
 
 /// Whether [`AssignmentStore::raise_live_peak`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,6 +58,7 @@ pub async fn fixture(pool_size: usize, config: LookupConfig) -> Fx {
         .map(|c| OrdersApi::new(c).expect("orders client"));
     let lookup = Lookup::new(
         Arc::new(Assigner::new(store.clone(), settings())),
+        store.clone(),
         orders,
         &config,
     );

@@ -89,6 +89,17 @@ pub fn pool_pk(market: &str) -> String {
     format!("POOL#{market}")
 }
 
+/// A participant's entry for an order, so that a person's live sessions are found with one
+/// query (the sessions API): `USER#<user id>` / `ORDER#<order id>`, with `order_id`, `role` and
+/// `expires_at` (the session's `routes_until`). The user id is the platform's, never a number.
+pub fn user_pk(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+pub fn user_order_sk(order_id: &str) -> String {
+    format!("ORDER#{order_id}")
+}
+
 /// What every route item's partition key starts with.
 pub const ROUTE_PK_PREFIX: &str = "ROUTE#";
 

@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use rand::Rng;
 
 use super::{attrs, store_error, DynamoStore};
-use crate::domain::{OrderId, UnixTime, VirtualNumber};
-use crate::store::{OrdersOn, PairIndex, StoreError, INDEX_SHARDS};
+use crate::domain::{OrderId, UnixTime, UserId, VirtualNumber};
+use crate::store::{OrdersOn, PairIndex, SessionDirectory, StoreError, INDEX_SHARDS};
 
 #[async_trait]
 impl PairIndex for DynamoStore {
@@ -74,5 +74,31 @@ impl PairIndex for DynamoStore {
             orders: found,
             more: false,
         })
+    }
+}
+
+#[async_trait]
+impl SessionDirectory for DynamoStore {
+    /// One query of the person's entries, live ones only.
+    async fn sessions_of(&self, user: &UserId, now: UnixTime) -> Result<Vec<OrderId>, StoreError> {
+        let items = self
+            .query_partition(
+                attrs::user_pk(user.as_str()),
+                Some("#order_id, #expires_at"),
+                Some(now),
+                true,
+            )
+            .await?;
+        items
+            .iter()
+            .map(|item| {
+                item.get(attrs::ORDER_ID)
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or(StoreError::Corrupt {
+                        attribute: attrs::ORDER_ID,
+                    })
+            })
+            .collect()
     }
 }

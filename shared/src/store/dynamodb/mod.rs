@@ -352,6 +352,31 @@ impl AssignmentStore for DynamoStore {
             items.push(self.route_put(route, false, PairWrite::Renew, commit.now)?);
             keys.push(Written::Route(route.key()));
         }
+        // Each person's entry of the order, live as long as the session's routes.
+        let order = commit.session.order_id.as_str();
+        for p in &commit.session.participants {
+            let entry = Put::builder()
+                .table_name(&self.table)
+                .item(attrs::PK, s(attrs::user_pk(p.user_id.as_str())))
+                .item(attrs::SK, s(attrs::user_order_sk(order)))
+                .item(attrs::ORDER_ID, s(order))
+                .item(attrs::ROLE, s(p.role.as_str()))
+                .item(attrs::EXPIRES_AT, n(commit.session.routes_until))
+                .build()
+                .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
+            items.push(TransactWriteItem::builder().put(entry).build());
+            keys.push(Written::Other);
+        }
+        for user in &commit.former_users {
+            let gone = Delete::builder()
+                .table_name(&self.table)
+                .key(attrs::PK, s(attrs::user_pk(user.as_str())))
+                .key(attrs::SK, s(attrs::user_order_sk(order)))
+                .build()
+                .map_err(|_| StoreError::Rejected(StoreRejection::Unbuildable))?;
+            items.push(TransactWriteItem::builder().delete(gone).build());
+            keys.push(Written::Other);
+        }
         for key in &commit.delete_routes {
             items.push(self.route_delete(key, &commit.session.order_id)?);
             keys.push(Written::Route(key.clone()));
@@ -795,6 +820,8 @@ impl AuditStore for DynamoStore {
 enum Written {
     Route(RouteKey),
     Pin(PinKey),
+    /// An unconditional write (a person's entry): never the reason of a cancellation.
+    Other,
 }
 
 /// Reads a cancelled transaction's per-item reasons: item 0 is the session, the rest are `keys`.
@@ -827,6 +854,7 @@ where
             match key {
                 Written::Route(k) => routes.push(k.clone()),
                 Written::Pin(k) => pins.push(k.clone()),
+                Written::Other => {}
             }
         }
     }
@@ -948,6 +976,7 @@ mod tests {
             handovers: Vec::new(),
             delete_routes: Vec::new(),
             delete_pins: Vec::new(),
+            former_users: Vec::new(),
             now,
         };
         assert!(matches!(
