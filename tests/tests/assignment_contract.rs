@@ -617,6 +617,7 @@ async fn an_end_ends_a_half_pair_both_ways(fx: Fx) {
             }],
             delete_pins: Vec::new(),
             former_users: Vec::new(),
+            people_entries: true,
             now: t,
         })
         .await
@@ -1242,6 +1243,7 @@ async fn a_pin_held_by_another_pair_is_refused_and_nothing_is_written(fx: Fx) {
         delete_routes: Vec::new(),
         delete_pins: Vec::new(),
         former_users: Vec::new(),
+        people_entries: true,
         now: t,
     };
     match fx.store.commit(&commit(&theirs)).await {
@@ -1308,6 +1310,7 @@ async fn the_audit_finds_a_pin_that_outlived_its_pair(fx: Fx) {
             delete_routes: pair.keys(),
             delete_pins: Vec::new(),
             former_users: Vec::new(),
+            people_entries: true,
             now: t,
         })
         .await

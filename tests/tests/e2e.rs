@@ -305,31 +305,35 @@ impl DevStack {
         resp.text().await.unwrap()
     }
 
-    /// Vonage's answer_url (GET, the default) asking about a call, signed with a JWT; returns
-    /// the NCCO.
+    /// Vonage's answer_url (POST) asking about a call, signed with a JWT that hashes the
+    /// body; returns the NCCO.
     async fn vonage_call(&self, from: &str, to: &str) -> Value {
         let secret = self
             .var("VNMASK_VONAGE_SIGNATURE_SECRETS")
             .split(',')
             .next()
             .unwrap();
-        let iat = vnmask::domain::now();
+        let body = json!({
+            "from": from.trim_start_matches('+'),
+            "to": to.trim_start_matches('+'),
+            "uuid": format!("{:032x}", rand::random::<u128>()),
+            "conversation_uuid": "CON-e2e",
+        })
+        .to_string();
+        let token = vonage::sign(
+            secret.as_bytes(),
+            Some(body.as_bytes()),
+            vnmask::domain::now(),
+        );
         let resp = self
             .http
-            .get(format!(
+            .post(format!(
                 "{}/v1/providers/vonage/answer",
                 self.var("VNMASK_PUBLIC_BASE_URL")
             ))
-            .query(&[
-                ("from", from.trim_start_matches('+')),
-                ("to", to.trim_start_matches('+')),
-                ("uuid", &format!("{:032x}", rand::random::<u128>())),
-                ("conversation_uuid", "CON-e2e"),
-            ])
-            .header(
-                vonage::AUTHORIZATION_HEADER,
-                vonage::sign(secret.as_bytes(), None, iat),
-            )
+            .header("content-type", "application/json")
+            .header(vonage::AUTHORIZATION_HEADER, token)
+            .body(body)
             .send()
             .await
             .unwrap();

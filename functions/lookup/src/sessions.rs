@@ -67,7 +67,15 @@ impl Sessions {
             Ok(Outcome::Stale { stored_version }) => {
                 match self.same_as_stored(&update, stored_version).await {
                     Ok(Some(session)) => (contacts(&session), "repeat"),
-                    Ok(None) => (ProblemKind::StaleVersion.into_response(), "stale"),
+                    Ok(None) => (
+                        problem::with_detail(
+                            ProblemKind::StaleVersion,
+                            format!(
+                                "the stored session is at version {stored_version}: a change, an end too, needs a newer version (the same request again answers the same)"
+                            ),
+                        ),
+                        "stale",
+                    ),
                     Err(kind) => (kind.into_response(), "unavailable"),
                 }
             }

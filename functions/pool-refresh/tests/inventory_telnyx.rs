@@ -148,6 +148,7 @@ async fn unreadable_entries_are_counted_not_guessed() {
         .unwrap()
         .remove("phone_number");
     first["meta"]["total_pages"] = json!(1);
+    first["meta"]["total_results"] = json!(first["data"].as_array().unwrap().len());
     lists(&server, 1, first).await;
 
     let numbers = telnyx(&server).list_numbers().await.unwrap();
@@ -488,4 +489,18 @@ async fn a_number_pointing_elsewhere_is_not_found() {
         .unwrap();
 
     assert_eq!(found, None);
+}
+
+#[tokio::test]
+async fn a_listing_whose_totals_move_between_pages_retires_nothing() {
+    let server = MockServer::start().await;
+    // A number was bought between the two pages: the second counts one more.
+    let mut second = page(2);
+    second["meta"]["total_results"] = json!(8);
+    lists(&server, 1, page(1)).await;
+    lists(&server, 2, second).await;
+
+    let numbers = telnyx(&server).list_numbers().await.unwrap();
+
+    assert!(!numbers.ours.is_complete(), "{numbers:?}");
 }

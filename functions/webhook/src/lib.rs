@@ -16,7 +16,7 @@
 //! | `POST /v1/providers/generic/pin` | carriers, in-house IVRs: the same, after `collect_pin` |
 //! | `POST /v1/providers/plivo/voice` | Plivo answer URL → Plivo XML `<Dial>` |
 //! | `POST /v1/providers/plivo/sms` | Plivo message URL → Plivo XML `<Message>` |
-//! | `GET`, `POST /v1/providers/vonage/answer` | Vonage `answer_url` → NCCO `connect` |
+//! | `POST /v1/providers/vonage/answer` | Vonage `answer_url` (POST) → NCCO `connect` |
 //! | `POST /v1/providers/telnyx/voice` | Telnyx TeXML application → TeXML `<Dial>` |
 //! | `POST /v1/providers/telnyx/sms` | Telnyx messaging webhook → relayed through Telnyx's API |
 //!
@@ -130,10 +130,7 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
         .route("/v1/providers/generic/pin", post(generic_pin))
         .route("/v1/providers/plivo/voice", post(plivo_voice))
         .route("/v1/providers/plivo/sms", post(plivo_sms))
-        .route(
-            "/v1/providers/vonage/answer",
-            get(vonage_answer_get).post(vonage_answer_post),
-        )
+        .route("/v1/providers/vonage/answer", post(vonage_answer))
         .route("/v1/providers/telnyx/voice", post(telnyx_voice))
         .route("/v1/providers/telnyx/sms", post(telnyx_sms))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -341,21 +338,12 @@ async fn plivo_sms(
     app.plivo(Channel::Sms, &uri, &headers, &body).await
 }
 
-async fn vonage_answer_get(
+async fn vonage_answer(
     State(app): State<Arc<Webhook>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    app.vonage(&uri, &headers, None).await
-}
-
-async fn vonage_answer_post(
-    State(app): State<Arc<Webhook>>,
-    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    app.vonage(&uri, &headers, Some(&body)).await
+    app.vonage(&headers, &body).await
 }
 
 async fn telnyx_voice(
@@ -667,10 +655,10 @@ impl Webhook {
         Ok(params)
     }
 
-    /// Vonage's `answer_url`: a GET with the call in the query (the default), or a POST with
-    /// it in a JSON body; either way signed with a JWT (a POST's body hashed into it). Vonage
-    /// waits 5 s for the NCCO; the answer is due within the 2 s every provider gets.
-    async fn vonage(&self, uri: &Uri, headers: &HeaderMap, body: Option<&[u8]>) -> Response {
+    /// Vonage's `answer_url`, POST only: the call in a JSON body, which the JWT's
+    /// `payload_hash` binds (a GET's query is covered by no signature). Vonage waits 5 s for
+    /// the NCCO; the answer is due within the 2 s every provider gets.
+    async fn vonage(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         let started = Instant::now();
         let render = |decision: &Decision, _: Option<&RouteQuery>| {
             (
@@ -690,13 +678,10 @@ impl Webhook {
             vonage::verify(
                 &config.signature_secrets,
                 header_str(headers, vonage::AUTHORIZATION_HEADER),
-                body,
+                Some(body),
                 domain::now(),
             )?;
-            Ok(match body {
-                Some(body) => vonage::answer_query_json(body)?,
-                None => vonage::answer_query(&parse_query(uri.query().unwrap_or_default())?)?,
-            })
+            Ok(vonage::answer_query_json(body)?)
         })();
         self.answer(
             &ready,
@@ -740,15 +725,24 @@ impl Webhook {
     /// nothing back); delivery reports and other events are acknowledged and ignored.
     async fn telnyx_sms(&self, headers: &HeaderMap, body: &[u8]) -> Response {
         let started = Instant::now();
+        let Some(ready) = self.ready.get() else {
+            let render = |_: &Decision, _: Option<&RouteQuery>| {
+                (JSON, serde_json::json!({ "result": "refused" }).to_string())
+            };
+            return self.not_ready(ProviderKind::Telnyx, render);
+        };
+        let relays = ready
+            .providers
+            .telnyx
+            .as_ref()
+            .is_some_and(|c| c.relay.is_some());
         let render = |decision: &Decision, _: Option<&RouteQuery>| {
             let result = match decision {
-                Decision::Connect(_) => "relayed",
+                Decision::Connect(_) if relays => "relayed",
+                Decision::Connect(_) => "not_relayed",
                 Decision::AskPin { .. } | Decision::Refuse(_) => "refused",
             };
             (JSON, serde_json::json!({ "result": result }).to_string())
-        };
-        let Some(ready) = self.ready.get() else {
-            return self.not_ready(ProviderKind::Telnyx, render);
         };
         let admitted = Self::telnyx_verified(&ready.providers, headers, body)
             .and_then(|()| Ok(telnyx::message_query(body)?));

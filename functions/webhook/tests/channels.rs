@@ -71,6 +71,7 @@ async fn order(
             delete_routes: Vec::new(),
             delete_pins: Vec::new(),
             former_users: Vec::new(),
+            people_entries: true,
             now: t,
         })
         .await

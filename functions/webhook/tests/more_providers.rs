@@ -190,8 +190,9 @@ async fn a_request_that_does_not_prove_its_provider_is_forbidden_and_reads_nothi
         ),
         (
             "vonage: no token",
-            Request::get(format!("{VONAGE}?from=1&to=2&uuid=x"))
-                .body(Body::empty())
+            Request::post(VONAGE)
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"from":"1","to":"2","uuid":"x"}"#))
                 .unwrap(),
         ),
         (
@@ -302,6 +303,25 @@ async fn a_malformed_request_is_a_bad_request_that_names_no_number() {
         connects(&answer, phone(&s.d), vn),
         "a POSTed answer_url: {answer:?}"
     );
+    // GET is not served: its query is covered by no signature.
+    let get = Request::get(format!("{VONAGE}?from=1&to=2&uuid=x"))
+        .header(
+            vonage::AUTHORIZATION_HEADER,
+            vonage::sign(VONAGE_SECRET.as_bytes(), None, now()),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, get).await.status, 405);
+    // A token signed without this body does not carry it.
+    let unbound = Request::post(VONAGE)
+        .header("content-type", "application/json")
+        .header(
+            vonage::AUTHORIZATION_HEADER,
+            vonage::sign(VONAGE_SECRET.as_bytes(), None, now()),
+        )
+        .body(Body::from(post.clone()))
+        .unwrap();
+    assert_eq!(send(&app, unbound).await.status, 403);
 }
 
 #[tokio::test]

@@ -233,8 +233,8 @@ async fn a_served_order_audits_clean() {
     let out = cli.json(&["audit"]);
     assert_eq!(out["complete"], true, "{out}");
     assert_eq!(
-        out["scanned"], 5,
-        "pool number, daily peak, session, two routes: {out}"
+        out["scanned"], 7,
+        "pool number, daily peak, session, two routes, each person's entry: {out}"
     );
     assert_eq!(
         (&out["live_routes"], &out["live_sessions"]),
@@ -250,7 +250,7 @@ async fn a_served_order_audits_clean() {
     );
     let shown = String::from_utf8_lossy(&text.stdout);
     assert!(
-        shown.contains("5 items in 6 page(s)") && shown.contains("breaches: none"),
+        shown.contains("7 items in 8 page(s)") && shown.contains("breaches: none"),
         "{shown}"
     );
 }

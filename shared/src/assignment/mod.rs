@@ -343,7 +343,7 @@ impl Assigner {
                 },
                 Change::Move(order) => self.plan_move(order, now, &refused).await?,
             };
-            let (commit, tally) = match planned {
+            let (mut commit, tally) = match planned {
                 Planned::Commit(c, tally) => (c, tally),
                 Planned::Unchanged(v) => return Ok(Ran::Unchanged(v)),
                 Planned::Exhausted(e) if !refreshed_pool => {
@@ -356,6 +356,12 @@ impl Assigner {
             };
             // Nothing of a change is ever written in parts: one that cannot fit one transaction
             // is refused whole, and says why.
+            // People's entries only index sessions for the sessions API's list: they never
+            // make a change too large, and are left out of one that would not fit with them.
+            if commit.items() > MAX_COMMIT_ITEMS && commit.entries() > 0 {
+                tracing::info!(order_id = %order, items = commit.items(), "people's entries left out of a change at the transaction's limit");
+                commit.people_entries = false;
+            }
             let items = commit.items();
             if items > MAX_COMMIT_ITEMS {
                 return Err(AssignError::Invalid(SessionError::TooLarge(items)));
@@ -650,6 +656,7 @@ impl Assigner {
             delete_routes,
             delete_pins,
             former_users,
+            people_entries: true,
             now,
         }
     }
@@ -766,6 +773,7 @@ impl Assigner {
             session_expires_at: session.routes_until.max(now) + secs(self.settings.retention),
             expected_revision,
             former_users: former_users(before.as_ref(), &session),
+            people_entries: true,
             session,
             pairs,
             pair_write: PairWrite::Renew,

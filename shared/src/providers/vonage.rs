@@ -1,10 +1,11 @@
 //! Vonage: the voice `answer_url`, signed with an HS256 JWT, answered with an NCCO.
 //!
 //! When a call to one of our numbers comes in, Vonage asks the `answer_url` of the application
-//! the number is linked to where the call goes: with `GET` and the call in the query by default
-//! (`to`, `from`, `uuid`, `conversation_uuid`, and more: `region_url`, `endpoint_type`, SIP
-//! headers as `SipHeader_X-…`), or with `POST` and the same fields as a JSON body when the
-//! application's `answer_method` is `POST`. Numbers are E.164 digits without the `+`
+//! the number is linked to where the call goes. vnmask serves it with `POST` only (the
+//! application's `answer_method`): the call (`to`, `from`, `uuid`, `conversation_uuid`, and
+//! more) is then a JSON body that the token's `payload_hash` binds. With `GET`, Vonage's default,
+//! the call is in a query that no signature covers, so any fresh Vonage token could ask about
+//! any caller: GET is not served. Numbers are E.164 digits without the `+`
 //! (`447700900000`); a call from a Client SDK user carries `from_user` and no `from`.
 //!
 //! Signed webhooks put `Authorization: Bearer <JWT>` on the request: HS256 with the account's
@@ -27,7 +28,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::generic::MAX_SKEW;
-use super::{param, same_bytes, AuthError, RequestError, Secret};
+use super::{same_bytes, AuthError, RequestError, Secret};
 use crate::domain::{CallId, Channel, UnixTime};
 use crate::routing::{Decision, RouteQuery};
 
@@ -90,9 +91,6 @@ pub fn sign(secret: &[u8], body: Option<&[u8]>, iat: i64) -> String {
 /// `body` when there is one (a POST), and whose `iat` is within [`MAX_SKEW`] of `now`, so that
 /// a captured token cannot be replayed later. Other algorithms (`none`, RS256, …) are refused.
 ///
-/// A GET's query is not compared with `payload_hash`: Vonage hashes its own JSON rendering of
-/// the query, which the request does not carry; the token still proves a fresh request from
-/// Vonage, and TLS keeps its query intact.
 pub fn verify(
     secrets: &[Secret],
     authorization: Option<&str>,
@@ -141,16 +139,6 @@ fn bearer_token(authorization: &str) -> Option<&str> {
     let (scheme, token) = authorization.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Reads an answer webhook sent with GET (the default): its decoded query.
-pub fn answer_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
-    call_query(
-        param(params, "from"),
-        param(params, "from_user").is_some(),
-        param(params, "to"),
-        param(params, "uuid"),
-    )
 }
 
 /// The fields of a POSTed answer webhook that routing reads; the others are ignored.
@@ -525,27 +513,13 @@ mod tests {
         )
     }
 
-    fn query(
-        pairs: &[(&'static str, &'static str)],
-    ) -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
-        pairs
+    /// An answer webhook's JSON body with `pairs`, read.
+    fn answer(pairs: &[(&str, &str)]) -> Result<RouteQuery, RequestError> {
+        let body: serde_json::Map<String, Value> = pairs
             .iter()
-            .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
-            .collect()
-    }
-
-    /// The GET example of Vonage's webhook reference.
-    const ANSWER_QUERY: &str = "to=442079460000&from=447700900000&conversation_uuid=CON-aaaaaaaa-bbbb-cccc-dddd-0123456789ab&uuid=aaaaaaaa-bbbb-cccc-dddd-0123456789ab&SipHeader_X-UserId=1938ND9";
-
-    #[test]
-    fn a_get_answer_webhook_reads_as_e164() {
-        let params = crate::providers::parse_query(ANSWER_QUERY).unwrap();
-        let q = answer_query(&params).unwrap();
-        assert_eq!(q.channel, Channel::Voice);
-        assert_eq!(q.call_id.as_str(), "aaaaaaaa-bbbb-cccc-dddd-0123456789ab");
-        assert_eq!(q.caller.unwrap().expose(), "+447700900000");
-        assert_eq!(q.dialled.unwrap().as_str(), "+442079460000");
-        assert_eq!(q.text, None);
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        answer_query_json(Value::Object(body).to_string().as_bytes())
     }
 
     #[test]
@@ -574,16 +548,16 @@ mod tests {
         ] {
             let mut pairs = vec![("to", "447700900001"), ("uuid", "u-1")];
             pairs.push(("from", from));
-            let q = answer_query(&query(&pairs)).unwrap();
+            let q = answer(&pairs).unwrap();
             assert!(q.caller.is_err(), "{from:?}");
             assert!(q.dialled.is_ok());
         }
         // A Client SDK user: `from_user`, and no `from` at all.
-        let q = answer_query(&query(&[
+        let q = answer(&[
             ("from_user", "JaneDoe"),
             ("to", "447700900001"),
             ("uuid", "u-1"),
-        ]))
+        ])
         .unwrap();
         assert!(q.caller.is_err());
         let q = answer_query_json(br#"{"from_user":"JaneDoe","to":"447700900001","uuid":"u-1"}"#)
@@ -604,12 +578,7 @@ mod tests {
             "+447700900001",
             "sip:support@example.sip.vonage.com",
         ] {
-            let q = answer_query(&query(&[
-                ("from", "447700900000"),
-                ("to", to),
-                ("uuid", "u-1"),
-            ]))
-            .unwrap();
+            let q = answer(&[("from", "447700900000"), ("to", to), ("uuid", "u-1")]).unwrap();
             assert!(q.dialled.is_err(), "{to:?}");
         }
     }
@@ -638,7 +607,7 @@ mod tests {
                 RequestError::Malformed("uuid"),
             ),
         ] {
-            let err = answer_query(&query(&pairs)).unwrap_err();
+            let err = answer(&pairs).unwrap_err();
             assert_eq!(err, want);
             assert!(!err.to_string().contains("4477009"), "{err}");
         }

@@ -344,12 +344,17 @@ impl AssignmentStore for MemoryStore {
                 .or_default()
                 .insert(route.number.clone(), route.clone());
         }
-        for user in &commit.former_users {
+        let (people, former) = if commit.people_entries {
+            (&commit.session.participants[..], &commit.former_users[..])
+        } else {
+            (&[][..], &[][..])
+        };
+        for user in former {
             if let Some(orders) = tables.users.get_mut(user) {
                 orders.remove(order);
             }
         }
-        for p in &commit.session.participants {
+        for p in people {
             tables
                 .users
                 .entry(p.user_id.clone())

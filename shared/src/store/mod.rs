@@ -160,6 +160,10 @@ pub struct SessionCommit {
     /// People of the stored session who are not in this one: their entries of the order go.
     /// (Every participant of `session` gets an entry, live until its `routes_until`.)
     pub former_users: Vec<UserId>,
+    /// Whether people's entries are written with this commit: left out only when they would
+    /// take it past a transaction's 100 items (the entries only index sessions for the
+    /// sessions API's list, which reads each session again).
+    pub people_entries: bool,
     pub now: UnixTime,
 }
 
@@ -187,8 +191,16 @@ impl SessionCommit {
             + self.put_pins().count()
             + self.delete_routes.len()
             + self.delete_pins.len()
-            + self.session.participants.len()
-            + self.former_users.len()
+            + self.entries()
+    }
+
+    /// The people's entries this commit writes or deletes.
+    pub fn entries(&self) -> usize {
+        if self.people_entries {
+            self.session.participants.len() + self.former_users.len()
+        } else {
+            0
+        }
     }
 }
 

@@ -126,6 +126,9 @@ struct NumbersPage {
 #[derive(Deserialize)]
 struct PageMeta {
     total_pages: u32,
+    /// The account's numbers when the page was cut; absent in older answers.
+    #[serde(default)]
+    total_results: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -255,8 +258,11 @@ impl Inventory for Telnyx {
         // The page asked for, not the page the answer says it is: a page that misnames itself
         // cannot send the listing round in circles.
         let mut page = 1;
+        let (mut read, mut totals) = (0u64, std::collections::BTreeSet::new());
         self.api
             .follow_pages(LIST, &page_path(page), MAX_PAGES, |answer: NumbersPage| {
+                read += answer.data.len() as u64;
+                totals.insert((answer.meta.total_pages, answer.meta.total_results));
                 numbers.extend(answer.data.into_iter().map(|e| self.read_entry(e)));
                 (page < answer.meta.total_pages).then(|| {
                     page += 1;
@@ -264,6 +270,16 @@ impl Inventory for Telnyx {
                 })
             })
             .await?;
+        // Pages are cut by number: a number bought or released between two pages shifts the
+        // entries, and one of ours may be read twice or never. When the totals moved or do not
+        // add up, the listing retires nothing (counted unreadable), as an incomplete one.
+        let consistent = totals.len() == 1
+            && totals
+                .iter()
+                .all(|(_, results)| results.is_none_or(|r| r == read));
+        if !consistent {
+            numbers.ours.unreadable += 1;
+        }
         Ok(numbers)
     }
 }

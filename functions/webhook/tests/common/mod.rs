@@ -229,7 +229,7 @@ pub fn plivo_call(from: &str, to: &str) -> Request<Body> {
     plivo_call_as(&unique_id("pl"), from, to)
 }
 
-/// A Vonage `answer_url` GET for a call from `from` to `to`, signed with `secret`.
+/// A Vonage `answer_url` POST for a call from `from` to `to`, signed with `secret`.
 pub fn vonage_call_signed(
     uuid: &str,
     from: &str,
@@ -237,21 +237,20 @@ pub fn vonage_call_signed(
     secret: &str,
     iat: i64,
 ) -> Request<Body> {
-    let query = form(&[
-        ("from", from.trim_start_matches('+')),
-        ("to", to.trim_start_matches('+')),
-        ("uuid", uuid),
-        (
-            "conversation_uuid",
-            "CON-aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
-        ),
-    ]);
-    Request::get(format!("{VONAGE}?{query}"))
+    let body = serde_json::json!({
+        "from": from.trim_start_matches('+'),
+        "to": to.trim_start_matches('+'),
+        "uuid": uuid,
+        "conversation_uuid": "CON-aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+    })
+    .to_string();
+    Request::post(VONAGE)
+        .header("content-type", "application/json")
         .header(
             vonage::AUTHORIZATION_HEADER,
-            vonage::sign(secret.as_bytes(), None, iat),
+            vonage::sign(secret.as_bytes(), Some(body.as_bytes()), iat),
         )
-        .body(Body::empty())
+        .body(Body::from(body))
         .unwrap()
 }
 

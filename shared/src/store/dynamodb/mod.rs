@@ -354,7 +354,12 @@ impl AssignmentStore for DynamoStore {
         }
         // Each person's entry of the order, live as long as the session's routes.
         let order = commit.session.order_id.as_str();
-        for p in &commit.session.participants {
+        let (people, former) = if commit.people_entries {
+            (&commit.session.participants[..], &commit.former_users[..])
+        } else {
+            (&[][..], &[][..])
+        };
+        for p in people {
             let entry = Put::builder()
                 .table_name(&self.table)
                 .item(attrs::PK, s(attrs::user_pk(p.user_id.as_str())))
@@ -367,7 +372,7 @@ impl AssignmentStore for DynamoStore {
             items.push(TransactWriteItem::builder().put(entry).build());
             keys.push(Written::Other);
         }
-        for user in &commit.former_users {
+        for user in former {
             let gone = Delete::builder()
                 .table_name(&self.table)
                 .key(attrs::PK, s(attrs::user_pk(user.as_str())))
@@ -977,6 +982,7 @@ mod tests {
             delete_routes: Vec::new(),
             delete_pins: Vec::new(),
             former_users: Vec::new(),
+            people_entries: true,
             now,
         };
         assert!(matches!(
