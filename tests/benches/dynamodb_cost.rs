@@ -329,6 +329,57 @@ async fn main() {
         .unwrap()
         .expect("a session");
     measure("lookup: an app asks for its contacts (fast path)");
+    // The sessions API (lookup's router, as a platform without events calls it): the same
+    // two-party order created by a call instead of an event, then the same call again.
+    let lookup = lookup::router(std::sync::Arc::new(lookup::Lookup::new(
+        std::sync::Arc::new(Assigner::new(
+            store.clone(),
+            AssignSettings::for_markets([market("IN")]),
+        )),
+        store.clone(),
+        None,
+        &lookup::config::LookupConfig::from_source(
+            &std::collections::BTreeMap::<String, String>::new(),
+        )
+        .expect("lookup config"),
+    )));
+    let put = serde_json::json!({"market": "IN", "version": 1, "participants": [
+        {"role": "customer", "user_id": "c-api", "phone": customer(60).phone.expose()},
+        {"role": "driver", "user_id": "d-api", "phone": driver(60).phone.expose()},
+    ]})
+    .to_string();
+    let call = |body: String| {
+        let request = http::Request::builder()
+            .method("PUT")
+            .uri("/v1/sessions/ord-api")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        tower::ServiceExt::oneshot(lookup.clone(), request)
+    };
+    // Warm the sessions API's own assigner (its first call reads the pool): not what is priced.
+    let warm = serde_json::json!({"market": "IN", "version": 1, "participants": [
+        {"role": "customer", "user_id": "c-warm", "phone": customer(61).phone.expose()},
+        {"role": "driver", "user_id": "d-warm", "phone": driver(61).phone.expose()},
+    ]})
+    .to_string();
+    let warmed = tower::ServiceExt::oneshot(
+        lookup.clone(),
+        http::Request::builder()
+            .method("PUT")
+            .uri("/v1/sessions/ord-warm")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(warm))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(warmed.status(), 200);
+    let _ = meter.take();
+    assert_eq!(call(put.clone()).await.unwrap().status(), 200);
+    measure("sessions API: PUT a two-party order (instead of its event)");
+    assert_eq!(call(put).await.unwrap().status(), 200);
+    measure("sessions API: the same PUT again (answered from the stored session)");
     apply("ord-2", 2, OrderChange::End).await;
     measure("release: the order ends (routes live on through the grace period)");
     apply("ord-3", 3, OrderChange::End).await;
