@@ -57,6 +57,10 @@ impl NumbersAssigned {
                     .iter()
                     .filter_map(|c| {
                         let other = session.participant(c.other(&p.user_id)?)?;
+                        // After the end, a direction that closed is no contact to show.
+                        if !session.admits(&p.role, &other.role) {
+                            return None;
+                        }
                         Some(ContactNumber {
                             user_id: other.user_id.clone(),
                             role: other.role.clone(),
@@ -128,6 +132,7 @@ mod tests {
             updated_at: 0,
             routes_until: 100,
             record: false,
+            closed_after_end: Vec::new(),
         };
         let note = NumbersAssigned::new("e-1", &session);
         let json = serde_json::to_value(&note).unwrap();

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vnmask::assignment::{
-    AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
+    AssignError, AssignSettings, Assigner, EndTerms, OrderChange, OrderUpdate, Outcome,
 };
 use vnmask::domain::{
-    Capabilities, NumberState, Participant, PoolNumber, RouteKey, Session, SessionState,
-    VirtualNumber,
+    CallId, Capabilities, Channel, Direction, NumberState, Participant, PoolNumber, RouteKey,
+    Session, SessionState, VirtualNumber,
 };
-use vnmask::routing::live_route;
+use vnmask::routing::{decide, live_route, Decision, Refusal, RouteQuery};
 use vnmask::store::memory::MemoryStore;
 use vnmask::store::AssignmentStore;
 use vnmask::store::{audit, PairWrite, SessionCommit, Store};
@@ -1232,6 +1232,7 @@ async fn a_pin_held_by_another_pair_is_refused_and_nothing_is_written(fx: Fx) {
         updated_at: t,
         routes_until: t + 3600,
         record: false,
+        closed_after_end: Vec::new(),
     };
     let commit = |s: &Session| SessionCommit {
         session: s.clone(),
@@ -1411,6 +1412,124 @@ async fn a_change_too_large_for_one_transaction_is_refused_whole(fx: Fx) {
     );
 }
 
+/// A sessions API end may close a direction: the driver may no longer reach the customer while
+/// the customer may still reach the driver through the grace. Both route items (and both PINs)
+/// of the pair still live, end and revive together (the pair invariant); only the decision
+/// refuses the closed direction, for calls, texts and its PIN alike. The driver's closed route
+/// still counts as theirs on the number, so rule 1 keeps the number from them in another order,
+/// and a newer participants change reopens both directions.
+async fn an_end_may_close_one_direction_while_the_pair_lives_and_ends_together(fx: Fx) {
+    let t = now();
+    let pins = with_pins(&fx);
+    let (c, d) = (customer(1), driver(1));
+    pins.apply(&assign("ord-1", 1, &[c.clone(), d.clone()]), t)
+        .await
+        .unwrap();
+    let vn = fx.number_between("ord-1", &c, &d, t).await;
+    let closing = OrderUpdate {
+        change: OrderChange::EndWith(EndTerms {
+            grace: Some(Duration::from_secs(3600)),
+            closed: vec![Direction {
+                from: "driver".parse().unwrap(),
+                to: "customer".parse().unwrap(),
+            }],
+        }),
+        ..end("ord-1", 2)
+    };
+    let Ok(Outcome::Applied { session, .. }) = pins.apply(&closing, t).await else {
+        panic!("the end applies")
+    };
+    assert_eq!(session.routes_until, t + 3600);
+    let ask = |from: &Participant, channel: Channel| {
+        RouteQuery::new(
+            channel,
+            CallId::parse("CA1").unwrap(),
+            from.phone.expose(),
+            vn.as_str(),
+            Some("hi".into()),
+        )
+    };
+    let budget = Duration::from_secs(1);
+    for channel in [Channel::Voice, Channel::Sms] {
+        match decide(fx.store.as_ref(), &ask(&c, channel), t + 10, budget).await {
+            Decision::Connect(route) => assert_eq!(route.callee, d.phone),
+            other => panic!("the customer's way is open: {other:?}"),
+        }
+        assert_eq!(
+            decide(fx.store.as_ref(), &ask(&d, channel), t + 10, budget).await,
+            Decision::Refuse(Refusal::ClosedAfterEnd)
+        );
+    }
+    // Both items are there and end together; only the driver's is closed.
+    let (to_d, to_c) = (
+        live_route(fx.store.as_ref(), &c.phone, &vn, t + 10)
+            .await
+            .unwrap()
+            .unwrap(),
+        live_route(fx.store.as_ref(), &d.phone, &vn, t + 10)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!((to_d.closed, to_c.closed), (false, true));
+    assert_eq!(to_d.expires_at, to_c.expires_at);
+    // Each PIN stands for its participant's way: the driver's is closed too.
+    let contact = &session.contacts[0];
+    let (pin_c, pin_d) = (
+        contact.pin_of(&c.user_id).unwrap(),
+        contact.pin_of(&d.user_id).unwrap(),
+    );
+    assert!(!pin_route(&fx, &vn, pin_c, t + 10).await.unwrap().closed);
+    assert!(pin_route(&fx, &vn, pin_d, t + 10).await.unwrap().closed);
+    assert_eq!(audit(fx.store.as_ref(), t + 10).await.unwrap(), vec![]);
+    // The driver still holds the number in this order: another order gives them another one.
+    let other = pins
+        .apply(&assign("ord-2", 1, &[customer(2), d.clone()]), t + 20)
+        .await
+        .unwrap();
+    let Outcome::Applied {
+        session: second, ..
+    } = other
+    else {
+        panic!("the second order applies")
+    };
+    assert_ne!(
+        second.contacts[0].number, vn,
+        "rule 1: one number, one live order per person"
+    );
+    // A newer change reopens the order: both ways connect again, and nothing is closed.
+    pins.apply(&assign("ord-1", 3, &[c.clone(), d.clone()]), t + 30)
+        .await
+        .unwrap();
+    assert_eq!(fx.number_between("ord-1", &c, &d, t + 30).await, vn);
+    assert!(matches!(
+        decide(fx.store.as_ref(), &ask(&d, Channel::Voice), t + 30, budget).await,
+        Decision::Connect(_)
+    ));
+    let reopened = fx
+        .store
+        .session(&"ord-1".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reopened.closed_after_end.is_empty());
+    // A plain end closes nothing; after the grace, neither way connects.
+    pins.apply(&end("ord-1", 4), t + 40).await.unwrap();
+    for (from, at, open) in [
+        (&d, t + 50, true),
+        (&c, t + 40 + 1800, false),
+        (&d, t + 40 + 1800, false),
+    ] {
+        let decision = decide(fx.store.as_ref(), &ask(from, Channel::Voice), at, budget).await;
+        assert_eq!(
+            matches!(decision, Decision::Connect(_)),
+            open,
+            "{decision:?}"
+        );
+    }
+    assert_eq!(audit(fx.store.as_ref(), t + 50).await.unwrap(), vec![]);
+}
+
 macro_rules! contract {
     ($($name:ident: $pool:expr),* $(,)?) => {
         mod memory {
@@ -1454,6 +1573,7 @@ contract! {
     the_audit_finds_a_pin_that_outlived_its_pair: 2,
     a_participants_new_phone_ends_the_pin_of_the_old_one: 1,
     a_change_too_large_for_one_transaction_is_refused_whole: 10,
+    an_end_may_close_one_direction_while_the_pair_lives_and_ends_together: 2,
 }
 
 #[tokio::test]

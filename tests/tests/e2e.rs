@@ -637,7 +637,8 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
         .session_call(
             reqwest::Method::POST,
             "/v1/sessions/api-c/end",
-            Some(json!({"market": "IN", "version": 2})),
+            Some(json!({"market": "IN", "version": 2,
+                "closed_after_end": [{"from": "driver", "to": "customer"}]})),
         )
         .await;
     assert_eq!(status, 200, "{ended}");
@@ -649,8 +650,13 @@ async fn the_dev_stack_serves_orders_calls_and_lookups_end_to_end() {
         (200, Some("ended")),
         "{shown}"
     );
-    // Within the grace the pair still connects.
+    assert_eq!(
+        shown["closed_after_end"],
+        json!([{"from": "driver", "to": "customer"}])
+    );
+    // Within the grace the customer still reaches the driver; the driver's way is closed.
     connects(&stack.call(c2, &api_numbers[0]).await, d2, &api_numbers[0]);
+    refuses(&stack.call(d2, &api_numbers[0]).await);
 
     // The same pair through Plivo, Vonage and Telnyx: one deployment, every provider.
     let digits = |e164: &str| e164.trim_start_matches('+').to_owned();

@@ -1,5 +1,5 @@
 //! Property tests of order histories as the world delivers them. Order events (assign,
-//! reassign, complete; customers and drivers drawn from small sets, so shared across orders)
+//! reassign, complete, some ends closing the driver's way to the customer; customers and drivers drawn from small sets, so shared across orders)
 //! arrive late, out of order and at least once; customers and drivers sometimes call from an
 //! alternate phone, drawn from a small set shared by people and orders (one of them another
 //! customer's own phone); the lookup fallback applies an order's current
@@ -23,12 +23,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vnmask::assignment::{
-    plan_contacts, AssignError, AssignSettings, Assigner, Moved, OrderChange, OrderUpdate, Outcome,
-    PlanRequest,
+    plan_contacts, AssignError, AssignSettings, Assigner, EndTerms, Moved, OrderChange,
+    OrderUpdate, Outcome, PlanRequest,
 };
 use vnmask::domain::{
-    Capabilities, ContactPolicy, NumberState, OrderId, Participant, PinKey, PoolNumber, Session,
-    SessionState, UnixTime, VirtualNumber,
+    Capabilities, ContactPolicy, Direction, NumberState, OrderId, Participant, PinKey, PoolNumber,
+    Session, SessionState, UnixTime, VirtualNumber,
 };
 use vnmask::routing::live_route;
 use vnmask::store::memory::MemoryStore;
@@ -56,8 +56,9 @@ enum Happening {
     },
     /// Another driver takes an open order.
     Reassign { driver: usize },
-    /// An open order is over.
-    Complete,
+    /// An open order is over; with `driver_closed`, the end (a sessions API one) closes the
+    /// driver's way to the customer while the customer's way to the driver connects on.
+    Complete { driver_closed: bool },
     /// An order that is over is cancelled too: a second end.
     Cancel,
 }
@@ -113,7 +114,7 @@ fn happening() -> impl Strategy<Value = Happening> {
                 alternates,
             }),
         2 => (0..2usize).prop_map(|driver| Happening::Reassign { driver }),
-        2 => Just(Happening::Complete),
+        2 => any::<bool>().prop_map(|driver_closed| Happening::Complete { driver_closed }),
         1 => Just(Happening::Cancel),
     ]
 }
@@ -214,8 +215,9 @@ fn describe(u: &OrderUpdate) -> String {
             let ids: Vec<String> = people.iter().map(|p| p.user_id.to_string()).collect();
             format!("{} v{} [{}]", u.order_id, u.version, ids.join(" "))
         }
-        OrderChange::End | OrderChange::EndAfter(_) => {
-            format!("{} v{} end", u.order_id, u.version)
+        OrderChange::End => format!("{} v{} end", u.order_id, u.version),
+        OrderChange::EndWith(terms) => {
+            format!("{} v{} end {:?}", u.order_id, u.version, terms.closed)
         }
     }
 }
@@ -261,7 +263,21 @@ impl World {
                 people.push(driver(*d));
                 (index, OrderChange::Participants(people))
             }
-            Happening::Complete => (chosen(&open)?, OrderChange::End),
+            Happening::Complete {
+                driver_closed: false,
+            } => (chosen(&open)?, OrderChange::End),
+            Happening::Complete {
+                driver_closed: true,
+            } => (
+                chosen(&open)?,
+                OrderChange::EndWith(EndTerms {
+                    grace: None,
+                    closed: vec![Direction {
+                        from: "driver".parse().unwrap(),
+                        to: "customer".parse().unwrap(),
+                    }],
+                }),
+            ),
             Happening::Cancel => (chosen(&ended)?, OrderChange::End),
         };
         let version = self.orders.get(index).map_or(0, |o| o.version) + 1;
@@ -274,12 +290,12 @@ impl World {
         };
         let people = match &update.change {
             OrderChange::Participants(people) => people.clone(),
-            OrderChange::End | OrderChange::EndAfter(_) => self.orders[index].people.clone(),
+            OrderChange::End | OrderChange::EndWith(_) => self.orders[index].people.clone(),
         };
         let order = Order {
             version,
             people,
-            ended: matches!(update.change, OrderChange::End),
+            ended: matches!(update.change, OrderChange::End | OrderChange::EndWith(_)),
             latest: update.clone(),
         };
         if index == self.orders.len() {
@@ -341,7 +357,7 @@ impl World {
                         assert!(session.is_live(self.now), "an assigned session is live");
                         self.assert_routes_exist(&session).await;
                     }
-                    OrderChange::End | OrderChange::EndAfter(_) => {
+                    OrderChange::End | OrderChange::EndWith(_) => {
                         assert_eq!(session.state, SessionState::Ended);
                         assert!(session.routes_until <= self.now + GRACE);
                         if session.is_live(self.now) {
@@ -384,7 +400,8 @@ impl World {
         }
     }
 
-    /// Both routes of every contact of `session` are live, name its order and reach the other party.
+    /// Both routes of every contact of `session` are live, name its order and reach the other
+    /// party, and each is closed exactly when the session's end closed its direction.
     async fn assert_routes_exist(&self, session: &Session) {
         for c in &session.contacts {
             let a = session
@@ -412,6 +429,12 @@ impl World {
                         "applied {order}: {who} reaches someone else than {} on {number}",
                         to.user_id
                     )),
+                    Some(r) if r.closed == session.admits(&from.role, &to.role) => {
+                        self.fail(format!(
+                        "applied {order}: {who}'s way to {} on {number} is closed: {}, ended: {:?}",
+                        to.user_id, r.closed, session.state
+                    ))
+                    }
                     Some(_) => {}
                 }
             }

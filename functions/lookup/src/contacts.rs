@@ -226,9 +226,10 @@ impl ContactDirectory {
 ///
 /// Contacts carry `valid_until: None` while the order is active; after it ends, the end of the
 /// grace period; after that (or once an active session's routes lapsed for want of any newer
-/// event) the list is empty: the numbers no longer connect.
+/// event) the list is empty: the numbers no longer connect. A direction the end closed
+/// ([`Session::closed_after_end`]) is left out from the end on.
 pub fn contact_list(session: &Session, user: &UserId, now: UnixTime) -> Option<ContactList> {
-    session.participant(user)?;
+    let me = session.participant(user)?;
     let valid_until = match session.state {
         SessionState::Active => None,
         SessionState::Ended => Some(session.routes_until),
@@ -239,6 +240,10 @@ pub fn contact_list(session: &Session, user: &UserId, now: UnixTime) -> Option<C
             .iter()
             .filter_map(|c| {
                 let other = session.participant(c.other(user)?)?;
+                // A direction closed at the order's end no longer connects: not shown.
+                if !session.admits(&me.role, &other.role) {
+                    return None;
+                }
                 Some(ContactView {
                     role: other.role.clone(),
                     user_id: other.user_id.clone(),
@@ -297,6 +302,7 @@ mod tests {
             updated_at: 1_000,
             routes_until,
             record: false,
+            closed_after_end: Vec::new(),
         }
     }
 
@@ -355,6 +361,29 @@ mod tests {
         assert_eq!(c2.contacts[0].virtual_number.as_str(), "+911140001001");
         assert_eq!(c2.contacts[0].valid_until, None);
         assert!(contact_list(&s, &uid("stranger"), 2_000).is_none());
+    }
+
+    #[test]
+    fn after_an_end_a_closed_direction_is_not_shown_and_the_open_one_is() {
+        let mut s = shared_ride(SessionState::Ended, 1_000 + DAY);
+        s.closed_after_end = vec![vnmask::domain::Direction {
+            from: "driver".parse().unwrap(),
+            to: "customer".parse().unwrap(),
+        }];
+        let uid = |u: &str| u.parse::<UserId>().unwrap();
+        assert!(contact_list(&s, &uid("d1"), 2_000)
+            .unwrap()
+            .contacts
+            .is_empty());
+        let c1 = contact_list(&s, &uid("c1"), 2_000).unwrap();
+        assert_eq!(c1.contacts.len(), 1);
+        assert_eq!(c1.contacts[0].valid_until, Some(1_000 + DAY));
+        // While the order is active nothing is closed, whatever the list says.
+        s.state = SessionState::Active;
+        assert_eq!(
+            contact_list(&s, &uid("d1"), 2_000).unwrap().contacts.len(),
+            2
+        );
     }
 
     #[test]

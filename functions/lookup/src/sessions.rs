@@ -7,7 +7,8 @@
 //! - `PUT /v1/sessions/{order_id}`: the order's full participant list and its version, the
 //!   same contract as an order event; answers every participant's contacts.
 //! - `POST /v1/sessions/{order_id}/end`: the order is over; its routes live out the grace (or
-//!   `grace_seconds`, at most `VNMASK_MAX_GRACE_SECONDS`).
+//!   `grace_seconds`, at most `VNMASK_MAX_GRACE_SECONDS`), but for the directions listed in
+//!   `closed_after_end`, which stop connecting at once.
 //! - `GET /v1/sessions/{order_id}`: the session as stored, never a real number.
 
 use std::sync::Arc;
@@ -21,8 +22,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-use vnmask::assignment::{AssignError, Assigner, OrderChange, OrderUpdate, Outcome};
-use vnmask::domain::{self, Capability, OrderId, Session, SessionState, UnixTime, UserId};
+use vnmask::assignment::{AssignError, Assigner, EndTerms, OrderChange, OrderUpdate, Outcome};
+use vnmask::domain::{
+    self, Capability, Direction, OrderId, Role, Session, SessionState, UnixTime, UserId,
+};
 use vnmask::events::{EventError, OrderEvent};
 use vnmask::notification::NumbersAssigned;
 use vnmask::store::SessionDirectory;
@@ -67,6 +70,15 @@ impl Sessions {
             Ok(Outcome::Stale { stored_version }) => {
                 match self.same_as_stored(&update, stored_version).await {
                     Ok(Some(session)) => (contacts(&session), "repeat"),
+                    Ok(None) if stored_version == update.version => (
+                        problem::with_detail(
+                            ProblemKind::StaleVersion,
+                            format!(
+                                "the stored session at version {stored_version} is not what this request asks (an end after an end keeps the first end's grace and closed directions): a change needs a newer version"
+                            ),
+                        ),
+                        "stale",
+                    ),
                     Ok(None) => (
                         problem::with_detail(
                             ProblemKind::StaleVersion,
@@ -113,6 +125,39 @@ impl Sessions {
         response
     }
 
+    /// Refuses an end closing a direction between roles the order does not have (a typo would
+    /// otherwise close nothing, silently). Reads the session only when the end closes any.
+    async fn check_directions(&self, update: &OrderUpdate) -> Result<(), Refused> {
+        let OrderChange::EndWith(EndTerms { closed, .. }) = &update.change else {
+            return Ok(());
+        };
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let stored = self
+            .assigner
+            .store()
+            .session(&update.order_id)
+            .await
+            .map_err(|_| Refused::new(ProblemKind::TemporarilyUnavailable, "try again"))?;
+        // An end before any assignment leaves a tombstone whatever it says: nothing to check.
+        let Some(session) = stored.filter(|s| !s.participants.is_empty()) else {
+            return Ok(());
+        };
+        let has = |role: &Role| session.participants.iter().any(|p| &p.role == role);
+        for (i, d) in closed.iter().enumerate() {
+            for (field, role) in [("from", &d.from), ("to", &d.to)] {
+                if !has(role) {
+                    return Err(Refused::new(
+                        ProblemKind::InvalidSession,
+                        format!("field `closed_after_end[{i}].{field}` is no role of this order"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The stored session if `update` is what it already holds (a repeated request): same
     /// version, and for a participant list the same participants and recording choice.
     async fn same_as_stored(
@@ -135,7 +180,10 @@ impl Sessions {
                     && &s.participants == people
                     && s.record == update.record
             }
-            OrderChange::End | OrderChange::EndAfter(_) => s.state == SessionState::Ended,
+            OrderChange::End => s.state == SessionState::Ended && s.closed_after_end.is_empty(),
+            OrderChange::EndWith(terms) => {
+                s.state == SessionState::Ended && s.closed_after_end == terms.closed
+            }
         }))
     }
 }
@@ -173,10 +221,14 @@ pub async fn end_session(
         return ProblemKind::InvalidOrderId.into_response();
     };
     let now = domain::now();
-    match end_update(&order, &body, lookup.sessions.max_grace(), now) {
-        Ok(update) => lookup.sessions.apply(update, now).await,
-        Err(refused) => refused.into_response(),
+    let update = match end_update(&order, &body, lookup.sessions.max_grace(), now) {
+        Ok(update) => update,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Err(refused) = lookup.sessions.check_directions(&update).await {
+        return refused.into_response();
     }
+    lookup.sessions.apply(update, now).await
 }
 
 pub async fn get_session(
@@ -301,8 +353,8 @@ fn participants_update(
     })
 }
 
-/// An end's body: `{"version": n, "market": "IN", "grace_seconds": s?}`; the grace, when
-/// given, at most `max_grace`.
+/// An end's body: `{"version": n, "market": "IN", "grace_seconds": s?, "closed_after_end":
+/// [{"from": role, "to": role}]?}`; the grace, when given, at most `max_grace`.
 fn end_update(
     order: &OrderId,
     body: &[u8],
@@ -310,10 +362,12 @@ fn end_update(
     now: UnixTime,
 ) -> Result<OrderUpdate, Refused> {
     let mut value = json_object(body)?;
-    if let Some(field) = value
-        .keys()
-        .find(|k| !matches!(k.as_str(), "version" | "market" | "grace_seconds"))
-    {
+    if let Some(field) = value.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "version" | "market" | "grace_seconds" | "closed_after_end"
+        )
+    }) {
         return Err(Refused::new(
             ProblemKind::InvalidSession,
             format!(
@@ -338,6 +392,10 @@ fn end_update(
             }
         },
     };
+    let closed = match value.remove("closed_after_end") {
+        None => Vec::new(),
+        Some(v) => directions(v)?,
+    };
     value.insert("type".into(), json!("OrderCompleted"));
     value.insert("order_id".into(), json!(order.as_str()));
     value.insert("occurred_at".into(), json!(rfc3339(now)));
@@ -345,10 +403,31 @@ fn end_update(
     let mut update = event
         .update()
         .ok_or_else(|| Refused::new(ProblemKind::Internal, "the end could not be read"))?;
-    if let Some(grace) = grace {
-        update.change = OrderChange::EndAfter(grace);
+    if grace.is_some() || !closed.is_empty() {
+        update.change = OrderChange::EndWith(EndTerms { grace, closed });
     }
     Ok(update)
+}
+
+/// At most this many closed directions in one end: every ordered pair of six participants.
+const MAX_CLOSED: usize = 30;
+
+/// An end's `closed_after_end`: directions between roles, each once, in a stable order (so
+/// that a repeat in another order is the same end).
+fn directions(value: Value) -> Result<Vec<Direction>, Refused> {
+    let bad = || {
+        Refused::new(
+            ProblemKind::InvalidSession,
+            format!("field `closed_after_end` must be a list of at most {MAX_CLOSED} {{\"from\": role, \"to\": role}} (roles: 1-32 of a-z, 0-9, '_')"),
+        )
+    };
+    let mut closed: Vec<Direction> = serde_json::from_value(value).map_err(|_| bad())?;
+    if closed.len() > MAX_CLOSED {
+        return Err(bad());
+    }
+    closed.sort();
+    closed.dedup();
+    Ok(closed)
 }
 
 fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refused> {
@@ -399,6 +478,9 @@ pub struct SessionView {
     pub valid_until: String,
     pub participants: Vec<ParticipantView>,
     pub contacts: Vec<ContactView>,
+    /// The directions the end closed: they no longer connect while the others live out the
+    /// grace.
+    pub closed_after_end: Vec<Direction>,
 }
 
 #[derive(Debug, Serialize)]
@@ -443,6 +525,7 @@ impl SessionView {
                     capabilities: c.capabilities.iter().collect(),
                 })
                 .collect(),
+            closed_after_end: s.closed_after_end.clone(),
         }
     }
 }

@@ -256,6 +256,7 @@ fn webhook_json_answers_match_the_document() {
         record: false,
         stands_for: None,
         expires_at: now() + 60,
+        closed: false,
     };
     // Every refusal: a new one stops this from compiling until it is listed below.
     let _listed = |r: Refusal| match r {
@@ -268,7 +269,8 @@ fn webhook_json_answers_match_the_document() {
         | Refusal::NotReady
         | Refusal::ChannelUnavailable
         | Refusal::PinWrong
-        | Refusal::PinLimited => (),
+        | Refusal::PinLimited
+        | Refusal::ClosedAfterEnd => (),
     };
     let recorded = Route {
         record: true,
@@ -287,6 +289,7 @@ fn webhook_json_answers_match_the_document() {
             Refusal::ChannelUnavailable,
             Refusal::PinWrong,
             Refusal::PinLimited,
+            Refusal::ClosedAfterEnd,
         ]
         .map(Decision::Refuse),
     );

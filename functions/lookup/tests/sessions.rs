@@ -7,8 +7,8 @@ mod common;
 use common::{assignment, config, fixture, send_request, Answer, Fx};
 use http::StatusCode;
 use serde_json::{json, Value};
-use vnmask::domain::{Participant, VirtualNumber};
-use vnmask::routing::live_route;
+use vnmask::domain::{CallId, Channel, Participant, VirtualNumber};
+use vnmask::routing::{decide, live_route, Decision, Refusal, RouteQuery};
 use vnmask::store::audit;
 use vnmask_tests::now;
 use vnmask_tests::people::{customer, driver};
@@ -383,4 +383,110 @@ async fn a_persons_live_sessions_are_listed_from_their_entries() {
     let missing = send_request(&fx.router, request("GET", "/v1/sessions", "")).await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(audit(fx.store.as_ref(), now()).await.unwrap(), vec![]);
+}
+
+/// Per direction after the end: the customer may still call the driver for the grace, the
+/// driver may no longer call the customer. Both route items live out the grace together; the
+/// closed one refuses. The driver's contacts no longer show the customer, the customer's still
+/// show the driver; GET says what was closed; a repeat answers the same, other terms at the
+/// same version are a conflict, and a role the order does not have is refused, changing nothing.
+#[tokio::test]
+async fn an_end_may_close_one_direction_and_only_that_one() {
+    let fx = fixture(2, config(&[])).await;
+    let (c, d) = (customer(1), driver(1));
+    let started = put(&fx, "ord-1", 1, &[c.clone(), d.clone()]).await;
+    let vn = VirtualNumber::parse(&number_of(&started, "c1")).unwrap();
+    let post_end = |body: Value| {
+        let router = fx.router.clone();
+        async move {
+            send_request(
+                &router,
+                request("POST", "/v1/sessions/ord-1/end", &body.to_string()),
+            )
+            .await
+        }
+    };
+    let typo = post_end(json!({"market": "IN", "version": 2,
+        "closed_after_end": [{"from": "driver", "to": "cutsomer"}]}))
+    .await;
+    assert_eq!(
+        typo.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        typo.body
+    );
+    assert!(typo.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("closed_after_end[0].to"));
+    for bad in [
+        json!("driver->customer"),
+        json!([{"from": "driver"}]),
+        json!([{"from": "Driver", "to": "customer"}]),
+    ] {
+        let answer = post_end(json!({"market": "IN", "version": 2, "closed_after_end": bad})).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?}",
+            answer.body
+        );
+    }
+    assert_eq!(
+        get(&fx, "ord-1").await.body["state"],
+        "active",
+        "nothing was written"
+    );
+
+    let terms = json!({"market": "IN", "version": 2, "grace_seconds": 3600,
+        "closed_after_end": [{"from": "driver", "to": "customer"}]});
+    let t = now();
+    let ended = post_end(terms.clone()).await;
+    assert_eq!(ended.status, StatusCode::OK, "{:?}", ended.body);
+    let contacts_of = |user: &str| {
+        ended.body["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["user_id"] == user)
+            .unwrap()["contacts"]
+            .clone()
+    };
+    assert_eq!(contacts_of("d1"), json!([]), "the driver's way is closed");
+    assert_eq!(contacts_of("c1")[0]["number"], vn.as_str());
+    let ask = |from: &vnmask::domain::Participant| {
+        RouteQuery::new(
+            Channel::Voice,
+            CallId::parse("CA1").unwrap(),
+            from.phone.expose(),
+            vn.as_str(),
+            None,
+        )
+    };
+    let budget = std::time::Duration::from_secs(1);
+    assert!(matches!(
+        decide(fx.store.as_ref(), &ask(&c), t + 3500, budget).await,
+        Decision::Connect(route) if route.callee == d.phone
+    ));
+    assert_eq!(
+        decide(fx.store.as_ref(), &ask(&d), t + 10, budget).await,
+        Decision::Refuse(Refusal::ClosedAfterEnd)
+    );
+    for from in [&c, &d] {
+        assert_eq!(
+            decide(fx.store.as_ref(), &ask(from), t + 3605, budget).await,
+            Decision::Refuse(Refusal::NoRoute),
+            "both ways end with the grace"
+        );
+    }
+    assert_eq!(audit(fx.store.as_ref(), t + 10).await.unwrap(), vec![]);
+    let shown = get(&fx, "ord-1").await;
+    assert_eq!(
+        shown.body["closed_after_end"],
+        json!([{"from": "driver", "to": "customer"}])
+    );
+    // The same end again answers the same; other terms at that version are a conflict.
+    assert_eq!(post_end(terms).await.body, ended.body);
+    let other = post_end(json!({"market": "IN", "version": 2})).await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{:?}", other.body);
 }

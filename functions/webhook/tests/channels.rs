@@ -58,6 +58,7 @@ async fn order(
         updated_at: t,
         routes_until: t + 3600,
         record: false,
+        closed_after_end: Vec::new(),
     };
     let pairs = session.route_pairs(session.routes_until);
     store

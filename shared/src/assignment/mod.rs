@@ -10,8 +10,8 @@ use futures_util::future::try_join_all;
 use rand::Rng;
 
 use crate::domain::{
-    validate_participants, Capabilities, Contact, ContactPins, ContactPolicy, Handover, Market,
-    OrderId, Participant, Pin, PinKey, PinRoute, PoolNumber, RouteKey, RoutePair, Session,
+    validate_participants, Capabilities, Contact, ContactPins, ContactPolicy, Direction, Handover,
+    Market, OrderId, Participant, Pin, PinKey, PinRoute, PoolNumber, RouteKey, RoutePair, Session,
     SessionError, SessionState, UnixTime, UserId, VirtualNumber,
 };
 use crate::store::{
@@ -27,9 +27,19 @@ pub enum OrderChange {
     Participants(Vec<Participant>),
     /// The order is over: routes keep working for the grace period, then end.
     End,
-    /// The order is over, and its routes keep working for this long instead of the grace
-    /// period (a sessions API override, already held within `AssignSettings::max_grace`).
-    EndAfter(Duration),
+    /// The order is over, on terms of its own (a sessions API end).
+    EndWith(EndTerms),
+}
+
+/// How one order's end differs from the configured one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndTerms {
+    /// How long its routes keep working instead of the grace period (already held within
+    /// `AssignSettings::max_grace`).
+    pub grace: Option<Duration>,
+    /// The directions that stop connecting at the end while the others live out the grace
+    /// ([`Session::closed_after_end`]).
+    pub closed: Vec<Direction>,
 }
 
 /// One versioned change to one order.
@@ -99,7 +109,7 @@ pub struct AssignSettings {
     pub markets: HashMap<Market, Capabilities>,
     /// How long the parties of an ended order can still reach each other.
     pub grace: Duration,
-    /// The longest grace a sessions API call may ask for one order (`OrderChange::EndAfter`).
+    /// The longest grace a sessions API call may ask for one order (`EndTerms::grace`).
     pub max_grace: Duration,
     /// How long an active order's routes live without any newer event (a lost completion must not
     /// hold numbers for ever).
@@ -334,11 +344,11 @@ impl Assigner {
                             .await?
                     }
                     OrderChange::End => {
-                        self.plan_end(update, now, self.settings.grace, &refused)
+                        self.plan_end(update, now, &EndTerms::default(), &refused)
                             .await?
                     }
-                    OrderChange::EndAfter(grace) => {
-                        self.plan_end(update, now, *grace, &refused).await?
+                    OrderChange::EndWith(terms) => {
+                        self.plan_end(update, now, terms, &refused).await?
                     }
                 },
                 Change::Move(order) => self.plan_move(order, now, &refused).await?,
@@ -461,6 +471,7 @@ impl Assigner {
             updated_at: now,
             routes_until: plan.routes_until,
             record: update.record,
+            closed_after_end: Vec::new(),
         };
         let tally = Tally {
             live_peak: live_peak(&session, &busy, &pool, needs),
@@ -664,14 +675,16 @@ impl Assigner {
     /// Ends the order. Only routes still live and this order's are extended, for the grace
     /// period and a pair at a time: an end never revives what time has ended, and a pair
     /// either direction of which was refused ends at once, both ways. Handovers keep their own
-    /// end, within the grace.
+    /// end, within the grace. A direction the terms close is renewed with its pair, flagged
+    /// closed, never ended apart from it.
     async fn plan_end(
         &self,
         update: &OrderUpdate,
         now: UnixTime,
-        grace: Duration,
+        terms: &EndTerms,
         refused: &Refused,
     ) -> Result<Planned, AssignError> {
+        let grace = terms.grace.unwrap_or(self.settings.grace);
         let previous = self.store.session(&update.order_id).await?;
         let expected_revision = previous.as_ref().map(|p| p.revision);
         let before = previous.clone();
@@ -681,7 +694,8 @@ impl Assigner {
                 return Ok(Planned::Unchanged(prev.version))
             }
             // Already ended (say, cancelled after completed) or lapsed for want of any newer
-            // event: it stays as it is, ended, and nothing of it comes back.
+            // event: it stays as it is, ended (the first end's grace and closed directions),
+            // and nothing of it comes back.
             Some(prev) if prev.state == SessionState::Ended || !prev.is_live(now) => (
                 Session {
                     version: update.version,
@@ -697,10 +711,16 @@ impl Assigner {
             ),
             Some(prev) => {
                 let routes_until = now + secs(grace);
+                // The pairs as the ended session routes them: closed directions say so.
+                let ending = Session {
+                    state: SessionState::Ended,
+                    closed_after_end: terms.closed.clone(),
+                    ..prev.clone()
+                };
                 let (kept, dropped): (Vec<(Contact, RoutePair)>, Vec<_>) = prev
                     .contacts
                     .iter()
-                    .filter_map(|c| Some((c.clone(), prev.route_pair(c, routes_until)?)))
+                    .filter_map(|c| Some((c.clone(), ending.route_pair(c, routes_until)?)))
                     .partition(|(_, pair)| !refused.touches(pair));
                 let (kept_handovers, dropped_handovers): (Vec<(Handover, RoutePair)>, Vec<_>) =
                     prev.handovers
@@ -708,7 +728,7 @@ impl Assigner {
                         .filter(|h| h.until > now)
                         .filter_map(|h| {
                             let until = h.until.min(routes_until);
-                            Some((h.clone(), prev.route_pair(&h.contact, until)?))
+                            Some((h.clone(), ending.route_pair(&h.contact, until)?))
                         })
                         .partition(|(_, pair)| !refused.touches(pair));
                 let delete_routes = dropped
@@ -740,11 +760,10 @@ impl Assigner {
                     version: update.version,
                     revision,
                     updated_at: now,
-                    state: SessionState::Ended,
                     routes_until,
                     contacts,
                     handovers,
-                    ..prev
+                    ..ending
                 };
                 (session, pairs, handover_pairs, delete_routes, delete_pins)
             }
@@ -762,6 +781,8 @@ impl Assigner {
                     updated_at: now,
                     routes_until: now,
                     record: false,
+                    // What the end said, so that its repeat is seen as the same end.
+                    closed_after_end: terms.closed.clone(),
                 },
                 Vec::new(),
                 Vec::new(),
@@ -1108,6 +1129,7 @@ mod tests {
             updated_at: 0,
             routes_until: 10,
             record: false,
+            closed_after_end: Vec::new(),
         }
     }
 

@@ -18,7 +18,7 @@ pub use number::{
 pub use phone::{Market, PhoneError, RealNumber, VirtualNumber, E164};
 pub use pin::{ContactPins, Pin, PinError, PinKey, PinRoute, PIN_DIGITS};
 pub use session::{
-    now, validate_participants, Contact, ContactPolicy, Handover, OrderId, Participant, Role,
-    Route, RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId,
+    now, validate_participants, Contact, ContactPolicy, Direction, Handover, OrderId, Participant,
+    Role, Route, RouteKey, RoutePair, Session, SessionError, SessionState, UnixTime, UserId,
     MAX_ALTERNATES, MAX_ORDER_PHONES, MAX_PARTICIPANTS,
 };

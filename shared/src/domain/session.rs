@@ -301,6 +301,21 @@ impl Contact {
     }
 }
 
+/// One way between two roles of an order: calls and texts from a `from` participant to a `to`
+/// participant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Direction {
+    pub from: Role,
+    pub to: Role,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{}", self.from, self.to)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionState {
     Active,
@@ -334,6 +349,12 @@ pub struct Session {
     /// Whether the order's connected calls are recorded: opt-in per order, off unless its newest
     /// participants event says `"record": true`.
     pub record: bool,
+    /// The directions that stop connecting when the order ends (a sessions API end's choice,
+    /// e.g. the driver may no longer call the customer while the customer may still call the
+    /// driver through the grace). Their route items live on with the pair's other direction, so
+    /// that both directions of a pair still live and end together; only the decision refuses
+    /// them ([`Route::closed`]). Empty while the order is active.
+    pub closed_after_end: Vec<Direction>,
 }
 
 impl Session {
@@ -344,6 +365,16 @@ impl Session {
     /// Whether the session's routes still connect at `now`.
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.routes_until > now
+    }
+
+    /// Whether a participant in role `from` may reach one in role `to` while the routes live:
+    /// always while the order is active; after its end, unless that direction was closed.
+    pub fn admits(&self, from: &Role, to: &Role) -> bool {
+        self.state == SessionState::Active
+            || !self
+                .closed_after_end
+                .iter()
+                .any(|d| &d.from == from && &d.to == to)
     }
 
     /// Both directions of every handover, each expiring at the end of its handover.
@@ -379,6 +410,7 @@ impl Session {
             capabilities: c.capabilities,
             record: self.record,
             stands_for: (caller != &from.phone).then(|| from.phone.clone()),
+            closed: !self.admits(&from.role, &to.role),
             expires_at,
         };
         let mut routes = vec![route(a, &a.phone, b), route(b, &b.phone, a)];
@@ -455,6 +487,10 @@ pub struct Route {
     /// When `caller` is an alternate phone: the participant's main phone, whose way in this
     /// route shares. The callee calls back that main phone, never the alternate.
     pub stands_for: Option<RealNumber>,
+    /// This direction stopped connecting at the order's end ([`Session::closed_after_end`])
+    /// while the pair's other direction connects through the grace: the route item lives and
+    /// ends with its pair, and calls and texts over it are refused (`closed_after_end`).
+    pub closed: bool,
     pub expires_at: UnixTime,
 }
 
@@ -526,6 +562,7 @@ mod tests {
             updated_at: 0,
             routes_until: 100,
             record: false,
+            closed_after_end: Vec::new(),
         };
         let pair = session.route_pairs(100).remove(0);
         let shown: Vec<(&str, &str, Option<&str>)> = pair
@@ -613,6 +650,7 @@ mod tests {
             updated_at: 0,
             routes_until: 100,
             record: false,
+            closed_after_end: Vec::new(),
         };
         let pairs = session.route_pairs(100);
         for route in pairs[0].routes() {

@@ -360,6 +360,7 @@ mod tests {
             record: false,
             stands_for: None,
             expires_at: i64::MAX,
+            closed: false,
         };
         let settings = ConnectSettings {
             max_ringing_duration: 30,

@@ -745,6 +745,7 @@ mod tests {
             record: false,
             stands_for: None,
             expires_at: i64::MAX,
+            closed: false,
         }
     }
 

@@ -89,6 +89,9 @@ pub enum Refusal {
     /// Too many PINs were tried by this caller on this number this hour, or wrongly on this
     /// number by anyone: no PIN is looked at.
     PinLimited,
+    /// The order ended and its end closed this direction (the other may still connect
+    /// through the grace).
+    ClosedAfterEnd,
 }
 
 impl Refusal {
@@ -104,6 +107,7 @@ impl Refusal {
             Refusal::ChannelUnavailable => "channel_unavailable",
             Refusal::PinWrong => "pin_wrong",
             Refusal::PinLimited => "pin_limited",
+            Refusal::ClosedAfterEnd => "closed_after_end",
         }
     }
 }
@@ -202,11 +206,7 @@ pub async fn decide_pin(
     };
     if let Some(route) = own {
         // Their own route decides, PIN or not.
-        return if route.carries(query.channel) {
-            Decision::Connect(route)
-        } else {
-            Decision::Refuse(Refusal::ChannelUnavailable)
-        };
+        return over(route, query.channel);
     }
     if attempts.this_call > limits.per_call
         || attempts.caller_this_hour > limits.per_caller_hour
@@ -215,8 +215,7 @@ pub async fn decide_pin(
         return Decision::Refuse(Refusal::PinLimited);
     }
     match by_pin.filter(|r| r.is_live(now)) {
-        Some(route) if route.carries(query.channel) => Decision::Connect(route),
-        Some(_) => Decision::Refuse(Refusal::ChannelUnavailable),
+        Some(route) => over(route, query.channel),
         None => {
             let counted = tokio::time::timeout(budget, store.count_pin_failure(dialled, now)).await;
             if let Err(e) = counted.unwrap_or(Err(StoreError::Timeout)) {
@@ -228,6 +227,18 @@ pub async fn decide_pin(
                 Decision::Refuse(Refusal::PinWrong)
             }
         }
+    }
+}
+
+/// What a live route says to a call or text on `channel`: connect, unless its direction
+/// closed at the order's end or its pair does not carry the channel.
+fn over(route: Route, channel: Channel) -> Decision {
+    if route.closed {
+        Decision::Refuse(Refusal::ClosedAfterEnd)
+    } else if !route.carries(channel) {
+        Decision::Refuse(Refusal::ChannelUnavailable)
+    } else {
+        Decision::Connect(route)
     }
 }
 
@@ -245,7 +256,8 @@ pub async fn live_route(
 }
 
 /// Looks the route up and decides. At most one store read, bounded by `budget`; any error or
-/// timeout refuses, and so does a live route whose pair does not carry the query's channel.
+/// timeout refuses, and so does a live route whose pair does not carry the query's channel or
+/// whose direction closed at its order's end.
 pub async fn decide(
     store: &dyn RouteReader,
     query: &RouteQuery,
@@ -257,8 +269,7 @@ pub async fn decide(
         Err(refusal) => return Decision::Refuse(refusal),
     };
     match tokio::time::timeout(budget, live_route(store, caller, dialled, now)).await {
-        Ok(Ok(Some(route))) if route.carries(query.channel) => Decision::Connect(route),
-        Ok(Ok(Some(_))) => Decision::Refuse(Refusal::ChannelUnavailable),
+        Ok(Ok(Some(route))) => over(route, query.channel),
         Ok(Ok(None)) => Decision::Refuse(Refusal::NoRoute),
         Ok(Err(StoreError::Timeout)) | Err(_) => {
             tracing::warn!(call_id = %query.call_id, number = %dialled, "route lookup timed out; refusing");
@@ -344,9 +355,10 @@ pub async fn decide_once(
     };
     // A replay or a ledger failure outranks whatever the route said (that there is one, too).
     match decision {
-        Decision::Connect(_) | Decision::Refuse(Refusal::NoRoute | Refusal::ChannelUnavailable) => {
-            Decision::Refuse(refusal)
-        }
+        Decision::Connect(_)
+        | Decision::Refuse(
+            Refusal::NoRoute | Refusal::ChannelUnavailable | Refusal::ClosedAfterEnd,
+        ) => Decision::Refuse(refusal),
         refused => refused,
     }
 }
@@ -520,6 +532,7 @@ mod tests {
             record: false,
             stands_for: None,
             expires_at: 10_000,
+            closed: false,
         }
     }
 

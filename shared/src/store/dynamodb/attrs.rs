@@ -36,6 +36,13 @@ pub const CAPABILITIES: &str = "capabilities";
 /// `true` on a route item and session item of an order that records its calls; absent
 /// otherwise (items of orders that do not record are as they were before recording existed).
 pub const RECORD: &str = "record";
+/// `true` on a route item whose direction stopped connecting at its order's end (the pair's
+/// other direction still connects); absent otherwise. On a session item, `closed_after_end`
+/// lists such directions: L of M (`from`, `to`: roles), absent when none.
+pub const CLOSED: &str = "closed";
+pub const CLOSED_AFTER_END: &str = "closed_after_end";
+pub const FROM: &str = "from";
+pub const TO: &str = "to";
 /// On a route from an alternate phone: the participant's main phone, sealed (`stands_for`), and
 /// its person key (`principal`), which the audit reads without opening anything.
 pub const STANDS_FOR: &str = "stands_for";

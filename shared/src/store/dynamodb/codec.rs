@@ -12,8 +12,8 @@ use crate::domain::invariant::{
     PersonKey, PinAt, StoredPair, StoredPin, StoredRoute, StoredSession,
 };
 use crate::domain::{
-    Capabilities, Capability, Contact, ContactPins, Handover, Hold, Participant, Pin, PinKey,
-    PinRoute, PoolNumber, RealNumber, Route, Session, SessionState, UnixTime, UserId,
+    Capabilities, Capability, Contact, ContactPins, Direction, Handover, Hold, Participant, Pin,
+    PinKey, PinRoute, PoolNumber, RealNumber, Route, Session, SessionState, UnixTime, UserId,
     VirtualNumber,
 };
 use crate::store::{LiveContact, PoolEntry, SampledRoute, StoreError};
@@ -197,6 +197,9 @@ fn route_attrs(vault: &Vault, mut item: Item, route: &Route) -> Result<Item, Sto
     if route.record {
         item.insert(attrs::RECORD.to_owned(), AttributeValue::Bool(true));
     }
+    if route.closed {
+        item.insert(attrs::CLOSED.to_owned(), AttributeValue::Bool(true));
+    }
     if let Some(main) = &route.stands_for {
         let context = attrs::seal_context(
             get_s(&item, attrs::PK)?,
@@ -232,11 +235,33 @@ fn open_stands_for(vault: &Vault, item: &Item) -> Result<Option<RealNumber>, Sto
 
 /// Whether an item says its order records calls: `record` is `true`, or absent for no.
 fn record_from(item: &Item) -> Result<bool, StoreError> {
-    match item.get(attrs::RECORD) {
+    flag(item, attrs::RECORD)
+}
+
+/// A BOOL attribute written only when true: absent reads as false.
+fn flag(item: &Item, name: &'static str) -> Result<bool, StoreError> {
+    match item.get(name) {
         None => Ok(false),
         Some(AttributeValue::Bool(on)) => Ok(*on),
-        Some(_) => Err(corrupt(attrs::RECORD)),
+        Some(_) => Err(corrupt(name)),
     }
+}
+
+/// A session's directions closed at its end (none on items without the attribute).
+fn closed_after_end_from(item: &Item) -> Result<Vec<Direction>, StoreError> {
+    if !item.contains_key(attrs::CLOSED_AFTER_END) {
+        return Ok(Vec::new());
+    }
+    get_l(item, attrs::CLOSED_AFTER_END)?
+        .iter()
+        .map(|v| {
+            let m = v.as_m().map_err(|_| corrupt(attrs::CLOSED_AFTER_END))?;
+            Ok(Direction {
+                from: parse(m, attrs::FROM)?,
+                to: parse(m, attrs::TO)?,
+            })
+        })
+        .collect()
 }
 
 /// The route item's callee, opened: its context is the item's own key.
@@ -273,6 +298,7 @@ pub fn route_from_item(
         capabilities: route_caps_from(item)?,
         record: record_from(item)?,
         stands_for: open_stands_for(vault, item)?,
+        closed: flag(item, attrs::CLOSED)?,
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }
@@ -402,6 +428,22 @@ pub fn session_item(
     item.insert(attrs::STATE.to_owned(), s(state));
     if session.record {
         item.insert(attrs::RECORD.to_owned(), AttributeValue::Bool(true));
+    }
+    if !session.closed_after_end.is_empty() {
+        let closed = session
+            .closed_after_end
+            .iter()
+            .map(|d| {
+                AttributeValue::M(HashMap::from([
+                    (attrs::FROM.to_owned(), s(d.from.as_str())),
+                    (attrs::TO.to_owned(), s(d.to.as_str())),
+                ]))
+            })
+            .collect();
+        item.insert(
+            attrs::CLOSED_AFTER_END.to_owned(),
+            AttributeValue::L(closed),
+        );
     }
     if !session.handovers.is_empty() {
         let handovers = session
@@ -551,6 +593,7 @@ pub fn session_from_item(vault: &Vault, item: &Item) -> Result<Session, StoreErr
         updated_at: get_n(item, attrs::UPDATED_AT)?,
         routes_until: get_n(item, attrs::ROUTES_UNTIL)?,
         record: record_from(item)?,
+        closed_after_end: closed_after_end_from(item)?,
     })
 }
 
@@ -740,6 +783,7 @@ mod tests {
             record: false,
             stands_for: None,
             expires_at: 10_000,
+            closed: false,
         }
     }
 
@@ -822,6 +866,50 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_direction_reads_back_closed_on_its_route_pin_and_session() {
+        let vault = vault();
+        assert!(!route_item(&vault, &route(VOICE_ONLY))
+            .unwrap()
+            .contains_key(attrs::CLOSED));
+        let closed = Route {
+            closed: true,
+            ..route(VOICE_ONLY)
+        };
+        let item = route_item(&vault, &closed).unwrap();
+        assert_eq!(item[attrs::CLOSED], AttributeValue::Bool(true));
+        assert_eq!(read(&vault, &item).unwrap(), closed);
+        let pin = PinRoute {
+            pin: Pin::parse("048213").unwrap(),
+            route: closed,
+        };
+        let item = pin_item(&vault, &pin).unwrap();
+        assert!(
+            pin_route_from_item(&vault, &pin.route.number, &item)
+                .unwrap()
+                .closed
+        );
+        let session = Session {
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version: 2,
+            revision: 2,
+            handovers: Vec::new(),
+            state: SessionState::Ended,
+            participants: Vec::new(),
+            contacts: Vec::new(),
+            updated_at: 5,
+            routes_until: 10,
+            record: false,
+            closed_after_end: vec![Direction {
+                from: "driver".parse().unwrap(),
+                to: "customer".parse().unwrap(),
+            }],
+        };
+        let item = session_item(&vault, &session, 99).unwrap();
+        assert_eq!(session_from_item(&vault, &item).unwrap(), session);
+    }
+
+    #[test]
     fn an_alternates_route_keeps_whom_it_stands_for_sealed() {
         let vault = vault();
         let main = RealNumber::parse("+919810000009").unwrap();
@@ -874,6 +962,7 @@ mod tests {
             updated_at: 5,
             routes_until: 10,
             record: false,
+            closed_after_end: Vec::new(),
         };
         let mut session = session;
         session.contacts = vec![Contact {

@@ -973,6 +973,7 @@ mod tests {
                 updated_at: now,
                 routes_until: now + 60,
                 record: false,
+                closed_after_end: Vec::new(),
             },
             session_expires_at: now + 120,
             expected_revision: None,
