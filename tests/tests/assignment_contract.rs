@@ -1528,6 +1528,30 @@ async fn an_end_may_close_one_direction_while_the_pair_lives_and_ends_together(f
         );
     }
     assert_eq!(audit(fx.store.as_ref(), t + 50).await.unwrap(), vec![]);
+    // A later end (a cancellation) closes the driver's way at the pair's own end: the grace
+    // is the first end's, the customer's way stays open, and the pair is still whole.
+    let cancel = OrderUpdate {
+        change: OrderChange::EndWith(EndTerms {
+            grace: Some(Duration::from_secs(7200)),
+            closed: vec![Direction {
+                from: "driver".parse().unwrap(),
+                to: "customer".parse().unwrap(),
+            }],
+        }),
+        ..end("ord-1", 5)
+    };
+    pins.apply(&cancel, t + 60).await.unwrap();
+    assert_eq!(
+        decide(fx.store.as_ref(), &ask(&d, Channel::Voice), t + 70, budget).await,
+        Decision::Refuse(Refusal::ClosedAfterEnd)
+    );
+    let to_d = live_route(fx.store.as_ref(), &c.phone, &vn, t + 70)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!to_d.closed);
+    assert_eq!(to_d.expires_at, t + 40 + 1800, "the first end's grace");
+    assert_eq!(audit(fx.store.as_ref(), t + 70).await.unwrap(), vec![]);
 }
 
 macro_rules! contract {

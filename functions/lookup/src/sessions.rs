@@ -24,7 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use vnmask::assignment::{AssignError, Assigner, EndTerms, OrderChange, OrderUpdate, Outcome};
 use vnmask::domain::{
-    self, Capability, Direction, OrderId, Role, Session, SessionState, UnixTime, UserId,
+    self, Capability, Direction, OrderId, Session, SessionState, UnixTime, UserId,
 };
 use vnmask::events::{EventError, OrderEvent};
 use vnmask::notification::NumbersAssigned;
@@ -74,7 +74,11 @@ impl Sessions {
                         problem::with_detail(
                             ProblemKind::StaleVersion,
                             format!(
-                                "the stored session at version {stored_version} is not what this request asks (an end after an end keeps the first end's grace and closed directions): a change needs a newer version"
+                                "the stored session at version {stored_version} is not what this request asks ({}): a change needs a newer version",
+                                match update.change {
+                                    OrderChange::Participants(_) => "other participants or recording",
+                                    OrderChange::End | OrderChange::EndWith(_) => "other directions closed",
+                                }
                             ),
                         ),
                         "stale",
@@ -125,39 +129,6 @@ impl Sessions {
         response
     }
 
-    /// Refuses an end closing a direction between roles the order does not have (a typo would
-    /// otherwise close nothing, silently). Reads the session only when the end closes any.
-    async fn check_directions(&self, update: &OrderUpdate) -> Result<(), Refused> {
-        let OrderChange::EndWith(EndTerms { closed, .. }) = &update.change else {
-            return Ok(());
-        };
-        if closed.is_empty() {
-            return Ok(());
-        }
-        let stored = self
-            .assigner
-            .store()
-            .session(&update.order_id)
-            .await
-            .map_err(|_| Refused::new(ProblemKind::TemporarilyUnavailable, "try again"))?;
-        // An end before any assignment leaves a tombstone whatever it says: nothing to check.
-        let Some(session) = stored.filter(|s| !s.participants.is_empty()) else {
-            return Ok(());
-        };
-        let has = |role: &Role| session.participants.iter().any(|p| &p.role == role);
-        for (i, d) in closed.iter().enumerate() {
-            for (field, role) in [("from", &d.from), ("to", &d.to)] {
-                if !has(role) {
-                    return Err(Refused::new(
-                        ProblemKind::InvalidSession,
-                        format!("field `closed_after_end[{i}].{field}` is no role of this order"),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The stored session if `update` is what it already holds (a repeated request): same
     /// version, and for a participant list the same participants and recording choice.
     async fn same_as_stored(
@@ -180,9 +151,11 @@ impl Sessions {
                     && &s.participants == people
                     && s.record == update.record
             }
-            OrderChange::End => s.state == SessionState::Ended && s.closed_after_end.is_empty(),
+            // An end is the stored end while it closes nothing the stored one did not.
+            OrderChange::End => s.state == SessionState::Ended,
             OrderChange::EndWith(terms) => {
-                s.state == SessionState::Ended && s.closed_after_end == terms.closed
+                s.state == SessionState::Ended
+                    && terms.closed.iter().all(|d| s.closed_after_end.contains(d))
             }
         }))
     }
@@ -221,14 +194,10 @@ pub async fn end_session(
         return ProblemKind::InvalidOrderId.into_response();
     };
     let now = domain::now();
-    let update = match end_update(&order, &body, lookup.sessions.max_grace(), now) {
-        Ok(update) => update,
-        Err(refused) => return refused.into_response(),
-    };
-    if let Err(refused) = lookup.sessions.check_directions(&update).await {
-        return refused.into_response();
+    match end_update(&order, &body, lookup.sessions.max_grace(), now) {
+        Ok(update) => lookup.sessions.apply(update, now).await,
+        Err(refused) => refused.into_response(),
     }
-    lookup.sessions.apply(update, now).await
 }
 
 pub async fn get_session(
@@ -368,13 +337,14 @@ fn end_update(
             "version" | "market" | "grace_seconds" | "closed_after_end"
         )
     }) {
-        return Err(Refused::new(
-            ProblemKind::InvalidSession,
-            format!(
-                "field `{}` is not part of an end",
-                field.chars().take(32).collect::<String>()
-            ),
-        ));
+        // Named only when it reads as a field name: a key may be anything, a phone number too.
+        let detail =
+            if field.len() <= 32 && field.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                format!("field `{field}` is not part of an end")
+            } else {
+                "a field of the body is not part of an end".to_owned()
+            };
+        return Err(Refused::new(ProblemKind::InvalidSession, detail));
     }
     value.insert("event_id".into(), json!(API_EVENT_ID));
     let grace = match value.remove("grace_seconds") {
@@ -422,11 +392,17 @@ fn directions(value: Value) -> Result<Vec<Direction>, Refused> {
         )
     };
     let mut closed: Vec<Direction> = serde_json::from_value(value).map_err(|_| bad())?;
+    closed.sort();
+    closed.dedup();
     if closed.len() > MAX_CLOSED {
         return Err(bad());
     }
-    closed.sort();
-    closed.dedup();
+    if closed.iter().any(|d| d.from == d.to) {
+        return Err(Refused::new(
+            ProblemKind::InvalidSession,
+            "field `closed_after_end`: a direction joins two different roles",
+        ));
+    }
     Ok(closed)
 }
 

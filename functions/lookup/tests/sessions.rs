@@ -485,8 +485,56 @@ async fn an_end_may_close_one_direction_and_only_that_one() {
         shown.body["closed_after_end"],
         json!([{"from": "driver", "to": "customer"}])
     );
-    // The same end again answers the same; other terms at that version are a conflict.
+    // The same end again answers the same, and so does one closing less; closing another
+    // direction at that version is a conflict.
     assert_eq!(post_end(terms).await.body, ended.body);
-    let other = post_end(json!({"market": "IN", "version": 2})).await;
+    assert_eq!(
+        post_end(json!({"market": "IN", "version": 2})).await.body,
+        ended.body
+    );
+    let other = post_end(json!({"market": "IN", "version": 2,
+        "closed_after_end": [{"from": "customer", "to": "driver"}]}))
+    .await;
     assert_eq!(other.status, StatusCode::CONFLICT, "{:?}", other.body);
+    // A later end (a cancellation after the completion) may close more, never reopen: the
+    // pair keeps the first end's grace, and now neither way connects.
+    let both = post_end(json!({"market": "IN", "version": 3,
+        "closed_after_end": [{"from": "customer", "to": "driver"}]}))
+    .await;
+    assert_eq!(both.status, StatusCode::OK, "{:?}", both.body);
+    assert_eq!(
+        decide(fx.store.as_ref(), &ask(&c), t + 20, budget).await,
+        Decision::Refuse(Refusal::ClosedAfterEnd)
+    );
+    assert_eq!(
+        decide(fx.store.as_ref(), &ask(&d), t + 20, budget).await,
+        Decision::Refuse(Refusal::ClosedAfterEnd)
+    );
+    let route = live_route(fx.store.as_ref(), &c.phone, &vn, t + 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        route.expires_at <= t + 3601,
+        "the first end's grace is kept"
+    );
+    assert_eq!(
+        get(&fx, "ord-1").await.body["closed_after_end"],
+        json!([{"from": "customer", "to": "driver"}, {"from": "driver", "to": "customer"}])
+    );
+    assert_eq!(audit(fx.store.as_ref(), t + 20).await.unwrap(), vec![]);
+    let reopen = post_end(json!({"market": "IN", "version": 4})).await;
+    assert_eq!(reopen.status, StatusCode::OK);
+    assert_eq!(
+        decide(fx.store.as_ref(), &ask(&c), t + 20, budget).await,
+        Decision::Refuse(Refusal::ClosedAfterEnd),
+        "a plain end after it reopens nothing"
+    );
+    let same = post_end(json!({"market": "IN", "version": 5,
+        "closed_after_end": [{"from": "driver", "to": "driver"}]}))
+    .await;
+    assert_eq!(same.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let phone_key = post_end(json!({"market": "IN", "version": 5, "+919810000001": 1})).await;
+    assert_eq!(phone_key.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!phone_key.body.to_string().contains("9810000001"));
 }

@@ -11,8 +11,8 @@ use rand::Rng;
 
 use crate::domain::{
     validate_participants, Capabilities, Contact, ContactPins, ContactPolicy, Direction, Handover,
-    Market, OrderId, Participant, Pin, PinKey, PinRoute, PoolNumber, RouteKey, RoutePair, Session,
-    SessionError, SessionState, UnixTime, UserId, VirtualNumber,
+    Market, OrderId, Participant, Pin, PinKey, PinRoute, PoolNumber, Role, RouteKey, RoutePair,
+    Session, SessionError, SessionState, UnixTime, UserId, VirtualNumber,
 };
 use crate::store::{
     AssignmentStore, CommitError, LiveContact, PairWrite, SessionCommit, StoreError,
@@ -676,7 +676,9 @@ impl Assigner {
     /// period and a pair at a time: an end never revives what time has ended, and a pair
     /// either direction of which was refused ends at once, both ways. Handovers keep their own
     /// end, within the grace. A direction the terms close is renewed with its pair, flagged
-    /// closed, never ended apart from it.
+    /// closed, never ended apart from it. An end after an end keeps the first end's grace and
+    /// may only close more directions (closing fails safe): the live pairs take them at their
+    /// own end.
     async fn plan_end(
         &self,
         update: &OrderUpdate,
@@ -689,107 +691,69 @@ impl Assigner {
         let expected_revision = previous.as_ref().map(|p| p.revision);
         let before = previous.clone();
         let revision = next_revision(previous.as_ref());
-        let (session, pairs, handovers, delete_routes, delete_pins) = match previous {
-            Some(prev) if prev.version >= update.version => {
-                return Ok(Planned::Unchanged(prev.version))
+        if let Some(prev) = &previous {
+            if prev.version >= update.version {
+                return Ok(Planned::Unchanged(prev.version));
             }
-            // Already ended (say, cancelled after completed) or lapsed for want of any newer
-            // event: it stays as it is, ended (the first end's grace and closed directions),
-            // and nothing of it comes back.
-            Some(prev) if prev.state == SessionState::Ended || !prev.is_live(now) => (
-                Session {
+            check_directions(prev, &terms.closed)?;
+        }
+        let planned = match previous {
+            Some(prev) if prev.state == SessionState::Ended || !prev.is_live(now) => {
+                let closed = closing_more(&prev.closed_after_end, &terms.closed);
+                let renew = prev.state == SessionState::Ended
+                    && prev.is_live(now)
+                    && closed != prev.closed_after_end;
+                let ended = Session {
                     version: update.version,
                     revision,
                     updated_at: now,
                     state: SessionState::Ended,
+                    closed_after_end: closed,
                     ..prev
-                },
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            ),
+                };
+                if renew {
+                    let until = ended.routes_until;
+                    renew_ended(ended, until, now, refused)
+                } else {
+                    // Lapsed, or nothing more to close: nothing of it comes back.
+                    EndPlan::session_only(ended)
+                }
+            }
             Some(prev) => {
-                let routes_until = now + secs(grace);
-                // The pairs as the ended session routes them: closed directions say so.
                 let ending = Session {
+                    version: update.version,
+                    revision,
+                    updated_at: now,
                     state: SessionState::Ended,
                     closed_after_end: terms.closed.clone(),
-                    ..prev.clone()
+                    ..prev
                 };
-                let (kept, dropped): (Vec<(Contact, RoutePair)>, Vec<_>) = prev
-                    .contacts
-                    .iter()
-                    .filter_map(|c| Some((c.clone(), ending.route_pair(c, routes_until)?)))
-                    .partition(|(_, pair)| !refused.touches(pair));
-                let (kept_handovers, dropped_handovers): (Vec<(Handover, RoutePair)>, Vec<_>) =
-                    prev.handovers
-                        .iter()
-                        .filter(|h| h.until > now)
-                        .filter_map(|h| {
-                            let until = h.until.min(routes_until);
-                            Some((h.clone(), ending.route_pair(&h.contact, until)?))
-                        })
-                        .partition(|(_, pair)| !refused.touches(pair));
-                let delete_routes = dropped
-                    .iter()
-                    .map(|(_, pair)| pair)
-                    .chain(dropped_handovers.iter().map(|(_, pair)| pair))
-                    .flat_map(RoutePair::keys)
-                    .filter(|k| !refused.routes.contains(k))
-                    .collect();
-                let delete_pins = dropped
-                    .iter()
-                    .flat_map(|(_, pair)| pin_keys(pair))
-                    .filter(|k| !refused.pins.contains(k))
-                    .collect();
-                let (contacts, pairs) = kept.into_iter().unzip();
-                let (handovers, handover_pairs): (Vec<Handover>, Vec<RoutePair>) = kept_handovers
-                    .into_iter()
-                    .map(|(h, pair)| {
-                        (
-                            Handover {
-                                until: h.until.min(routes_until),
-                                ..h
-                            },
-                            pair,
-                        )
-                    })
-                    .unzip();
-                let session = Session {
-                    version: update.version,
-                    revision,
-                    updated_at: now,
-                    routes_until,
-                    contacts,
-                    handovers,
-                    ..ending
-                };
-                (session, pairs, handover_pairs, delete_routes, delete_pins)
+                renew_ended(ending, now + secs(grace), now, refused)
             }
             // The end arrived before the assignment: a tombstone makes the late assignment stale.
-            None => (
-                Session {
-                    order_id: update.order_id.clone(),
-                    market: update.market.clone(),
-                    version: update.version,
-                    revision,
-                    state: SessionState::Ended,
-                    participants: Vec::new(),
-                    contacts: Vec::new(),
-                    handovers: Vec::new(),
-                    updated_at: now,
-                    routes_until: now,
-                    record: false,
-                    // What the end said, so that its repeat is seen as the same end.
-                    closed_after_end: terms.closed.clone(),
-                },
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-                Vec::new(),
-            ),
+            None => EndPlan::session_only(Session {
+                order_id: update.order_id.clone(),
+                market: update.market.clone(),
+                version: update.version,
+                revision,
+                state: SessionState::Ended,
+                participants: Vec::new(),
+                contacts: Vec::new(),
+                handovers: Vec::new(),
+                updated_at: now,
+                routes_until: now,
+                record: false,
+                // What the end said, so that its repeat is seen as the same end.
+                closed_after_end: terms.closed.clone(),
+            }),
         };
+        let EndPlan {
+            session,
+            pairs,
+            handovers,
+            delete_routes,
+            delete_pins,
+        } = planned;
         let commit = SessionCommit {
             session_expires_at: session.routes_until.max(now) + secs(self.settings.retention),
             expected_revision,
@@ -849,6 +813,108 @@ impl Assigner {
         pools.insert(market.clone(), (Instant::now(), pool.clone()));
         Ok(pool)
     }
+}
+
+/// What an end writes: the ended session, the pairs and handovers it renews, and the route
+/// and PIN items of pairs it drops.
+struct EndPlan {
+    session: Session,
+    pairs: Vec<RoutePair>,
+    handovers: Vec<RoutePair>,
+    delete_routes: Vec<RouteKey>,
+    delete_pins: Vec<PinKey>,
+}
+
+impl EndPlan {
+    fn session_only(session: Session) -> Self {
+        EndPlan {
+            session,
+            pairs: Vec::new(),
+            handovers: Vec::new(),
+            delete_routes: Vec::new(),
+            delete_pins: Vec::new(),
+        }
+    }
+}
+
+/// `ended`'s live pairs and handovers renewed to `routes_until` (handovers to their own end
+/// within it), as the ended session routes them (closed directions flagged); a pair either
+/// direction of which a commit refused is dropped whole, its other items deleted.
+fn renew_ended(
+    ended: Session,
+    routes_until: UnixTime,
+    now: UnixTime,
+    refused: &Refused,
+) -> EndPlan {
+    let (kept, dropped): (Vec<(Contact, RoutePair)>, Vec<_>) = ended
+        .contacts
+        .iter()
+        .filter_map(|c| Some((c.clone(), ended.route_pair(c, routes_until)?)))
+        .partition(|(_, pair)| !refused.touches(pair));
+    let (kept_handovers, dropped_handovers): (Vec<(Handover, RoutePair)>, Vec<_>) = ended
+        .handovers
+        .iter()
+        .filter(|h| h.until > now)
+        .filter_map(|h| {
+            let until = h.until.min(routes_until);
+            Some((
+                Handover { until, ..h.clone() },
+                ended.route_pair(&h.contact, until)?,
+            ))
+        })
+        .partition(|(_, pair)| !refused.touches(pair));
+    let delete_routes = dropped
+        .iter()
+        .map(|(_, pair)| pair)
+        .chain(dropped_handovers.iter().map(|(_, pair)| pair))
+        .flat_map(RoutePair::keys)
+        .filter(|k| !refused.routes.contains(k))
+        .collect();
+    let delete_pins = dropped
+        .iter()
+        .flat_map(|(_, pair)| pin_keys(pair))
+        .filter(|k| !refused.pins.contains(k))
+        .collect();
+    let (contacts, pairs) = kept.into_iter().unzip();
+    let (handovers, handover_pairs) = kept_handovers.into_iter().unzip();
+    EndPlan {
+        session: Session {
+            routes_until,
+            contacts,
+            handovers,
+            ..ended
+        },
+        pairs,
+        handovers: handover_pairs,
+        delete_routes,
+        delete_pins,
+    }
+}
+
+/// The directions closed after an end asking `asked` over an end that closed `closed`: both,
+/// once each, in a stable order.
+fn closing_more(closed: &[Direction], asked: &[Direction]) -> Vec<Direction> {
+    let mut all: Vec<Direction> = closed.iter().chain(asked).cloned().collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Refuses closing a direction between roles the order does not have (a typo would close
+/// nothing, silently). A tombstone has no participants to check against.
+fn check_directions(session: &Session, closed: &[Direction]) -> Result<(), SessionError> {
+    if session.participants.is_empty() {
+        return Ok(());
+    }
+    let has = |role: &Role| session.participants.iter().any(|p| &p.role == role);
+    for (index, d) in closed.iter().enumerate() {
+        for (side, role) in [("from", &d.from), ("to", &d.to)] {
+            if !has(role) {
+                return Err(SessionError::NoSuchRole { index, side });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What `run` plans and commits.

@@ -23,7 +23,7 @@ use std::fmt;
 
 use super::number::Capabilities;
 use super::phone::VirtualNumber;
-use super::session::{OrderId, UnixTime};
+use super::session::{Direction, OrderId, Role, UnixTime};
 
 /// A person as a store identifies them (the HMAC person key in DynamoDB): opaque, and never
 /// shown, so that neither a number nor its key reaches an audit's output.
@@ -57,6 +57,10 @@ pub struct StoredRoute {
     pub capabilities: Capabilities,
     /// On a route from an alternate phone: the participant's main phone.
     pub stands_for: Option<PersonKey>,
+    pub caller_role: Role,
+    pub callee_role: Role,
+    /// Its direction closed at its order's end.
+    pub closed: bool,
     pub expires_at: UnixTime,
 }
 
@@ -122,6 +126,8 @@ pub struct StoredSession {
     pub pairs: Vec<StoredPair>,
     /// Each participant's alternate phones: alternate → main.
     pub alternates: HashMap<PersonKey, PersonKey>,
+    /// The directions its end closed (none while the order is active).
+    pub closed: Vec<Direction>,
 }
 
 impl StoredSession {
@@ -133,6 +139,10 @@ impl StoredSession {
                 .filter(move |(_, m)| *m == main)
                 .map(|(alt, _)| alt),
         )
+    }
+
+    fn closes(&self, from: &Role, to: &Role) -> bool {
+        self.closed.iter().any(|d| &d.from == from && &d.to == to)
     }
 
     fn lists(&self, p: &PersonKey, q: &PersonKey, number: &VirtualNumber) -> bool {
@@ -183,6 +193,13 @@ pub enum Breach {
         orders: [OrderId; 2],
         route: RouteAt,
     },
+    /// A live route closed though its session's end did not close its direction, or open
+    /// though it did: a caller the order's end shut out could still get through.
+    ClosedMismatch {
+        order_id: OrderId,
+        number: VirtualNumber,
+        route: RouteAt,
+    },
     /// A live PIN whose participant's route on its number is not live, is another order's or
     /// reaches someone else: the PIN would connect a caller outside a live pair.
     OrphanPin {
@@ -212,6 +229,7 @@ impl Breach {
             Breach::MissingRoute { .. } => "missing_route",
             Breach::DialledTwice { .. } => "dialled_twice",
             Breach::OrphanPin { .. } => "orphan_pin",
+            Breach::ClosedMismatch { .. } => "closed_mismatch",
         }
     }
 
@@ -222,7 +240,8 @@ impl Breach {
             | Breach::NoLiveSession { order_id, .. }
             | Breach::NotInSession { order_id, .. }
             | Breach::MissingRoute { order_id, .. }
-            | Breach::OrphanPin { order_id, .. } => vec![order_id],
+            | Breach::OrphanPin { order_id, .. }
+            | Breach::ClosedMismatch { order_id, .. } => vec![order_id],
             Breach::CrossedPair {
                 order_id,
                 other_order,
@@ -240,7 +259,8 @@ impl Breach {
             | Breach::NotInSession { number, .. }
             | Breach::MissingRoute { number, .. }
             | Breach::DialledTwice { number, .. }
-            | Breach::OrphanPin { number, .. } => number,
+            | Breach::OrphanPin { number, .. }
+            | Breach::ClosedMismatch { number, .. } => number,
         }
     }
 
@@ -254,7 +274,8 @@ impl Breach {
             | Breach::NoLiveSession { route, .. }
             | Breach::NotInSession { route, .. }
             | Breach::DialledTwice { route, .. }
-            | Breach::OrphanPin { route, .. } => vec![route],
+            | Breach::OrphanPin { route, .. }
+            | Breach::ClosedMismatch { route, .. } => vec![route],
         }
     }
 
@@ -389,6 +410,13 @@ impl Audit {
                         route: at.clone(),
                     });
                 }
+                Some(s) if r.closed != s.closes(&r.caller_role, &r.callee_role) => {
+                    found.insert(Breach::ClosedMismatch {
+                        order_id: r.order_id.clone(),
+                        number: r.number.clone(),
+                        route: at.clone(),
+                    });
+                }
                 Some(_) => {}
             }
         }
@@ -486,6 +514,9 @@ mod tests {
             callee: key(to),
             capabilities: Capabilities::VOICE_AND_SMS,
             stands_for: None,
+            caller_role: "customer".parse().unwrap(),
+            callee_role: "driver".parse().unwrap(),
+            closed: false,
             expires_at,
         }
     }
@@ -504,6 +535,7 @@ mod tests {
                     until,
                 })
                 .collect(),
+            closed: Vec::new(),
         }
     }
 
@@ -528,6 +560,44 @@ mod tests {
             stands_for: Some(key(main)),
             ..route(from, to, number, order, 2_000)
         }
+    }
+
+    #[test]
+    fn a_route_closed_unlike_its_sessions_end_is_found() {
+        let back = || StoredRoute {
+            caller_role: "driver".parse().unwrap(),
+            callee_role: "customer".parse().unwrap(),
+            ..route("d", "c", V, "o1", 2_000)
+        };
+        let ended = || StoredSession {
+            closed: vec![Direction {
+                from: "customer".parse().unwrap(),
+                to: "driver".parse().unwrap(),
+            }],
+            ..session("o1", 2_000, &[("c", "d", V)])
+        };
+        let closed = StoredRoute {
+            closed: true,
+            ..route("c", "d", V, "o1", 2_000)
+        };
+        // As the end wrote it: the customer's way closed, the driver's open.
+        let mut a = Audit::new(NOW);
+        a.add_session(ended());
+        a.add_route(closed.clone());
+        a.add_route(back());
+        assert!(a.breaches().is_empty());
+        // The closed way left open: found.
+        let mut a = Audit::new(NOW);
+        a.add_session(ended());
+        a.add_route(route("c", "d", V, "o1", 2_000));
+        a.add_route(back());
+        assert_eq!(kinds(&a), ["closed_mismatch"]);
+        // A route closed in an order whose end closed nothing: found too.
+        let mut a = Audit::new(NOW);
+        a.add_session(session("o1", 2_000, &[("c", "d", V)]));
+        a.add_route(closed);
+        a.add_route(back());
+        assert_eq!(kinds(&a), ["closed_mismatch"]);
     }
 
     #[test]

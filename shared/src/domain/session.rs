@@ -59,6 +59,8 @@ pub enum SessionError {
     TooLarge(usize),
     #[error("contact rule `{0}` must look like `role:role`")]
     BadContactRule(String),
+    #[error("field `closed_after_end[{index}].{side}` is no role of this order")]
+    NoSuchRole { index: usize, side: &'static str },
 }
 
 fn check_identifier(s: &str, what: &'static str, max: usize) -> Result<(), SessionError> {

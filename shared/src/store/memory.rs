@@ -652,6 +652,9 @@ fn stored_route(r: &Route) -> StoredRoute {
         callee: person(&r.callee),
         capabilities: r.capabilities,
         stands_for: r.stands_for.as_ref().map(person),
+        caller_role: r.caller_role.clone(),
+        callee_role: r.callee_role.clone(),
+        closed: r.closed,
         expires_at: r.expires_at,
     }
 }
@@ -687,5 +690,6 @@ fn stored_session(s: &Session) -> StoredSession {
                     .map(|alt| (person(alt), person(&p.phone)))
             })
             .collect(),
+        closed: s.closed_after_end.clone(),
     }
 }

@@ -690,6 +690,9 @@ pub fn stored_route_from_item(vault: &Vault, item: &Item) -> Result<StoredRoute,
             None => None,
             Some(_) => Some(PersonKey::new(get_s(item, attrs::PRINCIPAL)?)),
         },
+        caller_role: parse(item, attrs::CALLER_ROLE)?,
+        callee_role: parse(item, attrs::CALLEE_ROLE)?,
+        closed: flag(item, attrs::CLOSED)?,
         expires_at: get_n(item, attrs::EXPIRES_AT)?,
     })
 }
@@ -756,6 +759,7 @@ pub fn stored_session_from_item(item: &Item) -> Result<StoredSession, StoreError
         routes_until,
         pairs,
         alternates,
+        closed: closed_after_end_from(item)?,
     })
 }
 
