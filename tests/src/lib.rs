@@ -81,18 +81,76 @@ pub fn template_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml")
 }
 
-/// Reads the one `AWS::DynamoDB::Table` of template.yaml.
+/// template.yaml as JSON, CloudFormation's short tags (`!Ref x`, `!GetAtt a.b`, `!Sub s`,
+/// `!If [...]`) in their long forms (`{"Ref": x}`, `{"Fn::GetAtt": [a, b]}`, …), so that tests
+/// compare plain JSON.
+pub fn template_json() -> serde_json::Value {
+    let text = std::fs::read_to_string(template_path()).expect("template.yaml is readable");
+    let doc: serde_norway::Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
+    long_form(doc)
+}
+
+/// A YAML value with its short tags in their long forms (see [`template_json`]).
+pub fn long_form(value: serde_norway::Value) -> serde_json::Value {
+    use serde_json::{json, Value};
+    use serde_norway::Value as Y;
+    match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                json!(i)
+            } else if let Some(u) = n.as_u64() {
+                json!(u)
+            } else {
+                json!(n
+                    .as_f64()
+                    .expect("a YAML number is a float if nothing else"))
+            }
+        }
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(long_form).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = k.as_str().expect("template keys are strings").to_owned();
+                    (key, long_form(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let inner = long_form(tagged.value);
+            match name {
+                "Ref" | "Condition" => json!({ name: inner }),
+                // `!GetAtt Resource.Attribute` is `Fn::GetAtt: [Resource, Attribute]`.
+                "GetAtt" => match inner {
+                    Value::String(s) => {
+                        let (resource, attribute) =
+                            s.split_once('.').expect("!GetAtt names Resource.Attribute");
+                        json!({ "Fn::GetAtt": [resource, attribute] })
+                    }
+                    other => json!({ "Fn::GetAtt": other }),
+                },
+                _ => json!({ format!("Fn::{name}"): inner }),
+            }
+        }
+    }
+}
+
+/// Reads template.yaml's `Table`. With `ReplicaRegion` the template creates `GlobalTable`
+/// instead, whose definition tests/tests/template_regions.rs holds equal to this one.
 pub fn template_table() -> TableSpec {
     let text = std::fs::read_to_string(template_path()).expect("template.yaml is readable");
     let doc: serde_norway::Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
-    let tables: Vec<&serde_norway::Value> = doc["Resources"]
-        .as_mapping()
-        .expect("template has Resources")
-        .values()
-        .filter(|r| r["Type"].as_str() == Some("AWS::DynamoDB::Table"))
-        .collect();
-    assert_eq!(tables.len(), 1, "template.yaml declares exactly one table");
-    let props = &tables[0]["Properties"];
+    let table = &doc["Resources"]["Table"];
+    assert_eq!(
+        table["Type"].as_str(),
+        Some("AWS::DynamoDB::Table"),
+        "template.yaml declares the table as Table"
+    );
+    let props = &table["Properties"];
     let attributes = props["AttributeDefinitions"]
         .as_sequence()
         .expect("AttributeDefinitions")

@@ -5,70 +5,18 @@
 //!
 //! The template is read as written, with CloudFormation's short tags (`!Ref x`, `!GetAtt a.b`,
 //! `!Sub s`, `!If [...]`) turned into their long forms (`{"Ref": x}`, `{"Fn::GetAtt": [a, b]}`,
-//! …), so each check compares plain JSON.
+//! …), so each check compares plain JSON (`vnmask_tests::template_json`). Conditions are not
+//! evaluated here: an `!If` is checked as written (tests/tests/template_regions.rs resolves the
+//! template for one region and for two).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 use vnmask::store::dynamodb::attrs;
-use vnmask_tests::template_path;
+use vnmask_tests::{template_json as template, template_path};
 
 // ---------------------------------------------------------------------------------------------
 // Reading the template
-
-/// template.yaml as JSON, short tags in their long forms.
-fn template() -> Value {
-    let text = std::fs::read_to_string(template_path()).expect("template.yaml is readable");
-    let doc: serde_norway::Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
-    long_form(doc)
-}
-
-fn long_form(value: serde_norway::Value) -> Value {
-    use serde_norway::Value as Y;
-    match value {
-        Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                json!(i)
-            } else if let Some(u) = n.as_u64() {
-                json!(u)
-            } else {
-                json!(n
-                    .as_f64()
-                    .expect("a YAML number is a float if nothing else"))
-            }
-        }
-        Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(items.into_iter().map(long_form).collect()),
-        Y::Mapping(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| {
-                    let key = k.as_str().expect("template keys are strings").to_owned();
-                    (key, long_form(v))
-                })
-                .collect(),
-        ),
-        Y::Tagged(tagged) => {
-            let tag = tagged.tag.to_string();
-            let name = tag.trim_start_matches('!');
-            let inner = long_form(tagged.value);
-            match name {
-                "Ref" | "Condition" => json!({ name: inner }),
-                // `!GetAtt Resource.Attribute` is `Fn::GetAtt: [Resource, Attribute]`.
-                "GetAtt" => match inner {
-                    Value::String(s) => {
-                        let (resource, attribute) =
-                            s.split_once('.').expect("!GetAtt names Resource.Attribute");
-                        json!({ "Fn::GetAtt": [resource, attribute] })
-                    }
-                    other => json!({ "Fn::GetAtt": other }),
-                },
-                _ => json!({ format!("Fn::{name}"): inner }),
-            }
-        }
-    }
-}
 
 fn reference(logical_id: &str) -> Value {
     json!({ "Ref": logical_id })
@@ -76,6 +24,30 @@ fn reference(logical_id: &str) -> Value {
 
 fn get_att(logical_id: &str, attribute: &str) -> Value {
     json!({ "Fn::GetAtt": [logical_id, attribute] })
+}
+
+/// The ARN of the table the stack uses, as every grant on it must name it: the home stack's
+/// table (its replica here) with `HomeTableName`, else the global table with `ReplicaRegion`,
+/// else the one-region table (docs/multi-region.md).
+fn table_arn() -> Value {
+    json!({ "Fn::If": [
+        "ReadsHomeTable",
+        { "Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${HomeTableName}" },
+        { "Fn::If": ["Replicated", get_att("GlobalTable", "Arn"), get_att("Table", "Arn")] },
+    ] })
+}
+
+/// The ARN of the table's `index`, chosen as [`table_arn`] chooses the table.
+fn index_arn(index: &str) -> Value {
+    json!({ "Fn::If": [
+        "ReadsHomeTable",
+        { "Fn::Sub": format!("arn:${{AWS::Partition}}:dynamodb:${{AWS::Region}}:${{AWS::AccountId}}:table/${{HomeTableName}}/index/{index}") },
+        { "Fn::If": [
+            "Replicated",
+            { "Fn::Sub": format!("${{GlobalTable.Arn}}/index/{index}") },
+            { "Fn::Sub": format!("${{Table.Arn}}/index/{index}") },
+        ] },
+    ] })
 }
 
 fn resources(doc: &Value) -> &Map<String, Value> {
@@ -202,7 +174,7 @@ fn table_grants(doc: &Value, role: &str) -> Vec<(String, Option<BTreeSet<String>
             }
             assert_eq!(
                 statement["Resource"],
-                get_att("Table", "Arn"),
+                table_arn(),
                 "{role}'s {action} is on the table only"
             );
             let leading =
@@ -744,6 +716,19 @@ fn the_table_is_protected_from_deletion() {
     let (_, table) = tables[0];
     assert_eq!(table["Properties"]["DeletionProtectionEnabled"], true);
     assert_eq!(table["DeletionPolicy"], "Retain");
+    // The same for the global table, in every region it has a replica.
+    let global = resource(&doc, "GlobalTable");
+    assert_eq!(global["DeletionPolicy"], "Retain");
+    assert_eq!(global["UpdateReplacePolicy"], "Retain");
+    let replicas = global["Properties"]["Replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2);
+    for replica in replicas {
+        assert_eq!(replica["DeletionProtectionEnabled"], true, "{replica}");
+        assert_eq!(
+            replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true,
+            "{replica}"
+        );
+    }
 }
 
 #[test]
@@ -849,6 +834,21 @@ fn key_statements_for<'a>(doc: &'a Value, principal: &Value) -> Vec<&'a Value> {
             aws == principal || aws.as_array().is_some_and(|list| list.contains(principal))
         })
         .collect()
+}
+
+/// The other region's replica key is bound by exactly the key's policy, so every check of
+/// `key_statements_for` holds for it too.
+#[test]
+fn the_replica_key_has_the_keys_policy() {
+    let doc = template();
+    let replicas = resources_of_type(&doc, "AWS::KMS::ReplicaKey");
+    assert_eq!(replicas.len(), 1);
+    let (_, key) = resources_of_type(&doc, "AWS::KMS::Key")[0];
+    assert_eq!(
+        replicas[0].1["Properties"]["KeyPolicy"],
+        key["Properties"]["KeyPolicy"]
+    );
+    assert_eq!(replicas[0].1["DeletionPolicy"], "Retain");
 }
 
 /// The condition every use of the key must carry: the encryption context that
@@ -994,14 +994,18 @@ fn pool_refresh_unwraps_keys_only_through_the_key_policy_and_finds_pairs_by_numb
     ] {
         assert!(env.contains_key(key), "pool-refresh is not given {key}");
     }
-    // The by-number index, and nothing else of the table's indexes.
-    let index = role_statements(&doc, role)
+    // The by-number index, and nothing else of the table's indexes, nor of any other table.
+    let index: Vec<_> = role_statements(&doc, role)
         .into_iter()
-        .filter(|s| actions(s).iter().any(|a| a == "dynamodb:Query"))
-        .map(|s| serde_json::to_string(&s["Resource"]).unwrap())
-        .find(|r| r.contains("/index/"))
-        .expect("a statement for the index");
-    assert!(index.contains("/index/by-number"), "{index}");
+        .filter(|s| {
+            serde_json::to_string(&s["Resource"])
+                .unwrap()
+                .contains("/index/")
+        })
+        .collect();
+    assert_eq!(index.len(), 1, "one statement for the index");
+    assert_eq!(index[0]["Resource"], index_arn(attrs::BY_NUMBER_INDEX));
+    assert_eq!(actions(index[0]), ["dynamodb:Query"]);
     // Its Twilio filter compares each number's voice URL with ours.
     assert!(env.contains_key("VNMASK_VOICE_URL"));
     // No function role grants KMS itself: the key policy is the one place.

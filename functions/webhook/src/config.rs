@@ -37,6 +37,22 @@ pub struct WebhookSettings {
     /// (`VNMASK_PIN_RECOVERY`): set it where markets issue PINs (`VNMASK_PIN_MARKETS`).
     pub pin_recovery: bool,
     pub pin_limits: PinLimits,
+    /// Whether each route is confirmed by its order's session before it connects
+    /// (`VNMASK_CONFIRM_ROUTES=session`): in a region reading a replica of the table, which
+    /// replicates item by item (docs/multi-region.md). One more read per call.
+    pub confirm_routes: bool,
+}
+
+/// `VNMASK_CONFIRM_ROUTES`: `off` (the default) or `session`.
+pub fn confirms_routes(src: &dyn Source) -> Result<bool, ConfigError> {
+    match src.get("VNMASK_CONFIRM_ROUTES").as_deref().map(str::trim) {
+        None | Some("off") => Ok(false),
+        Some("session") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid {
+            var: "VNMASK_CONFIRM_ROUTES",
+            reason: "expected `off` or `session`".into(),
+        }),
+    }
 }
 
 /// The providers served, each with its credentials: a provider is served only when its
@@ -282,6 +298,7 @@ impl WebhookSettings {
             retry_load_after: Duration::from_secs(5),
             first_load_wait: Duration::from_secs(1),
             pin_recovery,
+            confirm_routes: confirms_routes(src)?,
             pin_limits: PinLimits {
                 per_call: bounded(
                     src,
@@ -486,6 +503,24 @@ mod tests {
             assert!(err.contains(var), "{var}: {err}");
             assert!(!err.contains("secret-0123"), "{err}");
         }
+    }
+
+    #[test]
+    fn routes_are_confirmed_by_their_session_only_when_asked() {
+        let settings = |v: &[(&str, &str)]| WebhookSettings::from_source(&src(v));
+        assert!(!settings(&[]).unwrap().confirm_routes);
+        assert!(
+            !settings(&[("VNMASK_CONFIRM_ROUTES", "off")])
+                .unwrap()
+                .confirm_routes
+        );
+        assert!(
+            settings(&[("VNMASK_CONFIRM_ROUTES", "session")])
+                .unwrap()
+                .confirm_routes
+        );
+        let err = settings(&[("VNMASK_CONFIRM_ROUTES", "yes")]).unwrap_err();
+        assert!(err.to_string().contains("VNMASK_CONFIRM_ROUTES"), "{err}");
     }
 
     #[test]

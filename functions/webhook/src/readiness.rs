@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use vnmask::config::{ConfigError, Source, StoreConfig};
 use vnmask::crypto::CryptoError;
 use vnmask::secrets::{Credentials, Layered, SecretsError};
-use vnmask::store::CallRouting;
+use vnmask::store::{CallRouting, SessionConfirmed};
 
 use crate::config::Providers;
 
@@ -72,10 +72,17 @@ impl EnvironmentLoader {
         let store = self
             .store
             .get_or_try_init(|| async {
-                let store = StoreConfig::from_source(self.env.as_ref())?
-                    .connect_with(&self.startup_sdk, &self.interactive_sdk)
-                    .await?;
-                Ok::<_, LoadError>(Arc::new(store) as Arc<dyn CallRouting>)
+                let confirm = crate::config::confirms_routes(self.env.as_ref())?;
+                let store = Arc::new(
+                    StoreConfig::from_source(self.env.as_ref())?
+                        .connect_with(&self.startup_sdk, &self.interactive_sdk)
+                        .await?,
+                );
+                Ok::<_, LoadError>(if confirm {
+                    Arc::new(SessionConfirmed::new(store)) as Arc<dyn CallRouting>
+                } else {
+                    store as Arc<dyn CallRouting>
+                })
             })
             .await?;
         Ok(store.clone())

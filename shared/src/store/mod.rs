@@ -2,8 +2,11 @@
 //! reads and commits sessions, pool refresh manages the pool and buys within caps, audits walk),
 //! so that handlers run the same on DynamoDB and in memory and each depends on what it uses.
 
+mod confirmed;
 pub mod dynamodb;
 pub mod memory;
+
+pub use confirmed::SessionConfirmed;
 
 use async_trait::async_trait;
 

@@ -1,0 +1,239 @@
+//! Routes confirmed by their session, for a region that reads a replica of the table
+//! (docs/multi-region.md). A global table replicates item by item, so a replica may hold a
+//! route item of one write of its order and the session item of another; each route item alone
+//! was right when its home region wrote it, but the pair it names may since have ended there.
+//! Read through [`SessionConfirmed`], a route connects only while the session, as replicated,
+//! lists that very route: one more read per call, only in such a region.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    AnswerStats, AssignmentStore, CallLedger, ConnectedCall, PinAttempts, PinGuard, RouteReader,
+    Sighting, StoreError,
+};
+use crate::domain::{
+    AnswerTally, CallId, PinKey, RealNumber, Route, Session, UnixTime, VirtualNumber,
+};
+
+/// A store whose routes and PIN routes are each confirmed by their order's session: a route
+/// the session does not list reads as absent, and one it lists ends when the session's route
+/// does (the earlier of the two ends), closed if either says so. Everything else passes through.
+pub struct SessionConfirmed<S> {
+    inner: Arc<S>,
+}
+
+impl<S> SessionConfirmed<S> {
+    pub fn new(inner: Arc<S>) -> Self {
+        SessionConfirmed { inner }
+    }
+}
+
+impl<S: AssignmentStore> SessionConfirmed<S> {
+    async fn confirm(&self, route: Option<Route>) -> Result<Option<Route>, StoreError> {
+        let Some(route) = route else {
+            return Ok(None);
+        };
+        let session = self.inner.session(&route.order_id).await?;
+        Ok(session.and_then(|s| confirmed(&s, route)))
+    }
+}
+
+/// `route` as `session` has it, if the session lists it: same caller, number, callee and
+/// roles, with the session's end when earlier and closed if either is.
+fn confirmed(session: &Session, route: Route) -> Option<Route> {
+    let listed = session
+        .route_pairs(session.routes_until)
+        .into_iter()
+        .chain(session.handover_pairs())
+        .flat_map(|pair| pair.routes().to_vec())
+        .find(|r| {
+            r.caller == route.caller
+                && r.number == route.number
+                && r.callee == route.callee
+                && r.caller_role == route.caller_role
+                && r.callee_role == route.callee_role
+        })?;
+    Some(Route {
+        expires_at: route.expires_at.min(listed.expires_at),
+        closed: route.closed || listed.closed,
+        ..route
+    })
+}
+
+#[async_trait]
+impl<S: RouteReader + AssignmentStore> RouteReader for SessionConfirmed<S> {
+    async fn route(
+        &self,
+        caller: &RealNumber,
+        dialled: &VirtualNumber,
+    ) -> Result<Option<Route>, StoreError> {
+        let route = self.inner.route(caller, dialled).await?;
+        self.confirm(route).await
+    }
+
+    async fn pin_route(&self, key: &PinKey) -> Result<Option<Route>, StoreError> {
+        let route = self.inner.pin_route(key).await?;
+        self.confirm(route).await
+    }
+}
+
+#[async_trait]
+impl<S: CallLedger> CallLedger for SessionConfirmed<S> {
+    async fn sight(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        now: UnixTime,
+        keep_until: UnixTime,
+    ) -> Result<Sighting, StoreError> {
+        self.inner.sight(endpoint, call_id, now, keep_until).await
+    }
+
+    async fn remember_connected(
+        &self,
+        endpoint: &str,
+        call: &ConnectedCall,
+    ) -> Result<(), StoreError> {
+        self.inner.remember_connected(endpoint, call).await
+    }
+
+    async fn connected(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        now: UnixTime,
+    ) -> Result<Option<ConnectedCall>, StoreError> {
+        self.inner.connected(endpoint, call_id, now).await
+    }
+}
+
+#[async_trait]
+impl<S: AnswerStats> AnswerStats for SessionConfirmed<S> {
+    async fn count_answer(
+        &self,
+        number: &VirtualNumber,
+        call_id: &CallId,
+        answered: bool,
+        now: UnixTime,
+        keep_until: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .count_answer(number, call_id, answered, now, keep_until)
+            .await
+    }
+
+    async fn answer_tally(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+        days: u32,
+    ) -> Result<AnswerTally, StoreError> {
+        self.inner.answer_tally(number, now, days).await
+    }
+}
+
+#[async_trait]
+impl<S: PinGuard> PinGuard for SessionConfirmed<S> {
+    async fn count_pin_attempt(
+        &self,
+        endpoint: &str,
+        call_id: &CallId,
+        caller: &RealNumber,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<PinAttempts, StoreError> {
+        self.inner
+            .count_pin_attempt(endpoint, call_id, caller, number, now)
+            .await
+    }
+
+    async fn count_pin_failure(
+        &self,
+        number: &VirtualNumber,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.inner.count_pin_failure(number, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate};
+    use crate::domain::{Participant, Role};
+    use crate::store::memory::MemoryStore;
+    use crate::store::PoolStore;
+
+    fn person(role: &str, user: &str, phone: &str) -> Participant {
+        Participant {
+            role: role.parse::<Role>().unwrap(),
+            user_id: user.parse().unwrap(),
+            phone: RealNumber::parse(phone).unwrap(),
+            alternate_phones: Vec::new(),
+        }
+    }
+
+    fn assign(version: u64, people: &[Participant]) -> OrderUpdate {
+        OrderUpdate {
+            order_id: "ord-1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version,
+            record: false,
+            change: OrderChange::Participants(people.to_vec()),
+        }
+    }
+
+    /// A route item left from an earlier write of its order (the replica has its session's
+    /// newer write) reads as absent; one the session lists reads with the session's end.
+    #[tokio::test]
+    async fn a_route_its_session_no_longer_lists_reads_as_absent() {
+        let store = Arc::new(MemoryStore::new());
+        let vn = VirtualNumber::parse("+911140000010").unwrap();
+        store
+            .put_number(&crate::domain::PoolNumber {
+                number: vn.clone(),
+                provider: "twilio".parse().unwrap(),
+                market: "IN".parse().unwrap(),
+                capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
+                state: crate::domain::NumberState::Active,
+                hold: None,
+            })
+            .await
+            .unwrap();
+        let assigner = Assigner::new(
+            store.clone(),
+            AssignSettings::for_markets(["IN".parse().unwrap()]),
+        );
+        let (c, d1, d2) = (
+            person("customer", "c", "+919810000001"),
+            person("driver", "d1", "+919710000001"),
+            person("driver", "d2", "+919710000002"),
+        );
+        assigner
+            .apply(&assign(1, &[c.clone(), d1.clone()]), 100)
+            .await
+            .unwrap();
+        let stale = store.route(&c.phone, &vn).await.unwrap().unwrap();
+        assigner
+            .apply(&assign(2, &[c.clone(), d2.clone()]), 110)
+            .await
+            .unwrap();
+        let session = store
+            .session(&"ord-1".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            confirmed(&session, stale),
+            None,
+            "the replaced driver is no longer listed"
+        );
+        let confirmed_store = SessionConfirmed::new(store.clone());
+        let now = confirmed_store.route(&c.phone, &vn).await.unwrap().unwrap();
+        assert_eq!(now.callee, d2.phone);
+        assert_eq!(now.expires_at, session.routes_until);
+        assert_eq!(confirmed_store.route(&d1.phone, &vn).await.unwrap(), None);
+    }
+}
