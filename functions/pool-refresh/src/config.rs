@@ -8,15 +8,15 @@ use vnmask::assignment::AssignSettings;
 use vnmask::config::{
     assign_settings, parsed, required, seconds, ConfigError, Secret, Source, StoreConfig,
 };
-use vnmask::domain::VirtualNumber;
-use vnmask::pool::HealthRules;
+use vnmask::domain::{Market, VirtualNumber};
+use vnmask::pool::{parse_capacities, HealthRules};
 use vnmask::store::MAX_TALLY_DAYS;
 
 use crate::inventory::{
     ExotelAccount, HttpPolicy, PlivoAccount, StaticList, TelnyxAccount, TwilioAccount, TwilioAuth,
     TwilioNumberType, VonageAccount, Webhooks,
 };
-use crate::{Buying, RefreshSettings};
+use crate::{Buying, CapacityRules, RefreshSettings};
 
 pub const TWILIO_API: &str = "https://api.twilio.com";
 pub const EXOTEL_API: &str = "https://api.exotel.com";
@@ -116,6 +116,44 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
         var,
         reason: reason.into(),
     }
+}
+
+/// `VNMASK_CALL_CAPACITY` (per market, what one number may carry, e.g. `IN:4/120`: 4 calls at
+/// once, 120 an hour; only served markets), `VNMASK_PEAK_HOUR_SHARE` (0-1, default 0.1) and
+/// `VNMASK_MEAN_CALL_SECONDS` (1-14400, default 90).
+fn capacity_rules(
+    src: &dyn Source,
+    served: &std::collections::HashMap<Market, vnmask::domain::Capabilities>,
+) -> Result<CapacityRules, ConfigError> {
+    const VAR: &str = "VNMASK_CALL_CAPACITY";
+    let d = CapacityRules::default();
+    let per_market = parse_capacities(&src.get(VAR).unwrap_or_default())
+        .map_err(|e| invalid(VAR, e.to_string()))?;
+    if let Some(market) = per_market.keys().find(|m| !served.contains_key(*m)) {
+        return Err(invalid(
+            VAR,
+            format!("market {market} is not in VNMASK_MARKETS"),
+        ));
+    }
+    let share: f64 = parsed(src, "VNMASK_PEAK_HOUR_SHARE", d.peak_hour_share)?;
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(invalid(
+            "VNMASK_PEAK_HOUR_SHARE",
+            "must be above 0 and at most 1 (a flat day: 0.042)",
+        ));
+    }
+    let seconds: f64 = parsed(src, "VNMASK_MEAN_CALL_SECONDS", d.mean_call_seconds)?;
+    if !(1.0..=14_400.0).contains(&seconds) {
+        return Err(invalid(
+            "VNMASK_MEAN_CALL_SECONDS",
+            "must be 1-14400 seconds",
+        ));
+    }
+    Ok(CapacityRules {
+        per_market,
+        peak_hour_share: share,
+        mean_call_seconds: seconds,
+    })
 }
 
 impl Config {
@@ -218,6 +256,7 @@ impl Config {
                 health,
                 moves_per_run,
                 retired_lookback,
+                capacity: capacity_rules(src, &assign.markets)?,
             },
             notify_url: src.get("VNMASK_NOTIFY_QUEUE_URL"),
             assign,
@@ -564,6 +603,49 @@ mod tests {
             ("VNMASK_HANDOVER_SECONDS", "600"),
         ]));
         assert!(short.contains("VNMASK_COOLING_OFF_SECONDS"), "{short}");
+    }
+
+    #[test]
+    fn call_capacity_is_per_served_market_and_bad_values_are_refused() {
+        let base = [
+            ("VNMASK_PROVIDERS", "static"),
+            ("VNMASK_STATIC_NUMBERS", "[]"),
+            ("VNMASK_MARKETS", "IN:voice"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            pairs
+        };
+        let c = Config::from_source(&src(&base)).unwrap();
+        assert_eq!(c.refresh.capacity, CapacityRules::default());
+        let c = Config::from_source(&src(&with(&[
+            ("VNMASK_CALL_CAPACITY", "IN:4/120"),
+            ("VNMASK_PEAK_HOUR_SHARE", "0.08"),
+            ("VNMASK_MEAN_CALL_SECONDS", "60"),
+        ])))
+        .unwrap();
+        let cap = c.refresh.capacity;
+        assert_eq!(
+            cap.per_market[&"IN".parse::<Market>().unwrap()],
+            vnmask::pool::CallCapacity {
+                concurrent: 4,
+                per_hour: 120
+            }
+        );
+        assert_eq!((cap.peak_hour_share, cap.mean_call_seconds), (0.08, 60.0));
+        for (var, value) in [
+            ("VNMASK_CALL_CAPACITY", "US:4/120"),
+            ("VNMASK_CALL_CAPACITY", "IN:0/120"),
+            ("VNMASK_CALL_CAPACITY", "+919810000001"),
+            ("VNMASK_PEAK_HOUR_SHARE", "0"),
+            ("VNMASK_PEAK_HOUR_SHARE", "1.5"),
+            ("VNMASK_MEAN_CALL_SECONDS", "0"),
+        ] {
+            let e = err(&with(&[(var, value)]));
+            assert!(e.contains(var), "{var}={value}: {e}");
+            assert!(!e.contains("9810000001"), "{e}");
+        }
     }
 
     #[test]

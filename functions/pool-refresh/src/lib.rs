@@ -33,8 +33,8 @@ use vnmask::domain::{
 };
 use vnmask::notification::NumbersAssigned;
 use vnmask::pool::{
-    self, ChangeKind, Checkup, HealthRules, ListedNumber, Listing, PoolChange, PoolHealth,
-    Reconcile,
+    self, CallCapacity, CallLoad, ChangeKind, Checkup, HealthRules, ListedNumber, Listing,
+    PoolChange, PoolHealth, Reconcile,
 };
 use vnmask::store::{
     LeaseTake, PoolUpkeep, PoolWriteError, PurchaseCount, SampledRoute, StoreError,
@@ -85,6 +85,56 @@ pub struct RefreshSettings {
     /// How long after its retirement a retired number is still searched for live pairs: longer
     /// than any route on it can live (the session TTL and a grace).
     pub retired_lookback: i64,
+    /// What one number may carry per market, and how the market's calls are read from its
+    /// answer tallies: the capacity bound the headroom counts besides the person bound.
+    pub capacity: CapacityRules,
+}
+
+/// How pool refresh sizes a market by its calls (issue 23).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityRules {
+    /// Per market, what one number may carry (`VNMASK_CALL_CAPACITY`); a market without one has
+    /// no capacity bound.
+    pub per_market: HashMap<Market, CallCapacity>,
+    /// The share of a day's calls its busiest hour carries (`VNMASK_PEAK_HOUR_SHARE`).
+    pub peak_hour_share: f64,
+    /// The mean length of a call in seconds (`VNMASK_MEAN_CALL_SECONDS`): tallies count calls,
+    /// not their lengths.
+    pub mean_call_seconds: f64,
+}
+
+impl Default for CapacityRules {
+    fn default() -> Self {
+        CapacityRules {
+            per_market: HashMap::new(),
+            // A day peaking at twice its mean rate puts about a tenth of its calls in its
+            // busiest hour (BENCHMARKS.md's simulated day: 0.08).
+            peak_hour_share: 0.1,
+            mean_call_seconds: 90.0,
+        }
+    }
+}
+
+impl CapacityRules {
+    /// The numbers `market`'s calls need, from its active numbers' tallies over `days` days:
+    /// 0 without a capacity for the market or without calls.
+    pub fn bound(
+        &self,
+        market: &Market,
+        tallies: &HashMap<VirtualNumber, AnswerTally>,
+        days: u32,
+    ) -> u32 {
+        let Some(cap) = self.per_market.get(market) else {
+            return 0;
+        };
+        let calls: u64 = tallies.values().map(|t| t.attempted).sum();
+        let load = CallLoad {
+            calls_per_day: calls as f64 / f64::from(days.max(1)),
+            peak_hour_share: self.peak_hour_share,
+            mean_call_seconds: self.mean_call_seconds,
+        };
+        pool::capacity_bound(&load, *cap)
+    }
 }
 
 /// Moves live pairs off numbers leaving service: the assignment service, and where apps hear
@@ -159,6 +209,8 @@ pub struct MarketSummary {
     pub notify_failed: usize,
     pub eligible: usize,
     pub peak_live_contacts: u32,
+    /// The numbers the market's calls need (0: no capacity configured, or no calls known).
+    pub capacity_bound: u32,
     pub headroom: i64,
     /// The busiest number's share of the sampled live routes, 0..1.
     pub busiest_share: Option<f64>,
@@ -380,11 +432,15 @@ impl Refresher {
         summary: &mut MarketSummary,
     ) -> Result<(), StoreError> {
         self.reconcile(market, listings, run.now, summary).await?;
-        let numbers = self
+        let (numbers, tallies) = self
             .check_health(market, listings, run.now, summary)
             .await?;
         let peak = self.live_peak(market, run.now).await?;
-        let health = pool::health(market, &numbers, needs, peak);
+        let capacity =
+            self.settings
+                .capacity
+                .bound(market, &tallies, self.settings.health.answer_days);
+        let health = pool::health(market, &numbers, needs, peak, capacity);
         summary.record_health(&health);
         if let Some(sample) = &run.sample {
             let routes: Vec<&VirtualNumber> = sample
@@ -405,7 +461,11 @@ impl Refresher {
             let vendor = self.market_vendors.get(market).or(self.vendor.as_ref());
             match (&self.settings.buying, vendor) {
                 (Some(buying), Some(vendor)) => {
-                    let demand = Demand { needs, peak };
+                    let demand = Demand {
+                        needs,
+                        peak,
+                        capacity,
+                    };
                     self.buy(run, market, demand, vendor.as_ref(), buying, summary)
                         .await?;
                 }
@@ -423,14 +483,14 @@ impl Refresher {
 
     /// Judges the market's numbers' health and writes what changes, each over the version
     /// read (one that changed underneath is judged again next run). Returns the pool as it
-    /// now stands.
+    /// now stands, and the answer tallies it judged by (which also size the pool by its calls).
     async fn check_health(
         &self,
         market: &Market,
         listings: &BTreeMap<Provider, Listing>,
         now: UnixTime,
         summary: &mut MarketSummary,
-    ) -> Result<Vec<PoolNumber>, StoreError> {
+    ) -> Result<(Vec<PoolNumber>, HashMap<VirtualNumber, AnswerTally>), StoreError> {
         let entries = self.store.pool_entries(market).await?;
         let numbers: Vec<PoolNumber> = entries.iter().map(|e| e.number.clone()).collect();
         let out_of_service: HashSet<VirtualNumber> = listings
@@ -465,10 +525,11 @@ impl Refresher {
                 written.insert(after.number.clone(), after);
             }
         }
-        Ok(numbers
+        let numbers = numbers
             .into_iter()
             .map(|n| written.remove(&n.number).unwrap_or(n))
-            .collect())
+            .collect();
+        Ok((numbers, tallies))
     }
 
     async fn write_change(
@@ -760,7 +821,7 @@ impl Refresher {
         let now = run.now;
         // Read again under the lease: a run that held it before may have filled the need.
         let numbers = self.numbers(market).await?;
-        let health = pool::health(market, &numbers, demand.needs, demand.peak);
+        let health = pool::health(market, &numbers, demand.needs, demand.peak, demand.capacity);
         let want = pool::purchases_wanted(
             health.headroom,
             self.settings.min_headroom,
@@ -868,6 +929,8 @@ impl Refresher {
 struct Demand {
     needs: Capabilities,
     peak: u32,
+    /// The numbers the market's calls need.
+    capacity: u32,
 }
 
 /// What one run carries from market to market.
@@ -941,6 +1004,7 @@ impl MarketSummary {
         self.numbers_retired = h.retired;
         self.eligible = h.eligible;
         self.peak_live_contacts = h.peak_live_contacts;
+        self.capacity_bound = h.capacity_bound;
         self.headroom = h.headroom;
     }
 
@@ -973,7 +1037,8 @@ impl MarketSummary {
             )
             .count("WriteConflicts", self.conflicts as u64)
             .value("Headroom", self.headroom as f64, Unit::Count)
-            .count("PeakLiveContacts", u64::from(self.peak_live_contacts));
+            .count("PeakLiveContacts", u64::from(self.peak_live_contacts))
+            .count("CapacityBound", u64::from(self.capacity_bound));
         let set = match self.answer_rate {
             Some(rate) => set.value("AnswerRate", rate * 100.0, Unit::Percent),
             None => set,

@@ -18,6 +18,7 @@ use vnmask::domain::{
     CallId, HoldReason, NumberState, Participant, PoolNumber, Session, UnixTime, VirtualNumber,
 };
 use vnmask::notification::NumbersAssigned;
+use vnmask::pool::{capacity_bound, CallCapacity, CallLoad};
 use vnmask::routing::live_route;
 use vnmask::store::{audit, AnswerStats, Store};
 use vnmask_tests::{local_dynamo, local_sdk, participant, LocalDynamo};
@@ -498,4 +499,73 @@ async fn a_moves_notification_reaches_the_queue() {
         .collect();
     let text = body.to_string();
     assert!(phones.iter().all(|p| !text.contains(p.as_str())));
+}
+
+/// Capacity (issue 23): the headroom counts the numbers the market's calls need as well as the
+/// person bound. Four numbers serve two people's orders easily, but 480 calls a day on numbers
+/// that may carry one call at once and ten an hour need more: the market is short by the
+/// capacity bound, and a market without a configured capacity is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headroom_counts_what_the_markets_calls_need() {
+    let w = World::new(4).await;
+    let t = now();
+    w.order(0, t).await;
+    let server = MockServer::start().await;
+    let listed: Vec<(&str, bool, bool)> = w
+        .numbers
+        .iter()
+        .map(|n| (n.number.as_str(), true, true))
+        .collect();
+    twilio_lists(&server, &listed).await;
+    let keep = t + 86_400;
+    for (i, n) in w.numbers.iter().enumerate() {
+        for k in 0..120 {
+            let id = CallId::parse(&format!("CA{:032}", i * 1000 + k)).unwrap();
+            w.dynamo
+                .store
+                .count_answer(&n.number, &id, true, t, keep)
+                .await
+                .unwrap();
+        }
+    }
+    let mut sized = settings(&["US"]);
+    sized.health.answer_days = 1;
+    sized.capacity.per_market.insert(
+        market("US"),
+        CallCapacity {
+            concurrent: 1,
+            per_hour: 10,
+        },
+    );
+    let expected = capacity_bound(
+        &CallLoad {
+            calls_per_day: 480.0,
+            peak_hour_share: sized.capacity.peak_hour_share,
+            mean_call_seconds: sized.capacity.mean_call_seconds,
+        },
+        CallCapacity {
+            concurrent: 1,
+            per_hour: 10,
+        },
+    );
+    assert!(expected > 4, "{expected}");
+    let sent = Arc::new(Sent::default());
+    let summary = w
+        .refresher(&server, sized, sent.clone())
+        .refresh(t + 60)
+        .await;
+    let m = &summary.markets[0];
+    assert_eq!(m.capacity_bound, expected, "{m:?}");
+    assert_eq!(m.headroom, 4 - i64::from(expected));
+    assert_eq!(m.needed, expected - 4);
+    // Without a capacity for the market, the person bound alone: no shortfall.
+    let mut uncapped = settings(&["US"]);
+    uncapped.health.answer_days = 1;
+    let m = &w
+        .refresher(&server, uncapped, sent)
+        .refresh(t + 120)
+        .await
+        .markets[0];
+    assert_eq!((m.capacity_bound, m.needed), (0, 0), "{m:?}");
+    assert!(m.headroom >= 0);
 }

@@ -18,17 +18,23 @@ pub struct PoolHealth {
     /// The most live contacts one person of the market held lately (the policy's bound: a person
     /// can dial each number in at most one live contact).
     pub peak_live_contacts: u32,
-    /// `eligible − peak_live_contacts`: how many more live contacts the busiest person can get
-    /// before no number is left for them. Negative when the pool already ran dry for them.
+    /// The fewest numbers the market's calls need within what a number may carry
+    /// ([`super::capacity_bound`]); 0 where no capacity is configured or no calls are known.
+    pub capacity_bound: u32,
+    /// `eligible − max(peak_live_contacts, capacity_bound)`: how many numbers are left before
+    /// either bound binds (the busiest person has no number left, or numbers carry more calls
+    /// than they may). Negative when the pool is already short.
     pub headroom: i64,
 }
 
-/// The health of `market`'s pool, given the recorded peak of live contacts per person.
+/// The health of `market`'s pool, given the recorded peak of live contacts per person and the
+/// numbers its calls need.
 pub fn health(
     market: &Market,
     pool: &[PoolNumber],
     needs: Capabilities,
     peak_live_contacts: u32,
+    capacity_bound: u32,
 ) -> PoolHealth {
     let in_market = || pool.iter().filter(|v| &v.market == market);
     let count = |state| in_market().filter(|v| v.state == state).count();
@@ -43,7 +49,8 @@ pub fn health(
         retired: count(NumberState::Retired),
         eligible,
         peak_live_contacts,
-        headroom: eligible as i64 - i64::from(peak_live_contacts),
+        capacity_bound,
+        headroom: eligible as i64 - i64::from(peak_live_contacts.max(capacity_bound)),
     }
 }
 
@@ -131,7 +138,7 @@ mod tests {
             number(4, "IN", both, NumberState::Retired),
             number(5, "US", both, NumberState::Active),
         ];
-        let h = health(&"IN".parse().unwrap(), &pool, both, 3);
+        let h = health(&"IN".parse().unwrap(), &pool, both, 3, 0);
         assert_eq!(
             h,
             PoolHealth {
@@ -142,9 +149,25 @@ mod tests {
                 retired: 1,
                 eligible: 2,
                 peak_live_contacts: 3,
+                capacity_bound: 0,
                 headroom: -1,
             }
         );
+    }
+
+    #[test]
+    fn headroom_runs_out_at_whichever_bound_binds_first() {
+        let both = Capabilities::VOICE_AND_SMS;
+        let pool: Vec<PoolNumber> = (0..10)
+            .map(|i| number(i, "IN", both, NumberState::Active))
+            .collect();
+        let market = "IN".parse().unwrap();
+        // People need 3 numbers, calls 8: 2 left.
+        assert_eq!(health(&market, &pool, both, 3, 8).headroom, 2);
+        // Calls need none known: the person bound alone.
+        assert_eq!(health(&market, &pool, both, 3, 0).headroom, 7);
+        // Calls need more than the pool: short by 4.
+        assert_eq!(health(&market, &pool, both, 3, 14).headroom, -4);
     }
 
     #[test]
@@ -161,9 +184,9 @@ mod tests {
             number(3, "IN", voice_only, NumberState::Draining),
         ];
         let market = "IN".parse().unwrap();
-        let voice = health(&market, &pool, voice_only, 1);
+        let voice = health(&market, &pool, voice_only, 1, 0);
         assert_eq!((voice.eligible, voice.headroom), (3, 2));
-        let texts_too = health(&market, &pool, both, 1);
+        let texts_too = health(&market, &pool, both, 1, 0);
         assert_eq!((texts_too.eligible, texts_too.headroom), (1, 0));
     }
 

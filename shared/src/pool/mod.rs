@@ -4,11 +4,16 @@
 //! - [`reconcile`]: provider listings + stored pool → the writes that bring the pool in step
 //! - [`health`]: numbers by state, headroom against the policy's bound, the busiest number's share
 //! - [`judge`]: number health, which numbers leave service (quarantine) and come back
+//! - [`capacity_bound`]: how many numbers a market's calls need, by what carriers let one carry
 
+mod capacity;
 mod condition;
 mod health;
 mod reconcile;
 
+pub use capacity::{
+    capacity_bound, parse_capacities, safe_mean_concurrent, CallCapacity, CallLoad, CapacityError,
+};
 pub use condition::{
     judge, quarantine_by_operator, quarantined, release, Checkup, HealthRules, HoldError, Verdict,
 };

@@ -240,6 +240,7 @@ pub fn settings(markets: &[&str]) -> RefreshSettings {
         health: vnmask::pool::HealthRules::default(),
         moves_per_run: 500,
         retired_lookback: 2 * 24 * 3600,
+        capacity: pool_refresh::CapacityRules::default(),
     }
 }
 
