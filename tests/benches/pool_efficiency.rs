@@ -8,13 +8,26 @@
 //! SMS needs no more numbers and that each market gets only numbers carrying its channels.
 //! Last, the voice+SMS market's day is played again with numbers quarantined during it, to
 //! show how many extra numbers each cooling-off period costs.
+//! Then the day gets calls, and what carriers let one number carry (concurrent calls, calls an
+//! hour) sizes the pool too: the voice+SMS market's calls are played on the smallest pool its
+//! people need (the person bound) and on the pool its calls need (the capacity bound, from the
+//! call load pool refresh would measure), to show how far past the caps the first goes and
+//! whether the second keeps within them.
 //!
 //! Knobs (environment): `SIM_ORDERS_PER_DAY` (default 1 100 000: the evening peak then passes
 //! 100 k concurrent orders, grace included, the scale the targets name), `SIM_SEED` (default 1),
 //! `SIM_QUARANTINES` (numbers quarantined over the day, default 2: the first at the peak of live
-//! orders, the worst moment, the others spread evenly over the day from it) and
+//! orders, the worst moment, the others spread evenly over the day from it),
 //! `SIM_COOLING_HOURS` (the cooling-off periods played, default `0,1,6,24`; 0 h is always
-//! played, as it is the quarantine's own cost).
+//! played, as it is the quarantine's own cost), `SIM_CALLS_PER_ORDER` (the mean calls of an
+//! order, default 3; each order's count is Poisson around it), `SIM_CALL_SECONDS` (the mean
+//! call length, default 60; lengths are exponential, clamped to 5–1800 s), `SIM_CAPACITY`
+//! (what one number may carry per market, in `vnmask::pool::parse_capacities` form
+//! `market:concurrent calls/calls per hour`, default `US:10/600,IN:10/600`; US must have one)
+//! and `SIM_CAPACITY_SCALE` (default 2: the pool the calls need is played on a day of 1/2 the
+//! orders on the pool that day's calls need, each number carrying about what it would at full
+//! scale, for a quarter of the planning time, which is orders × numbers: the whole day on
+//! ~1 100 numbers takes over 2 min on 2 cores; 1 plays the whole day).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
@@ -26,8 +39,11 @@ use rand::{Rng, SeedableRng};
 use vnmask::assignment::{plan_contacts, AssignSettings, PlanRequest};
 use vnmask::config::assign_settings;
 use vnmask::domain::{
-    Capabilities, ContactPolicy, Market, NumberState, OrderId, Participant, PoolNumber, RealNumber,
-    VirtualNumber,
+    Capabilities, Contact, ContactPolicy, Market, NumberState, OrderId, Participant, PoolNumber,
+    RealNumber, VirtualNumber,
+};
+use vnmask::pool::{
+    capacity_bound, parse_capacities, safe_mean_concurrent, CallCapacity, CallLoad,
 };
 use vnmask_tests::bench::{publish, target};
 use vnmask_tests::pool;
@@ -35,7 +51,16 @@ use vnmask_tests::pool;
 const DAY: i64 = 86_400;
 const GRACE: i64 = 30 * 60;
 const SHARED_RIDE_SHARE: f64 = 0.05;
+/// The busiest-share tally spreads this many calls of each order evenly over its contacts: a
+/// share, which the count barely moves. The timed calls of the capacity plays follow
+/// `SIM_CALLS_PER_ORDER` instead.
 const CALLS_PER_ORDER: u64 = 3;
+/// The share of calls made in the grace rather than during the order: a forgotten item, a
+/// question about the fare. Most calls are about meeting, while the order runs.
+const GRACE_CALL_SHARE: f64 = 0.05;
+/// Call lengths are clamped to this range, so that the exponential's tails neither make a call
+/// of no time nor one holding a channel for hours.
+const CALL_SECONDS: (f64, f64) = (5.0, 1800.0);
 
 /// A person of the simulation: (is a driver, index).
 type Person = (bool, usize);
@@ -281,6 +306,18 @@ struct Held {
 /// Plays the day through `plan_contacts` in `served`'s market, offering it `numbers`, with
 /// `health`'s quarantines.
 fn simulate(orders: &[Order], served: &Served, numbers: &[PoolNumber], health: &Health) -> Outcome {
+    play(orders, served, numbers, health, |_, _| {})
+}
+
+/// [`simulate`], telling `planned` each served order's contacts as planned at its start (a
+/// quarantine's later moves are not told: the capacity plays have none).
+fn play(
+    orders: &[Order],
+    served: &Served,
+    numbers: &[PoolNumber],
+    health: &Health,
+    mut planned: impl FnMut(usize, &[Contact]),
+) -> Outcome {
     let policy = ContactPolicy::default();
     let phone = RealNumber::parse("+919810000001").unwrap();
     let mut pool = numbers.to_vec();
@@ -334,7 +371,7 @@ fn simulate(orders: &[Order], served: &Served, numbers: &[PoolNumber], health: &
             })
             .collect();
         let order_id: OrderId = format!("o{i}").parse().unwrap();
-        let planned = plan_contacts(&PlanRequest {
+        let planned_now = plan_contacts(&PlanRequest {
             order_id: &order_id,
             market: &served.market,
             participants: &people,
@@ -344,10 +381,11 @@ fn simulate(orders: &[Order], served: &Served, numbers: &[PoolNumber], health: &
             contact_policy: &policy,
             needs: served.needs,
         });
-        let Ok(contacts) = planned else {
+        let Ok(contacts) = planned_now else {
             out.failures += 1;
             continue;
         };
+        planned(i, &contacts);
         for (k, c) in contacts.iter().enumerate() {
             let share = CALLS_PER_ORDER / contacts.len() as u64
                 + u64::from((k as u64) < CALLS_PER_ORDER % contacts.len() as u64);
@@ -539,6 +577,208 @@ fn mixed_run(
     }
 }
 
+/// One call of the day. Drawn from the orders alone, never from a pool, so that every pool
+/// carries the same calls.
+struct Call {
+    order: u32,
+    start: i64,
+    end: i64,
+    /// Which of the order's contacts carries it: the one at this fraction of their list.
+    pick: f32,
+}
+
+/// A Poisson count around `mean` (Knuth's product of uniforms, fine for the few calls of an
+/// order).
+fn poisson(rng: &mut StdRng, mean: f64) -> u32 {
+    let floor = (-mean).exp();
+    let (mut k, mut product) = (0, rng.gen::<f64>());
+    while product > floor {
+        k += 1;
+        product *= rng.gen::<f64>();
+    }
+    k
+}
+
+/// The day's calls, in start order: each order makes a Poisson count of them around
+/// `per_order`, each on one of its contacts picked at random, starting at a uniform moment of
+/// the order (or, for [`GRACE_CALL_SHARE`] of them, of its grace) and lasting an exponential
+/// time around `mean_seconds`, clamped to [`CALL_SECONDS`].
+fn day_calls(orders: &[Order], per_order: f64, mean_seconds: f64, seed: u64) -> Vec<Call> {
+    // A stream of its own, so that the order stream and every figure drawn from it stay as
+    // they were without calls.
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xCA11_CA11);
+    let mut calls = Vec::new();
+    for (i, order) in orders.iter().enumerate() {
+        for _ in 0..poisson(&mut rng, per_order) {
+            let (from, to) = if rng.gen_bool(GRACE_CALL_SHARE) {
+                (order.end, order.end + GRACE)
+            } else {
+                (order.start, order.end)
+            };
+            let start = rng.gen_range(from..to);
+            let seconds = (-(1.0 - rng.gen::<f64>()).ln() * mean_seconds)
+                .clamp(CALL_SECONDS.0, CALL_SECONDS.1);
+            calls.push(Call {
+                order: i as u32,
+                start,
+                end: start + seconds.round() as i64,
+                pick: rng.gen(),
+            });
+        }
+    }
+    calls.sort_by_key(|c| c.start);
+    calls
+}
+
+/// The most of `spans` (start, end), given in start order, in progress at once; one ending as
+/// another starts is not.
+fn most_at_once(spans: impl IntoIterator<Item = (i64, i64)>) -> usize {
+    let mut ends = BinaryHeap::new();
+    let mut most = 0;
+    for (start, end) in spans {
+        while ends.peek().is_some_and(|Reverse(e)| *e <= start) {
+            ends.pop();
+        }
+        ends.push(Reverse(end));
+        most = most.max(ends.len());
+    }
+    most
+}
+
+/// The market's day of calls as pool refresh would tally it.
+struct Measured {
+    load: CallLoad,
+    /// The calls of the busiest clock hour (hours are counted from the day's start; calls of
+    /// late orders past midnight fall in hours 24 and on, the night's quietest).
+    peak_hour_calls: usize,
+    /// The most calls in progress at once over the market.
+    peak_concurrent: usize,
+}
+
+fn measure(calls: &[Call]) -> Measured {
+    let mut per_hour: HashMap<i64, usize> = HashMap::new();
+    for c in calls {
+        *per_hour.entry(c.start / 3600).or_default() += 1;
+    }
+    let peak_hour_calls = per_hour.values().copied().max().unwrap_or(0);
+    let seconds: i64 = calls.iter().map(|c| c.end - c.start).sum();
+    let count = calls.len().max(1) as f64;
+    Measured {
+        load: CallLoad {
+            calls_per_day: calls.len() as f64,
+            peak_hour_share: peak_hour_calls as f64 / count,
+            mean_call_seconds: seconds as f64 / count,
+        },
+        peak_hour_calls,
+        peak_concurrent: most_at_once(calls.iter().map(|c| (c.start, c.end))),
+    }
+}
+
+/// Plays the day on `size` of `served`'s own numbers; says how it went and each order's
+/// contacts' numbers (indices into those numbers; none for an order left unserved).
+fn plans_on(orders: &[Order], served: &Served, size: usize) -> (Outcome, Vec<Vec<u32>>) {
+    let numbers = served.own(size);
+    let index: HashMap<&VirtualNumber, u32> = numbers
+        .iter()
+        .enumerate()
+        .map(|(k, n)| (&n.number, k as u32))
+        .collect();
+    let mut plans = vec![Vec::new(); orders.len()];
+    let out = play(orders, served, &numbers, &Health::NONE, |i, contacts| {
+        plans[i] = contacts.iter().map(|c| index[&c.number]).collect();
+    });
+    (out, plans)
+}
+
+/// How one pool carried the day's calls, against what a number may carry.
+#[derive(Default)]
+struct Carried {
+    /// Numbers that carried calls at all.
+    numbers_used: usize,
+    /// Calls made: an order the pool left unserved makes none.
+    calls: usize,
+    /// The busiest number's most calls in progress at once, none refused, and the numbers that
+    /// went over the concurrent cap at some moment.
+    peak_concurrent: usize,
+    over_concurrent: usize,
+    /// The busiest number's most calls started in one clock hour, and the numbers that went
+    /// over the hourly cap in some hour.
+    peak_hour: usize,
+    over_hourly: usize,
+    /// Calls that found their number at its concurrent cap and were refused, their seconds,
+    /// and all calls' seconds.
+    refused: usize,
+    refused_seconds: i64,
+    seconds: i64,
+    /// Calls started on a number past its hourly cap in their clock hour.
+    beyond_hourly: usize,
+}
+
+impl Carried {
+    fn refused_share(&self) -> f64 {
+        self.refused as f64 / self.calls.max(1) as f64
+    }
+
+    fn refused_seconds_share(&self) -> f64 {
+        self.refused_seconds as f64 / self.seconds.max(1) as f64
+    }
+
+    fn beyond_hourly_share(&self) -> f64 {
+        self.beyond_hourly as f64 / self.calls.max(1) as f64
+    }
+}
+
+/// Puts each call on the number its order planned for the contact it picked, and sweeps each
+/// number's calls against `cap`.
+fn carry(calls: &[Call], plans: &[Vec<u32>], pool: usize, cap: CallCapacity) -> Carried {
+    let mut on: Vec<Vec<(i64, i64)>> = vec![Vec::new(); pool];
+    let mut out = Carried::default();
+    for c in calls {
+        let contacts = &plans[c.order as usize];
+        if contacts.is_empty() {
+            continue;
+        }
+        let k = ((f64::from(c.pick) * contacts.len() as f64) as usize).min(contacts.len() - 1);
+        on[contacts[k] as usize].push((c.start, c.end));
+    }
+    let (concurrent, per_hour) = (cap.concurrent as usize, cap.per_hour as usize);
+    // `calls` is in start order, so each number's calls are too.
+    for spans in on.iter().filter(|s| !s.is_empty()) {
+        out.numbers_used += 1;
+        out.calls += spans.len();
+        let most = most_at_once(spans.iter().copied());
+        out.peak_concurrent = out.peak_concurrent.max(most);
+        out.over_concurrent += usize::from(most > concurrent);
+        // With the cap enforced: a refused call holds no channel, so it refuses nobody after.
+        let mut ends = BinaryHeap::new();
+        for &(start, end) in spans {
+            while ends.peek().is_some_and(|Reverse(e)| *e <= start) {
+                ends.pop();
+            }
+            out.seconds += end - start;
+            if ends.len() >= concurrent {
+                out.refused += 1;
+                out.refused_seconds += end - start;
+            } else {
+                ends.push(Reverse(end));
+            }
+        }
+        // Clock hours: a number's calls of one hour come together.
+        let (mut hour, mut in_hour, mut busiest) = (i64::MIN, 0usize, 0usize);
+        for &(start, _) in spans {
+            if start / 3600 != hour {
+                (hour, in_hour) = (start / 3600, 0);
+            }
+            in_hour += 1;
+            out.beyond_hourly += usize::from(in_hour > per_hour);
+            busiest = busiest.max(in_hour);
+        }
+        out.peak_hour = out.peak_hour.max(busiest);
+        out.over_hourly += usize::from(busiest > per_hour);
+    }
+    out
+}
+
 fn main() {
     let orders_per_day: usize = std::env::var("SIM_ORDERS_PER_DAY")
         .ok()
@@ -564,6 +804,25 @@ fn main() {
     cooling_hours.push(0);
     cooling_hours.sort_unstable();
     cooling_hours.dedup();
+    let calls_per_order: f64 = std::env::var("SIM_CALLS_PER_ORDER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|m: &f64| m.is_finite() && *m >= 0.0)
+        .unwrap_or(3.0);
+    let call_seconds: f64 = std::env::var("SIM_CALL_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|m: &f64| m.is_finite() && *m > 0.0)
+        .unwrap_or(60.0);
+    let capacity_text =
+        std::env::var("SIM_CAPACITY").unwrap_or_else(|_| "US:10/600,IN:10/600".to_owned());
+    // A typo here would silently drop a market's cap, and with it the figures asked for.
+    let caps = parse_capacities(&capacity_text).unwrap_or_else(|e| panic!("SIM_CAPACITY: {e}"));
+    let capacity_scale: usize = std::env::var("SIM_CAPACITY_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|k| *k >= 1)
+        .unwrap_or(2);
     let settings = assign_settings(&BTreeMap::from([(
         "VNMASK_MARKETS".to_owned(),
         MARKETS.to_owned(),
@@ -572,6 +831,9 @@ fn main() {
     let both = Served::new(&settings, "US");
     let voice = Served::new(&settings, "IN");
     assert!(both.needs.sms && voice.needs.voice && !voice.needs.sms);
+    let us_cap = *caps
+        .get(&both.market)
+        .expect("SIM_CAPACITY gives US a capacity: its calls are played against it");
 
     let started = Instant::now();
     let (orders, drivers) = order_stream(orders_per_day, seed);
@@ -634,6 +896,54 @@ fn main() {
         runs.into_iter().map(|r| r.join().unwrap()).collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
+
+    // Calls: the same day's, carried by the smallest pool US's people need and by the pool its
+    // calls need too.
+    let calls_started = Instant::now();
+    let calls = day_calls(&orders, calls_per_order, call_seconds, seed);
+    let measured = measure(&calls);
+    let person = s_both.smallest;
+    let capacity = capacity_bound(&measured.load, us_cap) as usize;
+    let needed = person.max(capacity);
+    // Planning costs orders × numbers: the pool needed is played on a day scaled down, 1/scale
+    // of the orders (a day of their own, drawn as the full one is) on the pool that day's calls
+    // need, so that each number carries about what it would at full scale.
+    let scaled = (capacity_scale > 1).then(|| {
+        let (orders, _) = order_stream(orders_per_day / capacity_scale, seed);
+        let calls = day_calls(&orders, calls_per_order, call_seconds, seed);
+        let size = person.max(capacity_bound(&measure(&calls).load, us_cap) as usize);
+        (orders, calls, size)
+    });
+    let (play_orders, play_calls, play_size) = scaled
+        .as_ref()
+        .map_or((&orders[..], &calls[..], needed), |(o, c, n)| {
+            (&o[..], &c[..], *n)
+        });
+    // The test numbering's last US number: beyond, numbers would not be valid.
+    assert!(
+        play_size <= 9000,
+        "the US test numbering holds 9 000 numbers, {play_size} needed"
+    );
+    // One thread per pool; the larger one's planning (each pair scores every number) is most
+    // of the time.
+    let ((out_person, plans_person), ((out_needed, plans_needed), needed_seconds)) =
+        std::thread::scope(|s| {
+            let a = s.spawn(|| plans_on(&orders, &both, person));
+            let b = s.spawn(|| {
+                let t = Instant::now();
+                let planned = plans_on(play_orders, &both, play_size);
+                (planned, t.elapsed().as_secs_f64())
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        });
+    let on_person = carry(&calls, &plans_person, person, us_cap);
+    let on_needed = carry(play_calls, &plans_needed, play_size, us_cap);
+    drop((plans_person, plans_needed));
+    let calls_elapsed = calls_started.elapsed().as_secs_f64();
+    eprintln!(
+        "pool-efficiency: calls and capacity plays took {calls_elapsed:.1} s, the pool of {play_size} \
+         numbers {needed_seconds:.1} s"
+    );
 
     let two_x = 2 * need.max_sessions_per_person - 1;
     let hhmm = |t: i64| format!("{:02}:{:02}", t / 3600, t % 3600 / 60);
@@ -895,6 +1205,155 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" | ");
         writeln!(md, "| {k} | {cells} |").unwrap();
+    }
+
+    // Planning costs orders × numbers: the pool needed may have been played scaled down.
+    let scale_text = match &scaled {
+        Some((o, c, n)) => format!(
+            "The pool needed is played at 1/{capacity_scale} scale (`SIM_CAPACITY_SCALE`: planning costs \
+             orders × numbers, so the whole day on {needed} numbers would cost {capacity_scale}² as much): \
+             a day of {} orders drawn as the full one is, with its {} calls, on the {n} numbers its own calls' \
+             capacity bound gives, so that each number carries about what it would at full scale; the busiest \
+             number is then the busiest of {n} rather than {needed}, which tends to understate its peak a little. ",
+            o.len(),
+            c.len()
+        ),
+        None => String::new(),
+    };
+    writeln!(
+        md,
+        "\nCalls and carrier capacity, {}: the same day with calls. Each order makes a Poisson count \
+         of calls around `SIM_CALLS_PER_ORDER` (here {calls_per_order}), each on one of the order's contacts \
+         picked at random (the number the policy planned for that pair), starting at a uniform moment of the \
+         order, or of its grace for {:.0} % of them (a forgotten item, a fare question), and lasting an \
+         exponential time around `SIM_CALL_SECONDS` (here {call_seconds} s) clamped to {}–{} s; every pool \
+         carries the same calls. From them, the load pool refresh would measure (`vnmask::pool::CallLoad`: \
+         calls a day, the busiest clock hour's share, the mean length) gives the capacity bound, \
+         `vnmask::pool::capacity_bound` at `SIM_CAPACITY` (here `{capacity_text}`): the fewest numbers that \
+         keep an evenly spread pool within both caps at the busiest hour, with 3 standard deviations of room \
+         for the calls in progress. The person bound is the smallest pool that never runs out, above; the \
+         pool needed is the larger. US's day is then played on the person bound and on the pool needed, and \
+         each number's calls are swept: the most in progress at once and the most started in one clock hour, \
+         none refused; then with the concurrent cap enforced, the calls that found their number at its cap \
+         (refused, as a carrier refuses them). {scale_text}Calls and these two plays took \
+         {calls_elapsed:.1} s more, of which {needed_seconds:.1} s planning on the pool needed.\n",
+        label(&both),
+        GRACE_CALL_SHARE * 100.0,
+        CALL_SECONDS.0,
+        CALL_SECONDS.1,
+    )
+    .unwrap();
+    let load = &measured.load;
+    writeln!(
+        md,
+        "| the day's calls, both markets | value |\n| --- | --- |"
+    )
+    .unwrap();
+    writeln!(md, "| calls a day | {} |", calls.len()).unwrap();
+    writeln!(
+        md,
+        "| calls in the busiest clock hour | {} ({:.2} % of the day's) |",
+        measured.peak_hour_calls,
+        load.peak_hour_share * 100.0
+    )
+    .unwrap();
+    writeln!(md, "| mean call length | {:.1} s |", load.mean_call_seconds).unwrap();
+    writeln!(
+        md,
+        "| calls in progress at once: at the busiest hour by Little's law (the load's estimate) / most \
+         measured | {:.0} / {} |",
+        load.peak_concurrent_calls(),
+        measured.peak_concurrent
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "\n| pool size | {} | {} |\n| --- | --- | --- |",
+        label(&both),
+        label(&voice)
+    )
+    .unwrap();
+    let cap_of = |m: &Served| caps.get(&m.market).copied();
+    let per_market = |f: &dyn Fn(&Served, &Search) -> String| {
+        format!("{} | {}", f(&both, &s_both), f(&voice, &s_voice))
+    };
+    writeln!(
+        md,
+        "| cap per number: calls at once / calls an hour | {} |",
+        per_market(&|m, _| cap_of(m).map_or("none".into(), |c| format!(
+            "{} / {}",
+            c.concurrent, c.per_hour
+        )))
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| person bound: smallest pool that never runs out | {} |",
+        per_market(&|_, s| s.smallest.to_string())
+    )
+    .unwrap();
+    let bound_of = |m: &Served| cap_of(m).map(|c| capacity_bound(load, c) as usize);
+    writeln!(
+        md,
+        "| capacity bound (mean calls at once per number it allows) | {} |",
+        per_market(&|m, _| cap_of(m).map_or("none".into(), |c| format!(
+            "{} ({:.2})",
+            capacity_bound(load, c),
+            safe_mean_concurrent(c.concurrent)
+        )))
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| **pool needed: the larger** | {} |",
+        per_market(&|m, s| format!("**{}**", s.smallest.max(bound_of(m).unwrap_or(0))))
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "\n{} played on each pool, against its cap of {} calls at once and {} an hour per number:\n",
+        label(&both),
+        us_cap.concurrent,
+        us_cap.per_hour
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "| pool | numbers (carrying calls) | unserved orders | busiest number: most calls at once | numbers over \
+         the concurrent cap | busiest number: most calls in one clock hour | numbers over the hourly cap | calls \
+         refused at the concurrent cap | call time refused | calls beyond the hourly cap |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
+    .unwrap();
+    for (name, size, out, carried) in [
+        ("person bound".to_owned(), person, &out_person, &on_person),
+        (
+            if scaled.is_some() {
+                format!("pool needed, at 1/{capacity_scale} scale")
+            } else {
+                "pool needed".to_owned()
+            },
+            play_size,
+            &out_needed,
+            &on_needed,
+        ),
+    ] {
+        writeln!(
+            md,
+            "| {name} | {size} ({}) | {} | **{}** (cap {}) | {} | {} (cap {}) | {} | {:.2} % | {:.2} % | {:.2} % |",
+            carried.numbers_used,
+            out.failures,
+            carried.peak_concurrent,
+            us_cap.concurrent,
+            carried.over_concurrent,
+            carried.peak_hour,
+            us_cap.per_hour,
+            carried.over_hourly,
+            carried.refused_share() * 100.0,
+            carried.refused_seconds_share() * 100.0,
+            carried.beyond_hourly_share() * 100.0,
+        )
+        .unwrap();
     }
 
     let vs_lower = |s: &Search| s.smallest as f64 / lower as f64;
