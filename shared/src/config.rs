@@ -203,6 +203,22 @@ impl WrappedKeys {
     }
 }
 
+/// The markets homed in this deployment (`VNMASK_MARKETS`; none when unset or empty), for
+/// functions that only need to know which they are.
+pub fn homed_markets(src: &dyn Source) -> Result<HashSet<Market>, ConfigError> {
+    let value = src.get("VNMASK_MARKETS").unwrap_or_default();
+    if value.trim().is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(markets(&value)
+        .map_err(|reason| ConfigError::Invalid {
+            var: "VNMASK_MARKETS",
+            reason,
+        })?
+        .into_keys()
+        .collect())
+}
+
 /// Assignment settings from `VNMASK_MARKETS`, `VNMASK_CONTACT_DENY`, `VNMASK_GRACE_SECONDS`,
 /// `VNMASK_SESSION_TTL_SECONDS`, `VNMASK_RETENTION_SECONDS`, `VNMASK_MAX_ATTEMPTS`, `VNMASK_POOL_CACHE_SECONDS`,
 /// `VNMASK_HANDOVER_SECONDS`, `VNMASK_MAX_GRACE_SECONDS`.

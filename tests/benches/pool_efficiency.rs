@@ -11,7 +11,7 @@
 //! Then the day gets calls, and what carriers let one number carry (concurrent calls, calls an
 //! hour) sizes the pool too: the voice+SMS market's calls are played on the smallest pool its
 //! people need (the person bound) and on the pool its calls need (the capacity bound, from the
-//! call load pool refresh would measure), to show how far past the caps the first goes and
+//! day's measured call load), to show how far past the caps the first goes and
 //! whether the second keeps within them.
 //!
 //! Knobs (environment): `SIM_ORDERS_PER_DAY` (default 1 100 000: the evening peak then passes
@@ -1227,8 +1227,9 @@ fn main() {
          picked at random (the number the policy planned for that pair), starting at a uniform moment of the \
          order, or of its grace for {:.0} % of them (a forgotten item, a fare question), and lasting an \
          exponential time around `SIM_CALL_SECONDS` (here {call_seconds} s) clamped to {}–{} s; every pool \
-         carries the same calls. From them, the load pool refresh would measure (`vnmask::pool::CallLoad`: \
-         calls a day, the busiest clock hour's share, the mean length) gives the capacity bound, \
+         carries the same calls. From them, the call load (`vnmask::pool::CallLoad`: calls a day, which pool \
+         refresh reads from the answer tallies, and the busiest clock hour's share and the mean length, which \
+         it takes from its settings and which are measured here) gives the capacity bound, \
          `vnmask::pool::capacity_bound` at `SIM_CAPACITY` (here `{capacity_text}`): the fewest numbers that \
          keep an evenly spread pool within both caps at the busiest hour, with 3 standard deviations of room \
          for the calls in progress. The person bound is the smallest pool that never runs out, above; the \

@@ -539,8 +539,8 @@ fn the_home_stack_reads_and_grants_only_the_global_table() {
     assert_refers_only_to_created_resources(&stack);
     let env = stack.environment(&stack.function("webhook"));
     assert_eq!(
-        env["VNMASK_CONFIRM_ROUTES"], "off",
-        "home routes need no confirmation"
+        env["VNMASK_CONFIRM_ROUTES"], "elsewhere",
+        "the home stack confirms the routes of markets homed in the other region"
     );
 }
 
@@ -637,10 +637,10 @@ fn the_other_region_reads_and_grants_only_the_home_tables_replica() {
 }
 
 #[test]
-fn the_other_regions_webhook_confirms_every_route_with_its_session() {
+fn the_other_regions_webhook_confirms_the_routes_it_did_not_write() {
     let stack = Stack::other_region();
     let env = stack.environment(&stack.function("webhook"));
-    assert_eq!(env["VNMASK_CONFIRM_ROUTES"], "session");
+    assert_eq!(env["VNMASK_CONFIRM_ROUTES"], "elsewhere");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -627,12 +627,14 @@ fn webhook_reads_only_routes_and_calls_and_writes_only_calls_and_answer_tallies(
         pin_tries,
         pin_failures.clone(),
     ]);
-    // Routes, the ledger, PINs (attrs::pin_pk) and the number's wrong PINs this hour.
+    // Routes, the ledger, PINs (attrs::pin_pk) and the number's wrong PINs this hour; and
+    // sessions, read only to confirm the routes of a market homed in another region.
     let read_keys = BTreeSet::from([
         key_pattern(attrs::ROUTE_PK_PREFIX),
         key_pattern(attrs::CALL_PK_PREFIX),
         key_pattern(&attrs::pin_pk("")),
         pin_failures,
+        key_pattern(&attrs::session_pk("")),
     ]);
     let mut seen = BTreeSet::new();
     for (action, prefixes) in &grants {

@@ -119,7 +119,7 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// `VNMASK_CALL_CAPACITY` (per market, what one number may carry, e.g. `IN:4/120`: 4 calls at
-/// once, 120 an hour; only served markets), `VNMASK_PEAK_HOUR_SHARE` (0-1, default 0.1) and
+/// once, 120 an hour; markets not served here are left out), `VNMASK_PEAK_HOUR_SHARE` (0-1, default 0.1) and
 /// `VNMASK_MEAN_CALL_SECONDS` (1-14400, default 90).
 fn capacity_rules(
     src: &dyn Source,
@@ -129,12 +129,12 @@ fn capacity_rules(
     let d = CapacityRules::default();
     let per_market = parse_capacities(&src.get(VAR).unwrap_or_default())
         .map_err(|e| invalid(VAR, e.to_string()))?;
-    if let Some(market) = per_market.keys().find(|m| !served.contains_key(*m)) {
-        return Err(invalid(
-            VAR,
-            format!("market {market} is not in VNMASK_MARKETS"),
-        ));
-    }
+    // Markets homed in another region's stack are left out, not refused: two stacks may share
+    // one parameter set, and re-homing a market then needs no edit here.
+    let per_market = per_market
+        .into_iter()
+        .filter(|(m, _)| served.contains_key(m))
+        .collect();
     let share: f64 = parsed(src, "VNMASK_PEAK_HOUR_SHARE", d.peak_hour_share)?;
     if !(share > 0.0 && share <= 1.0) {
         return Err(invalid(
@@ -634,8 +634,11 @@ mod tests {
             }
         );
         assert_eq!((cap.peak_hour_share, cap.mean_call_seconds), (0.08, 60.0));
+        // Another region's market: left out.
+        let c = Config::from_source(&src(&with(&[("VNMASK_CALL_CAPACITY", "IN:4/120,US:9/9")])))
+            .unwrap();
+        assert_eq!(c.refresh.capacity.per_market.len(), 1);
         for (var, value) in [
-            ("VNMASK_CALL_CAPACITY", "US:4/120"),
             ("VNMASK_CALL_CAPACITY", "IN:0/120"),
             ("VNMASK_CALL_CAPACITY", "+919810000001"),
             ("VNMASK_PEAK_HOUR_SHARE", "0"),

@@ -90,6 +90,14 @@ pub struct RefreshSettings {
     pub capacity: CapacityRules,
 }
 
+/// The days a tally window of `days` UTC days up to `now`'s covers: the whole days before
+/// today, and today so far (at least an hour of it, so that calls just after midnight are not
+/// taken for a day's).
+pub fn covered_days(days: u32, now: UnixTime) -> f64 {
+    let today = (now.rem_euclid(86_400) as f64 / 86_400.0).max(1.0 / 24.0);
+    f64::from(days.max(1) - 1) + today
+}
+
 /// How pool refresh sizes a market by its calls (issue 23).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapacityRules {
@@ -116,20 +124,21 @@ impl Default for CapacityRules {
 }
 
 impl CapacityRules {
-    /// The numbers `market`'s calls need, from its active numbers' tallies over `days` days:
-    /// 0 without a capacity for the market or without calls.
+    /// The numbers `market`'s calls need, from its numbers' tallies over the `days` UTC days up
+    /// to `now`'s: 0 without a capacity for the market or without calls.
     pub fn bound(
         &self,
         market: &Market,
         tallies: &HashMap<VirtualNumber, AnswerTally>,
         days: u32,
+        now: UnixTime,
     ) -> u32 {
         let Some(cap) = self.per_market.get(market) else {
             return 0;
         };
         let calls: u64 = tallies.values().map(|t| t.attempted).sum();
         let load = CallLoad {
-            calls_per_day: calls as f64 / f64::from(days.max(1)),
+            calls_per_day: calls as f64 / covered_days(days, now),
             peak_hour_share: self.peak_hour_share,
             mean_call_seconds: self.mean_call_seconds,
         };
@@ -436,10 +445,11 @@ impl Refresher {
             .check_health(market, listings, run.now, summary)
             .await?;
         let peak = self.live_peak(market, run.now).await?;
-        let capacity =
+        let capacity = tallies.as_ref().map_or(0, |t| {
             self.settings
                 .capacity
-                .bound(market, &tallies, self.settings.health.answer_days);
+                .bound(market, t, self.settings.health.answer_days, run.now)
+        });
         let health = pool::health(market, &numbers, needs, peak, capacity);
         summary.record_health(&health);
         if let Some(sample) = &run.sample {
@@ -483,14 +493,15 @@ impl Refresher {
 
     /// Judges the market's numbers' health and writes what changes, each over the version
     /// read (one that changed underneath is judged again next run). Returns the pool as it
-    /// now stands, and the answer tallies it judged by (which also size the pool by its calls).
+    /// now stands, and the answer tallies of its numbers in service (which also size the pool
+    /// by its calls; `None` when they could not be read).
     async fn check_health(
         &self,
         market: &Market,
         listings: &BTreeMap<Provider, Listing>,
         now: UnixTime,
         summary: &mut MarketSummary,
-    ) -> Result<(Vec<PoolNumber>, HashMap<VirtualNumber, AnswerTally>), StoreError> {
+    ) -> Result<(Vec<PoolNumber>, Option<HashMap<VirtualNumber, AnswerTally>>), StoreError> {
         let entries = self.store.pool_entries(market).await?;
         let numbers: Vec<PoolNumber> = entries.iter().map(|e| e.number.clone()).collect();
         let out_of_service: HashSet<VirtualNumber> = listings
@@ -499,11 +510,22 @@ impl Refresher {
             .filter(|n| !n.in_service && n.market().as_ref() == Some(market))
             .map(|n| n.number.clone())
             .collect();
+        // Every number still carrying calls counts for the capacity; health judges the active.
         let tallies = self.answer_tallies(market, &numbers, now).await;
+        let active_tallies: HashMap<VirtualNumber, AnswerTally> = tallies
+            .iter()
+            .flatten()
+            .filter(|(n, _)| {
+                numbers
+                    .iter()
+                    .any(|p| &p.number == *n && p.state == NumberState::Active)
+            })
+            .map(|(n, t)| (n.clone(), *t))
+            .collect();
         let verdict = pool::judge(&Checkup {
             numbers: &numbers,
             out_of_service: &out_of_service,
-            tallies: &tallies,
+            tallies: &active_tallies,
             now,
             rules: &self.settings.health,
         });
@@ -558,19 +580,19 @@ impl Refresher {
         }
     }
 
-    /// The answer tallies of the market's active numbers over the rules' window; none (the
-    /// signal off this run) if they cannot be read.
+    /// The answer tallies of the market's numbers not retired, over the rules' window; `None`
+    /// (the answer-rate signal and the capacity bound off this run) if they cannot be read.
     async fn answer_tallies(
         &self,
         market: &Market,
         numbers: &[PoolNumber],
         now: UnixTime,
-    ) -> HashMap<VirtualNumber, AnswerTally> {
+    ) -> Option<HashMap<VirtualNumber, AnswerTally>> {
         let days = self.settings.health.answer_days;
         let reads = stream::iter(
             numbers
                 .iter()
-                .filter(|n| n.state == NumberState::Active)
+                .filter(|n| n.state != NumberState::Retired)
                 .map(|n| async move {
                     let tally = self.store.answer_tally(&n.number, now, days).await;
                     (n.number.clone(), tally)
@@ -587,12 +609,12 @@ impl Refresher {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(market = %market, error = %e, "answer tallies unreadable; no answer-rate signal this run");
-                    return HashMap::new();
+                    tracing::error!(market = %market, error = %e, "answer tallies unreadable; no answer-rate signal and no capacity bound this run");
+                    return None;
                 }
             }
         }
-        tallies
+        Some(tallies)
     }
 
     /// Moves the live pairs of the market's numbers leaving service (quarantined, cooling off,

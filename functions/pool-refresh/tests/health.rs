@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use pool_refresh::notify::{Notify, NotifyError, SqsNotify};
-use pool_refresh::{Mover, RefreshSettings, Refresher, MOVE_EVENT_ID};
+use pool_refresh::{covered_days, Mover, RefreshSettings, Refresher, MOVE_EVENT_ID};
 use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome};
 use vnmask::domain::now;
 use vnmask::domain::{
@@ -504,7 +504,8 @@ async fn a_moves_notification_reaches_the_queue() {
 /// Capacity (issue 23): the headroom counts the numbers the market's calls need as well as the
 /// person bound. Four numbers serve two people's orders easily, but 480 calls a day on numbers
 /// that may carry one call at once and ten an hour need more: the market is short by the
-/// capacity bound, and a market without a configured capacity is not.
+/// capacity bound (calls per day over the days the tallies cover: yesterday and today so far),
+/// and a market without a configured capacity is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_headroom_counts_what_the_markets_calls_need() {
     let w = World::new(4).await;
@@ -529,7 +530,8 @@ async fn the_headroom_counts_what_the_markets_calls_need() {
         }
     }
     let mut sized = settings(&["US"]);
-    sized.health.answer_days = 1;
+    // Two days, so that a run just past midnight still reads the calls recorded before it.
+    sized.health.answer_days = 2;
     sized.capacity.per_market.insert(
         market("US"),
         CallCapacity {
@@ -539,7 +541,7 @@ async fn the_headroom_counts_what_the_markets_calls_need() {
     );
     let expected = capacity_bound(
         &CallLoad {
-            calls_per_day: 480.0,
+            calls_per_day: 480.0 / covered_days(2, t + 60),
             peak_hour_share: sized.capacity.peak_hour_share,
             mean_call_seconds: sized.capacity.mean_call_seconds,
         },
@@ -560,7 +562,7 @@ async fn the_headroom_counts_what_the_markets_calls_need() {
     assert_eq!(m.needed, expected - 4);
     // Without a capacity for the market, the person bound alone: no shortfall.
     let mut uncapped = settings(&["US"]);
-    uncapped.health.answer_days = 1;
+    uncapped.health.answer_days = 2;
     let m = &w
         .refresher(&server, uncapped, sent)
         .refresh(t + 120)

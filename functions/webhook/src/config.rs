@@ -1,9 +1,10 @@
 //! The webhook's configuration, read once at cold start. Each provider is served only when its
 //! secret is set; errors name the variable and never echo a secret.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use vnmask::config::{parsed, ConfigError, Source};
+use vnmask::config::{homed_markets, parsed, ConfigError, Source};
 use vnmask::domain::Market;
 use vnmask::providers::exotel::{ConnectSettings, SourceAllowList};
 use vnmask::providers::telnyx;
@@ -37,20 +38,33 @@ pub struct WebhookSettings {
     /// (`VNMASK_PIN_RECOVERY`): set it where markets issue PINs (`VNMASK_PIN_MARKETS`).
     pub pin_recovery: bool,
     pub pin_limits: PinLimits,
-    /// Whether each route is confirmed by its order's session before it connects
-    /// (`VNMASK_CONFIRM_ROUTES=session`): in a region reading a replica of the table, which
-    /// replicates item by item (docs/multi-region.md). One more read per call.
-    pub confirm_routes: bool,
+    /// Which routes are confirmed by their order's session before they connect
+    /// (`VNMASK_CONFIRM_ROUTES`): in two regions, a global table replicates item by item
+    /// (docs/multi-region.md). One more read per confirmed call.
+    pub confirm_routes: ConfirmRoutes,
 }
 
-/// `VNMASK_CONFIRM_ROUTES`: `off` (the default) or `session`.
-pub fn confirms_routes(src: &dyn Source) -> Result<bool, ConfigError> {
+/// Which routes the webhook confirms by their session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmRoutes {
+    /// None: one region (`off`, the default).
+    Off,
+    /// Every route (`session`).
+    All,
+    /// Routes of markets not homed here (`elsewhere`): in each region of two, the routes it
+    /// did not write itself. The markets homed here are `VNMASK_MARKETS`'s.
+    Elsewhere(HashSet<Market>),
+}
+
+/// `VNMASK_CONFIRM_ROUTES`: `off` (the default), `session` or `elsewhere`.
+pub fn confirm_routes(src: &dyn Source) -> Result<ConfirmRoutes, ConfigError> {
     match src.get("VNMASK_CONFIRM_ROUTES").as_deref().map(str::trim) {
-        None | Some("off") => Ok(false),
-        Some("session") => Ok(true),
+        None | Some("off") => Ok(ConfirmRoutes::Off),
+        Some("session") => Ok(ConfirmRoutes::All),
+        Some("elsewhere") => Ok(ConfirmRoutes::Elsewhere(homed_markets(src)?)),
         Some(_) => Err(ConfigError::Invalid {
             var: "VNMASK_CONFIRM_ROUTES",
-            reason: "expected `off` or `session`".into(),
+            reason: "expected `off`, `session` or `elsewhere`".into(),
         }),
     }
 }
@@ -298,7 +312,7 @@ impl WebhookSettings {
             retry_load_after: Duration::from_secs(5),
             first_load_wait: Duration::from_secs(1),
             pin_recovery,
-            confirm_routes: confirms_routes(src)?,
+            confirm_routes: confirm_routes(src)?,
             pin_limits: PinLimits {
                 per_call: bounded(
                     src,
@@ -508,16 +522,30 @@ mod tests {
     #[test]
     fn routes_are_confirmed_by_their_session_only_when_asked() {
         let settings = |v: &[(&str, &str)]| WebhookSettings::from_source(&src(v));
-        assert!(!settings(&[]).unwrap().confirm_routes);
-        assert!(
-            !settings(&[("VNMASK_CONFIRM_ROUTES", "off")])
-                .unwrap()
-                .confirm_routes
+        let mode = |v: &[(&str, &str)]| settings(v).unwrap().confirm_routes;
+        assert_eq!(mode(&[]), ConfirmRoutes::Off);
+        assert_eq!(
+            mode(&[("VNMASK_CONFIRM_ROUTES", "off")]),
+            ConfirmRoutes::Off
         );
-        assert!(
-            settings(&[("VNMASK_CONFIRM_ROUTES", "session")])
-                .unwrap()
-                .confirm_routes
+        assert_eq!(
+            mode(&[("VNMASK_CONFIRM_ROUTES", "session")]),
+            ConfirmRoutes::All
+        );
+        assert_eq!(
+            mode(&[
+                ("VNMASK_CONFIRM_ROUTES", "elsewhere"),
+                ("VNMASK_MARKETS", "IN:voice,US")
+            ]),
+            ConfirmRoutes::Elsewhere(["IN".parse().unwrap(), "US".parse().unwrap()].into())
+        );
+        // A region homing no market confirms every route.
+        assert_eq!(
+            mode(&[
+                ("VNMASK_CONFIRM_ROUTES", "elsewhere"),
+                ("VNMASK_MARKETS", "")
+            ]),
+            ConfirmRoutes::Elsewhere(HashSet::new())
         );
         let err = settings(&[("VNMASK_CONFIRM_ROUTES", "yes")]).unwrap_err();
         assert!(err.to_string().contains("VNMASK_CONFIRM_ROUTES"), "{err}");

@@ -16,6 +16,8 @@ use vnmask::crypto::CryptoError;
 use vnmask::secrets::{Credentials, Layered, SecretsError};
 use vnmask::store::{CallRouting, SessionConfirmed};
 
+use crate::config::ConfirmRoutes;
+
 use crate::config::Providers;
 
 /// The store and the providers served.
@@ -72,16 +74,18 @@ impl EnvironmentLoader {
         let store = self
             .store
             .get_or_try_init(|| async {
-                let confirm = crate::config::confirms_routes(self.env.as_ref())?;
+                let confirm = crate::config::confirm_routes(self.env.as_ref())?;
                 let store = Arc::new(
                     StoreConfig::from_source(self.env.as_ref())?
                         .connect_with(&self.startup_sdk, &self.interactive_sdk)
                         .await?,
                 );
-                Ok::<_, LoadError>(if confirm {
-                    Arc::new(SessionConfirmed::new(store)) as Arc<dyn CallRouting>
-                } else {
-                    store as Arc<dyn CallRouting>
+                Ok::<_, LoadError>(match confirm {
+                    ConfirmRoutes::Off => store as Arc<dyn CallRouting>,
+                    ConfirmRoutes::All => Arc::new(SessionConfirmed::new(store)),
+                    ConfirmRoutes::Elsewhere(homed) => {
+                        Arc::new(SessionConfirmed::except_homed(store, homed))
+                    }
                 })
             })
             .await?;

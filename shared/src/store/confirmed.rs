@@ -3,8 +3,9 @@
 //! route item of one write of its order and the session item of another; each route item alone
 //! was right when its home region wrote it, but the pair it names may since have ended there.
 //! Read through [`SessionConfirmed`], a route connects only while the session, as replicated,
-//! lists that very route: one more read per call, only in such a region.
+//! lists that very route: one more read per call, only for routes of markets homed elsewhere.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,29 +15,39 @@ use super::{
     Sighting, StoreError,
 };
 use crate::domain::{
-    AnswerTally, CallId, PinKey, RealNumber, Route, Session, UnixTime, VirtualNumber,
+    AnswerTally, CallId, Capabilities, Market, PinKey, RealNumber, Route, Session, UnixTime,
+    VirtualNumber,
 };
 
 /// A store whose routes and PIN routes are each confirmed by their order's session: a route
 /// the session does not list reads as absent, and one it lists ends when the session's route
-/// does (the earlier of the two ends), closed if either says so. Everything else passes through.
+/// does (the earlier of the two ends), closed if either says so, carrying only the channels
+/// both allow and recorded only if both say so. Routes of the markets homed here (written by
+/// this region's own transactions) may pass unconfirmed. Everything else passes through.
 pub struct SessionConfirmed<S> {
     inner: Arc<S>,
+    /// Markets whose routes need no confirmation: this region writes them itself.
+    homed: HashSet<Market>,
 }
 
 impl<S> SessionConfirmed<S> {
+    /// Every route confirmed.
     pub fn new(inner: Arc<S>) -> Self {
-        SessionConfirmed { inner }
+        SessionConfirmed {
+            inner,
+            homed: HashSet::new(),
+        }
+    }
+
+    /// Routes confirmed unless their market is homed here.
+    pub fn except_homed(inner: Arc<S>, homed: HashSet<Market>) -> Self {
+        SessionConfirmed { inner, homed }
     }
 }
 
 impl<S: AssignmentStore> SessionConfirmed<S> {
-    async fn confirm(&self, route: Option<Route>) -> Result<Option<Route>, StoreError> {
-        let Some(route) = route else {
-            return Ok(None);
-        };
-        let session = self.inner.session(&route.order_id).await?;
-        Ok(session.and_then(|s| confirmed(&s, route)))
+    async fn session_of(&self, route: &Route) -> Result<Option<Session>, StoreError> {
+        self.inner.session(&route.order_id).await
     }
 }
 
@@ -48,18 +59,43 @@ fn confirmed(session: &Session, route: Route) -> Option<Route> {
         .into_iter()
         .chain(session.handover_pairs())
         .flat_map(|pair| pair.routes().to_vec())
-        .find(|r| {
-            r.caller == route.caller
-                && r.number == route.number
-                && r.callee == route.callee
-                && r.caller_role == route.caller_role
-                && r.callee_role == route.callee_role
-        })?;
-    Some(Route {
+        .find(|r| same_way(r, &route))?;
+    Some(agreed(route, &listed))
+}
+
+/// The route a PIN on `key` stands for, as `session` has it: only a live contact's PIN (a
+/// handover carries none), with the same PIN for the same way.
+fn confirmed_pin(session: &Session, key: &PinKey, route: Route) -> Option<Route> {
+    let listed = session
+        .route_pairs(session.routes_until)
+        .into_iter()
+        .flat_map(|pair| pair.pins().to_vec())
+        .find(|p| p.pin == key.pin && p.route.number == key.number && same_way(&p.route, &route))?;
+    Some(agreed(route, &listed.route))
+}
+
+fn same_way(a: &Route, b: &Route) -> bool {
+    a.caller == b.caller
+        && a.number == b.number
+        && a.callee == b.callee
+        && a.order_id == b.order_id
+        && a.caller_role == b.caller_role
+        && a.callee_role == b.callee_role
+}
+
+/// What the route item and its session agree on: the earlier end, closed if either is, the
+/// channels both carry, recorded only if both say so.
+fn agreed(route: Route, listed: &Route) -> Route {
+    Route {
         expires_at: route.expires_at.min(listed.expires_at),
         closed: route.closed || listed.closed,
+        capabilities: Capabilities {
+            voice: route.capabilities.voice && listed.capabilities.voice,
+            sms: route.capabilities.sms && listed.capabilities.sms,
+        },
+        record: route.record && listed.record,
         ..route
-    })
+    }
 }
 
 #[async_trait]
@@ -69,13 +105,25 @@ impl<S: RouteReader + AssignmentStore> RouteReader for SessionConfirmed<S> {
         caller: &RealNumber,
         dialled: &VirtualNumber,
     ) -> Result<Option<Route>, StoreError> {
-        let route = self.inner.route(caller, dialled).await?;
-        self.confirm(route).await
+        let Some(route) = self.inner.route(caller, dialled).await? else {
+            return Ok(None);
+        };
+        if self.homed.contains(&route.market) {
+            return Ok(Some(route));
+        }
+        let session = self.session_of(&route).await?;
+        Ok(session.and_then(|s| confirmed(&s, route)))
     }
 
     async fn pin_route(&self, key: &PinKey) -> Result<Option<Route>, StoreError> {
-        let route = self.inner.pin_route(key).await?;
-        self.confirm(route).await
+        let Some(route) = self.inner.pin_route(key).await? else {
+            return Ok(None);
+        };
+        if self.homed.contains(&route.market) {
+            return Ok(Some(route));
+        }
+        let session = self.session_of(&route).await?;
+        Ok(session.and_then(|s| confirmed_pin(&s, key, route)))
     }
 }
 
@@ -235,5 +283,73 @@ mod tests {
         assert_eq!(now.callee, d2.phone);
         assert_eq!(now.expires_at, session.routes_until);
         assert_eq!(confirmed_store.route(&d1.phone, &vn).await.unwrap(), None);
+        // A route item of an order that records while its session no longer does: the
+        // narrower choice wins.
+        let wider = Route {
+            record: true,
+            ..now.clone()
+        };
+        let agreed_route = confirmed(&session, wider).unwrap();
+        assert!(!agreed_route.record);
+        // Routes of a market homed here pass as read; of others, confirmed.
+        let homed = SessionConfirmed::except_homed(store.clone(), ["IN".parse().unwrap()].into());
+        assert_eq!(
+            homed.route(&c.phone, &vn).await.unwrap().unwrap(),
+            stale_free(&now)
+        );
+    }
+
+    fn stale_free(route: &Route) -> Route {
+        route.clone()
+    }
+
+    /// A PIN confirms only as its own contact's PIN for that way: never a handover's (they
+    /// carry none) and never another PIN's route.
+    #[tokio::test]
+    async fn a_pin_confirms_only_as_the_sessions_own_pin_for_that_way() {
+        let store = Arc::new(MemoryStore::new());
+        let vn = VirtualNumber::parse("+911140000010").unwrap();
+        store
+            .put_number(&crate::domain::PoolNumber {
+                number: vn.clone(),
+                provider: "twilio".parse().unwrap(),
+                market: "IN".parse().unwrap(),
+                capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
+                state: crate::domain::NumberState::Active,
+                hold: None,
+            })
+            .await
+            .unwrap();
+        let mut settings = AssignSettings::for_markets(["IN".parse().unwrap()]);
+        settings.pin_markets.insert("IN".parse().unwrap());
+        let assigner = Assigner::new(store.clone(), settings);
+        let (c, d) = (
+            person("customer", "c", "+919810000001"),
+            person("driver", "d", "+919710000001"),
+        );
+        assigner
+            .apply(&assign(1, &[c.clone(), d.clone()]), 100)
+            .await
+            .unwrap();
+        let session = store
+            .session(&"ord-1".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let pins = session.contacts[0].pins.clone().unwrap();
+        let key = |pin: &crate::domain::Pin| PinKey {
+            number: vn.clone(),
+            pin: pin.clone(),
+        };
+        let confirmed_store = SessionConfirmed::new(store.clone());
+        let by_c = confirmed_store
+            .pin_route(&key(&pins.a))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_c.callee, d.phone);
+        let c_route = store.route(&c.phone, &vn).await.unwrap().unwrap();
+        // The customer's way presented under the driver's PIN is no PIN of the session.
+        assert_eq!(confirmed_pin(&session, &key(&pins.b), c_route), None);
     }
 }
