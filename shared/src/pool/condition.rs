@@ -108,11 +108,14 @@ pub fn judge(c: &Checkup<'_>) -> Verdict {
             {
                 Some((ChangeKind::CoolingOff, cooling(n, h.reason)))
             }
+            // A number its provider holds again goes back to quarantine below instead: both
+            // changes in one run would race, and reactivation could win.
             (NumberState::CoolingOff, hold)
-                if hold
-                    .as_ref()
-                    .and_then(|h| h.until)
-                    .is_none_or(|u| u <= c.now) =>
+                if !c.out_of_service.contains(&n.number)
+                    && hold
+                        .as_ref()
+                        .and_then(|h| h.until)
+                        .is_none_or(|u| u <= c.now) =>
             {
                 let active = PoolNumber {
                     state: NumberState::Active,
@@ -455,6 +458,30 @@ mod tests {
         let mut pool = active(8);
         pool[4].state = NumberState::Draining;
         assert!(verdict(&pool, &[4], &[], NOW).changes.is_empty());
+    }
+
+    #[test]
+    fn a_number_held_again_as_its_cooling_ends_goes_back_to_quarantine_only() {
+        // Reactivating and quarantining it in one run would race on one version: it takes
+        // the one change, never a way back into service.
+        let mut pool = active(8);
+        pool[3] = release(
+            &quarantined(&pool[3], HoldReason::LowAnswerRate, None, NOW - 7200),
+            3600,
+            false,
+            NOW - 7200,
+        )
+        .unwrap();
+        let v = verdict(&pool, &[3], &[], NOW);
+        let kinds: Vec<_> = v.changes.iter().map(|c| (c.kind, c.after.state)).collect();
+        assert_eq!(
+            kinds,
+            [(ChangeKind::Quarantined, NumberState::Quarantined)]
+        );
+        // Not held: its cooling ended, it serves again.
+        let v = verdict(&pool, &[], &[], NOW);
+        let kinds: Vec<_> = v.changes.iter().map(|c| (c.kind, c.after.state)).collect();
+        assert_eq!(kinds, [(ChangeKind::Reactivated, NumberState::Active)]);
     }
 
     #[test]
