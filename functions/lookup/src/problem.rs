@@ -131,7 +131,9 @@ impl ProblemKind {
             ProblemKind::TemporarilyUnavailable => "Retry after the indicated delay.",
             ProblemKind::Internal => "The request could not be answered.",
             ProblemKind::NoSuchEndpoint => "See the API description for the endpoints.",
-            ProblemKind::MethodNotAllowed => "This endpoint answers GET only.",
+            ProblemKind::MethodNotAllowed => {
+                "This endpoint does not answer this method; the Allow header lists those it does."
+            }
             ProblemKind::StaleVersion => {
                 "The stored session has a newer version, or this version with other participants."
             }
@@ -200,9 +202,6 @@ fn respond(kind: ProblemKind, problem: Problem) -> Response {
             | ProblemKind::TemporarilyUnavailable
             | ProblemKind::PoolExhausted => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-            }
-            ProblemKind::MethodNotAllowed => {
-                headers.insert(header::ALLOW, HeaderValue::from_static("GET"));
             }
             _ => {}
         }

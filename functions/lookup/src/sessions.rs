@@ -18,6 +18,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -40,6 +41,9 @@ pub const LIST_ROUTE: &str = "/v1/sessions";
 
 /// At most this many sessions are listed for one person (support tools page no further).
 const MAX_LISTED: usize = 50;
+
+/// Sessions of a listing read at once.
+const READS_AT_ONCE: usize = 8;
 
 /// What the sessions API answers with: the assignment service.
 pub struct Sessions {
@@ -266,10 +270,16 @@ pub async fn list_sessions(
             return ProblemKind::TemporarilyUnavailable.into_response();
         }
     };
+    // Read again, a few at once: an entry trails its session by nothing, but a lapsed one is
+    // left out.
+    let reads = orders.into_iter().take(MAX_LISTED).map(|order| async move {
+        let session = sessions.assigner.store().session(&order).await;
+        (order, session)
+    });
+    let read: Vec<_> = stream::iter(reads).buffered(READS_AT_ONCE).collect().await;
     let mut listed = Vec::new();
-    for order in orders.iter().take(MAX_LISTED) {
-        match sessions.assigner.store().session(order).await {
-            // Read again: an entry trails its session by nothing, but a lapsed one is left out.
+    for (order, session) in read {
+        match session {
             Ok(Some(s)) if s.is_live(now) && s.participant(&user).is_some() => {
                 listed.push(SessionView::of(&s))
             }

@@ -579,6 +579,6 @@ async fn other_paths_and_methods_are_problems_too() {
     event["requestContext"]["http"]["method"] = json!("DELETE");
     let answer = fx.send(event).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(answer.header("allow"), Some("GET"));
+    assert_eq!(answer.header("allow"), Some("GET,HEAD"));
     assert_eq!(answer.content_type(), "application/problem+json");
 }

@@ -689,7 +689,6 @@ impl Assigner {
         let grace = terms.grace.unwrap_or(self.settings.grace);
         let previous = self.store.session(&update.order_id).await?;
         let expected_revision = previous.as_ref().map(|p| p.revision);
-        let before = previous.clone();
         let revision = next_revision(previous.as_ref());
         if let Some(prev) = &previous {
             if prev.version >= update.version {
@@ -757,7 +756,8 @@ impl Assigner {
         let commit = SessionCommit {
             session_expires_at: session.routes_until.max(now) + secs(self.settings.retention),
             expected_revision,
-            former_users: former_users(before.as_ref(), &session),
+            // An end keeps the participants: nobody leaves.
+            former_users: Vec::new(),
             people_entries: true,
             session,
             pairs,
