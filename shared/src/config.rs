@@ -44,6 +44,28 @@ pub fn required(src: &dyn Source, var: &'static str) -> Result<String, ConfigErr
     src.get(var).ok_or(ConfigError::Missing(var))
 }
 
+/// A URL we send credentials to or give out as a webhook: https, or http on the loopback
+/// interface (local stack and tests).
+pub fn credential_url(
+    src: &dyn Source,
+    var: &'static str,
+    default: Option<&str>,
+) -> Result<url::Url, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { var, reason };
+    let text = match (src.get(var), default) {
+        (Some(v), _) => v,
+        (None, Some(d)) => d.to_owned(),
+        (None, None) => return Err(ConfigError::Missing(var)),
+    };
+    let url = url::Url::parse(text.trim()).map_err(|e| invalid(e.to_string()))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+        Ok(url)
+    } else {
+        Err(invalid("must be https (or http on 127.0.0.1)".into()))
+    }
+}
+
 /// Parses an optional variable, falling back to `default`.
 pub fn parsed<T: FromStr>(src: &dyn Source, var: &'static str, default: T) -> Result<T, ConfigError>
 where

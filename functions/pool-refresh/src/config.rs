@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use reqwest::Url;
 use vnmask::assignment::AssignSettings;
 use vnmask::config::{
-    assign_settings, parsed, required, seconds, ConfigError, Secret, Source, StoreConfig,
+    assign_settings, credential_url, parsed, required, seconds, ConfigError, Secret, Source,
+    StoreConfig,
 };
 use vnmask::domain::{Market, VirtualNumber};
 use vnmask::pool::{parse_capacities, HealthRules};
@@ -200,8 +200,8 @@ impl Config {
                 per_run: parsed(src, "VNMASK_POOL_BUY_PER_RUN", 2)?,
                 per_month: parsed(src, "VNMASK_POOL_BUY_PER_MONTH", 20)?,
                 webhooks: Webhooks {
-                    voice_url: url(src, "VNMASK_VOICE_URL", None)?,
-                    sms_url: url(src, "VNMASK_SMS_URL", None)?,
+                    voice_url: credential_url(src, "VNMASK_VOICE_URL", None)?,
+                    sms_url: credential_url(src, "VNMASK_SMS_URL", None)?,
                 },
                 lease: seconds(src, "VNMASK_POOL_BUY_LEASE_SECONDS", 900)?,
             })
@@ -298,23 +298,6 @@ fn providers(src: &dyn Source) -> Result<BTreeSet<String>, ConfigError> {
     Ok(names)
 }
 
-/// A URL we send credentials or give out as a webhook: https, or http on the loopback
-/// interface (local stack and tests).
-fn url(src: &dyn Source, var: &'static str, default: Option<&str>) -> Result<Url, ConfigError> {
-    let text = match (src.get(var), default) {
-        (Some(v), _) => v,
-        (None, Some(d)) => d.to_owned(),
-        (None, None) => return Err(ConfigError::Missing(var)),
-    };
-    let url = Url::parse(text.trim()).map_err(|e| invalid(var, e.to_string()))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
-        Ok(url)
-    } else {
-        Err(invalid(var, "must be https (or http on 127.0.0.1)"))
-    }
-}
-
 fn secret(src: &dyn Source, var: &'static str) -> Result<Secret, ConfigError> {
     required(src, var).map(Secret::new)
 }
@@ -375,7 +358,7 @@ fn twilio(src: &dyn Source) -> Result<TwilioAccount, ConfigError> {
     // Which numbers are ours: those Twilio sends to our voice URL, or a reserved sub-account's.
     let voice_url = match (src.get("VNMASK_VOICE_URL"), &subaccount_sid) {
         (None, Some(_)) => None,
-        _ => Some(url(src, "VNMASK_VOICE_URL", None)?),
+        _ => Some(credential_url(src, "VNMASK_VOICE_URL", None)?),
     };
     let optional_sid = |var: &'static str| src.get(var).map(|_| identifier(src, var)).transpose();
     Ok(TwilioAccount {
@@ -383,7 +366,7 @@ fn twilio(src: &dyn Source) -> Result<TwilioAccount, ConfigError> {
         auth,
         subaccount_sid,
         voice_url,
-        base: url(src, "VNMASK_TWILIO_API_BASE", Some(TWILIO_API))?,
+        base: credential_url(src, "VNMASK_TWILIO_API_BASE", Some(TWILIO_API))?,
         number_type: parsed(src, "VNMASK_TWILIO_NUMBER_TYPE", TwilioNumberType::Local)?,
         address_sid: optional_sid("VNMASK_TWILIO_ADDRESS_SID")?,
         bundle_sid: optional_sid("VNMASK_TWILIO_BUNDLE_SID")?,
@@ -449,19 +432,23 @@ fn ids(src: &dyn Source, var: &'static str) -> Result<BTreeSet<String>, ConfigEr
 
 /// One application id, required.
 fn one_id(src: &dyn Source, var: &'static str) -> Result<String, ConfigError> {
+    optional_id(src, var)?.ok_or(ConfigError::Missing(var))
+}
+
+/// At most one id: a second is refused rather than silently dropped.
+fn optional_id(src: &dyn Source, var: &'static str) -> Result<Option<String>, ConfigError> {
     let found = ids(src, var)?;
-    match found.len() {
-        0 => Err(ConfigError::Missing(var)),
-        1 => Ok(found.into_iter().next().unwrap_or_default()),
-        _ => Err(invalid(var, "expected one id")),
+    if found.len() > 1 {
+        return Err(invalid(var, "expected one id"));
     }
+    Ok(found.into_iter().next())
 }
 
 fn plivo(src: &dyn Source) -> Result<PlivoAccount, ConfigError> {
     Ok(PlivoAccount {
         auth_id: identifier(src, "VNMASK_PLIVO_AUTH_ID")?,
         auth_token: secret(src, "VNMASK_PLIVO_AUTH_TOKEN")?,
-        base: url(src, "VNMASK_PLIVO_API_BASE", Some(PLIVO_API))?,
+        base: credential_url(src, "VNMASK_PLIVO_API_BASE", Some(PLIVO_API))?,
         app_id: one_id(src, "VNMASK_PLIVO_APP_ID")?,
         other_app_ids: ids(src, "VNMASK_PLIVO_OTHER_APP_IDS")?,
         number_type: src
@@ -478,7 +465,7 @@ fn vonage(src: &dyn Source) -> Result<VonageAccount, ConfigError> {
     Ok(VonageAccount {
         api_key: identifier(src, "VNMASK_VONAGE_API_KEY")?,
         api_secret: secret(src, "VNMASK_VONAGE_API_SECRET")?,
-        base: url(src, "VNMASK_VONAGE_API_BASE", Some(VONAGE_API))?,
+        base: credential_url(src, "VNMASK_VONAGE_API_BASE", Some(VONAGE_API))?,
         app_id: one_id(src, "VNMASK_VONAGE_APP_ID")?,
         other_app_ids: ids(src, "VNMASK_VONAGE_OTHER_APP_IDS")?,
     })
@@ -487,12 +474,10 @@ fn vonage(src: &dyn Source) -> Result<VonageAccount, ConfigError> {
 fn telnyx(src: &dyn Source) -> Result<TelnyxAccount, ConfigError> {
     Ok(TelnyxAccount {
         api_key: secret(src, "VNMASK_TELNYX_API_KEY")?,
-        base: url(src, "VNMASK_TELNYX_API_BASE", Some(TELNYX_API))?,
+        base: credential_url(src, "VNMASK_TELNYX_API_BASE", Some(TELNYX_API))?,
         connection_id: one_id(src, "VNMASK_TELNYX_CONNECTION_ID")?,
         other_connection_ids: ids(src, "VNMASK_TELNYX_OTHER_CONNECTION_IDS")?,
-        messaging_profile_id: ids(src, "VNMASK_TELNYX_MESSAGING_PROFILE_ID")?
-            .into_iter()
-            .next(),
+        messaging_profile_id: optional_id(src, "VNMASK_TELNYX_MESSAGING_PROFILE_ID")?,
     })
 }
 
@@ -523,7 +508,7 @@ fn exotel(src: &dyn Source) -> Result<ExotelAccount, ConfigError> {
         account_sid,
         api_key,
         api_token,
-        base: url(src, "VNMASK_EXOTEL_API_BASE", Some(EXOTEL_API))?,
+        base: credential_url(src, "VNMASK_EXOTEL_API_BASE", Some(EXOTEL_API))?,
         app_ids,
     })
 }
@@ -662,7 +647,7 @@ mod tests {
         .unwrap();
         let t = c.twilio.unwrap();
         assert_eq!(t.base.as_str(), "https://api.twilio.com/");
-        assert_eq!(t.voice_url.as_ref().map(Url::as_str), Some(VOICE));
+        assert_eq!(t.voice_url.as_ref().map(reqwest::Url::as_str), Some(VOICE));
         assert_eq!(t.subaccount_sid, None);
         assert_eq!(t.auth, TwilioAuth::AuthToken(Secret::new("s3cr3t-token")));
         assert!(!format!("{t:?}").contains("s3cr3t"));
@@ -748,6 +733,10 @@ mod tests {
         let mut no_app = all.to_vec();
         no_app.retain(|(k, _)| *k != "VNMASK_PLIVO_APP_ID");
         assert!(err(&no_app).contains("VNMASK_PLIVO_APP_ID"));
+        // Bought numbers go onto one messaging profile: a second is refused, not dropped.
+        let mut two_profiles = all.to_vec();
+        two_profiles.push(("VNMASK_TELNYX_MESSAGING_PROFILE_ID", "profile-a,profile-b"));
+        assert!(err(&two_profiles).contains("VNMASK_TELNYX_MESSAGING_PROFILE_ID"));
     }
 
     #[test]

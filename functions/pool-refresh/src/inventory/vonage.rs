@@ -279,14 +279,9 @@ impl Vendor for Vonage {
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("country", market.as_str());
-            let features = match (needs.voice, needs.sms) {
-                (true, true) => Some("SMS,VOICE"),
-                (true, false) => Some("VOICE"),
-                (false, true) => Some("SMS"),
-                (false, false) => None,
-            };
-            if let Some(features) = features {
-                query.append_pair("features", features);
+            // Texts were ruled out above.
+            if needs.voice {
+                query.append_pair("features", "VOICE");
             }
             query.append_pair("size", &limit.clamp(1, PAGE_SIZE).to_string());
         }
