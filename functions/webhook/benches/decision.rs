@@ -518,13 +518,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("vonage", |b| {
         per_request(b, taken, || {
             let body = black_box(vonage_body.as_bytes());
-            vonage::verify(
-                &vonage_secrets,
-                Some(black_box(&vonage_token)),
-                Some(body),
-                now(),
-            )
-            .unwrap();
+            vonage::verify(&vonage_secrets, Some(black_box(&vonage_token)), body, now()).unwrap();
             let query = vonage::answer_query_json(body).unwrap();
             let decision = rt.block_on(decide(store, &query, now(), BUDGET));
             let answer = vonage::answer_response(&decision, &voice);

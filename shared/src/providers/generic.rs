@@ -13,15 +13,13 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{same_bytes, AuthError, RequestError, Secret};
+use super::{json, same_bytes, AuthError, RequestError, Secret, MAX_SKEW};
 use crate::domain::UnixTime;
 use crate::domain::{CallEnd, CallId, Channel, DialStatus, Recording, RecordingError};
 use crate::routing::{Decision, RouteQuery};
 
 pub const TIMESTAMP_HEADER: &str = "x-vnmask-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-vnmask-signature";
-/// How far a request's timestamp may be from our clock, either way, in seconds.
-pub const MAX_SKEW: u64 = 300;
 
 /// The hex signature of `body` sent at `timestamp` (the header's exact text).
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
@@ -73,15 +71,6 @@ struct RouteRequest<'a> {
     #[serde(borrow)]
     call_id: std::borrow::Cow<'a, str>,
     channel: Channel,
-}
-
-/// A signed JSON body, strictly UTF-8; an error names a position, never a value.
-fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
-    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
-    serde_json::from_str(text).map_err(|e| RequestError::Json {
-        line: e.line(),
-        column: e.column(),
-    })
 }
 
 /// Reads the JSON question.

@@ -1,6 +1,6 @@
 //! Each telecom provider's format, as pure code: what it asks (request parsing into a
-//! [`RouteQuery`](crate::routing::RouteQuery)), how it proves it is that provider (signatures
-//! and tokens), and the answer it expects (rendering a [`Decision`](crate::routing::Decision)).
+//! [`RouteQuery`]), how it proves it is that provider (signatures and tokens), and the answer
+//! it expects (rendering a [`Decision`](crate::routing::Decision)).
 //! Where a call goes is decided in [`crate::routing`].
 //!
 //! - [`twilio`]: form-encoded webhooks signed with `X-Twilio-Signature`, answered with TwiML
@@ -15,12 +15,23 @@ pub mod twilio;
 pub mod vonage;
 
 use std::borrow::Cow;
+use std::io;
 
 use percent_encoding::percent_decode_str;
+use quick_xml::events::{BytesDecl, Event};
+use quick_xml::Writer;
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
+
+use crate::domain::{CallId, Channel};
+use crate::routing::RouteQuery;
 
 /// Auth tokens and signing keys are configuration: the one `Secret` type lives in [`crate::config`].
 pub use crate::config::Secret;
+
+/// How far a signed request's timestamp may be from our clock, either way, in seconds (as
+/// Telnyx's own SDKs allow).
+pub const MAX_SKEW: u64 = 300;
 
 /// How calls are connected and refused, whatever the provider: each renders it in its own
 /// format (`<Dial>` timeouts, the refusal message).
@@ -180,6 +191,88 @@ pub fn param<'a>(params: &'a [(Cow<'_, str>, Cow<'_, str>)], name: &str) -> Opti
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_ref())
+}
+
+/// Reads a form-encoded call or message: `From`, `To` and the call id in `id_param`, each
+/// number passed through `number` into the E.164 that [`RouteQuery::new`] checks.
+pub(crate) fn form_query<'a>(
+    params: &'a [(Cow<'_, str>, Cow<'_, str>)],
+    channel: Channel,
+    id_param: &'static str,
+    text: Option<String>,
+    number: impl Fn(&'a str) -> Cow<'a, str>,
+) -> Result<RouteQuery, RequestError> {
+    let from = param(params, "From").ok_or(RequestError::Missing("From"))?;
+    let to = param(params, "To").ok_or(RequestError::Missing("To"))?;
+    let id = param(params, id_param).ok_or(RequestError::Missing(id_param))?;
+    Ok(RouteQuery::new(
+        channel,
+        CallId::parse(id).map_err(|_| RequestError::Malformed(id_param))?,
+        &number(from),
+        &number(to),
+        text,
+    ))
+}
+
+/// A number written as its digits with the country code (Plivo's and Vonage's way) as E.164,
+/// `+` first. Anything but ASCII digits is no number: an empty string, which the E.164 check
+/// refuses, so a withheld `anonymous` or a SIP URI is never looked up.
+pub(crate) fn digits_to_e164(digits: &str) -> String {
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        format!("+{digits}")
+    } else {
+        String::new()
+    }
+}
+
+/// E.164 as Plivo and Vonage write it: without the `+`.
+pub(crate) fn e164_to_digits(e164: &str) -> &str {
+    e164.strip_prefix('+').unwrap_or(e164)
+}
+
+/// A signed JSON body, strictly UTF-8; an error names a position, never a value.
+pub(crate) fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
+    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
+    serde_json::from_str(text).map_err(|e| RequestError::Json {
+        line: e.line(),
+        column: e.column(),
+    })
+}
+
+/// An XML `<Response>` document (TwiML, TeXML, Plivo XML) with `body` inside, or `fallback`
+/// if it could not be written (it cannot happen with an in-memory buffer, but if it did, the
+/// answer must still fail closed). Escaping is quick-xml's.
+pub(crate) fn document(
+    fallback: &str,
+    body: impl FnOnce(&mut Writer<Vec<u8>>) -> io::Result<()>,
+) -> String {
+    let mut w = Writer::new(Vec::with_capacity(256));
+    let written = w
+        .write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
+        .and_then(|_| {
+            w.create_element("Response")
+                .write_inner_content(body)
+                .map(|_| ())
+        });
+    written
+        .ok()
+        .and_then(|()| String::from_utf8(w.into_inner()).ok())
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
+/// Replaces the characters XML 1.0 forbids even when escaped (most C0 controls), which a
+/// message may well contain; the provider would otherwise fail to parse the whole answer.
+pub(crate) fn xml_safe(text: &str) -> Cow<'_, str> {
+    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
+    if text.chars().all(allowed) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if allowed(c) { c } else { '\u{fffd}' })
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -17,17 +17,17 @@
 //!   value. A POST without form parameters is signed as a GET of its URL.
 
 use std::borrow::Cow;
-use std::io;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use percent_encoding::percent_decode_str;
-use quick_xml::events::{BytesDecl, BytesText, Event};
-use quick_xml::Writer;
+use quick_xml::events::BytesText;
 use sha2::Sha256;
 
-use super::{param, same_bytes, AuthError, RequestError, Secret};
-use crate::domain::{CallId, Channel};
+use super::{
+    decode_pairs, digits_to_e164, document, e164_to_digits, form_query, param, same_bytes,
+    xml_safe, AuthError, RequestError, Secret,
+};
+use crate::domain::Channel;
 use crate::routing::{Decision, RouteQuery};
 
 pub use super::{VoiceRefusal, VoiceSettings};
@@ -47,7 +47,8 @@ const NOTHING: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
 /// The `X-Plivo-Signature-V3` Plivo sends with auth token `auth_token` for a `method` request
 /// to `url` (with its query) carrying form `params` and nonce `nonce`. The operator CLI and the
-/// end-to-end tests use it to simulate Plivo; [`verify`] uses it to check requests.
+/// end-to-end tests use it to simulate Plivo; [`verify`] uses it to check requests. Empty when
+/// the query does not decode to UTF-8: [`verify`] refuses such a request whatever it carries.
 pub fn sign<K: AsRef<str>, V: AsRef<str>>(
     auth_token: &[u8],
     method: &str,
@@ -55,11 +56,11 @@ pub fn sign<K: AsRef<str>, V: AsRef<str>>(
     params: &[(K, V)],
     nonce: &str,
 ) -> String {
-    base64::engine::general_purpose::STANDARD.encode(mac(
-        auth_token,
-        &signed_request(method, url, params),
-        nonce,
-    ))
+    signed_request(method, url, params)
+        .map(|request| {
+            base64::engine::general_purpose::STANDARD.encode(mac(auth_token, &request, nonce))
+        })
+        .unwrap_or_default()
 }
 
 fn mac(key: &[u8], signed_request: &str, nonce: &str) -> [u8; 32] {
@@ -72,15 +73,17 @@ fn mac(key: &[u8], signed_request: &str, nonce: &str) -> [u8; 32] {
 
 /// The request as Plivo signs it (see the module's documentation). For a GET, `params` are
 /// added to the URL's query, a name the query holds keeping only the query's values, as
-/// plivo-python merges them: passing the query's own parameters again changes nothing.
+/// plivo-python merges them: passing the query's own parameters again changes nothing. The
+/// query is decoded as plivo-python's `parse_qs` does (`+` is a space), but strictly: where it
+/// would put U+FFFD for bytes that are not UTF-8, this is an error.
 fn signed_request<K: AsRef<str>, V: AsRef<str>>(
     method: &str,
     url: &str,
     params: &[(K, V)],
-) -> String {
+) -> Result<String, RequestError> {
     let url = url.split_once('#').map_or(url, |(before, _)| before);
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut query = decode_query(query);
+    let mut query = decode_pairs(query, true)?;
     let form = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
     let mut out = String::with_capacity(url.len() + 256);
     out.push_str(base);
@@ -91,12 +94,12 @@ fn signed_request<K: AsRef<str>, V: AsRef<str>>(
             .collect();
         query.extend(extra);
         push_query(&mut out, &mut query);
-        return out;
+        return Ok(out);
     }
     let mut form: Vec<_> = form.collect();
     if form.is_empty() {
         push_query(&mut out, &mut query);
-        return out;
+        return Ok(out);
     }
     out.push('?');
     if !query.is_empty() {
@@ -108,7 +111,7 @@ fn signed_request<K: AsRef<str>, V: AsRef<str>>(
         out.push_str(name);
         out.push_str(value);
     }
-    out
+    Ok(out)
 }
 
 /// `?` and the sorted `name=value` pairs, or nothing when there are none.
@@ -131,28 +134,6 @@ fn push_query_pairs(out: &mut String, pairs: &mut [(Cow<'_, str>, Cow<'_, str>)]
     }
 }
 
-/// A query's pairs decoded as Python's `parse_qs` does for plivo-python: `+` is a space, bytes
-/// that are not UTF-8 become U+FFFD, a name without `=` has an empty value, empty pairs are
-/// skipped.
-fn decode_query(query: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode_component(name), decode_component(value))
-        })
-        .collect()
-}
-
-fn decode_component(s: &str) -> Cow<'_, str> {
-    if !s.contains(['+', '%']) {
-        return Cow::Borrowed(s);
-    }
-    let spaced = s.replace('+', " ");
-    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
-}
-
 /// Checks the signatures Plivo sent (one per auth token the account holds) against every
 /// configured auth token (two during a rotation). `url` is the URL Plivo requested, with its
 /// query, exactly as configured on the application; `params` the form body's parameters
@@ -167,7 +148,8 @@ pub fn verify<K: AsRef<str>, V: AsRef<str>>(
 ) -> Result<(), AuthError> {
     let signature = signature.ok_or(AuthError::MissingSignature)?;
     let nonce = nonce.ok_or(AuthError::MissingSignature)?;
-    let request = signed_request(method, url, params);
+    // A query we cannot decode as Plivo did is refused, not guessed at.
+    let request = signed_request(method, url, params).map_err(|_| AuthError::BadSignature)?;
     let expected: Vec<[u8; 32]> = auth_tokens
         .iter()
         .map(|token| mac(token.expose(), &request, nonce))
@@ -195,64 +177,38 @@ pub fn verify<K: AsRef<str>, V: AsRef<str>>(
 
 /// Reads an answer URL request (an incoming call).
 pub fn voice_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
-    query(params, Channel::Voice, "CallUUID", None)
+    form_query(params, Channel::Voice, "CallUUID", None, e164)
 }
 
 /// Reads a message URL request (an incoming SMS).
 pub fn message_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
     // An MMS with only media has no text.
     let text = param(params, "Text").unwrap_or_default().to_owned();
-    query(params, Channel::Sms, "MessageUUID", Some(text))
+    form_query(params, Channel::Sms, "MessageUUID", Some(text), e164)
 }
 
-fn query(
-    params: &[(Cow<'_, str>, Cow<'_, str>)],
-    channel: Channel,
-    id_param: &'static str,
-    text: Option<String>,
-) -> Result<RouteQuery, RequestError> {
-    let from = param(params, "From").ok_or(RequestError::Missing("From"))?;
-    let to = param(params, "To").ok_or(RequestError::Missing("To"))?;
-    let id = param(params, id_param).ok_or(RequestError::Missing(id_param))?;
-    Ok(RouteQuery::new(
-        channel,
-        CallId::parse(id).map_err(|_| RequestError::Malformed(id_param))?,
-        &e164(from),
-        &e164(to),
-        text,
-    ))
-}
-
-/// Plivo's digits with a `+` before them. Anything else (an E.164 number already, `anonymous`,
-/// a SIP URI, nothing) is left as it came, for the routing to refuse if it is not E.164.
+/// Plivo writes a number as its digits; one that already carries its `+` is taken too.
 fn e164(number: &str) -> Cow<'_, str> {
-    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
-        Cow::Owned(format!("+{number}"))
-    } else {
-        Cow::Borrowed(number)
-    }
-}
-
-/// A number as Plivo XML writes it: its digits with the country code, without the `+`.
-fn plivo_digits(e164: &str) -> &str {
-    e164.strip_prefix('+').unwrap_or(e164)
+    Cow::Owned(digits_to_e164(number.strip_prefix('+').unwrap_or(number)))
 }
 
 /// The Plivo XML answer to an incoming call: dial the callee showing the virtual number, or
 /// refuse as `settings.refusal` says. Plivo XML here cannot collect a PIN, so
 /// [`Decision::AskPin`] is refused too.
 pub fn voice_response(decision: &Decision, settings: &VoiceSettings) -> String {
-    document(|w| match decision {
+    document(FALLBACK_REFUSAL, |w| match decision {
         Decision::Connect(route) => {
             let timeout = settings.dial_timeout.to_string();
             let limit = settings.time_limit.to_string();
             w.create_element("Dial")
-                .with_attribute(("callerId", plivo_digits(route.caller_id().as_str())))
+                .with_attribute(("callerId", e164_to_digits(route.caller_id().as_str())))
                 .with_attribute(("timeout", timeout.as_str()))
                 .with_attribute(("timeLimit", limit.as_str()))
                 .write_inner_content(|w| {
                     w.create_element("Number")
-                        .write_text_content(BytesText::new(plivo_digits(route.callee.expose())))?;
+                        .write_text_content(BytesText::new(e164_to_digits(
+                            route.callee.expose(),
+                        )))?;
                     Ok(())
                 })?;
             Ok(())
@@ -273,52 +229,21 @@ pub fn voice_response(decision: &Decision, settings: &VoiceSettings) -> String {
             }
         },
     })
-    .unwrap_or_else(|| FALLBACK_REFUSAL.to_owned())
 }
 
 /// The Plivo XML answer to an incoming SMS: relay `text` to the callee from the virtual number,
 /// or, when refused, send nothing at all (a reply would cost money and confirm the number).
 pub fn message_response(decision: &Decision, text: &str) -> String {
     match decision {
-        Decision::Connect(route) => document(|w| {
+        Decision::Connect(route) => document(NOTHING, |w| {
             w.create_element("Message")
-                .with_attribute(("src", plivo_digits(route.caller_id().as_str())))
-                .with_attribute(("dst", plivo_digits(route.callee.expose())))
+                .with_attribute(("src", e164_to_digits(route.caller_id().as_str())))
+                .with_attribute(("dst", e164_to_digits(route.callee.expose())))
                 .with_attribute(("type", "sms"))
                 .write_text_content(BytesText::new(&xml_safe(text)))?;
             Ok(())
-        })
-        .unwrap_or_else(|| NOTHING.to_owned()),
+        }),
         Decision::AskPin { .. } | Decision::Refuse(_) => NOTHING.to_owned(),
-    }
-}
-
-/// A `<Response>` document with `body` inside, or `None` if it could not be written. Escaping
-/// is quick-xml's.
-fn document(body: impl FnOnce(&mut Writer<Vec<u8>>) -> io::Result<()>) -> Option<String> {
-    let mut w = Writer::new(Vec::with_capacity(256));
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
-        .and_then(|_| {
-            w.create_element("Response")
-                .write_inner_content(body)
-                .map(|_| ())
-        })
-        .ok()?;
-    String::from_utf8(w.into_inner()).ok()
-}
-
-/// Replaces the characters XML 1.0 forbids even when escaped (most C0 controls), which a
-/// message may well contain; Plivo would otherwise fail to parse the whole answer.
-fn xml_safe(text: &str) -> Cow<'_, str> {
-    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
-    if text.chars().all(allowed) {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if allowed(c) { c } else { '\u{fffd}' })
-                .collect(),
-        )
     }
 }
 
@@ -482,7 +407,7 @@ mod tests {
             ("Digits", "1"),
         ]);
         assert_eq!(
-            signed_request("POST", url, &params),
+            signed_request("POST", url, &params).unwrap(),
             "https://hooks.example.com/v1/providers/plivo/answer?a=+1&b=w&b=x y.\
              CallUUID5f6e-1Digits1Digits2From14155551234To14155550000"
         );
@@ -500,6 +425,26 @@ mod tests {
             sign(b"auth-token-1", "GET", &format!("{url}#top"), &none, nonce),
             "Xe3isHmXawtNrpQUJh6u/2VMOB2duOF/rxwIImUv+y4="
         );
+    }
+
+    /// plivo-python would sign `%FF` as U+FFFD: a query that is not UTF-8 once decoded is
+    /// refused, not matched against that guess.
+    #[test]
+    fn a_query_that_is_not_utf8_once_decoded_is_refused() {
+        let url = "https://hooks.example.com/v1/providers/plivo/answer?a=%FF";
+        let nonce = "12345678901234567890";
+        let none: [(&str, &str); 0] = [];
+        let lossy = base64::engine::general_purpose::STANDARD.encode(mac(
+            b"auth-token-1",
+            "https://hooks.example.com/v1/providers/plivo/answer?a=\u{fffd}",
+            nonce,
+        ));
+        let tokens = [Secret::new("auth-token-1")];
+        assert_eq!(
+            verify(&tokens, "GET", url, &none, Some(nonce), Some(&lossy)),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(sign(b"auth-token-1", "GET", url, &none, nonce), "");
     }
 
     #[test]

@@ -19,17 +19,15 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io;
 use std::str::FromStr;
 
 use base64::Engine;
-use quick_xml::events::{BytesDecl, BytesText, Event};
-use quick_xml::Writer;
+use quick_xml::events::BytesText;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{param, AuthError, RequestError};
+use super::{document, json, xml_safe, AuthError, RequestError, MAX_SKEW};
 use crate::domain::{CallId, Channel, Route, UnixTime};
 use crate::routing::{Decision, RouteQuery};
 
@@ -37,9 +35,6 @@ pub use super::{VoiceRefusal, VoiceSettings};
 
 pub const SIGNATURE_HEADER: &str = "telnyx-signature-ed25519";
 pub const TIMESTAMP_HEADER: &str = "telnyx-timestamp";
-/// How far a request's timestamp may be from our clock, either way, in seconds (as Telnyx's
-/// own SDKs allow).
-pub const MAX_SKEW: u64 = 300;
 
 /// `<Dial timeout>` and `<Dial timeLimit>` bounds, in seconds, as TeXML documents them: a value
 /// outside them is brought to the nearest bound rather than sent for Telnyx to refuse.
@@ -163,24 +158,13 @@ pub fn verify(
 }
 
 /// Reads a TeXML application's request for an incoming call's instructions (its form body,
-/// decoded by [`super::parse_form`]).
-pub fn voice_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
-    let from = param(params, "From").ok_or(RequestError::Missing("From"))?;
-    let to = param(params, "To").ok_or(RequestError::Missing("To"))?;
-    let sid = param(params, "CallSid").ok_or(RequestError::Missing("CallSid"))?;
-    Ok(RouteQuery::new(
-        Channel::Voice,
-        CallId::parse(sid).map_err(|_| RequestError::Malformed("CallSid"))?,
-        from,
-        to,
-        None,
-    ))
-}
+/// decoded by [`super::parse_form`]): TeXML asks with Twilio's `From`, `To` and `CallSid`.
+pub use super::twilio::voice_query;
 
 /// The TeXML answer to an incoming call: dial the callee showing the virtual number, or refuse.
 /// TeXML gathers no PIN here, so [`Decision::AskPin`] is refused like any refusal.
 pub fn voice_response(decision: &Decision, settings: &VoiceSettings) -> String {
-    document(|w| match decision {
+    document(FALLBACK_REFUSAL, |w| match decision {
         Decision::Connect(route) => {
             let timeout = settings
                 .dial_timeout
@@ -266,15 +250,6 @@ struct Address<'a> {
     phone_number: Option<Cow<'a, str>>,
 }
 
-/// A signed JSON body, strictly UTF-8; an error names a position, never a value.
-fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
-    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
-    serde_json::from_str(text).map_err(|e| RequestError::Json {
-        line: e.line(),
-        column: e.column(),
-    })
-}
-
 /// Reads a messaging webhook: the inbound text of a `message.received` event, its
 /// `data.payload.id` as the call id (a retried delivery carries the same one). Any other event
 /// (`message.sent`, `message.finalized`: delivery reports of what we sent) is `None`, to be
@@ -323,37 +298,6 @@ pub fn relay_message(route: &Route, text: &str) -> serde_json::Value {
         "to": route.callee.expose(),
         "text": text,
     })
-}
-
-/// A `<Response>` document with `body` inside. Escaping is quick-xml's.
-fn document(body: impl FnOnce(&mut Writer<Vec<u8>>) -> io::Result<()>) -> String {
-    let mut w = Writer::new(Vec::with_capacity(256));
-    let written = w
-        .write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
-        .and_then(|_| {
-            w.create_element("Response")
-                .write_inner_content(body)
-                .map(|_| ())
-        });
-    match written {
-        Ok(()) => String::from_utf8(w.into_inner()).unwrap_or_else(|_| FALLBACK_REFUSAL.to_owned()),
-        Err(_) => FALLBACK_REFUSAL.to_owned(),
-    }
-}
-
-/// Replaces the characters XML 1.0 forbids even when escaped (most C0 controls): a refusal
-/// message with one would make Telnyx reject the whole answer.
-fn xml_safe(text: &str) -> Cow<'_, str> {
-    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
-    if text.chars().all(allowed) {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if allowed(c) { c } else { '\u{fffd}' })
-                .collect(),
-        )
-    }
 }
 
 #[cfg(test)]

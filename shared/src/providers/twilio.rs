@@ -10,11 +10,13 @@ use std::io;
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use quick_xml::events::{BytesDecl, BytesText, Event};
+use quick_xml::events::BytesText;
 use quick_xml::Writer;
 use sha1::Sha1;
 
-use super::{param, same_bytes, seconds, AuthError, RequestError, Secret};
+use super::{
+    document, form_query, param, same_bytes, seconds, xml_safe, AuthError, RequestError, Secret,
+};
 use crate::domain::{CallEnd, CallId, Channel, DialStatus, Recording, RecordingReady};
 use crate::routing::{Decision, RouteQuery};
 
@@ -144,32 +146,20 @@ fn port_variants(url: &str) -> Vec<Cow<'_, str>> {
 
 /// Reads an incoming-call webhook.
 pub fn voice_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
-    query(params, Channel::Voice, "CallSid", None)
+    form_query(params, Channel::Voice, "CallSid", None, Cow::Borrowed)
 }
 
 /// Reads an incoming-message webhook.
 pub fn message_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, RequestError> {
     // A message with only media has an empty body.
     let text = param(params, "Body").unwrap_or_default().to_owned();
-    query(params, Channel::Sms, "MessageSid", Some(text))
-}
-
-fn query(
-    params: &[(Cow<'_, str>, Cow<'_, str>)],
-    channel: Channel,
-    id_param: &'static str,
-    text: Option<String>,
-) -> Result<RouteQuery, RequestError> {
-    let from = param(params, "From").ok_or(RequestError::Missing("From"))?;
-    let to = param(params, "To").ok_or(RequestError::Missing("To"))?;
-    let id = param(params, id_param).ok_or(RequestError::Missing(id_param))?;
-    Ok(RouteQuery::new(
-        channel,
-        CallId::parse(id).map_err(|_| RequestError::Malformed(id_param))?,
-        from,
-        to,
-        text,
-    ))
+    form_query(
+        params,
+        Channel::Sms,
+        "MessageSid",
+        Some(text),
+        Cow::Borrowed,
+    )
 }
 
 /// Reads the request Twilio sends to `<Dial action>` when the callee's leg is over: the call's
@@ -283,7 +273,7 @@ fn voice_twiml(
         }
         Ok(())
     };
-    document(|w| match decision {
+    document(FALLBACK_REFUSAL, |w| match decision {
         Decision::Connect(route) => {
             let timeout = settings.dial_timeout.to_string();
             let limit = settings.time_limit.to_string();
@@ -349,7 +339,7 @@ pub fn pin_query(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<RouteQuery, 
 /// The TwiML answer to an incoming message: relay `text` to the callee from the virtual number,
 /// or, when refused, send nothing at all (a reply would cost money and confirm the number).
 pub fn message_response(decision: &Decision, text: &str) -> String {
-    document(|w| match decision {
+    document(FALLBACK_REFUSAL, |w| match decision {
         Decision::Connect(route) => {
             w.create_element("Message")
                 .with_attribute(("to", route.callee.expose()))
@@ -363,38 +353,7 @@ pub fn message_response(decision: &Decision, text: &str) -> String {
 
 /// The answer to a [`call_end`] request: nothing more to do, the call ends.
 pub fn call_end_response() -> String {
-    document(|_| Ok(()))
-}
-
-/// A `<Response>` document with `body` inside. Escaping is quick-xml's.
-fn document(body: impl FnOnce(&mut Writer<Vec<u8>>) -> io::Result<()>) -> String {
-    let mut w = Writer::new(Vec::with_capacity(256));
-    let written = w
-        .write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))
-        .and_then(|_| {
-            w.create_element("Response")
-                .write_inner_content(body)
-                .map(|_| ())
-        });
-    match written {
-        Ok(()) => String::from_utf8(w.into_inner()).unwrap_or_else(|_| FALLBACK_REFUSAL.to_owned()),
-        Err(_) => FALLBACK_REFUSAL.to_owned(),
-    }
-}
-
-/// Replaces the characters XML 1.0 forbids even when escaped (most C0 controls), which a
-/// message may well contain; Twilio would otherwise fail to parse the whole answer.
-fn xml_safe(text: &str) -> Cow<'_, str> {
-    let allowed = |c: char| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}');
-    if text.chars().all(allowed) {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(
-            text.chars()
-                .map(|c| if allowed(c) { c } else { '\u{fffd}' })
-                .collect(),
-        )
-    }
+    document(FALLBACK_REFUSAL, |_| Ok(()))
 }
 
 #[cfg(test)]

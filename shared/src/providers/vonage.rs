@@ -27,8 +27,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::generic::MAX_SKEW;
-use super::{same_bytes, AuthError, RequestError, Secret};
+use super::{
+    digits_to_e164, e164_to_digits, json, same_bytes, AuthError, RequestError, Secret, MAX_SKEW,
+};
 use crate::domain::{CallId, Channel, UnixTime};
 use crate::routing::{Decision, RouteQuery};
 
@@ -66,8 +67,9 @@ struct Claims {
 }
 
 /// The `Authorization` value Vonage sends with a webhook issued at `iat` carrying `body`
-/// (`None` for a GET): `Bearer` and an HS256 JWT with `iat`, `iss` and, for a body,
-/// `payload_hash`. The operator CLI and the end-to-end tests use it to stand in for Vonage.
+/// (`None` for a token bound to no body, as Vonage signs a GET, which [`verify`] refuses):
+/// `Bearer` and an HS256 JWT with `iat`, `iss` and, for a body, `payload_hash`. The operator
+/// CLI and the end-to-end tests use it to stand in for Vonage.
 pub fn sign(secret: &[u8], body: Option<&[u8]>, iat: i64) -> String {
     let mut claims = json!({ "iat": iat, "iss": "Vonage" });
     if let Some(body) = body {
@@ -88,39 +90,23 @@ pub fn sign(secret: &[u8], body: Option<&[u8]>, iat: i64) -> String {
 
 /// Checks the `Authorization` header of a webhook against every signature secret (two during
 /// a rotation): an HS256 JWT signed with one of them, whose `payload_hash` is the SHA-256 of
-/// `body` when there is one (a POST), and whose `iat` is within [`MAX_SKEW`] of `now`, so that
-/// a captured token cannot be replayed later. Other algorithms (`none`, RS256, …) are refused.
-///
+/// `body`, and whose `iat` is within [`MAX_SKEW`] of `now`, so that a captured token cannot be
+/// replayed later. Other algorithms (`none`, RS256, …) are refused. The body is not optional:
+/// a token without a `payload_hash` would vouch for any call.
 pub fn verify(
     secrets: &[Secret],
     authorization: Option<&str>,
-    body: Option<&[u8]>,
+    body: &[u8],
     now: UnixTime,
 ) -> Result<(), AuthError> {
-    let authorization = authorization.ok_or(AuthError::MissingSignature)?;
-    let token = bearer_token(authorization).ok_or(AuthError::BadSignature)?;
-    // The crate compares signatures in constant time; a forgery is tried against every secret.
-    let claims = secrets
-        .iter()
-        .find_map(|secret| {
-            jsonwebtoken::decode::<Claims>(
-                token,
-                &DecodingKey::from_secret(secret.expose()),
-                &VALIDATION,
-            )
-            .ok()
-        })
-        .ok_or(AuthError::BadSignature)?
-        .claims;
-    if let Some(body) = body {
-        let signed = claims
-            .payload_hash
-            .as_deref()
-            .and_then(|h| hex::decode(h.trim()).ok())
-            .ok_or(AuthError::BadSignature)?;
-        if !same_bytes(&Sha256::digest(body), &signed) {
-            return Err(AuthError::BadSignature);
-        }
+    let claims = signed_claims(secrets, authorization)?;
+    let signed = claims
+        .payload_hash
+        .as_deref()
+        .and_then(|h| hex::decode(h.trim()).ok())
+        .ok_or(AuthError::BadSignature)?;
+    if !same_bytes(&Sha256::digest(body), &signed) {
+        return Err(AuthError::BadSignature);
     }
     // Checked after the signature, so an unsigned request learns nothing about our clock.
     let issued = claims
@@ -132,6 +118,25 @@ pub fn verify(
         return Err(AuthError::Stale);
     }
     Ok(())
+}
+
+/// The claims of the `Bearer` token, once it is known to be signed with one of `secrets`.
+fn signed_claims(secrets: &[Secret], authorization: Option<&str>) -> Result<Claims, AuthError> {
+    let authorization = authorization.ok_or(AuthError::MissingSignature)?;
+    let token = bearer_token(authorization).ok_or(AuthError::BadSignature)?;
+    // The crate compares signatures in constant time; a forgery is tried against every secret.
+    secrets
+        .iter()
+        .find_map(|secret| {
+            jsonwebtoken::decode::<Claims>(
+                token,
+                &DecodingKey::from_secret(secret.expose()),
+                &VALIDATION,
+            )
+            .ok()
+        })
+        .map(|data| data.claims)
+        .ok_or(AuthError::BadSignature)
 }
 
 /// The token of `Bearer <token>` (the scheme in any case).
@@ -157,11 +162,7 @@ struct AnswerRequest<'a> {
 /// Reads an answer webhook sent with POST (`answer_method: POST`): its JSON body. An error
 /// names a position, never a value.
 pub fn answer_query_json(body: &[u8]) -> Result<RouteQuery, RequestError> {
-    let text = std::str::from_utf8(body).map_err(|_| RequestError::NotUtf8)?;
-    let req: AnswerRequest = serde_json::from_str(text).map_err(|e| RequestError::Json {
-        line: e.line(),
-        column: e.column(),
-    })?;
+    let req: AnswerRequest = json(body)?;
     call_query(
         req.from.as_deref(),
         req.from_user.is_some(),
@@ -190,25 +191,10 @@ fn call_query(
     Ok(RouteQuery::new(
         Channel::Voice,
         call_id,
-        &e164(from),
-        &e164(to),
+        &digits_to_e164(from),
+        &digits_to_e164(to),
         None,
     ))
-}
-
-/// Vonage's digits as E.164, `+` first. Anything but ASCII digits is no number (an empty
-/// string, which the E.164 check refuses); the number of digits is that check's to judge.
-fn e164(digits: &str) -> String {
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        format!("+{digits}")
-    } else {
-        String::new()
-    }
-}
-
-/// E.164 as Vonage writes it: without the `+`.
-fn vonage_digits(e164: &str) -> &str {
-    e164.strip_prefix('+').unwrap_or(e164)
 }
 
 /// The NCCO answering a call.
@@ -226,12 +212,12 @@ pub fn answer_response(decision: &Decision, settings: &VoiceSettings) -> String 
     let ncco = match decision {
         Decision::Connect(route) => json!([{
             "action": "connect",
-            "from": vonage_digits(route.caller_id().as_str()),
+            "from": e164_to_digits(route.caller_id().as_str()),
             "timeout": settings.dial_timeout,
             "limit": settings.time_limit.min(MAX_CALL_SECONDS),
             "endpoint": [{
                 "type": "phone",
-                "number": vonage_digits(route.callee.expose()),
+                "number": e164_to_digits(route.callee.expose()),
             }],
         }]),
         Decision::AskPin { .. } | Decision::Refuse(_) => match &settings.refusal {
@@ -275,33 +261,28 @@ mod tests {
         format!("Bearer {token}")
     }
 
-    #[test]
-    fn vonages_sdk_vector_verifies_with_its_secret_only() {
-        assert_eq!(
-            verify(
-                &secrets(&[SDK_SECRET]),
-                Some(&bearer(SDK_TOKEN)),
-                None,
-                SDK_IAT
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            verify(&secrets(&["asdf"]), Some(&bearer(SDK_TOKEN)), None, SDK_IAT),
-            Err(AuthError::BadSignature)
-        );
+    /// The hex SHA-256 of `POST_BODY`, as a token bound to it carries it.
+    fn post_body_hash() -> String {
+        hex::encode(Sha256::digest(POST_BODY))
     }
 
+    /// The SDK's token has no `payload_hash`: signed with its secret only, it vouches for no
+    /// body, so no webhook is let in with it.
     #[test]
-    fn the_sdk_vector_is_stale_today() {
+    fn vonages_sdk_vector_is_signed_with_its_secret_only_and_bound_to_no_body() {
+        let auth = bearer(SDK_TOKEN);
+        let Ok(claims) = signed_claims(&secrets(&[SDK_SECRET]), Some(&auth)) else {
+            panic!("not signed with the SDK's secret");
+        };
+        assert_eq!(claims.iat, Some(json!(SDK_IAT)));
+        assert_eq!(claims.payload_hash, None);
         assert_eq!(
-            verify(
-                &secrets(&[SDK_SECRET]),
-                Some(&bearer(SDK_TOKEN)),
-                None,
-                POST_IAT
-            ),
-            Err(AuthError::Stale)
+            signed_claims(&secrets(&["asdf"]), Some(&auth)).err(),
+            Some(AuthError::BadSignature)
+        );
+        assert_eq!(
+            verify(&secrets(&[SDK_SECRET]), Some(&auth), POST_BODY, SDK_IAT),
+            Err(AuthError::BadSignature)
         );
     }
 
@@ -309,12 +290,7 @@ mod tests {
     fn an_independently_made_post_token_verifies_its_body() {
         let auth = bearer(POST_TOKEN);
         assert_eq!(
-            verify(
-                &secrets(&[POST_SECRET]),
-                Some(&auth),
-                Some(POST_BODY),
-                POST_IAT
-            ),
+            verify(&secrets(&[POST_SECRET]), Some(&auth), POST_BODY, POST_IAT),
             Ok(())
         );
         // One byte changed in transit: the body is not the one signed.
@@ -325,7 +301,7 @@ mod tests {
             verify(
                 &secrets(&[POST_SECRET]),
                 Some(&auth),
-                Some(tampered.as_bytes()),
+                tampered.as_bytes(),
                 POST_IAT
             ),
             Err(AuthError::BadSignature)
@@ -339,21 +315,29 @@ mod tests {
             "new-signature-secret-0123456789",
         ]);
         for secret in &rotation {
-            for body in [None, Some(POST_BODY)] {
-                let auth = sign(secret.expose(), body, POST_IAT);
-                assert_eq!(verify(&rotation, Some(&auth), body, POST_IAT), Ok(()));
-            }
+            let auth = sign(secret.expose(), Some(POST_BODY), POST_IAT);
+            assert_eq!(verify(&rotation, Some(&auth), POST_BODY, POST_IAT), Ok(()));
+            // Signed with the right secret but bound to no body: it vouches for none.
+            let unbound = sign(secret.expose(), None, POST_IAT);
+            assert_eq!(
+                verify(&rotation, Some(&unbound), POST_BODY, POST_IAT),
+                Err(AuthError::BadSignature)
+            );
         }
-        let forged = sign(b"someone-elses-secret-0123456789", None, POST_IAT);
+        let forged = sign(
+            b"someone-elses-secret-0123456789",
+            Some(POST_BODY),
+            POST_IAT,
+        );
         assert_eq!(
-            verify(&rotation, Some(&forged), None, POST_IAT),
+            verify(&rotation, Some(&forged), POST_BODY, POST_IAT),
             Err(AuthError::BadSignature)
         );
         assert_eq!(
             verify(
                 &[],
-                Some(&sign(rotation[0].expose(), None, POST_IAT)),
-                None,
+                Some(&sign(rotation[0].expose(), Some(POST_BODY), POST_IAT)),
+                POST_BODY,
                 POST_IAT
             ),
             Err(AuthError::BadSignature)
@@ -372,31 +356,32 @@ mod tests {
             (i64::MIN, false),
             (i64::MAX, false),
         ] {
-            let auth = sign(POST_SECRET.as_bytes(), None, iat);
+            let auth = sign(POST_SECRET.as_bytes(), Some(POST_BODY), iat);
             let want = if ok { Ok(()) } else { Err(AuthError::Stale) };
             assert_eq!(
-                verify(&secret, Some(&auth), None, POST_IAT),
+                verify(&secret, Some(&auth), POST_BODY, POST_IAT),
                 want,
                 "iat {iat}"
             );
         }
     }
 
-    /// A token signed with our secret whose `iat` is missing or not an integer.
+    /// A token signed with our secret for the body whose `iat` is missing or not an integer.
     #[test]
     fn a_signed_token_without_a_readable_iat_is_a_bad_timestamp() {
+        let hash = post_body_hash();
         for claims in [
-            json!({ "iss": "Vonage" }),
-            json!({ "iat": "1767225600" }),
-            json!({ "iat": 1_767_225_600.5 }),
-            json!({ "iat": u64::MAX }),
+            json!({ "iss": "Vonage", "payload_hash": hash }),
+            json!({ "iat": "1767225600", "payload_hash": hash }),
+            json!({ "iat": 1_767_225_600.5, "payload_hash": hash }),
+            json!({ "iat": u64::MAX, "payload_hash": hash }),
         ] {
             let token = hs256(POST_SECRET.as_bytes(), JWT_HEADER, &claims.to_string());
             assert_eq!(
                 verify(
                     &secrets(&[POST_SECRET]),
                     Some(&bearer(&token)),
-                    None,
+                    POST_BODY,
                     POST_IAT
                 ),
                 Err(AuthError::BadTimestamp),
@@ -411,14 +396,14 @@ mod tests {
         // Signed as a GET, presented with a body.
         let auth = sign(POST_SECRET.as_bytes(), None, POST_IAT);
         assert_eq!(
-            verify(&secret, Some(&auth), Some(POST_BODY), POST_IAT),
+            verify(&secret, Some(&auth), POST_BODY, POST_IAT),
             Err(AuthError::BadSignature)
         );
         for hash in ["", "not hex", "00"] {
             let claims = json!({ "iat": POST_IAT, "payload_hash": hash });
             let token = hs256(POST_SECRET.as_bytes(), JWT_HEADER, &claims.to_string());
             assert_eq!(
-                verify(&secret, Some(&bearer(&token)), Some(POST_BODY), POST_IAT),
+                verify(&secret, Some(&bearer(&token)), POST_BODY, POST_IAT),
                 Err(AuthError::BadSignature),
                 "{hash:?}"
             );
@@ -430,7 +415,7 @@ mod tests {
         });
         let token = hs256(POST_SECRET.as_bytes(), JWT_HEADER, &claims.to_string());
         assert_eq!(
-            verify(&secret, Some(&bearer(&token)), Some(POST_BODY), POST_IAT),
+            verify(&secret, Some(&bearer(&token)), POST_BODY, POST_IAT),
             Ok(())
         );
     }
@@ -438,7 +423,8 @@ mod tests {
     #[test]
     fn only_hs256_is_accepted() {
         let secret = secrets(&[POST_SECRET]);
-        let claims = json!({ "iat": POST_IAT }).to_string();
+        // Bound to the body: only the algorithm is wrong.
+        let claims = json!({ "iat": POST_IAT, "payload_hash": post_body_hash() }).to_string();
         // `none`: no signature at all.
         let none = format!(
             "{}.{}.",
@@ -458,7 +444,7 @@ mod tests {
         );
         for token in [none, rs256, hs512] {
             assert_eq!(
-                verify(&secret, Some(&bearer(&token)), None, POST_IAT),
+                verify(&secret, Some(&bearer(&token)), POST_BODY, POST_IAT),
                 Err(AuthError::BadSignature),
                 "{token}"
             );
@@ -469,10 +455,10 @@ mod tests {
     fn missing_or_garbled_authorization_is_refused() {
         let secret = secrets(&[POST_SECRET]);
         assert_eq!(
-            verify(&secret, None, None, POST_IAT),
+            verify(&secret, None, POST_BODY, POST_IAT),
             Err(AuthError::MissingSignature)
         );
-        let token = sign(POST_SECRET.as_bytes(), None, POST_IAT);
+        let token = sign(POST_SECRET.as_bytes(), Some(POST_BODY), POST_IAT);
         let bare = token.strip_prefix("Bearer ").unwrap();
         for value in [
             "",
@@ -485,14 +471,19 @@ mod tests {
             &format!("Bearer {bare}x"),
         ] {
             assert_eq!(
-                verify(&secret, Some(value), None, POST_IAT),
+                verify(&secret, Some(value), POST_BODY, POST_IAT),
                 Err(AuthError::BadSignature),
                 "{value:?}"
             );
         }
         // The scheme in any case, and spaces around the value, as HTTP allows.
         assert_eq!(
-            verify(&secret, Some(&format!(" bearer  {bare} ")), None, POST_IAT),
+            verify(
+                &secret,
+                Some(&format!(" bearer  {bare} ")),
+                POST_BODY,
+                POST_IAT
+            ),
             Ok(())
         );
     }
