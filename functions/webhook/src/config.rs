@@ -2,15 +2,18 @@
 //! secret is set; errors name the variable and never echo a secret.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use vnmask::config::{homed_markets, parsed, ConfigError, Source};
+use vnmask::config::{credential_url, homed_markets, parsed, ConfigError, Source};
 use vnmask::domain::Market;
 use vnmask::providers::exotel::{ConnectSettings, SourceAllowList};
 use vnmask::providers::telnyx;
 use vnmask::providers::twilio::{PinPrompts, VoiceRefusal, VoiceSettings};
 use vnmask::providers::Secret;
 use vnmask::routing::{PinLimits, ReplayPolicy};
+
+use crate::relay::TelnyxMessages;
 
 pub const DEFAULT_REFUSAL_MESSAGE: &str =
     "Sorry, this number cannot connect your call. Please use the app to reach your contact.";
@@ -49,19 +52,17 @@ pub struct WebhookSettings {
 pub enum ConfirmRoutes {
     /// None: one region (`off`, the default).
     Off,
-    /// Every route (`session`).
-    All,
-    /// Routes of markets not homed here (`elsewhere`): in each region of two, the routes it
-    /// did not write itself. The markets homed here are `VNMASK_MARKETS`'s.
-    Elsewhere(HashSet<Market>),
+    /// The routes of every market but these: none excepted (`session`), or those homed here,
+    /// `VNMASK_MARKETS`'s (`elsewhere`: in each region of two, the routes it did not write).
+    Except(HashSet<Market>),
 }
 
 /// `VNMASK_CONFIRM_ROUTES`: `off` (the default), `session` or `elsewhere`.
-pub fn confirm_routes(src: &dyn Source) -> Result<ConfirmRoutes, ConfigError> {
+fn confirm_routes(src: &dyn Source) -> Result<ConfirmRoutes, ConfigError> {
     match src.get("VNMASK_CONFIRM_ROUTES").as_deref().map(str::trim) {
         None | Some("off") => Ok(ConfirmRoutes::Off),
-        Some("session") => Ok(ConfirmRoutes::All),
-        Some("elsewhere") => Ok(ConfirmRoutes::Elsewhere(homed_markets(src)?)),
+        Some("session") => Ok(ConfirmRoutes::Except(HashSet::new())),
+        Some("elsewhere") => Ok(ConfirmRoutes::Except(homed_markets(src)?)),
         Some(_) => Err(ConfigError::Invalid {
             var: "VNMASK_CONFIRM_ROUTES",
             reason: "expected `off`, `session` or `elsewhere`".into(),
@@ -131,16 +132,9 @@ pub struct TelnyxConfig {
     /// The account's public keys (Mission Control, "Public Key"): one, or two during a rotation.
     pub public_keys: Vec<telnyx::PublicKey>,
     /// Where texts are relayed: Telnyx's messaging webhook answers nothing, so a text is sent
-    /// on with its API. Without an API key, texts are decided and not relayed.
-    pub relay: Option<TelnyxRelayConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TelnyxRelayConfig {
-    /// `VNMASK_TELNYX_API_KEY` (the webhook's secret).
-    pub api_key: Secret,
-    /// `VNMASK_TELNYX_API_BASE`: `https://api.telnyx.com`, or a fake locally.
-    pub api_base: String,
+    /// on with its API (`VNMASK_TELNYX_API_KEY`, the webhook's secret, at
+    /// `VNMASK_TELNYX_API_BASE`). Without an API key, texts are decided and not relayed.
+    pub relay: Option<Arc<TelnyxMessages>>,
 }
 
 impl WebhookConfig {
@@ -180,17 +174,13 @@ impl Providers {
         };
         let vonage = secrets(src, "VNMASK_VONAGE_SIGNATURE_SECRETS", 16)?
             .map(|signature_secrets| VonageConfig { signature_secrets });
-        let telnyx = telnyx_keys(src)?.map(|public_keys| TelnyxConfig {
-            public_keys,
-            relay: src
-                .get("VNMASK_TELNYX_API_KEY")
-                .map(|key| TelnyxRelayConfig {
-                    api_key: Secret::new(key.trim()),
-                    api_base: src
-                        .get("VNMASK_TELNYX_API_BASE")
-                        .unwrap_or_else(|| "https://api.telnyx.com".to_owned()),
-                }),
-        });
+        let telnyx = match telnyx_keys(src)? {
+            None => None,
+            Some(public_keys) => Some(TelnyxConfig {
+                public_keys,
+                relay: telnyx_relay(src)?,
+            }),
+        };
         let providers = Providers {
             twilio,
             exotel,
@@ -222,6 +212,28 @@ impl Providers {
             && self.telnyx.is_none()
     }
 }
+
+/// The text relay, when `VNMASK_TELNYX_API_KEY` is set (an empty one is as unset); its HTTP
+/// client is built here, as credentials load, not at every cold start.
+fn telnyx_relay(src: &dyn Source) -> Result<Option<Arc<TelnyxMessages>>, ConfigError> {
+    let Some(key) = src
+        .get("VNMASK_TELNYX_API_KEY")
+        .filter(|k| !k.trim().is_empty())
+    else {
+        tracing::warn!(
+            "texts through Telnyx are decided but not relayed: VNMASK_TELNYX_API_KEY is not set"
+        );
+        return Ok(None);
+    };
+    let base = credential_url(src, "VNMASK_TELNYX_API_BASE", Some(TELNYX_API))?;
+    Ok(Some(Arc::new(TelnyxMessages::new(
+        reqwest::Client::new(),
+        base.as_str(),
+        Secret::new(key.trim()),
+    ))))
+}
+
+const TELNYX_API: &str = "https://api.telnyx.com";
 
 /// `VNMASK_TELNYX_PUBLIC_KEYS`: one base64 Ed25519 public key, or two separated by a comma
 /// during a rotation. Public: configuration, not a secret.
@@ -483,6 +495,34 @@ mod tests {
     }
 
     #[test]
+    fn telnyx_texts_are_relayed_with_an_api_key_sent_only_over_https() {
+        // RFC 8032's first test key.
+        const KEY: &str = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+        let telnyx = |pairs: &[(&str, &str)]| {
+            let mut env = src(&[("VNMASK_TELNYX_PUBLIC_KEYS", KEY)]);
+            env.extend(src(pairs));
+            Providers::from_source(&env).map(|p| p.telnyx.unwrap())
+        };
+        assert!(telnyx(&[]).unwrap().relay.is_none());
+        assert!(telnyx(&[("VNMASK_TELNYX_API_KEY", " ")])
+            .unwrap()
+            .relay
+            .is_none());
+        assert!(telnyx(&[("VNMASK_TELNYX_API_KEY", "KEY-s3cr3t")])
+            .unwrap()
+            .relay
+            .is_some());
+        let err = telnyx(&[
+            ("VNMASK_TELNYX_API_KEY", "KEY-s3cr3t"),
+            ("VNMASK_TELNYX_API_BASE", "http://api.example.com"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("VNMASK_TELNYX_API_BASE"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
     fn nothing_configured_is_an_error() {
         let err = WebhookConfig::from_source(&src(&[])).unwrap_err();
         assert!(
@@ -530,14 +570,14 @@ mod tests {
         );
         assert_eq!(
             mode(&[("VNMASK_CONFIRM_ROUTES", "session")]),
-            ConfirmRoutes::All
+            ConfirmRoutes::Except(HashSet::new())
         );
         assert_eq!(
             mode(&[
                 ("VNMASK_CONFIRM_ROUTES", "elsewhere"),
                 ("VNMASK_MARKETS", "IN:voice,US")
             ]),
-            ConfirmRoutes::Elsewhere(["IN".parse().unwrap(), "US".parse().unwrap()].into())
+            ConfirmRoutes::Except(["IN".parse().unwrap(), "US".parse().unwrap()].into())
         );
         // A region homing no market confirms every route.
         assert_eq!(
@@ -545,7 +585,7 @@ mod tests {
                 ("VNMASK_CONFIRM_ROUTES", "elsewhere"),
                 ("VNMASK_MARKETS", "")
             ]),
-            ConfirmRoutes::Elsewhere(HashSet::new())
+            ConfirmRoutes::Except(HashSet::new())
         );
         let err = settings(&[("VNMASK_CONFIRM_ROUTES", "yes")]).unwrap_err();
         assert!(err.to_string().contains("VNMASK_CONFIRM_ROUTES"), "{err}");

@@ -56,11 +56,11 @@ use vnmask::routing::{decide_once, decide_pin, Decision, Refusal, RouteQuery};
 use vnmask::store::{CallRouting, Sighting};
 use vnmask::telemetry::{MetricSet, Unit};
 
-pub use config::{Providers, WebhookConfig, WebhookSettings};
+pub use config::{ConfirmRoutes, Providers, WebhookConfig, WebhookSettings};
 pub use interactions::{
     CallOutcome, Interaction, InteractionQueue, ProviderKind, RecordingEvent, StreamEvent,
 };
-pub use outbox::{Drain, Outbox, ANSWER_WAIT};
+pub use outbox::{Drain, Outbox, RelayedMessage, ANSWER_WAIT};
 pub use readiness::{EnvironmentLoader, LoadError, Loader, Readiness, Ready};
 pub use relay::{RelayError, TelnyxMessages, TextRelay};
 
@@ -78,8 +78,6 @@ pub struct Webhook {
     settings: WebhookSettings,
     ready: Arc<Readiness>,
     outbox: Option<Outbox>,
-    /// For providers' APIs called after the answer (Telnyx's, to relay texts).
-    http: reqwest::Client,
 }
 
 impl Webhook {
@@ -102,7 +100,6 @@ impl Webhook {
             settings,
             ready,
             outbox,
-            http: reqwest::Client::new(),
         }
     }
 }
@@ -204,6 +201,15 @@ impl EndResult {
 /// `<Gather>`, Exotel's flow, the generic contract); elsewhere a caller without a route is
 /// refused, as without PIN recovery.
 fn collects_pins(provider: ProviderKind) -> bool {
+    matches!(
+        provider,
+        ProviderKind::Twilio | ProviderKind::Exotel | ProviderKind::Generic
+    )
+}
+
+/// Whether a provider's call-end (and recording) reports reach an endpoint here, which reads
+/// them against the connected calls noted on the ledger; elsewhere nothing would read a note.
+fn reports_call_ends(provider: ProviderKind) -> bool {
     matches!(
         provider,
         ProviderKind::Twilio | ProviderKind::Exotel | ProviderKind::Generic
@@ -678,7 +684,7 @@ impl Webhook {
             vonage::verify(
                 &config.signature_secrets,
                 header_str(headers, vonage::AUTHORIZATION_HEADER),
-                Some(body),
+                body,
                 domain::now(),
             )?;
             Ok(vonage::answer_query_json(body)?)
@@ -753,32 +759,30 @@ impl Webhook {
             Ok(Some(query)) => Ok(query),
             Err(rejection) => Err(rejection),
         };
-        let relay = ready
-            .providers
-            .telnyx
-            .as_ref()
-            .and_then(|c| c.relay.clone());
         let relay_after = |decision: &Decision, query: &RouteQuery| {
             let (Decision::Connect(route), Some(outbox)) = (decision, &self.outbox) else {
                 return;
             };
+            let Some(relay) = ready
+                .providers
+                .telnyx
+                .as_ref()
+                .and_then(|c| c.relay.clone())
+            else {
+                return;
+            };
             let text = query.text.clone().unwrap_or_default();
-            match &relay {
-                // Telnyx refuses an empty text (a picture alone): nothing to relay.
-                Some(_) if text.is_empty() => {}
-                Some(config) => outbox.relay(
-                    Arc::new(TelnyxMessages::new(
-                        self.http.clone(),
-                        &config.api_base,
-                        config.api_key.clone(),
-                    )),
-                    route.clone(),
-                    text,
-                ),
-                None => tracing::warn!(
-                    "a text through Telnyx connects but is not relayed: VNMASK_TELNYX_API_KEY is not set"
-                ),
+            // Telnyx refuses an empty text (a picture alone): nothing to relay.
+            if text.is_empty() {
+                return;
             }
+            let now = domain::now();
+            let message = RelayedMessage {
+                ledger: ready.store.clone(),
+                id: query.call_id.clone(),
+                keep_until: self.settings.replay.keep_until(now),
+            };
+            outbox.relay(relay, message, route.clone(), text);
         };
         self.answer_then(
             &ready,
@@ -852,9 +856,12 @@ impl Webhook {
         let now = domain::now();
         let decision = self.decide(ready, provider, endpoint, &query, now).await;
         let (content_type, body) = render(&decision, Some(&query));
-        if let (Decision::Connect(route), Channel::Voice, Some(outbox)) =
-            (&decision, query.channel, &self.outbox)
-        {
+        if let (Decision::Connect(route), Channel::Voice, Some(outbox), true) = (
+            &decision,
+            query.channel,
+            &self.outbox,
+            reports_call_ends(provider),
+        ) {
             // For the provider's report of the call's end, noted after the answer.
             let call = ConnectedCall::new(query.call_id.clone(), route);
             outbox.remember(ready.store.clone(), endpoint, call);

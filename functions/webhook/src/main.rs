@@ -22,6 +22,7 @@ async fn main() -> Result<(), Error> {
     let interactive_sdk = sdk_config(SdkTimeouts::INTERACTIVE).await;
     let loader = EnvironmentLoader::new(
         Box::new(Env),
+        settings.confirm_routes.clone(),
         sdk_config(SdkTimeouts::STARTUP).await,
         interactive_sdk.clone(),
     );

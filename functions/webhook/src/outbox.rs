@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use vnmask::domain::{CallId, ConnectedCall, Route, UnixTime, VirtualNumber};
-use vnmask::store::{CallRouting, MAX_TALLY_DAYS};
+use vnmask::store::{CallRouting, Sighting, StoreError, MAX_TALLY_DAYS};
 
 use crate::interactions::{InteractionQueue, StreamEvent, Unsent};
-use crate::relay::{TextRelay, RELAY_TIMEOUT};
+use crate::relay::{RelayError, TextRelay, RELAY_TIMEOUT};
 
 /// How long a flush waits for its invocation's answer: every answer is due within 2 s.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
@@ -35,9 +35,13 @@ enum Work {
         endpoint: &'static str,
         call: ConnectedCall,
     },
-    /// Send a text over a route, through the provider's API.
+    /// Send a text over a route, through the provider's API, once per message: its id is
+    /// sighted on `ledger` first, so that a provider's retry (answered again) sends nothing.
     Relay {
         relay: Arc<dyn TextRelay>,
+        ledger: Arc<dyn CallRouting>,
+        message_id: CallId,
+        keep_until: UnixTime,
         route: Box<Route>,
         text: String,
     },
@@ -109,10 +113,20 @@ impl Outbox {
         });
     }
 
-    /// Leaves a text to be relayed over `route`; never waits.
-    pub fn relay(&self, relay: Arc<dyn TextRelay>, route: Route, text: String) {
+    /// Leaves a text to be relayed over `route`, unless message `message_id` was relayed
+    /// already (its id is kept on `ledger` until `keep_until`); never waits.
+    pub fn relay(
+        &self,
+        relay: Arc<dyn TextRelay>,
+        message: RelayedMessage,
+        route: Route,
+        text: String,
+    ) {
         let _ = self.work.send(Work::Relay {
             relay,
+            ledger: message.ledger,
+            message_id: message.id,
+            keep_until: message.keep_until,
             route: Box::new(route),
             text,
         });
@@ -201,16 +215,32 @@ impl Drain {
                     endpoint,
                     call,
                 } => remember(ledger.as_ref(), endpoint, &call).await,
-                Work::Relay { relay, route, text } => {
-                    let sent = tokio::time::timeout(RELAY_TIMEOUT, relay.relay(&route, &text));
-                    let failed = match sent.await {
-                        Ok(Ok(())) => false,
+                Work::Relay {
+                    relay,
+                    ledger,
+                    message_id,
+                    keep_until,
+                    route,
+                    text,
+                } => {
+                    // The sighting and the send together within the relay's time.
+                    let once = relay_once(
+                        relay.as_ref(),
+                        ledger.as_ref(),
+                        &message_id,
+                        keep_until,
+                        &route,
+                        &text,
+                    );
+                    let failed = match tokio::time::timeout(RELAY_TIMEOUT, once).await {
+                        Ok(Ok(Relayed::Sent)) => false,
+                        Ok(Ok(Relayed::Already)) => continue,
                         Ok(Err(error)) => {
-                            tracing::warn!(order_id = %route.order_id, number = %route.number, %error, "text not relayed");
+                            tracing::warn!(order_id = %route.order_id, number = %route.number, %message_id, %error, "text not relayed");
                             true
                         }
                         Err(_) => {
-                            tracing::warn!(order_id = %route.order_id, number = %route.number, "text not relayed in time");
+                            tracing::warn!(order_id = %route.order_id, number = %route.number, %message_id, "text not relayed in time");
                             true
                         }
                     };
@@ -265,6 +295,48 @@ impl Drain {
         );
         self.unsent = events;
     }
+}
+
+/// The ledger entry of the texts relayed: a message's id is sighted there before it is sent.
+const RELAYED_TEXTS: &str = "telnyx-sms-relay";
+
+/// Where a relayed message's id is kept, so that it is relayed once.
+pub struct RelayedMessage {
+    pub ledger: Arc<dyn CallRouting>,
+    pub id: CallId,
+    pub keep_until: UnixTime,
+}
+
+enum Relayed {
+    Sent,
+    /// A provider's retry of a message relayed (or being relayed) already: at most once.
+    Already,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayFailure {
+    #[error(transparent)]
+    Relay(#[from] RelayError),
+    #[error("the message id could not be recorded: {0}")]
+    Ledger(#[from] StoreError),
+}
+
+async fn relay_once(
+    relay: &dyn TextRelay,
+    ledger: &dyn CallRouting,
+    message_id: &CallId,
+    keep_until: UnixTime,
+    route: &Route,
+    text: &str,
+) -> Result<Relayed, RelayFailure> {
+    let sighting = ledger
+        .sight(RELAYED_TEXTS, message_id, vnmask::domain::now(), keep_until)
+        .await?;
+    if sighting != Sighting::First {
+        return Ok(Relayed::Already);
+    }
+    relay.relay(route, text).await?;
+    Ok(Relayed::Sent)
 }
 
 /// Notes a connected call; a failure costs only that call's outcome, which is then counted as

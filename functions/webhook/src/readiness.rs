@@ -53,12 +53,15 @@ pub struct EnvironmentLoader {
     startup_sdk: aws_config::SdkConfig,
     /// For DynamoDB: a call must be refused within 2 s even when DynamoDB is down.
     interactive_sdk: aws_config::SdkConfig,
+    /// From the settings read at cold start.
+    confirm: ConfirmRoutes,
     store: OnceCell<Arc<dyn CallRouting>>,
 }
 
 impl EnvironmentLoader {
     pub fn new(
         env: Box<dyn Source + Send + Sync>,
+        confirm: ConfirmRoutes,
         startup_sdk: aws_config::SdkConfig,
         interactive_sdk: aws_config::SdkConfig,
     ) -> Self {
@@ -66,6 +69,7 @@ impl EnvironmentLoader {
             env,
             startup_sdk,
             interactive_sdk,
+            confirm,
             store: OnceCell::new(),
         }
     }
@@ -74,17 +78,15 @@ impl EnvironmentLoader {
         let store = self
             .store
             .get_or_try_init(|| async {
-                let confirm = crate::config::confirm_routes(self.env.as_ref())?;
                 let store = Arc::new(
                     StoreConfig::from_source(self.env.as_ref())?
                         .connect_with(&self.startup_sdk, &self.interactive_sdk)
                         .await?,
                 );
-                Ok::<_, LoadError>(match confirm {
+                Ok::<_, LoadError>(match &self.confirm {
                     ConfirmRoutes::Off => store as Arc<dyn CallRouting>,
-                    ConfirmRoutes::All => Arc::new(SessionConfirmed::new(store)),
-                    ConfirmRoutes::Elsewhere(homed) => {
-                        Arc::new(SessionConfirmed::except_homed(store, homed))
+                    ConfirmRoutes::Except(homed) => {
+                        Arc::new(SessionConfirmed::except_homed(store, homed.clone()))
                     }
                 })
             })

@@ -29,6 +29,7 @@ pub trait TextRelay: Send + Sync {
 }
 
 /// Telnyx's `POST /v2/messages`, with the account's API key.
+#[derive(Debug)]
 pub struct TelnyxMessages {
     http: reqwest::Client,
     url: String,

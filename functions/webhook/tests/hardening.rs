@@ -13,8 +13,8 @@ use vnmask::store::{CallLedger, RouteReader, Sighting, Store, StoreError};
 use vnmask_tests::people::customer;
 use vnmask_tests::{kms_store_env, local_sdk, now, put_secret};
 use webhook::{
-    router, EnvironmentLoader, LoadError, Loader, Providers, Readiness, Ready, Webhook,
-    WebhookSettings,
+    router, ConfirmRoutes, EnvironmentLoader, LoadError, Loader, Providers, Readiness, Ready,
+    Webhook, WebhookSettings,
 };
 
 mod common;
@@ -354,7 +354,8 @@ fn loader(
     env: std::collections::BTreeMap<String, String>,
     sdk: &aws_config::SdkConfig,
 ) -> EnvironmentLoader {
-    EnvironmentLoader::new(Box::new(env), sdk.clone(), sdk.clone())
+    // One region: routes are not confirmed (two_regions.rs tests confirmation).
+    EnvironmentLoader::new(Box::new(env), ConfirmRoutes::Off, sdk.clone(), sdk.clone())
 }
 
 #[tokio::test]

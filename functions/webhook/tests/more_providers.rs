@@ -484,13 +484,17 @@ async fn a_telnyx_text_is_relayed_through_its_api_after_the_answer_and_a_strange
         None,
     );
 
-    let relayed = send(&app, telnyx_text(&unique_id("msg"), c, vn, "at the gate")).await;
+    let message = unique_id("msg");
+    let relayed = send(&app, telnyx_text(&message, c, vn, "at the gate")).await;
     assert_eq!(relayed.status, 200, "{relayed:?}");
     assert_eq!(relayed.json()["result"], "relayed");
     assert!(
         !relayed.body.contains(digits(d)),
         "the answer carries no number"
     );
+    // Telnyx's retry of it (say, after a slow answer) is answered alike and sends nothing more.
+    let retry = send(&app, telnyx_text(&message, c, vn, "at the gate")).await;
+    assert_eq!(retry.json()["result"], "relayed");
     let stranger = send(&app, telnyx_text(&unique_id("msg"), n, vn, "hello?")).await;
     assert_eq!(stranger.json()["result"], "refused");
     // A delivery report is acknowledged and ignored.
@@ -510,6 +514,8 @@ async fn a_telnyx_text_is_relayed_through_its_api_after_the_answer_and_a_strange
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Time for a second send, were the retry to make one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     telnyx_api.verify().await;
     // A forged one is forbidden.
     let mut forged = telnyx_text(&unique_id("msg"), c, vn, "x");
