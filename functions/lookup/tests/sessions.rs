@@ -205,10 +205,7 @@ async fn a_bad_request_names_the_field_never_the_value_and_changes_nothing() {
     let delete = send_request(&fx.router, request("DELETE", "/v1/sessions/ord-1", "")).await;
     assert_eq!(delete.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(delete.header("allow"), Some("GET,HEAD,PUT"));
-    assert_eq!(
-        delete.body["type"],
-        "urn:vnmask:problem:method-not-allowed"
-    );
+    assert_eq!(delete.body["type"], "urn:vnmask:problem:method-not-allowed");
     assert_eq!(
         get(&fx, "ord-1").await.status,
         StatusCode::NOT_FOUND,

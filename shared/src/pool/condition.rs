@@ -474,10 +474,7 @@ mod tests {
         .unwrap();
         let v = verdict(&pool, &[3], &[], NOW);
         let kinds: Vec<_> = v.changes.iter().map(|c| (c.kind, c.after.state)).collect();
-        assert_eq!(
-            kinds,
-            [(ChangeKind::Quarantined, NumberState::Quarantined)]
-        );
+        assert_eq!(kinds, [(ChangeKind::Quarantined, NumberState::Quarantined)]);
         // Not held: its cooling ended, it serves again.
         let v = verdict(&pool, &[], &[], NOW);
         let kinds: Vec<_> = v.changes.iter().map(|c| (c.kind, c.after.state)).collect();
