@@ -12,7 +12,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::assignment::{OrderChange, OrderUpdate};
+use crate::assignment::{EndTerms, OrderChange, OrderUpdate};
 use crate::domain::{validate_participants, Market, OrderId, Participant, SessionError};
 
 /// The largest accepted version: 2^53 − 1, the largest integer every JSON producer writes exactly.
@@ -340,7 +340,9 @@ impl OrderEvent {
             | EventType::ParticipantAdded => {
                 OrderChange::Participants(self.participants.clone().unwrap_or_default())
             }
-            EventType::OrderCompleted | EventType::OrderCancelled => OrderChange::End,
+            EventType::OrderCompleted | EventType::OrderCancelled => {
+                OrderChange::End(EndTerms::default())
+            }
             EventType::Other(_) => return None,
         };
         Some(OrderUpdate {
@@ -390,7 +392,7 @@ mod tests {
         v["type"] = "OrderCompleted".into();
         v.as_object_mut().unwrap().remove("participants");
         let update = OrderEvent::parse(&v.to_string()).unwrap().update().unwrap();
-        assert!(matches!(update.change, OrderChange::End));
+        assert!(matches!(update.change, OrderChange::End(ref t) if *t == EndTerms::default()));
     }
 
     #[test]

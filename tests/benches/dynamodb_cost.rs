@@ -26,7 +26,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
-use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome};
+use vnmask::assignment::{AssignSettings, Assigner, EndTerms, OrderChange, OrderUpdate, Outcome};
 use vnmask::domain::{Participant, Session, VirtualNumber};
 use vnmask::routing::live_route;
 use vnmask::store::dynamodb::DynamoStore;
@@ -380,9 +380,9 @@ async fn main() {
     measure("sessions API: PUT a two-party order (instead of its event)");
     assert_eq!(call(put).await.unwrap().status(), 200);
     measure("sessions API: the same PUT again (answered from the stored session)");
-    apply("ord-2", 2, OrderChange::End).await;
+    apply("ord-2", 2, OrderChange::End(EndTerms::default())).await;
     measure("release: the order ends (routes live on through the grace period)");
-    apply("ord-3", 3, OrderChange::End).await;
+    apply("ord-3", 3, OrderChange::End(EndTerms::default())).await;
     let _ = meter.take();
 
     // Storage: what the two-party and three-party orders left behind, by item.

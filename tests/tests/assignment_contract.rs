@@ -68,7 +68,7 @@ fn end(order: &str, version: u64) -> OrderUpdate {
         market: market("IN"),
         version,
         record: false,
-        change: OrderChange::End,
+        change: OrderChange::End(EndTerms::default()),
     }
 }
 
@@ -1427,7 +1427,7 @@ async fn an_end_may_close_one_direction_while_the_pair_lives_and_ends_together(f
         .unwrap();
     let vn = fx.number_between("ord-1", &c, &d, t).await;
     let closing = OrderUpdate {
-        change: OrderChange::EndWith(EndTerms {
+        change: OrderChange::End(EndTerms {
             grace: Some(Duration::from_secs(3600)),
             closed: vec![Direction {
                 from: "driver".parse().unwrap(),
@@ -1531,7 +1531,7 @@ async fn an_end_may_close_one_direction_while_the_pair_lives_and_ends_together(f
     // A later end (a cancellation) closes the driver's way at the pair's own end: the grace
     // is the first end's, the customer's way stays open, and the pair is still whole.
     let cancel = OrderUpdate {
-        change: OrderChange::EndWith(EndTerms {
+        change: OrderChange::End(EndTerms {
             grace: Some(Duration::from_secs(7200)),
             closed: vec![Direction {
                 from: "driver".parse().unwrap(),

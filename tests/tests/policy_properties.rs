@@ -215,8 +215,7 @@ fn describe(u: &OrderUpdate) -> String {
             let ids: Vec<String> = people.iter().map(|p| p.user_id.to_string()).collect();
             format!("{} v{} [{}]", u.order_id, u.version, ids.join(" "))
         }
-        OrderChange::End => format!("{} v{} end", u.order_id, u.version),
-        OrderChange::EndWith(terms) => {
+        OrderChange::End(terms) => {
             format!("{} v{} end {:?}", u.order_id, u.version, terms.closed)
         }
     }
@@ -265,12 +264,12 @@ impl World {
             }
             Happening::Complete {
                 driver_closed: false,
-            } => (chosen(&open)?, OrderChange::End),
+            } => (chosen(&open)?, OrderChange::End(EndTerms::default())),
             Happening::Complete {
                 driver_closed: true,
             } => (
                 chosen(&open)?,
-                OrderChange::EndWith(EndTerms {
+                OrderChange::End(EndTerms {
                     grace: None,
                     closed: vec![Direction {
                         from: "driver".parse().unwrap(),
@@ -278,7 +277,7 @@ impl World {
                     }],
                 }),
             ),
-            Happening::Cancel => (chosen(&ended)?, OrderChange::End),
+            Happening::Cancel => (chosen(&ended)?, OrderChange::End(EndTerms::default())),
         };
         let version = self.orders.get(index).map_or(0, |o| o.version) + 1;
         let update = OrderUpdate {
@@ -290,12 +289,12 @@ impl World {
         };
         let people = match &update.change {
             OrderChange::Participants(people) => people.clone(),
-            OrderChange::End | OrderChange::EndWith(_) => self.orders[index].people.clone(),
+            OrderChange::End(_) => self.orders[index].people.clone(),
         };
         let order = Order {
             version,
             people,
-            ended: matches!(update.change, OrderChange::End | OrderChange::EndWith(_)),
+            ended: matches!(update.change, OrderChange::End(_)),
             latest: update.clone(),
         };
         if index == self.orders.len() {
@@ -357,7 +356,7 @@ impl World {
                         assert!(session.is_live(self.now), "an assigned session is live");
                         self.assert_routes_exist(&session).await;
                     }
-                    OrderChange::End | OrderChange::EndWith(_) => {
+                    OrderChange::End(_) => {
                         assert_eq!(session.state, SessionState::Ended);
                         assert!(session.routes_until <= self.now + GRACE);
                         if session.is_live(self.now) {

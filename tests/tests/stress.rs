@@ -10,7 +10,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vnmask::assignment::{
-    AssignError, AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome,
+    AssignError, AssignSettings, Assigner, EndTerms, OrderChange, OrderUpdate, Outcome,
 };
 use vnmask::domain::{Participant, SessionState, UnixTime};
 use vnmask::routing::live_route;
@@ -261,7 +261,7 @@ async fn churn(
             change,
         };
         match i % 3 {
-            0 => ends.push((update(OrderChange::End), None)),
+            0 => ends.push((update(OrderChange::End(EndTerms::default())), None)),
             1 => {
                 let old = people[1].clone();
                 let index: usize = old.user_id.as_str()[1..].parse().unwrap();
@@ -540,7 +540,7 @@ async fn moves_racing_events_of_every_version_keep_every_rule_and_the_latest_ver
             }));
         }
         let changes: Vec<(u64, OrderChange)> = match i % 3 {
-            0 => vec![(2, OrderChange::End)],
+            0 => vec![(2, OrderChange::End(EndTerms::default()))],
             1 => [(2, 7), (3, 3)]
                 .into_iter()
                 .map(|(version, shift)| {

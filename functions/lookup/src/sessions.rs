@@ -81,7 +81,7 @@ impl Sessions {
                                 "the stored session at version {stored_version} is not what this request asks ({}): a change needs a newer version",
                                 match update.change {
                                     OrderChange::Participants(_) => "other participants or recording",
-                                    OrderChange::End | OrderChange::EndWith(_) => "other directions closed",
+                                    OrderChange::End(_) => "other directions closed",
                                 }
                             ),
                         ),
@@ -156,8 +156,7 @@ impl Sessions {
                     && s.record == update.record
             }
             // An end is the stored end while it closes nothing the stored one did not.
-            OrderChange::End => s.state == SessionState::Ended,
-            OrderChange::EndWith(terms) => {
+            OrderChange::End(terms) => {
                 s.state == SessionState::Ended
                     && terms.closed.iter().all(|d| s.closed_after_end.contains(d))
             }
@@ -384,7 +383,7 @@ fn end_update(
         .update()
         .ok_or_else(|| Refused::new(ProblemKind::Internal, "the end could not be read"))?;
     if grace.is_some() || !closed.is_empty() {
-        update.change = OrderChange::EndWith(EndTerms { grace, closed });
+        update.change = OrderChange::End(EndTerms { grace, closed });
     }
     Ok(update)
 }

@@ -25,10 +25,9 @@ pub enum OrderChange {
     /// The order's full current participant list (a snapshot, so that the newest event wins whole).
     /// Participants absent from it lose their routes of this order at once.
     Participants(Vec<Participant>),
-    /// The order is over: routes keep working for the grace period, then end.
-    End,
-    /// The order is over, on terms of its own (a sessions API end).
-    EndWith(EndTerms),
+    /// The order is over: routes keep working for the grace period, then end, on the order's
+    /// own terms where a sessions API end gives some (an event's are the default).
+    End(EndTerms),
 }
 
 /// How one order's end differs from the configured one.
@@ -343,13 +342,7 @@ impl Assigner {
                         self.plan_participants(update, people, now, refreshed_pool, &refused)
                             .await?
                     }
-                    OrderChange::End => {
-                        self.plan_end(update, now, &EndTerms::default(), &refused)
-                            .await?
-                    }
-                    OrderChange::EndWith(terms) => {
-                        self.plan_end(update, now, terms, &refused).await?
-                    }
+                    OrderChange::End(terms) => self.plan_end(update, now, terms, &refused).await?,
                 },
                 Change::Move(order) => self.plan_move(order, now, &refused).await?,
             };

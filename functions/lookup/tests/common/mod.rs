@@ -14,7 +14,7 @@ use lookup::orders::OrdersApi;
 use lookup::{router, Lookup};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use vnmask::assignment::{AssignSettings, Assigner, OrderChange, OrderUpdate, Outcome};
+use vnmask::assignment::{AssignSettings, Assigner, EndTerms, OrderChange, OrderUpdate, Outcome};
 use vnmask::domain::Participant;
 use vnmask::store::Store;
 use vnmask_tests::{local_dynamo, market, pool, seed_pool, LocalDynamo};
@@ -87,7 +87,7 @@ pub fn completion(order: &str, version: u64) -> OrderUpdate {
         market: market("IN"),
         version,
         record: false,
-        change: OrderChange::End,
+        change: OrderChange::End(EndTerms::default()),
     }
 }
 
