@@ -15,8 +15,8 @@ use super::{
     Sighting, StoreError,
 };
 use crate::domain::{
-    AnswerTally, CallId, Capabilities, Market, PinKey, RealNumber, Route, Session, UnixTime,
-    VirtualNumber,
+    AnswerTally, CallId, Capabilities, Market, PinKey, RealNumber, Route, RoutePair, Session,
+    UnixTime, VirtualNumber,
 };
 
 /// A store whose routes and PIN routes are each confirmed by their order's session: a route
@@ -54,22 +54,25 @@ impl<S: AssignmentStore> SessionConfirmed<S> {
 /// `route` as `session` has it, if the session lists it: same caller, number, callee and
 /// roles, with the session's end when earlier and closed if either is.
 fn confirmed(session: &Session, route: Route) -> Option<Route> {
-    let listed = session
+    let pairs: Vec<RoutePair> = session
         .route_pairs(session.routes_until)
         .into_iter()
         .chain(session.handover_pairs())
-        .flat_map(|pair| pair.routes().to_vec())
+        .collect();
+    let listed = pairs
+        .iter()
+        .flat_map(RoutePair::routes)
         .find(|r| same_way(r, &route))?;
-    Some(agreed(route, &listed))
+    Some(agreed(route, listed))
 }
 
 /// The route a PIN on `key` stands for, as `session` has it: only a live contact's PIN (a
 /// handover carries none), with the same PIN for the same way.
 fn confirmed_pin(session: &Session, key: &PinKey, route: Route) -> Option<Route> {
-    let listed = session
-        .route_pairs(session.routes_until)
-        .into_iter()
-        .flat_map(|pair| pair.pins().to_vec())
+    let pairs = session.route_pairs(session.routes_until);
+    let listed = pairs
+        .iter()
+        .flat_map(RoutePair::pins)
         .find(|p| p.pin == key.pin && p.route.number == key.number && same_way(&p.route, &route))?;
     Some(agreed(route, &listed.route))
 }
