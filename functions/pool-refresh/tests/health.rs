@@ -63,6 +63,17 @@ struct World {
 }
 
 impl World {
+    /// Twilio lists every number of the pool in service, but `gone` (released there).
+    async fn listed_by_twilio(&self, server: &MockServer, gone: Option<&VirtualNumber>) {
+        let listed: Vec<(&str, bool, bool)> = self
+            .numbers
+            .iter()
+            .filter(|n| Some(&n.number) != gone)
+            .map(|n| (n.number.as_str(), true, true))
+            .collect();
+        twilio_lists(server, &listed).await;
+    }
+
     async fn new(count: usize) -> World {
         let dynamo = local_dynamo().await;
         let numbers = twilio_pool(count);
@@ -198,13 +209,7 @@ async fn a_number_released_at_the_provider_has_its_pairs_moved_and_handed_over()
     assert!(!on_gone.is_empty());
     // WHEN Twilio no longer lists N and pool refresh runs
     let server = MockServer::start().await;
-    let listed: Vec<(&str, bool, bool)> = w
-        .numbers
-        .iter()
-        .filter(|n| n.number != gone)
-        .map(|n| (n.number.as_str(), true, true))
-        .collect();
-    twilio_lists(&server, &listed).await;
+    w.listed_by_twilio(&server, Some(&gone)).await;
     let sent = Arc::new(Sent::default());
     let at = t + 60;
     let summary = w
@@ -280,12 +285,7 @@ async fn a_number_answered_far_less_than_its_market_is_quarantined_only_with_eno
     }
     let bad = number_of(&sessions[0]);
     let server = MockServer::start().await;
-    let listed: Vec<(&str, bool, bool)> = w
-        .numbers
-        .iter()
-        .map(|n| (n.number.as_str(), true, true))
-        .collect();
-    twilio_lists(&server, &listed).await;
+    w.listed_by_twilio(&server, None).await;
     // Recorded outcomes: the others answer 8 in 10 of 100 calls each
     let keep = t + 86_400;
     let mut call = 0;
@@ -378,12 +378,7 @@ async fn a_cooling_off_number_serves_no_new_pair_until_its_period_ends() {
     );
     // WHEN the period ends and pool refresh runs
     let server = MockServer::start().await;
-    let listed: Vec<(&str, bool, bool)> = w
-        .numbers
-        .iter()
-        .map(|n| (n.number.as_str(), true, true))
-        .collect();
-    twilio_lists(&server, &listed).await;
+    w.listed_by_twilio(&server, None).await;
     let summary = w
         .refresher(&server, settings(&["US"]), Arc::new(Sent::default()))
         .refresh(t + 300)
@@ -419,12 +414,7 @@ async fn moves_beyond_a_runs_budget_wait_for_the_next_run() {
     .unwrap();
     w.store().put_number(&held).await.unwrap();
     let server = MockServer::start().await;
-    let listed: Vec<(&str, bool, bool)> = w
-        .numbers
-        .iter()
-        .map(|n| (n.number.as_str(), true, true))
-        .collect();
-    twilio_lists(&server, &listed).await;
+    w.listed_by_twilio(&server, None).await;
     // WHEN a run may move one order only
     let budget = RefreshSettings {
         moves_per_run: 1,
@@ -512,12 +502,7 @@ async fn the_headroom_counts_what_the_markets_calls_need() {
     let t = now();
     w.order(0, t).await;
     let server = MockServer::start().await;
-    let listed: Vec<(&str, bool, bool)> = w
-        .numbers
-        .iter()
-        .map(|n| (n.number.as_str(), true, true))
-        .collect();
-    twilio_lists(&server, &listed).await;
+    w.listed_by_twilio(&server, None).await;
     let keep = t + 86_400;
     for (i, n) in w.numbers.iter().enumerate() {
         for k in 0..120 {

@@ -217,6 +217,24 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::store::PoolStore;
 
+    /// A memory store whose IN pool is one active voice+SMS number.
+    async fn store_with_one_number() -> (Arc<MemoryStore>, VirtualNumber) {
+        let store = Arc::new(MemoryStore::new());
+        let vn = VirtualNumber::parse("+911140000010").unwrap();
+        store
+            .put_number(&crate::domain::PoolNumber {
+                number: vn.clone(),
+                provider: "twilio".parse().unwrap(),
+                market: "IN".parse().unwrap(),
+                capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
+                state: crate::domain::NumberState::Active,
+                hold: None,
+            })
+            .await
+            .unwrap();
+        (store, vn)
+    }
+
     fn person(role: &str, user: &str, phone: &str) -> Participant {
         Participant {
             role: role.parse::<Role>().unwrap(),
@@ -240,19 +258,7 @@ mod tests {
     /// newer write) reads as absent; one the session lists reads with the session's end.
     #[tokio::test]
     async fn a_route_its_session_no_longer_lists_reads_as_absent() {
-        let store = Arc::new(MemoryStore::new());
-        let vn = VirtualNumber::parse("+911140000010").unwrap();
-        store
-            .put_number(&crate::domain::PoolNumber {
-                number: vn.clone(),
-                provider: "twilio".parse().unwrap(),
-                market: "IN".parse().unwrap(),
-                capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
-                state: crate::domain::NumberState::Active,
-                hold: None,
-            })
-            .await
-            .unwrap();
+        let (store, vn) = store_with_one_number().await;
         let assigner = Assigner::new(
             store.clone(),
             AssignSettings::for_markets(["IN".parse().unwrap()]),
@@ -310,19 +316,7 @@ mod tests {
     /// carry none) and never another PIN's route.
     #[tokio::test]
     async fn a_pin_confirms_only_as_the_sessions_own_pin_for_that_way() {
-        let store = Arc::new(MemoryStore::new());
-        let vn = VirtualNumber::parse("+911140000010").unwrap();
-        store
-            .put_number(&crate::domain::PoolNumber {
-                number: vn.clone(),
-                provider: "twilio".parse().unwrap(),
-                market: "IN".parse().unwrap(),
-                capabilities: crate::domain::Capabilities::VOICE_AND_SMS,
-                state: crate::domain::NumberState::Active,
-                hold: None,
-            })
-            .await
-            .unwrap();
+        let (store, vn) = store_with_one_number().await;
         let mut settings = AssignSettings::for_markets(["IN".parse().unwrap()]);
         settings.pin_markets.insert("IN".parse().unwrap());
         let assigner = Assigner::new(store.clone(), settings);
