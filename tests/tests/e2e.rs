@@ -29,7 +29,8 @@ struct DevStack {
 
 impl Drop for DevStack {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        let failed = std::thread::panicking();
+        if failed {
             // CI keeps only the test's output: show what the stack logged.
             eprintln!(
                 "the dev stack's logs, from {}:\n{}",
@@ -37,6 +38,16 @@ impl Drop for DevStack {
                 log_tails(&self.state, 3000)
             );
         }
+        self.stop();
+        // A passing run's logs help nobody, and a run's state would pile up in /tmp.
+        if !failed {
+            let _ = std::fs::remove_dir_all(&self.state);
+        }
+    }
+}
+
+impl DevStack {
+    fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
@@ -54,9 +65,7 @@ impl Drop for DevStack {
         }
         let _ = self.child.kill();
     }
-}
 
-impl DevStack {
     async fn start(orders_api: &str) -> DevStack {
         let state = std::env::temp_dir().join(format!("vnmask-e2e-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);

@@ -1,6 +1,6 @@
 //! The event contract: docs/events.schema.json, docs/events.md and the parser agree.
 
-mod common;
+use crate::common;
 
 use assign::RetryReason;
 use common::*;

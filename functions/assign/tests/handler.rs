@@ -1,6 +1,6 @@
 //! The assign handler against DynamoDB Local and moto's SQS, fed real SqsEvent fixtures.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! End to end: the real `assign` binary under `cargo lambda watch` on 127.0.0.1, invoked with
 //! an SqsEvent fixture, against DynamoDB Local, moto's SQS and moto's KMS (wrapped keys).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! running at the same time in the same process would race (tracing caches each callsite's
 //! interest process-wide), and it sets the process-wide panic hook.
 
-mod common;
+use crate::common;
 
 use common::*;
 use vnmask_tests::CapturedLogs;

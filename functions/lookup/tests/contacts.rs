@@ -1,7 +1,7 @@
 //! The lookup endpoint on DynamoDB Local, through real API Gateway v2 events: who sees which
 //! numbers, who sees nothing, and what each request costs.
 
-mod common;
+use crate::common;
 
 use common::{
     assignment, completion, config, fixture, fixture_json, jwt_event, set_path, Fx, FIXTURE_SUB,

@@ -1,7 +1,7 @@
 //! The fallback: no session yet, so the order comes from the Orders service (a wiremock
 //! server on 127.0.0.1) and is assigned on the spot by the same code the assign function runs.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! docs/openapi.yaml: status documented, content type documented, body valid against the
 //! documented schema (with `$ref`s into `components`), required headers present and valid.
 
-mod common;
+use crate::common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{assignment, completion, config, fixture, jwt_event, Answer};

@@ -2,7 +2,7 @@
 //! ends and reads an order's session with calls that share the events' versions and
 //! transaction, so that the two interleave safely.
 
-mod common;
+use crate::common;
 
 use common::{assignment, config, fixture, send_request, Answer, Fx};
 use http::StatusCode;

@@ -3,7 +3,7 @@
 //! the pair invariant audited at every step), the old pairs keep connecting for the handover
 //! and no longer after it, and a cooling-off number serves no new pair until its period ends.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! The providers' inventory clients against wiremock fakes of their APIs, answering with bodies
 //! shaped like the providers' documented examples (tests/fixtures).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

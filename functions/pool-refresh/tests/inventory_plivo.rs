@@ -1,7 +1,7 @@
 //! Plivo's inventory client against a wiremock fake of its REST API, answering with bodies
 //! shaped like Plivo's API reference (tests/fixtures/plivo).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

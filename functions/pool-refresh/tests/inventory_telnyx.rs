@@ -2,7 +2,7 @@
 //! like Telnyx's API reference (`PhoneNumberDetailed`, `AvailablePhoneNumber`, `NumberOrder`) in
 //! tests/fixtures/telnyx.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Vonage's inventory client against a wiremock fake of its Numbers API, answering with bodies
 //! shaped like Vonage's API reference and its SDKs' test data (tests/fixtures/vonage).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! keys are wrapped by moto's KMS and unwrapped at cold start, as in a deployment (moves of
 //! pairs off numbers leaving service open sessions).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! providers: reconciliation, provider failures, overlapping runs, headroom and buying. The
 //! refresher runs on a store without keys, as in production; tests seed with keys.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use vnmask::store::Store;
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{now, pool, seed_pool};
 
-mod common;
+use crate::common;
 use common::*;
 
 const C: &str = "+919810000001";

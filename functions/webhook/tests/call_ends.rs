@@ -14,7 +14,7 @@ use vnmask::providers::{exotel, twilio};
 use vnmask_tests::local_sdk;
 use webhook::{router, Drain, InteractionQueue, Outbox, Webhook, ANSWER_WAIT};
 
-mod common;
+use crate::common;
 use common::*;
 
 const CALL_SID: &str = "CAfedcba9876543210fedcba9876543210";

@@ -13,7 +13,7 @@ use vnmask::store::{PairWrite, SessionCommit, Store};
 use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, now, seed_pool};
 
-mod common;
+use crate::common;
 use common::*;
 
 const VOICE_ONLY: Capabilities = Capabilities {

@@ -11,7 +11,7 @@ use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::Store;
 use vnmask_tests::{local_sdk, test_vault};
 
-mod common;
+use crate::common;
 use common::*;
 
 const C: &str = "+919810000001";

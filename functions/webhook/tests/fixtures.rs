@@ -14,7 +14,7 @@ use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{now, pool, seed_pool};
 use webhook::WebhookConfig;
 
-mod common;
+use crate::common;
 use common::*;
 
 const VN: &str = "+911140001000";

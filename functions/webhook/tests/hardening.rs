@@ -17,7 +17,7 @@ use webhook::{
     Webhook, WebhookSettings,
 };
 
-mod common;
+use crate::common;
 use common::*;
 
 /// Each endpoint, a request to it from `from` to `vn`, and the call id that request carries.

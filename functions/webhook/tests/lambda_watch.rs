@@ -14,7 +14,7 @@ use vnmask_tests::people::{customer, driver};
 use vnmask_tests::watch::{LambdaWatch, WatchSpec};
 use vnmask_tests::{kms_store, local_sdk, now, pool, put_secret_named, secret_name, seed_pool};
 
-mod common;
+use crate::common;
 use common::*;
 
 #[tokio::test(flavor = "multi_thread")]

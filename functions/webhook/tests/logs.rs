@@ -8,7 +8,7 @@ use vnmask_tests::people::customer;
 use vnmask_tests::{local_sdk, CapturedLogs};
 use webhook::InteractionQueue;
 
-mod common;
+use crate::common;
 use common::*;
 
 #[tokio::test(flavor = "current_thread")]

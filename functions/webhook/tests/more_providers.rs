@@ -16,7 +16,7 @@ use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::Store;
 use vnmask_tests::{now, test_vault};
 
-mod common;
+use crate::common;
 use common::*;
 
 /// The digits of an E.164 number: how Plivo and Vonage write it.

@@ -10,7 +10,7 @@ use vnmask::providers::twilio;
 use vnmask_tests::local_sdk;
 use webhook::{router, Drain, InteractionQueue, Outbox, Webhook};
 
-mod common;
+use crate::common;
 use common::*;
 
 fn webhook(s: &Seeds, queue: InteractionQueue) -> (axum::Router, Drain) {

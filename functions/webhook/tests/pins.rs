@@ -15,7 +15,7 @@ use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{now, pool, seed_pool};
 use webhook::WebhookConfig;
 
-mod common;
+use crate::common;
 use common::*;
 
 /// A phone nobody registered: C's second SIM, say.

@@ -9,7 +9,7 @@ use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_sdk, now, pool};
 use webhook::InteractionQueue;
 
-mod common;
+use crate::common;
 use common::*;
 
 async fn each_caller_reaches_the_right_person_with_the_right_caller_id(s: Seeds) {

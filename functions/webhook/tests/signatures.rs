@@ -12,7 +12,7 @@ use vnmask_tests::people::{customer, driver};
 use vnmask_tests::{local_dynamo, now, pool, seed_pool, CallCounter};
 use webhook::WebhookConfig;
 
-mod common;
+use crate::common;
 use common::*;
 
 struct Fx {
