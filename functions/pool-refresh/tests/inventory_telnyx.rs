@@ -110,6 +110,22 @@ async fn listing_reads_every_page_and_keeps_the_numbers_on_our_application_or_pr
         .all(|n| n.country.as_ref().map(|c| c.as_str()) == Some("US")));
 }
 
+/// Pages cut by number shift when a number is bought or released between two of them: a
+/// listing whose totals moved pools what it read and retires nothing.
+#[tokio::test]
+async fn a_listing_that_changed_between_pages_proves_no_absence() {
+    let server = MockServer::start().await;
+    lists(&server, 1, page(1)).await;
+    let mut second = page(2);
+    second["meta"]["total_results"] = json!(6);
+    lists(&server, 2, second).await;
+
+    let numbers = telnyx(&server).list_numbers().await.unwrap();
+
+    assert!(!numbers.ours.is_complete());
+    assert_eq!(numbers.ours.numbers.len(), 5);
+}
+
 #[tokio::test]
 async fn without_a_messaging_profile_numbers_carry_calls_only() {
     let server = MockServer::start().await;

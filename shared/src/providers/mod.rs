@@ -217,7 +217,7 @@ pub(crate) fn form_query<'a>(
 /// A number written as its digits with the country code (Plivo's and Vonage's way) as E.164,
 /// `+` first. Anything but ASCII digits is no number: an empty string, which the E.164 check
 /// refuses, so a withheld `anonymous` or a SIP URI is never looked up.
-pub(crate) fn digits_to_e164(digits: &str) -> String {
+pub fn digits_to_e164(digits: &str) -> String {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         format!("+{digits}")
     } else {
@@ -226,7 +226,7 @@ pub(crate) fn digits_to_e164(digits: &str) -> String {
 }
 
 /// E.164 as Plivo and Vonage write it: without the `+`.
-pub(crate) fn e164_to_digits(e164: &str) -> &str {
+pub fn e164_to_digits(e164: &str) -> &str {
     e164.strip_prefix('+').unwrap_or(e164)
 }
 

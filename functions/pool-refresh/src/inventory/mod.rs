@@ -99,6 +99,62 @@ impl Extend<Entry> for AccountNumbers {
     }
 }
 
+/// The entry that is exactly `number` and ours, of those a provider's search found: searches
+/// also match numbers that merely start with its digits, and one pointing elsewhere is not ours.
+fn exact_ours(
+    entries: impl IntoIterator<Item = Entry>,
+    number: &VirtualNumber,
+) -> Option<ListedNumber> {
+    entries.into_iter().find_map(|entry| match entry {
+        Entry::Ours(n) if &n.number == number => Some(n),
+        _ => None,
+    })
+}
+
+/// What a listing read page by page has seen of the total each page states. Pages cut by
+/// offset or by page number shift when a number is bought or released between two of them, so
+/// one of ours may be read twice or never: a listing whose totals moved, or do not add up to
+/// what was read, proves no absence. It retires nothing (counted unreadable) and pools what it
+/// read, for every provider alike.
+#[derive(Debug, Default)]
+struct PageCounts {
+    read: usize,
+    totals: std::collections::BTreeSet<usize>,
+}
+
+impl PageCounts {
+    /// A page of `entries`, stating `total` for the whole listing where the provider does.
+    fn page(&mut self, entries: usize, total: Option<usize>) {
+        self.read += entries;
+        self.totals.extend(total);
+    }
+
+    fn read(&self) -> usize {
+        self.read
+    }
+
+    /// Counts the listing unreadable if its pages did not add up, and keeps one of each number.
+    fn settle(self, provider: &Provider, numbers: &mut AccountNumbers) {
+        let adds_up = match self.totals.len() {
+            0 => true,
+            1 => self.totals.first() == Some(&self.read),
+            _ => false,
+        };
+        if !adds_up {
+            tracing::warn!(
+                provider = %provider,
+                read = self.read,
+                "the account's numbers changed while listed; none is retired this run"
+            );
+            numbers.ours.unreadable += 1;
+        }
+        // A number the shift showed twice is pooled once.
+        let ours = &mut numbers.ours.numbers;
+        ours.sort_unstable_by(|a, b| a.number.cmp(&b.number));
+        ours.dedup_by(|a, b| a.number == b.number);
+    }
+}
+
 /// Where providers send calls and messages to our numbers: the webhook function's endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhooks {

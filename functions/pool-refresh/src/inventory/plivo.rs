@@ -23,9 +23,10 @@ use serde_json::json;
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
 use vnmask::pool::ListedNumber;
+use vnmask::providers::{digits_to_e164, e164_to_digits};
 
 use super::http::{ApiClient, HttpPolicy, PostError};
-use super::{AccountNumbers, Entry, Inventory, ProviderError, Vendor, Webhooks};
+use super::{AccountNumbers, Entry, Inventory, PageCounts, ProviderError, Vendor, Webhooks};
 
 const LIST: &str = "Number list";
 const SEARCH: &str = "PhoneNumber search";
@@ -124,7 +125,7 @@ impl Plivo {
 
     /// A number's own resource: `{kind}/{digits}/`.
     fn number_path(&self, kind: &str, number: &VirtualNumber) -> String {
-        self.account_path(&format!("{kind}/{}/", plivo_digits(number)))
+        self.account_path(&format!("{kind}/{}/", e164_to_digits(number.as_str())))
     }
 
     /// Whether Plivo hands this number's calls and messages to one of our applications.
@@ -174,15 +175,10 @@ fn application_id(uri: &str) -> Option<&str> {
         .filter(|id| !id.is_empty())
 }
 
-fn plivo_digits(number: &VirtualNumber) -> &str {
-    number.as_str().trim_start_matches('+')
-}
-
 /// A number as Plivo writes it (`14155551234`), in E.164, checked strictly.
 fn e164(digits: &str) -> Option<VirtualNumber> {
     let digits = digits.trim();
-    let digits = digits.strip_prefix('+').unwrap_or(digits);
-    VirtualNumber::parse(&format!("+{digits}")).ok()
+    VirtualNumber::parse(&digits_to_e164(digits.strip_prefix('+').unwrap_or(digits))).ok()
 }
 
 #[derive(Deserialize)]
@@ -270,36 +266,15 @@ impl Inventory for Plivo {
     async fn list_numbers(&self) -> Result<AccountNumbers, ProviderError> {
         let first = self.account_path(&format!("Number/?limit={PAGE_SIZE}&offset=0"));
         let mut numbers = AccountNumbers::default();
-        let mut seen = 0usize;
-        let mut totals = BTreeSet::new();
+        let mut counts = PageCounts::default();
         self.api
             .follow_pages(LIST, &first, MAX_PAGES, |page: NumbersPage| {
-                seen += page.objects.len();
-                totals.extend(page.meta.total_count);
+                counts.page(page.objects.len(), page.meta.total_count);
                 numbers.extend(page.objects.into_iter().map(|e| self.read_entry(e)));
                 page.meta.next
             })
             .await?;
-        // Pages are cut by offset: a number added or released between two pages shifts the
-        // rest, so one may be read twice or missed. Such a listing proves no absence.
-        let consistent = match totals.len() {
-            0 => true,
-            1 => totals.first() == Some(&seen),
-            _ => false,
-        };
-        if !consistent {
-            tracing::warn!(
-                provider = "plivo",
-                seen,
-                "the account's numbers changed while listed"
-            );
-            numbers.ours.unreadable += 1;
-        }
-        numbers
-            .ours
-            .numbers
-            .sort_unstable_by(|a, b| a.number.cmp(&b.number));
-        numbers.ours.numbers.dedup_by(|a, b| a.number == b.number);
+        counts.settle(self.api.provider(), &mut numbers);
         Ok(numbers)
     }
 }

@@ -22,9 +22,12 @@ use serde::Deserialize;
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
 use vnmask::pool::ListedNumber;
+use vnmask::providers::e164_to_digits;
 
 use super::http::{ApiAuth, ApiClient, HttpPolicy, PostError};
-use super::{AccountNumbers, Entry, Inventory, ProviderError, Vendor, Webhooks};
+use super::{
+    exact_ours, AccountNumbers, Entry, Inventory, PageCounts, ProviderError, Vendor, Webhooks,
+};
 
 const LIST: &str = "phone_numbers list";
 const SEARCH: &str = "available_phone_numbers search";
@@ -128,7 +131,7 @@ struct PageMeta {
     total_pages: u32,
     /// The account's numbers when the page was cut; absent in older answers.
     #[serde(default)]
-    total_results: Option<u64>,
+    total_results: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -255,14 +258,13 @@ impl Inventory for Telnyx {
         let page_path =
             |page: u32| format!("/v2/phone_numbers?page[number]={page}&page[size]={PAGE_SIZE}");
         let mut numbers = AccountNumbers::default();
+        let mut counts = PageCounts::default();
         // The page asked for, not the page the answer says it is: a page that misnames itself
         // cannot send the listing round in circles.
         let mut page = 1;
-        let (mut read, mut totals) = (0u64, std::collections::BTreeSet::new());
         self.api
             .follow_pages(LIST, &page_path(page), MAX_PAGES, |answer: NumbersPage| {
-                read += answer.data.len() as u64;
-                totals.insert((answer.meta.total_pages, answer.meta.total_results));
+                counts.page(answer.data.len(), answer.meta.total_results);
                 numbers.extend(answer.data.into_iter().map(|e| self.read_entry(e)));
                 (page < answer.meta.total_pages).then(|| {
                     page += 1;
@@ -270,16 +272,7 @@ impl Inventory for Telnyx {
                 })
             })
             .await?;
-        // Pages are cut by number: a number bought or released between two pages shifts the
-        // entries, and one of ours may be read twice or never. When the totals moved or do not
-        // add up, the listing retires nothing (counted unreadable), as an incomplete one.
-        let consistent = totals.len() == 1
-            && totals
-                .iter()
-                .all(|(_, results)| results.is_none_or(|r| r == read));
-        if !consistent {
-            numbers.ours.unreadable += 1;
-        }
+        counts.settle(self.api.provider(), &mut numbers);
         Ok(numbers)
     }
 }
@@ -392,19 +385,12 @@ impl Vendor for Telnyx {
     ) -> Result<Option<ListedNumber>, ProviderError> {
         let mut url = self.api.url(FIND, "/v2/phone_numbers")?;
         // The filter takes digits only: a `+` would match nothing.
-        url.query_pairs_mut().append_pair(
-            "filter[phone_number]",
-            number.as_str().trim_start_matches('+'),
-        );
+        url.query_pairs_mut()
+            .append_pair("filter[phone_number]", e164_to_digits(number.as_str()));
         let page: NumbersPage = self.api.get_json(FIND, &url).await?;
-        // The filter also matches partial numbers: only the exact one counts.
-        Ok(page
-            .data
-            .into_iter()
-            .filter_map(|e| match self.read_entry(e) {
-                Entry::Ours(n) => Some(n),
-                Entry::Foreign | Entry::Unreadable => None,
-            })
-            .find(|n| &n.number == number))
+        Ok(exact_ours(
+            page.data.into_iter().map(|e| self.read_entry(e)),
+            number,
+        ))
     }
 }

@@ -20,9 +20,12 @@ use serde::Deserialize;
 use vnmask::config::Secret;
 use vnmask::domain::{Capabilities, Market, Provider, VirtualNumber};
 use vnmask::pool::ListedNumber;
+use vnmask::providers::{digits_to_e164, e164_to_digits};
 
 use super::http::{ApiClient, HttpPolicy, PostError};
-use super::{AccountNumbers, Entry, Inventory, ProviderError, Vendor, Webhooks};
+use super::{
+    exact_ours, AccountNumbers, Entry, Inventory, PageCounts, ProviderError, Vendor, Webhooks,
+};
 
 const LIST: &str = "account numbers list";
 const SEARCH: &str = "number search";
@@ -186,7 +189,7 @@ impl VonageNumber {
             None => None,
         };
         Some(ListedNumber {
-            number: virtual_number(&self.msisdn)?,
+            number: VirtualNumber::parse(&digits_to_e164(&self.msisdn)).ok()?,
             capabilities: self.capabilities(),
             country,
             in_service: true,
@@ -197,20 +200,6 @@ impl VonageNumber {
 /// A field's text, when it has some.
 fn set(field: &Option<String>) -> Option<&str> {
     field.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
-/// Vonage's digits as a virtual number, checked against the numbering plan.
-fn virtual_number(msisdn: &str) -> Option<VirtualNumber> {
-    if msisdn.is_empty() || !msisdn.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    VirtualNumber::parse(&format!("+{msisdn}")).ok()
-}
-
-/// A number as Vonage writes it: E.164 without the `+`.
-fn msisdn(number: &VirtualNumber) -> &str {
-    let e164 = number.as_str();
-    e164.strip_prefix('+').unwrap_or(e164)
 }
 
 /// The answer to a buy or an update: `error-code` `200` for a success.
@@ -226,31 +215,20 @@ impl Inventory for Vonage {
         self.api.provider()
     }
 
-    /// Every page, until as many numbers as the first page counts are read. Pages are numbered,
-    /// not linked: a count that changes while paging, or pages that end short of it, may have
-    /// skipped numbers, and fail the listing rather than retire them.
+    /// Every page, until as many numbers as the page counts are read or a page comes back
+    /// empty.
     async fn list_numbers(&self) -> Result<AccountNumbers, ProviderError> {
         let mut numbers = AccountNumbers::default();
-        let mut expected = None;
-        let mut read = 0;
+        let mut counts = PageCounts::default();
         for index in 1..=MAX_PAGES {
             let url = self.numbers_url(LIST, &[("index", &index.to_string())])?;
             let page: NumbersPage = self.api.get_json(LIST, &url).await?;
-            let count = *expected.get_or_insert(page.count);
-            if page.count != count {
-                return Err(self.api.malformed(LIST, "the count changed between pages"));
-            }
             let on_page = page.numbers.len();
-            read += on_page;
+            counts.page(on_page, Some(page.count));
             numbers.extend(page.numbers.into_iter().map(|e| self.read_entry(e)));
-            if read == count {
+            if counts.read() >= page.count || on_page == 0 {
+                counts.settle(self.api.provider(), &mut numbers);
                 return Ok(numbers);
-            }
-            if read > count || on_page == 0 {
-                return Err(self.api.malformed(
-                    LIST,
-                    format!("{read} numbers listed of the {count} counted"),
-                ));
             }
         }
         Err(self
@@ -312,7 +290,7 @@ impl Vendor for Vonage {
                 PostError::Refused(self.api.malformed(BUY, "the number's country is not known"))
             })?
             .as_str();
-        let digits = msisdn(number);
+        let digits = e164_to_digits(number.as_str());
         self.post(
             BUY,
             "/number/buy",
@@ -350,19 +328,17 @@ impl Vendor for Vonage {
         &self,
         number: &VirtualNumber,
     ) -> Result<Option<ListedNumber>, ProviderError> {
-        // Numbers that start with these digits: only the exact one counts.
         let url = self.numbers_url(
             FIND,
-            &[("pattern", msisdn(number)), ("search_pattern", "0")],
+            &[
+                ("pattern", e164_to_digits(number.as_str())),
+                ("search_pattern", "0"),
+            ],
         )?;
         let page: NumbersPage = self.api.get_json(FIND, &url).await?;
-        Ok(page
-            .numbers
-            .into_iter()
-            .filter_map(|e| match self.read_entry(e) {
-                Entry::Ours(n) => Some(n),
-                Entry::Foreign | Entry::Unreadable => None,
-            })
-            .find(|n| &n.number == number))
+        Ok(exact_ours(
+            page.numbers.into_iter().map(|e| self.read_entry(e)),
+            number,
+        ))
     }
 }
