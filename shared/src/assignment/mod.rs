@@ -629,6 +629,16 @@ impl Assigner {
             .collect();
         let kept_pins: HashSet<PinKey> = pairs.iter().flat_map(pin_keys).collect();
         let former_users = former_users(previous, &session);
+        // A person's entry says their role in the order and until when it is live: a commit
+        // that changes neither (a move) leaves the entries as they are.
+        let people_entries = previous.is_none_or(|p| {
+            p.routes_until != session.routes_until
+                || !p
+                    .participants
+                    .iter()
+                    .map(|x| (&x.user_id, &x.role))
+                    .eq(session.participants.iter().map(|x| (&x.user_id, &x.role)))
+        });
         let (delete_routes, delete_pins) = previous
             .map(|prev| {
                 let old: Vec<RoutePair> = prev
@@ -660,7 +670,7 @@ impl Assigner {
             delete_routes,
             delete_pins,
             former_users,
-            people_entries: true,
+            people_entries,
             now,
         }
     }
@@ -1245,5 +1255,109 @@ mod tests {
         let mut now = vec![contact("c", "d", V, Some(("111111", "222222")))];
         issue_pins(&mut now, &people(), Some(&before), false, &HashSet::new());
         assert_eq!(now[0].pins, None);
+    }
+
+    /// A store in memory that notes how many people's entries each commit writes.
+    struct EntriesNoted {
+        inner: crate::store::memory::MemoryStore,
+        written: std::sync::Mutex<Vec<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl AssignmentStore for EntriesNoted {
+        async fn session(&self, order: &OrderId) -> Result<Option<Session>, StoreError> {
+            self.inner.session(order).await
+        }
+        async fn live_contacts(
+            &self,
+            person: &crate::domain::RealNumber,
+            now: UnixTime,
+        ) -> Result<Vec<LiveContact>, StoreError> {
+            self.inner.live_contacts(person, now).await
+        }
+        async fn pool(&self, market: &Market) -> Result<Vec<PoolNumber>, StoreError> {
+            self.inner.pool(market).await
+        }
+        async fn commit(&self, commit: &SessionCommit) -> Result<(), CommitError> {
+            self.written.lock().unwrap().push(commit.entries());
+            self.inner.commit(commit).await
+        }
+        async fn raise_live_peak(
+            &self,
+            market: &Market,
+            day: &str,
+            peak: u32,
+            expires_at: UnixTime,
+        ) -> Result<crate::store::PeakWrite, StoreError> {
+            self.inner
+                .raise_live_peak(market, day, peak, expires_at)
+                .await
+        }
+    }
+
+    /// A move keeps the order's people and how long it lives: their entries stay as written,
+    /// a write per participant saved; the next event writes them again.
+    #[tokio::test]
+    async fn a_move_leaves_peoples_entries_as_they_are() {
+        use crate::domain::NumberState;
+        use crate::store::PoolStore;
+        let store = Arc::new(EntriesNoted {
+            inner: crate::store::memory::MemoryStore::new(),
+            written: Default::default(),
+        });
+        let number = |n: &str, state| PoolNumber {
+            number: VirtualNumber::parse(n).unwrap(),
+            provider: "twilio".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            capabilities: Capabilities::VOICE_AND_SMS,
+            state,
+            hold: None,
+        };
+        let (first, second) = ("+911140000010", "+911140000011");
+        store
+            .inner
+            .put_number(&number(first, NumberState::Active))
+            .await
+            .unwrap();
+        let assigner = Assigner::new(
+            store.clone(),
+            AssignSettings::for_markets(["IN".parse().unwrap()]),
+        );
+        let update = |version| OrderUpdate {
+            order_id: "o1".parse().unwrap(),
+            market: "IN".parse().unwrap(),
+            version,
+            record: false,
+            change: OrderChange::Participants(vec![
+                person("c", "+919810000001"),
+                Participant {
+                    role: "driver".parse().unwrap(),
+                    ..person("d", "+919710000001")
+                },
+            ]),
+        };
+        assigner.apply(&update(1), 100).await.unwrap();
+        store
+            .inner
+            .put_number(&number(first, NumberState::Quarantined))
+            .await
+            .unwrap();
+        store
+            .inner
+            .put_number(&number(second, NumberState::Active))
+            .await
+            .unwrap();
+
+        let moved = assigner
+            .move_off(&"o1".parse().unwrap(), 110)
+            .await
+            .unwrap();
+        assigner.apply(&update(2), 120).await.unwrap();
+
+        let Moved::Moved { session, .. } = moved else {
+            panic!("not moved: {moved:?}");
+        };
+        assert_eq!(session.contacts[0].number.as_str(), second);
+        assert_eq!(*store.written.lock().unwrap(), [2, 0, 2]);
     }
 }
