@@ -26,11 +26,13 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
-use vnmask::assignment::{AssignSettings, Assigner, EndTerms, OrderChange, OrderUpdate, Outcome};
-use vnmask::domain::{Participant, Session, VirtualNumber};
+use vnmask::assignment::{
+    AssignSettings, Assigner, EndTerms, Moved, OrderChange, OrderUpdate, Outcome,
+};
+use vnmask::domain::{NumberState, Participant, Session, VirtualNumber};
 use vnmask::routing::live_route;
 use vnmask::store::dynamodb::DynamoStore;
-use vnmask::store::AssignmentStore;
+use vnmask::store::{AssignmentStore, PoolStore};
 use vnmask_tests::bench::publish;
 use vnmask_tests::people::{customer, driver, merchant};
 use vnmask_tests::{
@@ -178,10 +180,12 @@ impl Intercept for CapacityMeter {
     }
 }
 
-/// What one operation cost: round trips by operation, read and write units.
+/// What one operation cost: round trips by operation, read and write units (the table's and
+/// the `by-number` index's).
 struct Cost {
     what: &'static str,
     requests: Vec<Request>,
+    index_write_units: f64,
 }
 
 impl Cost {
@@ -197,7 +201,7 @@ impl Cost {
         self.requests.iter().map(|r| r.read_units).sum::<f64>() + 0.0
     }
     fn write_units(&self) -> f64 {
-        self.requests.iter().map(|r| r.write_units).sum::<f64>() + 0.0
+        self.requests.iter().map(|r| r.write_units).sum::<f64>() + self.index_write_units
     }
     fn reported(&self) -> f64 {
         self.requests.iter().map(|r| r.reported).sum::<f64>() + 0.0
@@ -230,6 +234,75 @@ fn value_size(v: &AttributeValue) -> usize {
         AttributeValue::L(l) => 3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>(),
         _ => 0,
     }
+}
+
+/// The table's primary key.
+type ItemKey = (String, String);
+
+/// An item's entry in the `by-number` index: its keys (`number_shard`, `expires_at`) and the
+/// projected `order_id`. Only the first route of each pair has one.
+type IndexEntry = (AttributeValue, AttributeValue, Option<AttributeValue>);
+
+/// Every item of the table, read by a client the meter does not see.
+async fn all_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(page.items().iter().cloned());
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+fn index_entries(items: &[HashMap<String, AttributeValue>]) -> HashMap<ItemKey, IndexEntry> {
+    let text = |item: &HashMap<String, AttributeValue>, name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => s.clone(),
+        _ => String::new(),
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let entry = (
+                item.get("number_shard")?.clone(),
+                item.get("expires_at")?.clone(),
+                item.get("order_id").cloned(),
+            );
+            Some(((text(item, "pk"), text(item, "sk")), entry))
+        })
+        .collect()
+}
+
+/// The index's write units between two states of the table, by DynamoDB's rules for a global
+/// secondary index (each written asynchronously, never doubled by a transaction; every entry
+/// here is far under 1 KB): an entry added or removed is one write, one whose index keys
+/// changed (a renewed `expires_at`) two, one whose projected attribute alone changed one.
+fn index_write_units(
+    before: &HashMap<ItemKey, IndexEntry>,
+    after: &HashMap<ItemKey, IndexEntry>,
+) -> f64 {
+    let changed = after
+        .iter()
+        .map(|(key, now)| match before.get(key) {
+            None => 1,
+            Some(was) if (&was.0, &was.1) != (&now.0, &now.1) => 2,
+            Some(was) if was.2 != now.2 => 1,
+            Some(_) => 0,
+        })
+        .sum::<usize>();
+    let removed = before.keys().filter(|k| !after.contains_key(*k)).count();
+    (changed + removed) as f64
 }
 
 fn number_between(session: &Session, a: &Participant, b: &Participant) -> VirtualNumber {
@@ -278,15 +351,31 @@ async fn main() {
             }
         }
     };
+    // The index is priced from what each operation changed in it, read by a client the meter
+    // does not count.
+    let unmetered = aws_sdk_dynamodb::Client::new(&sdk);
+    let mut index = index_entries(&all_items(&unmetered, &table).await);
     let mut costs = Vec::new();
-    let mut measure = |what: &'static str| {
-        costs.push(Cost {
-            what,
-            requests: meter.take(),
-        })
-    };
+    // Prices what happened since the last call; `None` sets it aside (set-up, not priced).
+    macro_rules! measure {
+        ($what:expr) => {{
+            let before = std::mem::replace(
+                &mut index,
+                index_entries(&all_items(&unmetered, &table).await),
+            );
+            let what: Option<&'static str> = $what;
+            let requests = meter.take();
+            if let Some(what) = what {
+                costs.push(Cost {
+                    what,
+                    requests,
+                    index_write_units: index_write_units(&before, &index),
+                });
+            }
+        }};
+    }
 
-    meter.take();
+    measure!(None);
     // The function's first assignment reads the pool (then cached) and records the day's peak.
     apply(
         "ord-first",
@@ -294,41 +383,45 @@ async fn main() {
         OrderChange::Participants(vec![customer(90), driver(90)]),
     )
     .await;
-    measure("first assignment of a cold instance (reads the pool, raises the day's peak)");
+    measure!(Some(
+        "first assignment of a cold instance (reads the pool, raises the day's peak)"
+    ));
     let two = apply(
         "ord-2",
         1,
         OrderChange::Participants(vec![customer(1), driver(1)]),
     )
     .await;
-    measure("assign a two-party order (customer, driver)");
+    measure!(Some("assign a two-party order (customer, driver)"));
     apply(
         "ord-3",
         1,
         OrderChange::Participants(vec![customer(2), driver(2), merchant(1)]),
     )
     .await;
-    measure("assign a three-party order (customer, driver, merchant)");
+    measure!(Some(
+        "assign a three-party order (customer, driver, merchant)"
+    ));
     apply(
         "ord-3",
         2,
         OrderChange::Participants(vec![customer(2), driver(3), merchant(1)]),
     )
     .await;
-    measure("re-assign the driver of the three-party order");
+    measure!(Some("re-assign the driver of the three-party order"));
     let vn = number_between(&two, &customer(1), &driver(1));
     let route = live_route(store.as_ref(), &customer(1).phone, &vn, t)
         .await
         .unwrap()
         .expect("a live route");
     assert_eq!(route.callee.expose(), driver(1).phone.expose());
-    measure("route one call (webhook)");
+    measure!(Some("route one call (webhook)"));
     store
         .session(&"ord-2".parse().unwrap())
         .await
         .unwrap()
         .expect("a session");
-    measure("lookup: an app asks for its contacts (fast path)");
+    measure!(Some("lookup: an app asks for its contacts (fast path)"));
     // The sessions API (lookup's router, as a platform without events calls it): the same
     // two-party order created by a call instead of an event, then the same call again.
     let lookup = lookup::router(std::sync::Arc::new(lookup::Lookup::new(
@@ -375,34 +468,45 @@ async fn main() {
     .await
     .unwrap();
     assert_eq!(warmed.status(), 200);
-    let _ = meter.take();
+    measure!(None);
     assert_eq!(call(put.clone()).await.unwrap().status(), 200);
-    measure("sessions API: PUT a two-party order (instead of its event)");
+    measure!(Some(
+        "sessions API: PUT a two-party order (instead of its event)"
+    ));
     assert_eq!(call(put).await.unwrap().status(), 200);
-    measure("sessions API: the same PUT again (answered from the stored session)");
+    measure!(Some(
+        "sessions API: the same PUT again (answered from the stored session)"
+    ));
     apply("ord-2", 2, OrderChange::End(EndTerms::default())).await;
-    measure("release: the order ends (routes live on through the grace period)");
+    measure!(Some(
+        "release: the order ends (routes live on through the grace period)"
+    ));
     apply("ord-3", 3, OrderChange::End(EndTerms::default())).await;
-    let _ = meter.take();
+    // Pool refresh moves a two-party order off a number leaving service.
+    let moving = apply(
+        "ord-move",
+        1,
+        OrderChange::Participants(vec![customer(70), driver(70)]),
+    )
+    .await;
+    let leaving = number_between(&moving, &customer(70), &driver(70));
+    let mut quarantined = pool("IN", 12)
+        .into_iter()
+        .find(|n| n.number == leaving)
+        .expect("a pool number");
+    quarantined.state = NumberState::Quarantined;
+    store.put_number(&quarantined).await.unwrap();
+    measure!(None);
+    match assigner.move_off(&"ord-move".parse().unwrap(), t).await {
+        Ok(Moved::Moved { pairs: 1, .. }) => {}
+        other => panic!("not moved: {other:?}"),
+    }
+    measure!(Some(
+        "move a two-party order off a number leaving service (pool refresh; a 10-minute handover)"
+    ));
 
     // Storage: what the two-party and three-party orders left behind, by item.
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(&table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        items.extend(page.items().iter().cloned());
-        start = page.last_evaluated_key().cloned();
-        if start.is_none() {
-            break;
-        }
-    }
-    let _ = meter.take();
+    let items = all_items(&unmetered, &table).await;
     let of_order = |i: &&HashMap<String, AttributeValue>| {
         i.get("order_id") == Some(&AttributeValue::S("ord-2".into()))
     };
@@ -422,6 +526,19 @@ async fn main() {
             .filter(|i| !is_session(i))
             .map(item_size)
             .sum(),
+        // An index entry: its keys and projected attribute, the table's keys, and 100 bytes.
+        index: items
+            .iter()
+            .filter(of_order)
+            .filter(|i| i.contains_key("number_shard"))
+            .map(|i| {
+                ["number_shard", "expires_at", "order_id", "pk", "sk"]
+                    .iter()
+                    .filter_map(|name| Some(name.len() + value_size(i.get(*name)?)))
+                    .sum::<usize>()
+                    + 100
+            })
+            .sum(),
         retention_days: assigner.settings().retention.as_secs_f64() / 86_400.0,
     };
     report(&costs, &stored, &items);
@@ -431,6 +548,8 @@ async fn main() {
 struct Stored {
     session: usize,
     routes: usize,
+    /// Its routes' entries in the `by-number` index, as DynamoDB sizes them.
+    index: usize,
     retention_days: f64,
 }
 
@@ -456,17 +575,22 @@ fn report(costs: &[Cost], stored: &Stored, items: &[HashMap<String, AttributeVal
          so every write is one 1 KB unit and every read one 4 KB unit. The interceptor also sets \
          `ReturnConsumedCapacity=TOTAL`; DynamoDB Local's answer is shown beside, but it does not \
          bill as DynamoDB does (it reports empty queries as 0 and transactions undoubled), so the \
-         rules' figures are the ones priced.\n\n\
-         | operation | round trips | read units | write units | USD per million | DynamoDB Local reported |\n\
+         rules' figures are the ones priced. The `by-number` index (the first route of each \
+         pair, for pool refresh's moves) is billed too: the table is read before and after each \
+         operation, and each index entry added or removed is 1 write unit, each whose keys \
+         changed (a renewed `expires_at`) 2, as DynamoDB bills a global secondary index, never \
+         doubled by a transaction.\n\n\
+         | operation | round trips | read units | write units (of which the index) | USD per million | DynamoDB Local reported |\n\
          | --- | --- | --- | --- | --- | --- |\n",
     );
     for c in costs {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} ({}) | {:.2} | {} |\n",
             c.what,
             c.round_trips(),
             c.read_units(),
             c.write_units(),
+            c.index_write_units,
             c.usd() * 1e6,
             c.reported(),
         ));
@@ -501,9 +625,11 @@ fn report(costs: &[Cost], stored: &Stored, items: &[HashMap<String, AttributeVal
     let orders_month = ORDERS_PER_DAY * DAYS_PER_MONTH;
     let read_usd = rru * orders_month / 1e6 * USD_PER_MILLION_RRU;
     let write_usd = wru * orders_month / 1e6 * USD_PER_MILLION_WRU;
-    // Routes expire after the grace period and session items `retention` later (TTL deletes
-    // are free): at steady state a day of routes and retention + 1 days of sessions are stored.
-    let stored_gb = (stored.routes as f64 + stored.session as f64 * (stored.retention_days + 1.0))
+    // Routes (and their index entries) expire after the grace period and session items
+    // `retention` later (TTL deletes are free): at steady state a day of routes and
+    // retention + 1 days of sessions are stored.
+    let stored_gb = ((stored.routes + stored.index) as f64
+        + stored.session as f64 * (stored.retention_days + 1.0))
         * ORDERS_PER_DAY
         / 1e9;
     let storage_usd = stored_gb * USD_PER_GB_MONTH;
@@ -519,7 +645,7 @@ fn report(costs: &[Cost], stored: &Stored, items: &[HashMap<String, AttributeVal
          | write units per order | {wru:.2} |\n\
          | reads per month | {:.0} M units, ${read_usd:.2} |\n\
          | writes per month | {:.0} M units, ${write_usd:.2} |\n\
-         | a two-party order's items | session {} bytes, routes {} bytes ({} items in the table after the run) |\n\
+         | a two-party order's items | session {} bytes, routes {} bytes, their index entries {} bytes ({} items in the table after the run) |\n\
          | stored at steady state (a day of routes, {:.0} + 1 days of sessions) | {stored_gb:.1} GB, ${storage_usd:.2} a month |\n\
          | **DynamoDB per month** | **${:.2}** (${:.4} per thousand orders) |\n",
         (1.0 - shared) * 100.0,
@@ -529,6 +655,7 @@ fn report(costs: &[Cost], stored: &Stored, items: &[HashMap<String, AttributeVal
         wru * orders_month / 1e6,
         stored.session,
         stored.routes,
+        stored.index,
         items.len(),
         stored.retention_days,
         read_usd + write_usd + storage_usd,
