@@ -55,6 +55,11 @@ const WRITE_CONCURRENCY: usize = 16;
 const MOVE_CONCURRENCY: usize = 8;
 /// Beyond a run's moves, orders on a number leaving service are counted up to this many.
 const WAITING_COUNT_CAP: usize = 10_000;
+/// Pooled numbers a run looks up alone, per provider, when its listing lacks them and may have
+/// skipped them; the rest wait, as they are, for the next run.
+const ABSENCE_LOOKUPS_PER_RUN: usize = 20;
+/// Look-ups of one provider in flight at once: gentle on its rate limits.
+const LOOKUP_CONCURRENCY: usize = 4;
 /// The `event_id` of a `NumbersAssigned` that a move (not an order event) caused.
 pub const MOVE_EVENT_ID: &str = "vnmask-move";
 /// How long a month's purchase count is kept.
@@ -176,6 +181,9 @@ pub struct ProviderSummary {
     /// The account's numbers that point at this deployment.
     pub listed: usize,
     pub unreadable: usize,
+    /// Pooled numbers the listing lacked that a look-up could not prove gone this run (beyond
+    /// the run's look-ups, or a look-up failed): left as they are.
+    pub unconfirmed: usize,
     /// The account's other numbers, left out.
     pub foreign: usize,
     /// Why the provider could not be asked; its numbers were left as they were.
@@ -383,7 +391,7 @@ impl Refresher {
         // A provider that failed has no listing: nothing changes for its numbers. Nor when
         // none of an account's numbers points here but some point elsewhere: a mistyped voice
         // URL is far likelier than a whole pool to retire at once.
-        let listings: BTreeMap<Provider, Listing> = answers
+        let mut listings: BTreeMap<Provider, Listing> = answers
             .into_iter()
             .filter_map(|(provider, answer)| match answer {
                 Ok(a) if a.ours.numbers.is_empty() && a.foreign > 0 => None,
@@ -391,6 +399,8 @@ impl Refresher {
                 Err(_) => None,
             })
             .collect();
+        self.confirm_absences(&mut listings, &mut summary.providers)
+            .await;
         let mut run = Run {
             now,
             id: format!("{:016x}", rand::random::<u64>()),
@@ -413,6 +423,81 @@ impl Refresher {
             summary.markets.push(m);
         }
         summary
+    }
+
+    /// Looks up alone each pooled number a listing that may skip lacks: one still ours joins the
+    /// listing, one not found is proven gone (retired by the reconciliation), and one not
+    /// looked up (beyond the run's look-ups, or the look-up failed) is left as it is.
+    async fn confirm_absences(
+        &self,
+        listings: &mut BTreeMap<Provider, Listing>,
+        summaries: &mut [ProviderSummary],
+    ) {
+        let confirming: Vec<(&Provider, &dyn Vendor)> = self
+            .inventories
+            .iter()
+            .filter_map(|i| Some((i.provider(), i.confirms_absence_with()?)))
+            .filter(|(p, _)| listings.get(*p).is_some_and(Listing::is_complete))
+            .collect();
+        if confirming.is_empty() {
+            return;
+        }
+        let mut pooled = Vec::new();
+        for market in self.settings.markets.keys() {
+            match self.store.pool_entries(market).await {
+                Ok(entries) => pooled.extend(entries.into_iter().map(|e| e.number)),
+                Err(e) => {
+                    tracing::warn!(market = %market, error = %e, "pool unreadable; no absence is confirmed, none is retired this run");
+                    for (provider, _) in &confirming {
+                        if let Some(listing) = listings.get_mut(*provider) {
+                            listing.unreadable += 1;
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        for (provider, vendor) in confirming {
+            let Some(listing) = listings.get_mut(provider) else {
+                continue;
+            };
+            let listed: HashSet<&VirtualNumber> =
+                listing.numbers.iter().map(|n| &n.number).collect();
+            let mut absent: Vec<&VirtualNumber> = pooled
+                .iter()
+                .filter(|n| &n.provider == provider && n.state != NumberState::Retired)
+                .map(|n| &n.number)
+                .filter(|n| !listed.contains(n))
+                .collect();
+            absent.sort_unstable();
+            absent.dedup();
+            let beyond = absent.split_off(absent.len().min(ABSENCE_LOOKUPS_PER_RUN));
+            let answers: Vec<_> = stream::iter(absent)
+                .map(|number| async move { (number, vendor.find_number(number).await) })
+                .buffer_unordered(LOOKUP_CONCURRENCY)
+                .collect()
+                .await;
+            for (number, answer) in answers {
+                match answer {
+                    Ok(Some(found)) => {
+                        tracing::info!(provider = %provider, number = %number, "a number the listing skipped is still ours");
+                        listing.numbers.push(found);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(provider = %provider, number = %number, error = %e, "absence not confirmed; the number is left as it is");
+                        listing.unconfirmed.insert(number.clone());
+                    }
+                }
+            }
+            listing.unconfirmed.extend(beyond.into_iter().cloned());
+            if let Some(summary) = summaries
+                .iter_mut()
+                .find(|s| s.provider == provider.as_str())
+            {
+                summary.unconfirmed = listing.unconfirmed.len();
+            }
+        }
     }
 
     async fn sample_routes(&self, now: UnixTime) -> Option<Vec<SampledRoute>> {
@@ -987,6 +1072,7 @@ fn provider_summary(
                 provider: provider.as_str().to_owned(),
                 listed: l.numbers.len(),
                 unreadable: l.unreadable,
+                unconfirmed: 0,
                 foreign: *foreign,
                 error: None,
             }
@@ -997,6 +1083,7 @@ fn provider_summary(
                 provider: provider.as_str().to_owned(),
                 listed: 0,
                 unreadable: 0,
+                unconfirmed: 0,
                 foreign: 0,
                 error: Some(e.clone()),
             }
@@ -1081,6 +1168,7 @@ impl ProviderSummary {
             .count("ProviderFailed", u64::from(self.error.is_some()))
             .count("ProviderNumbers", self.listed as u64)
             .count("ProviderUnreadable", self.unreadable as u64)
+            .count("ProviderUnconfirmed", self.unconfirmed as u64)
             .count("ProviderForeign", self.foreign as u64)
     }
 }
@@ -1096,6 +1184,7 @@ mod tests {
                 provider: "twilio".into(),
                 listed: 0,
                 unreadable: 0,
+                unconfirmed: 0,
                 foreign: 0,
                 error: Some(ProviderError::Timeout {
                     provider: "twilio".parse().unwrap(),

@@ -739,3 +739,146 @@ async fn a_number_linked_elsewhere_is_not_found() {
 
     assert_eq!(found, None);
 }
+
+/// A Vonage pool number of ours, calls only, as the listing reads it.
+fn pooled(number: &str) -> vnmask::domain::PoolNumber {
+    vnmask::domain::PoolNumber {
+        number: vn(number),
+        provider: "vonage".parse().unwrap(),
+        market: market("GB"),
+        capabilities: Capabilities {
+            voice: true,
+            sms: false,
+        },
+        state: vnmask::domain::NumberState::Active,
+        hold: None,
+    }
+}
+
+/// One page listing `digits` of ours, and nothing else.
+async fn lists_only(server: &MockServer, digits: &[&str]) {
+    let numbers: Vec<_> = digits
+        .iter()
+        .map(|d| json!({ "country": "GB", "msisdn": d, "type": "mobile-lvn", "features": ["VOICE"], "app_id": APP_ID }))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path("/account/numbers"))
+        .and(query_param("index", "1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "count": numbers.len(), "numbers": numbers })),
+        )
+        .mount(server)
+        .await;
+}
+
+/// Looking `digits` up alone answers `answer`.
+async fn looked_up(server: &MockServer, digits: &str, answer: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path("/account/numbers"))
+        .and(query_param("pattern", digits))
+        .respond_with(answer)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
+async fn states(
+    dynamo: &vnmask_tests::LocalDynamo,
+) -> std::collections::BTreeMap<String, vnmask::domain::NumberState> {
+    use vnmask::store::PoolStore;
+    dynamo
+        .store
+        .pool_entries(&market("GB"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.number.number.as_str().to_owned(), e.number.state))
+        .collect()
+}
+
+/// Pages read by position skip a number when one before it goes while they are read, with the
+/// count unchanged if another was bought meanwhile: a pooled number the listing lacks is
+/// looked up alone and retired only when that finds nothing.
+#[tokio::test]
+async fn a_pooled_number_the_listing_lacks_is_retired_only_once_looked_up_and_not_found() {
+    use vnmask::domain::NumberState::{Active, Retired};
+    use vnmask::store::PoolStore;
+    let dynamo = vnmask_tests::local_dynamo().await;
+    let (listed, skipped, gone, unknown) = (
+        "447400123456",
+        "447400123458",
+        "447400123459",
+        "447400123460",
+    );
+    for digits in [listed, skipped, gone, unknown] {
+        dynamo
+            .store
+            .put_number(&pooled(&format!("+{digits}")))
+            .await
+            .unwrap();
+    }
+    let server = MockServer::start().await;
+    lists_only(&server, &[listed]).await;
+    finds(&server, skipped).await;
+    looked_up(
+        &server,
+        gone,
+        ResponseTemplate::new(200).set_body_json(json!({ "count": 0 })),
+    )
+    .await;
+    looked_up(&server, unknown, ResponseTemplate::new(500)).await;
+    let inventories: Vec<Arc<dyn Inventory>> = vec![vonage(&server)];
+
+    let summary = refresher(keyless(&dynamo), inventories, None, settings(&["GB"]))
+        .refresh(vnmask_tests::now())
+        .await;
+
+    let pool = states(&dynamo).await;
+    assert_eq!(pool[&format!("+{listed}")], Active);
+    assert_eq!(pool[&format!("+{skipped}")], Active, "skipped, still ours");
+    assert_eq!(pool[&format!("+{gone}")], Retired, "looked up, not found");
+    assert_eq!(pool[&format!("+{unknown}")], Active, "its look-up failed");
+    assert_eq!(summary.markets[0].retired, 1);
+    assert_eq!(summary.providers[0].unconfirmed, 1);
+    assert!(summary.providers[0].error.is_none());
+}
+
+/// A run looks up a bounded number of absences; a provider that released many numbers at once
+/// has them retired over the next runs, the others left as they are meanwhile.
+#[tokio::test]
+async fn many_absences_are_confirmed_over_several_runs() {
+    use vnmask::domain::NumberState::Retired;
+    use vnmask::store::PoolStore;
+    let dynamo = vnmask_tests::local_dynamo().await;
+    let released: Vec<String> = (0..25).map(|i| format!("+4474001235{i:02}")).collect();
+    for number in &released {
+        dynamo.store.put_number(&pooled(number)).await.unwrap();
+    }
+    let server = MockServer::start().await;
+    lists_only(&server, &["447400123456"]).await;
+    Mock::given(method("GET"))
+        .and(path("/account/numbers"))
+        .and(query_param("search_pattern", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "count": 0 })))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let inventories: Vec<Arc<dyn Inventory>> = vec![vonage(&server)];
+    let refresher = refresher(keyless(&dynamo), inventories, None, settings(&["GB"]));
+
+    let first = refresher.refresh(vnmask_tests::now()).await;
+    let retired_first = states(&dynamo)
+        .await
+        .values()
+        .filter(|s| **s == Retired)
+        .count();
+    let second = refresher.refresh(vnmask_tests::now()).await;
+
+    assert_eq!((first.markets[0].retired, retired_first), (20, 20));
+    assert_eq!(first.providers[0].unconfirmed, 5);
+    assert_eq!(second.markets[0].retired, 5);
+    assert_eq!(second.providers[0].unconfirmed, 0);
+    let pool = states(&dynamo).await;
+    assert!(released.iter().all(|n| pool[n] == Retired), "{pool:?}");
+}

@@ -1,7 +1,7 @@
 //! Reconciliation: what the providers list against what the market's pool holds.
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::domain::{
     Capabilities, Hold, HoldReason, Market, NumberState, PoolNumber, Provider, UnixTime,
@@ -41,11 +41,20 @@ pub struct Listing {
     /// listing is incomplete: a number's absence proves nothing, and none of the provider's
     /// numbers is retired on its word.
     pub unreadable: usize,
+    /// Numbers this listing lacks whose absence is not proven: a listing paged by position may
+    /// skip one while others are bought or released, and only a look-up of the number alone
+    /// proves it gone. These are left as they are, not retired.
+    pub unconfirmed: BTreeSet<VirtualNumber>,
 }
 
 impl Listing {
     pub fn is_complete(&self) -> bool {
         self.unreadable == 0
+    }
+
+    /// Whether the listing proves that `number`, which it lacks, is gone.
+    fn proves_gone(&self, number: &VirtualNumber) -> bool {
+        self.is_complete() && !self.unconfirmed.contains(number)
     }
 }
 
@@ -129,9 +138,10 @@ pub struct PoolChange {
 /// - listed, stored `quarantined` or `cooling_off` → stays so, hold and all (number health
 ///   decides when it serves again);
 /// - listed, stored `retired` → restored as if new;
-/// - stored, not retired, listed by nobody, its provider's listing complete → `retired`;
-/// - its provider failed, was not asked or listed incompletely → unchanged, except that an
-///   `active` number operators marked is drained.
+/// - stored, not retired, listed by nobody, its provider's listing complete and its absence
+///   not left unconfirmed → `retired`;
+/// - its provider failed, was not asked, listed incompletely or could not confirm its absence
+///   → unchanged, except that an `active` number operators marked is drained.
 pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
     let stored: HashMap<&VirtualNumber, &PoolNumber> =
         r.stored.iter().map(|v| (&v.number, v)).collect();
@@ -189,11 +199,11 @@ pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
         if s.state == NumberState::Retired || listed.contains_key(&s.number) {
             continue;
         }
-        let complete = r
+        let gone = r
             .listings
             .get(&s.provider)
-            .is_some_and(Listing::is_complete);
-        let (kind, state, hold) = if complete {
+            .is_some_and(|l| l.proves_gone(&s.number));
+        let (kind, state, hold) = if gone {
             let gone = Hold {
                 reason: HoldReason::ProviderGone,
                 since: r.now,
@@ -289,6 +299,7 @@ mod tests {
                 })
                 .collect(),
             unreadable: usize::from(!complete),
+            unconfirmed: BTreeSet::new(),
         }
     }
 
@@ -387,6 +398,30 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].kind, ChangeKind::Added);
         assert_eq!(changes[0].after.number, vn(1));
+    }
+
+    #[test]
+    fn an_absence_left_unconfirmed_retires_only_the_others() {
+        let stored = [
+            number(0, 2, BOTH, NumberState::Active),
+            number(1, 2, BOTH, NumberState::Active),
+        ];
+        let mut listing = listed(&[], true);
+        listing.unconfirmed.insert(vn(0));
+        let inv = BTreeMap::from([(provider(2), listing)]);
+        let marked = HashSet::from([vn(0)]);
+
+        let changes = run(&stored, &inv, &HashSet::new());
+        let drained = run(&stored, &inv, &marked);
+
+        let kinds: Vec<_> = changes.iter().map(|c| (c.kind, &c.after.number)).collect();
+        assert_eq!(kinds, [(ChangeKind::Retired, &vn(1))]);
+        let kinds: Vec<_> = drained.iter().map(|c| (c.kind, &c.after.number)).collect();
+        assert_eq!(
+            kinds,
+            [(ChangeKind::Drained, &vn(0)), (ChangeKind::Retired, &vn(1))],
+            "an operator's mark still drains it"
+        );
     }
 
     #[test]

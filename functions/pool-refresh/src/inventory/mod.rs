@@ -64,6 +64,14 @@ pub trait Inventory: Send + Sync {
     /// Every number the account rents, all pages, sorted into ours and the others; an error if
     /// any page could not be read.
     async fn list_numbers(&self) -> Result<AccountNumbers, ProviderError>;
+
+    /// Where a pooled number this provider's listing lacks is looked up alone before it is
+    /// retired: for listings paged by position, which skip a number when one before it is
+    /// released while they are read (the totals need not change: another may be bought
+    /// meanwhile). `None` where the listing's absence is proof enough.
+    fn confirms_absence_with(&self) -> Option<&dyn Vendor> {
+        None
+    }
 }
 
 /// What a provider's account rents: the numbers that point at this deployment, and how many

@@ -277,6 +277,10 @@ impl Inventory for Plivo {
         counts.settle(self.api.provider(), &mut numbers);
         Ok(numbers)
     }
+
+    fn confirms_absence_with(&self) -> Option<&dyn Vendor> {
+        Some(self)
+    }
 }
 
 #[async_trait]

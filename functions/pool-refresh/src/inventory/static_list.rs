@@ -58,7 +58,7 @@ impl Inventory for StaticList {
         Ok(AccountNumbers {
             ours: Listing {
                 numbers: self.numbers.clone(),
-                unreadable: 0,
+                ..Listing::default()
             },
             foreign: 0,
         })

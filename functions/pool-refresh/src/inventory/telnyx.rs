@@ -275,6 +275,10 @@ impl Inventory for Telnyx {
         counts.settle(self.api.provider(), &mut numbers);
         Ok(numbers)
     }
+
+    fn confirms_absence_with(&self) -> Option<&dyn Vendor> {
+        Some(self)
+    }
 }
 
 #[async_trait]

@@ -235,6 +235,10 @@ impl Inventory for Vonage {
             .api
             .malformed(LIST, format!("more than {MAX_PAGES} pages")))
     }
+
+    fn confirms_absence_with(&self) -> Option<&dyn Vendor> {
+        Some(self)
+    }
 }
 
 #[async_trait]
