@@ -60,6 +60,9 @@ const WAITING_COUNT_CAP: usize = 10_000;
 const ABSENCE_LOOKUPS_PER_RUN: usize = 20;
 /// Look-ups of one provider in flight at once: gentle on its rate limits.
 const LOOKUP_CONCURRENCY: usize = 4;
+/// All of a run's look-ups end within this, well inside the function's 120 s beside the
+/// listings and writes, however slowly a provider answers (each look-up retries on its own).
+const LOOKUP_BUDGET: Duration = Duration::from_secs(20);
 /// The `event_id` of a `NumbersAssigned` that a move (not an order event) caused.
 pub const MOVE_EVENT_ID: &str = "vnmask-move";
 /// How long a month's purchase count is kept.
@@ -457,6 +460,7 @@ impl Refresher {
                 }
             }
         }
+        let deadline = tokio::time::Instant::now() + LOOKUP_BUDGET;
         for (provider, vendor) in confirming {
             let Some(listing) = listings.get_mut(provider) else {
                 continue;
@@ -473,19 +477,27 @@ impl Refresher {
             absent.dedup();
             let beyond = absent.split_off(absent.len().min(ABSENCE_LOOKUPS_PER_RUN));
             let answers: Vec<_> = stream::iter(absent)
-                .map(|number| async move { (number, vendor.find_number(number).await) })
+                .map(|number| async move {
+                    let answer =
+                        tokio::time::timeout_at(deadline, vendor.find_number(number)).await;
+                    (number, answer)
+                })
                 .buffer_unordered(LOOKUP_CONCURRENCY)
                 .collect()
                 .await;
             for (number, answer) in answers {
                 match answer {
-                    Ok(Some(found)) => {
+                    Ok(Ok(Some(found))) => {
                         tracing::info!(provider = %provider, number = %number, "a number the listing skipped is still ours");
                         listing.numbers.push(found);
                     }
-                    Ok(None) => {}
-                    Err(e) => {
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => {
                         tracing::warn!(provider = %provider, number = %number, error = %e, "absence not confirmed; the number is left as it is");
+                        listing.unconfirmed.insert(number.clone());
+                    }
+                    Err(_) => {
+                        tracing::warn!(provider = %provider, number = %number, "absence not confirmed within the run's look-up time; the number is left as it is");
                         listing.unconfirmed.insert(number.clone());
                     }
                 }
