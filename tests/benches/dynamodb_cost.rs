@@ -29,7 +29,7 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use vnmask::assignment::{
     AssignSettings, Assigner, EndTerms, Moved, OrderChange, OrderUpdate, Outcome,
 };
-use vnmask::domain::{NumberState, Participant, Session, VirtualNumber};
+use vnmask::domain::{NumberState, Participant, Session, UnixTime, VirtualNumber};
 use vnmask::routing::live_route;
 use vnmask::store::dynamodb::DynamoStore;
 use vnmask::store::{AssignmentStore, PoolStore};
@@ -332,7 +332,10 @@ async fn main() {
     seed_pool(store.as_ref(), &pool("IN", 12)).await;
     let assigner = Assigner::new(store.clone(), AssignSettings::for_markets([market("IN")]));
     let t = now();
-    let apply = |order: &str, version: u64, change: OrderChange| {
+    // What follows an order's assignment comes later, as it does in service: a re-assignment
+    // renews the routes it keeps (their expiry, and so their index entries).
+    let later = t + 600;
+    let apply = |order: &str, version: u64, change: OrderChange, at: UnixTime| {
         let update = OrderUpdate {
             order_id: order.parse().unwrap(),
             market: market("IN"),
@@ -342,7 +345,7 @@ async fn main() {
         };
         let assigner = &assigner;
         async move {
-            match assigner.apply(&update, t).await.expect("applied") {
+            match assigner.apply(&update, at).await.expect("applied") {
                 Outcome::Applied { session, attempts } => {
                     assert_eq!(attempts, 1, "no contention here");
                     session
@@ -381,6 +384,7 @@ async fn main() {
         "ord-first",
         1,
         OrderChange::Participants(vec![customer(90), driver(90)]),
+        t,
     )
     .await;
     measure!(Some(
@@ -390,6 +394,7 @@ async fn main() {
         "ord-2",
         1,
         OrderChange::Participants(vec![customer(1), driver(1)]),
+        t,
     )
     .await;
     measure!(Some("assign a two-party order (customer, driver)"));
@@ -397,6 +402,7 @@ async fn main() {
         "ord-3",
         1,
         OrderChange::Participants(vec![customer(2), driver(2), merchant(1)]),
+        t,
     )
     .await;
     measure!(Some(
@@ -406,6 +412,7 @@ async fn main() {
         "ord-3",
         2,
         OrderChange::Participants(vec![customer(2), driver(3), merchant(1)]),
+        later,
     )
     .await;
     measure!(Some("re-assign the driver of the three-party order"));
@@ -477,16 +484,17 @@ async fn main() {
     measure!(Some(
         "sessions API: the same PUT again (answered from the stored session)"
     ));
-    apply("ord-2", 2, OrderChange::End(EndTerms::default())).await;
+    apply("ord-2", 2, OrderChange::End(EndTerms::default()), later).await;
     measure!(Some(
         "release: the order ends (routes live on through the grace period)"
     ));
-    apply("ord-3", 3, OrderChange::End(EndTerms::default())).await;
+    apply("ord-3", 3, OrderChange::End(EndTerms::default()), later).await;
     // Pool refresh moves a two-party order off a number leaving service.
     let moving = apply(
         "ord-move",
         1,
         OrderChange::Participants(vec![customer(70), driver(70)]),
+        later,
     )
     .await;
     let leaving = number_between(&moving, &customer(70), &driver(70));
@@ -497,7 +505,7 @@ async fn main() {
     quarantined.state = NumberState::Quarantined;
     store.put_number(&quarantined).await.unwrap();
     measure!(None);
-    match assigner.move_off(&"ord-move".parse().unwrap(), t).await {
+    match assigner.move_off(&"ord-move".parse().unwrap(), later).await {
         Ok(Moved::Moved { pairs: 1, .. }) => {}
         other => panic!("not moved: {other:?}"),
     }

@@ -19,7 +19,7 @@ pub mod config;
 pub mod inventory;
 pub mod notify;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ const MOVE_CONCURRENCY: usize = 8;
 const WAITING_COUNT_CAP: usize = 10_000;
 /// Pooled numbers a run looks up alone, per provider, when its listing lacks them and may have
 /// skipped them; the rest wait, as they are, for the next run.
-const ABSENCE_LOOKUPS_PER_RUN: usize = 20;
+const ABSENCE_LOOKUPS_PER_RUN: usize = 100;
 /// Look-ups of one provider in flight at once: gentle on its rate limits.
 const LOOKUP_CONCURRENCY: usize = 4;
 /// All of a run's look-ups end within this, well inside the function's 120 s beside the
@@ -428,9 +428,10 @@ impl Refresher {
         summary
     }
 
-    /// Looks up alone each pooled number a listing that may skip lacks: one still ours joins the
-    /// listing, one not found is proven gone (retired by the reconciliation), and one not
-    /// looked up (beyond the run's look-ups, or the look-up failed) is left as it is.
+    /// Looks up alone each pooled number that a listing whose absences prove nothing lacks:
+    /// one still ours joins the listing, one not found is proven gone (retired by the
+    /// reconciliation), and any other (beyond the run's look-ups, failed, or out of time) is
+    /// left as it is. Every provider's look-ups run at once, within one time budget.
     async fn confirm_absences(
         &self,
         listings: &mut BTreeMap<Provider, Listing>,
@@ -440,6 +441,16 @@ impl Refresher {
             .inventories
             .iter()
             .filter_map(|i| Some((i.provider(), i.confirms_absence_with()?)))
+            .filter(|(p, _)| listings.contains_key(*p))
+            .collect();
+        // Their absences prove nothing until looked up, whatever happens below.
+        for (provider, _) in &confirming {
+            if let Some(listing) = listings.get_mut(*provider) {
+                listing.proven_gone = Some(BTreeSet::new());
+            }
+        }
+        let confirming: Vec<_> = confirming
+            .into_iter()
             .filter(|(p, _)| listings.get(*p).is_some_and(Listing::is_complete))
             .collect();
         if confirming.is_empty() {
@@ -450,10 +461,16 @@ impl Refresher {
             match self.store.pool_entries(market).await {
                 Ok(entries) => pooled.extend(entries.into_iter().map(|e| e.number)),
                 Err(e) => {
-                    tracing::warn!(market = %market, error = %e, "pool unreadable; no absence is confirmed, none is retired this run");
+                    tracing::warn!(market = %market, error = %e, "pool unreadable; no absence is looked up, none is retired this run");
                     for (provider, _) in &confirming {
                         if let Some(listing) = listings.get_mut(*provider) {
                             listing.unreadable += 1;
+                        }
+                        if let Some(s) = summaries
+                            .iter_mut()
+                            .find(|s| s.provider == provider.as_str())
+                        {
+                            s.unreadable += 1;
                         }
                     }
                     return;
@@ -461,12 +478,12 @@ impl Refresher {
             }
         }
         let deadline = tokio::time::Instant::now() + LOOKUP_BUDGET;
-        for (provider, vendor) in confirming {
-            let Some(listing) = listings.get_mut(provider) else {
-                continue;
-            };
-            let listed: HashSet<&VirtualNumber> =
-                listing.numbers.iter().map(|n| &n.number).collect();
+        let lookups = confirming.iter().map(|&(provider, vendor)| {
+            let listed: HashSet<&VirtualNumber> = listings[provider]
+                .numbers
+                .iter()
+                .map(|n| &n.number)
+                .collect();
             let mut absent: Vec<&VirtualNumber> = pooled
                 .iter()
                 .filter(|n| &n.provider == provider && n.state != NumberState::Retired)
@@ -475,39 +492,62 @@ impl Refresher {
                 .collect();
             absent.sort_unstable();
             absent.dedup();
+            // A different first number each run: look-ups that fail run after run cannot keep
+            // the others from their turn.
+            if !absent.is_empty() {
+                let first = rand::random::<u64>() % absent.len() as u64;
+                absent.rotate_left(first as usize);
+            }
             let beyond = absent.split_off(absent.len().min(ABSENCE_LOOKUPS_PER_RUN));
-            let answers: Vec<_> = stream::iter(absent)
-                .map(|number| async move {
-                    let answer =
-                        tokio::time::timeout_at(deadline, vendor.find_number(number)).await;
-                    (number, answer)
-                })
-                .buffer_unordered(LOOKUP_CONCURRENCY)
-                .collect()
-                .await;
+            async move {
+                let answers: Vec<_> = stream::iter(absent)
+                    .map(|number| async move {
+                        // Out of time: not even sent.
+                        let answer = if tokio::time::Instant::now() < deadline {
+                            tokio::time::timeout_at(deadline, vendor.find_number(number))
+                                .await
+                                .ok()
+                        } else {
+                            None
+                        };
+                        (number, answer)
+                    })
+                    .buffer_unordered(LOOKUP_CONCURRENCY)
+                    .collect()
+                    .await;
+                (provider, answers, beyond.len())
+            }
+        });
+        for (provider, answers, mut unconfirmed) in join_all(lookups).await {
+            let Some(listing) = listings.get_mut(provider) else {
+                continue;
+            };
+            let mut gone = BTreeSet::new();
             for (number, answer) in answers {
                 match answer {
-                    Ok(Ok(Some(found))) => {
+                    Some(Ok(Some(found))) => {
                         tracing::info!(provider = %provider, number = %number, "a number the listing skipped is still ours");
                         listing.numbers.push(found);
                     }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(provider = %provider, number = %number, error = %e, "absence not confirmed; the number is left as it is");
-                        listing.unconfirmed.insert(number.clone());
+                    Some(Ok(None)) => {
+                        gone.insert(number.clone());
                     }
-                    Err(_) => {
-                        tracing::warn!(provider = %provider, number = %number, "absence not confirmed within the run's look-up time; the number is left as it is");
-                        listing.unconfirmed.insert(number.clone());
+                    Some(Err(e)) => {
+                        tracing::warn!(provider = %provider, number = %number, error = %e, "absence not proven; the number is left as it is");
+                        unconfirmed += 1;
+                    }
+                    None => {
+                        tracing::warn!(provider = %provider, number = %number, "absence not proven within the run's look-up time; the number is left as it is");
+                        unconfirmed += 1;
                     }
                 }
             }
-            listing.unconfirmed.extend(beyond.into_iter().cloned());
-            if let Some(summary) = summaries
+            listing.proven_gone = Some(gone);
+            if let Some(s) = summaries
                 .iter_mut()
                 .find(|s| s.provider == provider.as_str())
             {
-                summary.unconfirmed = listing.unconfirmed.len();
+                s.unconfirmed = unconfirmed;
             }
         }
     }

@@ -126,6 +126,33 @@ async fn a_listing_that_changed_between_pages_proves_no_absence() {
     assert_eq!(numbers.ours.numbers.len(), 5);
 }
 
+/// Older answers state no total of numbers: a count of pages that moves shows the shift.
+#[tokio::test]
+async fn without_totals_a_page_count_that_moved_proves_no_absence() {
+    for moved in [false, true] {
+        let server = MockServer::start().await;
+        let mut first = page(1);
+        let mut second = page(2);
+        for p in [&mut first, &mut second] {
+            p["meta"].as_object_mut().unwrap().remove("total_results");
+        }
+        if moved {
+            second["meta"]["total_pages"] = json!(3);
+            let mut third = page(2);
+            third["data"] = json!([]);
+            third["meta"] = json!({ "page_number": 3, "page_size": 4, "total_pages": 3 });
+            lists(&server, 3, third).await;
+        }
+        lists(&server, 1, first).await;
+        lists(&server, 2, second).await;
+
+        let numbers = telnyx(&server).list_numbers().await.unwrap();
+
+        assert_eq!(numbers.ours.is_complete(), !moved, "moved: {moved}");
+        assert_eq!(numbers.ours.numbers.len(), 5);
+    }
+}
+
 #[tokio::test]
 async fn without_a_messaging_profile_numbers_carry_calls_only() {
     let server = MockServer::start().await;

@@ -719,6 +719,29 @@ async fn finds_a_number_by_its_exact_digits() {
     assert!(found.capabilities.voice && !found.capabilities.sms);
 }
 
+/// An entry that cannot be read may be the number asked for: nothing is proven, so a number
+/// is neither retired nor taken as bought on such an answer.
+#[tokio::test]
+async fn an_unreadable_entry_in_a_look_up_proves_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/account/numbers"))
+        .and(query_param("pattern", "447400123456"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "count": 1,
+            "numbers": [{ "country": "GB", "msisdn": "not a number", "features": ["VOICE"], "app_id": APP_ID }],
+        })))
+        .mount(&server)
+        .await;
+
+    let err = vonage(&server)
+        .find_number(&vn("+447400123456"))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, ProviderError::Malformed { .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn a_number_linked_elsewhere_is_not_found() {
     let server = MockServer::start().await;
@@ -844,14 +867,14 @@ async fn a_pooled_number_the_listing_lacks_is_retired_only_once_looked_up_and_no
     assert!(summary.providers[0].error.is_none());
 }
 
-/// A run looks up a bounded number of absences; a provider that released many numbers at once
-/// has them retired over the next runs, the others left as they are meanwhile.
+/// A run looks up a bounded number of absences (100 a provider); a provider that released
+/// more at once has them retired over the next runs, the others left as they are meanwhile.
 #[tokio::test]
 async fn many_absences_are_confirmed_over_several_runs() {
     use vnmask::domain::NumberState::Retired;
     use vnmask::store::PoolStore;
     let dynamo = vnmask_tests::local_dynamo().await;
-    let released: Vec<String> = (0..25).map(|i| format!("+4474001235{i:02}")).collect();
+    let released: Vec<String> = (0..105).map(|i| format!("+447400125{i:03}")).collect();
     for number in &released {
         dynamo.store.put_number(&pooled(number)).await.unwrap();
     }
@@ -875,7 +898,7 @@ async fn many_absences_are_confirmed_over_several_runs() {
         .count();
     let second = refresher.refresh(vnmask_tests::now()).await;
 
-    assert_eq!((first.markets[0].retired, retired_first), (20, 20));
+    assert_eq!((first.markets[0].retired, retired_first), (100, 100));
     assert_eq!(first.providers[0].unconfirmed, 5);
     assert_eq!(second.markets[0].retired, 5);
     assert_eq!(second.providers[0].unconfirmed, 0);

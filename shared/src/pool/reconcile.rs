@@ -41,10 +41,10 @@ pub struct Listing {
     /// listing is incomplete: a number's absence proves nothing, and none of the provider's
     /// numbers is retired on its word.
     pub unreadable: usize,
-    /// Numbers this listing lacks whose absence is not proven: a listing paged by position may
-    /// skip one while others are bought or released, and only a look-up of the number alone
-    /// proves it gone. These are left as they are, not retired.
-    pub unconfirmed: BTreeSet<VirtualNumber>,
+    /// `None` where the listing's absence proves a number gone. A listing paged by position may
+    /// skip a number while others are bought or released, so its absences prove nothing: then
+    /// `Some`, the numbers a look-up of each alone found gone, the only ones it retires.
+    pub proven_gone: Option<BTreeSet<VirtualNumber>>,
 }
 
 impl Listing {
@@ -54,7 +54,11 @@ impl Listing {
 
     /// Whether the listing proves that `number`, which it lacks, is gone.
     fn proves_gone(&self, number: &VirtualNumber) -> bool {
-        self.is_complete() && !self.unconfirmed.contains(number)
+        self.is_complete()
+            && self
+                .proven_gone
+                .as_ref()
+                .is_none_or(|gone| gone.contains(number))
     }
 }
 
@@ -138,10 +142,10 @@ pub struct PoolChange {
 /// - listed, stored `quarantined` or `cooling_off` → stays so, hold and all (number health
 ///   decides when it serves again);
 /// - listed, stored `retired` → restored as if new;
-/// - stored, not retired, listed by nobody, its provider's listing complete and its absence
-///   not left unconfirmed → `retired`;
-/// - its provider failed, was not asked, listed incompletely or could not confirm its absence
-///   → unchanged, except that an `active` number operators marked is drained.
+/// - stored, not retired, listed by nobody, its provider's listing complete and, for a listing
+///   whose absences prove nothing, found gone by a look-up → `retired`;
+/// - its provider failed, was not asked, listed incompletely or did not prove it gone →
+///   unchanged, except that an `active` number operators marked is drained.
 pub fn reconcile(r: &Reconcile<'_>) -> Vec<PoolChange> {
     let stored: HashMap<&VirtualNumber, &PoolNumber> =
         r.stored.iter().map(|v| (&v.number, v)).collect();
@@ -299,7 +303,7 @@ mod tests {
                 })
                 .collect(),
             unreadable: usize::from(!complete),
-            unconfirmed: BTreeSet::new(),
+            proven_gone: None,
         }
     }
 
@@ -401,13 +405,13 @@ mod tests {
     }
 
     #[test]
-    fn an_absence_left_unconfirmed_retires_only_the_others() {
+    fn a_listing_whose_absences_prove_nothing_retires_only_the_numbers_proven_gone() {
         let stored = [
             number(0, 2, BOTH, NumberState::Active),
             number(1, 2, BOTH, NumberState::Active),
         ];
         let mut listing = listed(&[], true);
-        listing.unconfirmed.insert(vn(0));
+        listing.proven_gone = Some(BTreeSet::from([vn(1)]));
         let inv = BTreeMap::from([(provider(2), listing)]);
         let marked = HashSet::from([vn(0)]);
 

@@ -109,14 +109,25 @@ impl Extend<Entry> for AccountNumbers {
 
 /// The entry that is exactly `number` and ours, of those a provider's search found: searches
 /// also match numbers that merely start with its digits, and one pointing elsewhere is not ours.
+/// When it is not among them, an entry that cannot be read may be it: then nothing is proven
+/// either way (an error: the number is neither taken as bought nor as gone).
 fn exact_ours(
     entries: impl IntoIterator<Item = Entry>,
     number: &VirtualNumber,
-) -> Option<ListedNumber> {
-    entries.into_iter().find_map(|entry| match entry {
-        Entry::Ours(n) if &n.number == number => Some(n),
-        _ => None,
-    })
+) -> Result<Option<ListedNumber>, &'static str> {
+    let mut unreadable = false;
+    for entry in entries {
+        match entry {
+            Entry::Ours(n) if &n.number == number => return Ok(Some(n)),
+            Entry::Unreadable => unreadable = true,
+            Entry::Ours(_) | Entry::Foreign => {}
+        }
+    }
+    if unreadable {
+        Err("an entry of the answer could not be read")
+    } else {
+        Ok(None)
+    }
 }
 
 /// What a listing read page by page has seen of the total each page states. Pages cut by
@@ -128,6 +139,8 @@ fn exact_ours(
 struct PageCounts {
     read: usize,
     totals: std::collections::BTreeSet<usize>,
+    /// The number of pages each page states, where the provider states no total.
+    pages: std::collections::BTreeSet<u32>,
 }
 
 impl PageCounts {
@@ -135,6 +148,12 @@ impl PageCounts {
     fn page(&mut self, entries: usize, total: Option<usize>) {
         self.read += entries;
         self.totals.extend(total);
+    }
+
+    /// How many pages the listing has, as a page states it: a count that moves shows a shift
+    /// where the provider states no total of numbers.
+    fn pages(&mut self, pages: u32) {
+        self.pages.insert(pages);
     }
 
     fn read(&self) -> usize {
@@ -147,7 +166,7 @@ impl PageCounts {
             0 => true,
             1 => self.totals.first() == Some(&self.read),
             _ => false,
-        };
+        } && self.pages.len() <= 1;
         if !adds_up {
             tracing::warn!(
                 provider = %provider,

@@ -265,6 +265,7 @@ impl Inventory for Telnyx {
         self.api
             .follow_pages(LIST, &page_path(page), MAX_PAGES, |answer: NumbersPage| {
                 counts.page(answer.data.len(), answer.meta.total_results);
+                counts.pages(answer.meta.total_pages);
                 numbers.extend(answer.data.into_iter().map(|e| self.read_entry(e)));
                 (page < answer.meta.total_pages).then(|| {
                     page += 1;
@@ -392,9 +393,7 @@ impl Vendor for Telnyx {
         url.query_pairs_mut()
             .append_pair("filter[phone_number]", e164_to_digits(number.as_str()));
         let page: NumbersPage = self.api.get_json(FIND, &url).await?;
-        Ok(exact_ours(
-            page.data.into_iter().map(|e| self.read_entry(e)),
-            number,
-        ))
+        exact_ours(page.data.into_iter().map(|e| self.read_entry(e)), number)
+            .map_err(|why| self.api.malformed(FIND, why))
     }
 }

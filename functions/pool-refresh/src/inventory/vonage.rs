@@ -340,9 +340,7 @@ impl Vendor for Vonage {
             ],
         )?;
         let page: NumbersPage = self.api.get_json(FIND, &url).await?;
-        Ok(exact_ours(
-            page.numbers.into_iter().map(|e| self.read_entry(e)),
-            number,
-        ))
+        exact_ours(page.numbers.into_iter().map(|e| self.read_entry(e)), number)
+            .map_err(|why| self.api.malformed(FIND, why))
     }
 }
