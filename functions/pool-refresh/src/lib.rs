@@ -466,10 +466,7 @@ impl Refresher {
                         if let Some(listing) = listings.get_mut(*provider) {
                             listing.unreadable += 1;
                         }
-                        if let Some(s) = summaries
-                            .iter_mut()
-                            .find(|s| s.provider == provider.as_str())
-                        {
+                        if let Some(s) = summary_of(summaries, provider) {
                             s.unreadable += 1;
                         }
                     }
@@ -543,10 +540,7 @@ impl Refresher {
                 }
             }
             listing.proven_gone = Some(gone);
-            if let Some(s) = summaries
-                .iter_mut()
-                .find(|s| s.provider == provider.as_str())
-            {
+            if let Some(s) = summary_of(summaries, provider) {
                 s.unconfirmed = unconfirmed;
             }
         }
@@ -1103,6 +1097,15 @@ struct Run {
     buy_left: u32,
     /// Orders this run may still move.
     moves_left: usize,
+}
+
+fn summary_of<'a>(
+    summaries: &'a mut [ProviderSummary],
+    provider: &Provider,
+) -> Option<&'a mut ProviderSummary> {
+    summaries
+        .iter_mut()
+        .find(|s| s.provider == provider.as_str())
 }
 
 fn provider_summary(

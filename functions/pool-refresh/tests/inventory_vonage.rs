@@ -806,20 +806,6 @@ async fn looked_up(server: &MockServer, digits: &str, answer: ResponseTemplate) 
         .await;
 }
 
-async fn states(
-    dynamo: &vnmask_tests::LocalDynamo,
-) -> std::collections::BTreeMap<String, vnmask::domain::NumberState> {
-    use vnmask::store::PoolStore;
-    dynamo
-        .store
-        .pool_entries(&market("GB"))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.number.number.as_str().to_owned(), e.number.state))
-        .collect()
-}
-
 /// Pages read by position skip a number when one before it goes while they are read, with the
 /// count unchanged if another was bought meanwhile: a pooled number the listing lacks is
 /// looked up alone and retired only when that finds nothing.
@@ -857,11 +843,12 @@ async fn a_pooled_number_the_listing_lacks_is_retired_only_once_looked_up_and_no
         .refresh(vnmask_tests::now())
         .await;
 
-    let pool = states(&dynamo).await;
-    assert_eq!(pool[&format!("+{listed}")], Active);
-    assert_eq!(pool[&format!("+{skipped}")], Active, "skipped, still ours");
-    assert_eq!(pool[&format!("+{gone}")], Retired, "looked up, not found");
-    assert_eq!(pool[&format!("+{unknown}")], Active, "its look-up failed");
+    let pool = pool_state(dynamo.store.as_ref(), "GB").await;
+    let state = |digits: &str| state_of(&pool, &format!("+{digits}"));
+    assert_eq!(state(listed), Active);
+    assert_eq!(state(skipped), Active, "skipped, still ours");
+    assert_eq!(state(gone), Retired, "looked up, not found");
+    assert_eq!(state(unknown), Active, "its look-up failed");
     assert_eq!(summary.markets[0].retired, 1);
     assert_eq!(summary.providers[0].unconfirmed, 1);
     assert!(summary.providers[0].error.is_none());
@@ -891,10 +878,10 @@ async fn many_absences_are_confirmed_over_several_runs() {
     let refresher = refresher(keyless(&dynamo), inventories, None, settings(&["GB"]));
 
     let first = refresher.refresh(vnmask_tests::now()).await;
-    let retired_first = states(&dynamo)
+    let retired_first = pool_state(dynamo.store.as_ref(), "GB")
         .await
         .values()
-        .filter(|s| **s == Retired)
+        .filter(|s| s.0 == Retired)
         .count();
     let second = refresher.refresh(vnmask_tests::now()).await;
 
@@ -902,6 +889,9 @@ async fn many_absences_are_confirmed_over_several_runs() {
     assert_eq!(first.providers[0].unconfirmed, 5);
     assert_eq!(second.markets[0].retired, 5);
     assert_eq!(second.providers[0].unconfirmed, 0);
-    let pool = states(&dynamo).await;
-    assert!(released.iter().all(|n| pool[n] == Retired), "{pool:?}");
+    let pool = pool_state(dynamo.store.as_ref(), "GB").await;
+    assert!(
+        released.iter().all(|n| state_of(&pool, n) == Retired),
+        "{pool:?}"
+    );
 }

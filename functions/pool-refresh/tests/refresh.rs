@@ -44,37 +44,6 @@ fn twilio_vn(number: &str, state: NumberState) -> PoolNumber {
     vn(number, "twilio", Capabilities::VOICE_AND_SMS, state)
 }
 
-/// The market's pool as stored: number → (state, capabilities, provider, version).
-async fn pool_state(
-    store: &dyn Store,
-    m: &str,
-) -> BTreeMap<String, (NumberState, Capabilities, String, u64)> {
-    store
-        .pool_entries(&market(m))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|PoolEntry { number: v, version }| {
-            (
-                v.number.as_str().to_owned(),
-                (
-                    v.state,
-                    v.capabilities,
-                    v.provider.as_str().to_owned(),
-                    version,
-                ),
-            )
-        })
-        .collect()
-}
-
-fn state_of(
-    pool: &BTreeMap<String, (NumberState, Capabilities, String, u64)>,
-    n: &str,
-) -> NumberState {
-    pool.get(n).unwrap_or_else(|| panic!("{n} not pooled")).0
-}
-
 #[tokio::test]
 async fn reconciliation_adds_retires_and_drains_numbers() {
     // GIVEN a US pool: 1000-1002 active, 1003 drained by operators

@@ -2,7 +2,7 @@
 //! wiremock, and a refresher wired to them.
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use pool_refresh::{Buying, RefreshSettings, Refresher};
 use reqwest::Url;
 use serde_json::{json, Value};
 use vnmask::config::Secret;
-use vnmask::domain::{Capabilities, Market};
+use vnmask::domain::{Capabilities, Market, NumberState};
 use vnmask::store::dynamodb::DynamoStore;
-use vnmask::store::PoolUpkeep;
+use vnmask::store::{PoolEntry, PoolUpkeep, Store};
 use vnmask_tests::LocalDynamo;
 use wiremock::matchers::{method, path, query_param_is_missing};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -272,4 +272,35 @@ pub fn refresher(
     settings: RefreshSettings,
 ) -> Refresher {
     Refresher::new(store, inventories, vendor, settings)
+}
+
+/// The market's pool as stored: number → (state, capabilities, provider, version).
+pub async fn pool_state(
+    store: &dyn Store,
+    m: &str,
+) -> BTreeMap<String, (NumberState, Capabilities, String, u64)> {
+    store
+        .pool_entries(&market(m))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|PoolEntry { number: v, version }| {
+            (
+                v.number.as_str().to_owned(),
+                (
+                    v.state,
+                    v.capabilities,
+                    v.provider.as_str().to_owned(),
+                    version,
+                ),
+            )
+        })
+        .collect()
+}
+
+pub fn state_of(
+    pool: &BTreeMap<String, (NumberState, Capabilities, String, u64)>,
+    n: &str,
+) -> NumberState {
+    pool.get(n).unwrap_or_else(|| panic!("{n} not pooled")).0
 }
